@@ -1,0 +1,478 @@
+#include "plasmon/client.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <unordered_map>
+
+#include "client/frame_reader.h"
+#include "core/arena.h"
+#include "core/protocol.h"
+#include "core/unix_socket.h"
+
+namespace plasmon {
+
+namespace p = protocol;
+
+namespace internal {
+
+// One reference to an object, shared by the copies of an ObjectBuffer. Keeps
+// the mapping alive so that a buffer outlives its client safely.
+class Reference {
+ public:
+  Reference(std::weak_ptr<ClientImpl> client, std::shared_ptr<const Mapping> map, ObjectID id)
+      : client_(std::move(client)), map_(std::move(map)), id_(id) {}
+  ~Reference();
+
+ private:
+  std::weak_ptr<ClientImpl> client_;
+  std::shared_ptr<const Mapping> map_;
+  ObjectID id_;
+};
+
+class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
+ public:
+  ClientImpl() : reader_(p::kMaxReplyBody) {}
+  ~ClientImpl() = default;
+
+  Status Connect(const std::string& path);
+  void Shutdown() {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!broken_) {
+      broken_ = true;
+      broken_status_ = Status::Disconnected("the client disconnected");
+      ::shutdown(sock_.get(), SHUT_RDWR);
+    }
+    cv_.notify_all();
+  }
+  bool connected() {
+    std::lock_guard<std::mutex> l(mu_);
+    return !broken_;
+  }
+
+  // Sends `req` as a `type` request and decodes the reply into `rep`.
+  template <typename Req, typename Rep>
+  Status Call(p::MessageType type, const Req& req, Rep* rep) {
+    uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
+    PLASMON_RETURN_IF_ERROR(Send(p::MakeFrame(static_cast<uint16_t>(type), id, req)));
+    std::string body;
+    PLASMON_RETURN_IF_ERROR(WaitReply(id, p::ReplyType(type), &body));
+    if (!p::ParseBody(body, rep)) return Fail(Status::ProtocolError("malformed reply from the store"));
+    return Status::OK();
+  }
+  Status CallNoBody(p::MessageType type, p::StatsReply* rep) {
+    uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
+    PLASMON_RETURN_IF_ERROR(Send(std::move(p::FrameBuilder(static_cast<uint16_t>(type), id)).Finish()));
+    std::string body;
+    PLASMON_RETURN_IF_ERROR(WaitReply(id, p::ReplyType(type), &body));
+    if (!p::ParseBody(body, rep)) return Fail(Status::ProtocolError("malformed reply from the store"));
+    return Status::OK();
+  }
+
+  Result<MutableBuffer> Create(const ObjectID& id, uint64_t data_size, std::string_view metadata);
+  Result<std::vector<ObjectBuffer>> Get(const std::vector<ObjectID>& ids, int64_t timeout_ms);
+  Status Release(const ObjectID& id, bool quiet);
+  Result<Subscription> Subscribe();
+
+ private:
+  Status Send(const std::string& frame);
+  Status WaitReply(uint64_t id, uint16_t type, std::string* body);
+  Status Fail(Status st);
+  // Checks that a location the store sent lies inside the mapping.
+  bool InArena(const p::ObjectLocation& loc) const {
+    uint64_t size = map_->size();
+    return loc.arena == 0 && loc.offset <= size && loc.data_size <= size - loc.offset &&
+           loc.metadata_size <= size - loc.offset - loc.data_size;
+  }
+
+  std::string path_;
+  UniqueFd sock_;
+  std::shared_ptr<const Mapping> map_;
+  std::atomic<uint64_t> next_id_{1};
+
+  std::mutex write_mu_;  // one frame at a time on the socket
+
+  // Replies are read by whichever waiting thread holds the reader role; it
+  // files replies meant for others in `replies_` and wakes them. One thread
+  // alone never waits on another (no extra wake-up on the request path).
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool reading_ = false;
+  bool broken_ = false;
+  Status broken_status_;
+  std::unordered_map<uint64_t, std::pair<uint16_t, std::string>> replies_;
+  FrameReader reader_;  // used only by the thread in the reader role
+
+  std::mutex refs_mu_;
+  std::unordered_map<ObjectID, uint32_t, ObjectIDHash> held_;  // references from Get
+};
+
+Reference::~Reference() {
+  if (auto c = client_.lock()) {
+    Status st = c->Release(id_, /*quiet=*/true);
+    (void)st;
+  }
+}
+
+Status ClientImpl::Connect(const std::string& path) {
+  path_ = path;
+  Result<UniqueFd> fd = ConnectUnix(path);
+  if (!fd.ok()) return fd.status();
+  sock_ = std::move(*fd);
+  p::ConnectRequest req;
+  req.pid = static_cast<uint32_t>(::getpid());
+  PLASMON_RETURN_IF_ERROR(WriteAll(sock_.get(), p::MakeFrame(static_cast<uint16_t>(p::MessageType::kConnect), 0, req)));
+  p::FrameHeader h;
+  std::string body;
+  UniqueFd arena_fd;
+  PLASMON_RETURN_IF_ERROR(reader_.Read(sock_.get(), &h, &body, &arena_fd));
+  p::ConnectReply rep;
+  if (h.type != p::ReplyType(p::MessageType::kConnect) || !p::ParseBody(body, &rep))
+    return Status::ProtocolError("malformed Connect reply from " + path);
+  PLASMON_RETURN_IF_ERROR(rep.status);
+  if (!arena_fd.valid()) return Status::ProtocolError("the store did not pass its arena");
+  Result<Mapping> m = Mapping::Map(arena_fd.get(), rep.arena_size, /*writable=*/true,
+                                   /*populate=*/rep.prefaulted);
+  if (!m.ok()) return m.status();
+  map_ = std::make_shared<const Mapping>(std::move(*m));
+  return Status::OK();
+}
+
+Status ClientImpl::Fail(Status st) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (!broken_) {
+    broken_ = true;
+    broken_status_ = st;
+    ::shutdown(sock_.get(), SHUT_RDWR);
+  }
+  cv_.notify_all();
+  return st;
+}
+
+Status ClientImpl::Send(const std::string& frame) {
+  Status st;
+  {
+    std::lock_guard<std::mutex> w(write_mu_);
+    st = WriteAll(sock_.get(), frame);
+  }
+  if (!st.ok()) {
+    std::lock_guard<std::mutex> l(mu_);
+    if (broken_) return broken_status_;
+    if (!st.IsDisconnected()) st = Status::Disconnected(st.message());
+  }
+  return st.ok() ? st : Fail(st);
+}
+
+Status ClientImpl::WaitReply(uint64_t id, uint16_t type, std::string* body) {
+  std::unique_lock<std::mutex> l(mu_);
+  for (;;) {
+    auto it = replies_.find(id);
+    if (it != replies_.end()) {
+      uint16_t got = it->second.first;
+      *body = std::move(it->second.second);
+      replies_.erase(it);
+      if (got != type) {
+        l.unlock();
+        return Fail(Status::ProtocolError("the store answered with message type " + std::to_string(got)));
+      }
+      return Status::OK();
+    }
+    if (broken_) return broken_status_;
+    if (reading_) {
+      cv_.wait(l);
+      continue;
+    }
+    reading_ = true;
+    l.unlock();
+    p::FrameHeader h;
+    std::string b;
+    Status st = reader_.Read(sock_.get(), &h, &b);
+    l.lock();
+    reading_ = false;
+    if (!st.ok()) {
+      if (!broken_) {
+        broken_ = true;
+        broken_status_ = st;
+      }
+      cv_.notify_all();
+      return broken_status_;
+    }
+    replies_[h.request_id] = {h.type, std::move(b)};
+    // Someone else may be waiting for this reply, or for the reader role.
+    cv_.notify_all();
+  }
+}
+
+Result<MutableBuffer> ClientImpl::Create(const ObjectID& id, uint64_t data_size,
+                                         std::string_view metadata) {
+  if (metadata.size() > p::kMaxMetadata)
+    return Status::InvalidArgument("metadata of " + std::to_string(metadata.size()) +
+                                   " bytes exceeds the limit of " + std::to_string(p::kMaxMetadata));
+  p::CreateRequest req{id, data_size, metadata.size()};
+  p::CreateReply rep;
+  PLASMON_RETURN_IF_ERROR(Call(p::MessageType::kCreate, req, &rep));
+  PLASMON_RETURN_IF_ERROR(rep.status);
+  if (!InArena(rep.location) || rep.location.data_size != data_size)
+    return Fail(Status::ProtocolError("the store placed an object outside its arena"));
+  uint8_t* base = map_->base() + rep.location.offset;
+  if (!metadata.empty()) std::memcpy(base + data_size, metadata.data(), metadata.size());
+  return MutableBuffer{id, base, data_size};
+}
+
+Result<std::vector<ObjectBuffer>> ClientImpl::Get(const std::vector<ObjectID>& ids,
+                                                  int64_t timeout_ms) {
+  if (ids.size() > p::kMaxBatch)
+    return Status::InvalidArgument("at most " + std::to_string(p::kMaxBatch) + " IDs per Get");
+  if (timeout_ms < -1) return Status::InvalidArgument("timeout_ms must be -1, 0 or positive");
+  p::GetRequest req{timeout_ms, ids};
+  p::GetReply rep;
+  PLASMON_RETURN_IF_ERROR(Call(p::MessageType::kGet, req, &rep));
+  PLASMON_RETURN_IF_ERROR(rep.status);
+  if (rep.entries.size() != ids.size())
+    return Fail(Status::ProtocolError("Get reply has the wrong number of entries"));
+  std::vector<ObjectBuffer> out(ids.size());
+  std::weak_ptr<ClientImpl> self = weak_from_this();
+  for (size_t i = 0; i < ids.size(); i++) {
+    const p::GetReply::Entry& e = rep.entries[i];
+    ObjectBuffer& b = out[i];
+    b.id_ = ids[i];
+    if (e.code != StatusCode::kOk) {
+      b.status_ = Status(e.code, e.code == StatusCode::kObjectNotSealed
+                                     ? "object " + ids[i].Hex() + " was not sealed in time"
+                                     : "object " + ids[i].Hex() + " is not in the store");
+      continue;
+    }
+    {
+      std::lock_guard<std::mutex> l(refs_mu_);
+      held_[ids[i]]++;
+    }
+    b.ref_ = std::make_shared<Reference>(self, map_, ids[i]);
+    if (!InArena(e.location)) return Fail(Status::ProtocolError("the store sent an object outside its arena"));
+    b.data_ = map_->base() + e.location.offset;
+    b.size_ = e.location.data_size;
+    b.metadata_ = b.data_ + b.size_;
+    b.metadata_size_ = e.location.metadata_size;
+  }
+  return out;
+}
+
+Status ClientImpl::Release(const ObjectID& id, bool quiet) {
+  {
+    std::lock_guard<std::mutex> l(refs_mu_);
+    auto it = held_.find(id);
+    if (it == held_.end()) {
+      return quiet ? Status::OK()
+                   : Status::InvalidArgument("this client holds no reference to " + id.Hex());
+    }
+    if (--it->second == 0) held_.erase(it);
+  }
+  // One-way: the store never answers a Release.
+  Status st = Send(p::MakeFrame(static_cast<uint16_t>(p::MessageType::kRelease), 0, p::IdRequest{id}));
+  return quiet ? Status::OK() : st;
+}
+
+}  // namespace internal
+
+// ---- Subscription ----
+
+struct Subscription::State {
+  UniqueFd sock;
+  internal::FrameReader reader{p::kMaxReplyBody};
+};
+
+Subscription::Subscription() = default;
+Subscription::Subscription(Subscription&&) noexcept = default;
+Subscription& Subscription::operator=(Subscription&&) noexcept = default;
+Subscription::~Subscription() = default;
+
+int Subscription::fd() const { return state_ ? state_->sock.get() : -1; }
+
+Result<Notification> Subscription::Next(int timeout_ms) {
+  if (!state_) return Status::Disconnected("not subscribed");
+  if (!state_->reader.HasFrame()) {
+    pollfd pfd{state_->sock.get(), POLLIN, 0};
+    int n;
+    do {
+      n = ::poll(&pfd, 1, timeout_ms);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) return Status::FromErrno("poll", errno);
+    if (n == 0) return Status::Timeout("no notification within " + std::to_string(timeout_ms) + " ms");
+  }
+  p::FrameHeader h;
+  std::string body;
+  PLASMON_RETURN_IF_ERROR(state_->reader.Read(state_->sock.get(), &h, &body));
+  p::NotificationMessage m;
+  if (h.type != static_cast<uint16_t>(p::MessageType::kNotification) || !p::ParseBody(body, &m))
+    return Status::ProtocolError("malformed notification from the store");
+  return m.n;
+}
+
+Result<Subscription> internal::ClientImpl::Subscribe() {
+  Result<UniqueFd> fd = ConnectUnix(path_);
+  if (!fd.ok()) return fd.status();
+  Subscription sub;
+  sub.state_ = std::make_unique<Subscription::State>();
+  sub.state_->sock = std::move(*fd);
+  int s = sub.state_->sock.get();
+  p::ConnectRequest creq;
+  creq.pid = static_cast<uint32_t>(::getpid());
+  std::string frames = p::MakeFrame(static_cast<uint16_t>(p::MessageType::kConnect), 1, creq) +
+                       std::move(p::FrameBuilder(static_cast<uint16_t>(p::MessageType::kSubscribe), 2)).Finish();
+  PLASMON_RETURN_IF_ERROR(WriteAll(s, frames));
+  p::FrameHeader h;
+  std::string body;
+  UniqueFd unused;  // the arena fd that comes with every Connect reply
+  PLASMON_RETURN_IF_ERROR(sub.state_->reader.Read(s, &h, &body, &unused));
+  PLASMON_RETURN_IF_ERROR(sub.state_->reader.Read(s, &h, &body));
+  p::StatusReply rep;
+  if (h.type != p::ReplyType(p::MessageType::kSubscribe) || !p::ParseBody(body, &rep))
+    return Status::ProtocolError("malformed Subscribe reply");
+  PLASMON_RETURN_IF_ERROR(rep.status);
+  return sub;
+}
+
+// ---- Client ----
+
+Client::Client() = default;
+Client::~Client() { Disconnect(); }
+
+Status Client::Connect(const std::string& socket_path) {
+  if (impl_ && impl_->connected()) return Status::InvalidArgument("already connected");
+  auto impl = std::make_shared<internal::ClientImpl>();
+  PLASMON_RETURN_IF_ERROR(impl->Connect(socket_path));
+  impl_ = std::move(impl);
+  return Status::OK();
+}
+
+void Client::Disconnect() {
+  if (impl_) impl_->Shutdown();
+}
+
+bool Client::connected() const { return impl_ && impl_->connected(); }
+
+#define PLASMON_REQUIRE_CONNECTED() \
+  if (!impl_) return Status::Disconnected("not connected to a store")
+
+Result<MutableBuffer> Client::Create(const ObjectID& id, uint64_t data_size,
+                                     std::string_view metadata) {
+  PLASMON_REQUIRE_CONNECTED();
+  return impl_->Create(id, data_size, metadata);
+}
+
+Status Client::Seal(const ObjectID& id) {
+  PLASMON_REQUIRE_CONNECTED();
+  p::StatusReply rep;
+  PLASMON_RETURN_IF_ERROR(impl_->Call(p::MessageType::kSeal, p::IdRequest{id}, &rep));
+  return rep.status;
+}
+
+Status Client::Abort(const ObjectID& id) {
+  PLASMON_REQUIRE_CONNECTED();
+  p::StatusReply rep;
+  PLASMON_RETURN_IF_ERROR(impl_->Call(p::MessageType::kAbort, p::IdRequest{id}, &rep));
+  return rep.status;
+}
+
+Status Client::CreateAndSeal(const ObjectID& id, std::string_view data, std::string_view metadata) {
+  PLASMON_REQUIRE_CONNECTED();
+  if (data.size() + metadata.size() > p::kMaxInlineObject)
+    return Status::InvalidArgument("CreateAndSeal takes at most " +
+                                   std::to_string(p::kMaxInlineObject) +
+                                   " bytes; use Create and Seal for larger objects");
+  p::StatusReply rep;
+  PLASMON_RETURN_IF_ERROR(
+      impl_->Call(p::MessageType::kCreateAndSeal, p::CreateAndSealRequest{id, data, metadata}, &rep));
+  return rep.status;
+}
+
+Result<std::vector<ObjectBuffer>> Client::Get(const std::vector<ObjectID>& ids,
+                                              int64_t timeout_ms) {
+  PLASMON_REQUIRE_CONNECTED();
+  return impl_->Get(ids, timeout_ms);
+}
+
+Status Client::Release(const ObjectID& id) {
+  PLASMON_REQUIRE_CONNECTED();
+  return impl_->Release(id, /*quiet=*/false);
+}
+
+Result<bool> Client::Contains(const ObjectID& id) {
+  PLASMON_REQUIRE_CONNECTED();
+  p::ContainsReply rep;
+  PLASMON_RETURN_IF_ERROR(impl_->Call(p::MessageType::kContains, p::IdRequest{id}, &rep));
+  PLASMON_RETURN_IF_ERROR(rep.status);
+  return rep.present;
+}
+
+Result<std::vector<ObjectInfo>> Client::List() {
+  PLASMON_REQUIRE_CONNECTED();
+  std::vector<ObjectInfo> all;
+  p::ListRequest req;
+  for (;;) {
+    p::ListReply rep;
+    PLASMON_RETURN_IF_ERROR(impl_->Call(p::MessageType::kList, req, &rep));
+    PLASMON_RETURN_IF_ERROR(rep.status);
+    all.insert(all.end(), rep.objects.begin(), rep.objects.end());
+    if (!rep.more || rep.objects.empty()) break;
+    req.has_cursor = true;
+    req.cursor = rep.objects.back().id;
+  }
+  return all;
+}
+
+Result<std::vector<Status>> Client::Delete(const std::vector<ObjectID>& ids) {
+  PLASMON_REQUIRE_CONNECTED();
+  if (ids.size() > p::kMaxBatch)
+    return Status::InvalidArgument("at most " + std::to_string(p::kMaxBatch) + " IDs per Delete");
+  p::DeleteReply rep;
+  PLASMON_RETURN_IF_ERROR(impl_->Call(p::MessageType::kDelete, p::DeleteRequest{ids}, &rep));
+  PLASMON_RETURN_IF_ERROR(rep.status);
+  if (rep.codes.size() != ids.size()) return Status::ProtocolError("Delete reply has the wrong size");
+  std::vector<Status> out;
+  out.reserve(ids.size());
+  for (size_t i = 0; i < ids.size(); i++) {
+    switch (rep.codes[i]) {
+      case StatusCode::kOk: out.emplace_back(); break;
+      case StatusCode::kObjectInUse:
+        out.push_back(Status::ObjectInUse("object " + ids[i].Hex() +
+                                          " is in use: it will be deleted when released"));
+        break;
+      case StatusCode::kObjectNotSealed:
+        out.push_back(Status::ObjectNotSealed("object " + ids[i].Hex() +
+                                              " is still being created: not deleted"));
+        break;
+      case StatusCode::kObjectNotFound:
+        out.push_back(Status::ObjectNotFound("object " + ids[i].Hex() + " is not in the store"));
+        break;
+      default: out.emplace_back(rep.codes[i], "deleting " + ids[i].Hex() + " failed"); break;
+    }
+  }
+  return out;
+}
+
+Result<uint64_t> Client::Evict(uint64_t bytes) {
+  PLASMON_REQUIRE_CONNECTED();
+  p::EvictReply rep;
+  PLASMON_RETURN_IF_ERROR(impl_->Call(p::MessageType::kEvict, p::EvictRequest{bytes}, &rep));
+  PLASMON_RETURN_IF_ERROR(rep.status);
+  return rep.bytes;
+}
+
+Result<StoreStats> Client::Stats() {
+  PLASMON_REQUIRE_CONNECTED();
+  p::StatsReply rep;
+  PLASMON_RETURN_IF_ERROR(impl_->CallNoBody(p::MessageType::kStats, &rep));
+  PLASMON_RETURN_IF_ERROR(rep.status);
+  return rep.stats;
+}
+
+Result<Subscription> Client::Subscribe() {
+  PLASMON_REQUIRE_CONNECTED();
+  return impl_->Subscribe();
+}
+
+}  // namespace plasmon

@@ -1,0 +1,151 @@
+// plasmon::Client: the library applications use to talk to their node's store.
+//
+//   plasmon::Client c;
+//   if (auto st = c.Connect("/tmp/plasmon.sock"); !st.ok()) ...
+//   auto buf = c.Create(id, size);          // writable shared memory
+//   fill(buf->data(), buf->size());
+//   c.Seal(id);                             // now immutable and visible
+//   auto got = c.Get({id}, /*timeout_ms=*/1000);
+//   use((*got)[0].data(), (*got)[0].size());  // no copy: the store's memory
+//
+// Thread safety: one Client may be used from several threads at once; each
+// call blocks only its own thread (a Get waiting for a seal does not hold up
+// other threads' calls). Connect must finish before other calls start.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "plasmon/object_id.h"
+#include "plasmon/status.h"
+#include "plasmon/types.h"
+
+namespace plasmon {
+
+namespace internal {
+class Reference;
+class ClientImpl;
+}  // namespace internal
+
+// A sealed object's bytes, read-only and in place in the store's memory.
+// Copies share one reference to the object; the last copy to go releases it.
+// A buffer stays readable after its Client is gone.
+class ObjectBuffer {
+ public:
+  ObjectBuffer() = default;
+
+  // Whether the object was found. If not, status() says why: ObjectNotFound
+  // (no such object) or ObjectNotSealed (it exists but was not sealed in time).
+  bool valid() const { return ref_ != nullptr; }
+  const Status& status() const { return status_; }
+
+  const ObjectID& id() const { return id_; }
+  const uint8_t* data() const { return data_; }
+  uint64_t size() const { return size_; }
+  const uint8_t* metadata() const { return metadata_; }
+  uint64_t metadata_size() const { return metadata_size_; }
+  std::string_view view() const { return {reinterpret_cast<const char*>(data_), size_}; }
+  std::string_view metadata_view() const {
+    return {reinterpret_cast<const char*>(metadata_), metadata_size_};
+  }
+
+ private:
+  friend class internal::ClientImpl;
+  ObjectID id_;
+  Status status_;
+  std::shared_ptr<internal::Reference> ref_;
+  const uint8_t* data_ = nullptr;
+  uint64_t size_ = 0;
+  const uint8_t* metadata_ = nullptr;
+  uint64_t metadata_size_ = 0;
+};
+
+// The writable data of an object being created. Valid until Seal or Abort.
+struct MutableBuffer {
+  ObjectID id;
+  uint8_t* data = nullptr;
+  uint64_t size = 0;
+};
+
+// Events from the store, read from their own connection (see Subscribe).
+class Subscription {
+ public:
+  Subscription();
+  Subscription(Subscription&&) noexcept;
+  Subscription& operator=(Subscription&&) noexcept;
+  ~Subscription();
+
+  // Readable (poll/epoll) when a notification is waiting.
+  int fd() const;
+  // The next event: waits up to timeout_ms (0 polls, -1 forever); Timeout if
+  // none came, Disconnected if the store went away.
+  Result<Notification> Next(int timeout_ms);
+
+ private:
+  friend class internal::ClientImpl;
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+class Client {
+ public:
+  Client();
+  ~Client();  // disconnects
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // Connects to the store at `socket_path` and maps its memory.
+  Status Connect(const std::string& socket_path);
+  // Closes the connection. The store releases every reference this client
+  // holds and aborts every object it created and did not seal.
+  void Disconnect();
+  bool connected() const;
+
+  // Creates an object of `data_size` bytes with `metadata` stored after it,
+  // and returns its writable data. Errors: ObjectExists, OutOfMemory (no room
+  // even after evicting unreferenced objects), InvalidArgument.
+  Result<MutableBuffer> Create(const ObjectID& id, uint64_t data_size,
+                               std::string_view metadata = {});
+  // Makes an object this client created immutable and visible to all.
+  // The creator holds no reference afterwards: Get it to read it.
+  Status Seal(const ObjectID& id);
+  // Discards an object this client created and has not sealed.
+  Status Abort(const ObjectID& id);
+  // Create, copy in and seal, in one round trip. For objects up to 1 MiB
+  // (data and metadata together); InvalidArgument beyond.
+  Status CreateAndSeal(const ObjectID& id, std::string_view data, std::string_view metadata = {});
+
+  // One buffer per ID, in order, each holding a reference. Waits until each
+  // object is sealed or `timeout_ms` passes (0 polls, -1 waits forever). A
+  // missing object comes back as an invalid buffer, not as an error.
+  Result<std::vector<ObjectBuffer>> Get(const std::vector<ObjectID>& ids, int64_t timeout_ms);
+  // Drops one reference this client holds (taken by Get), before the buffer
+  // holding it goes. The buffer must not be read afterwards.
+  // InvalidArgument if this client holds no reference to `id`.
+  Status Release(const ObjectID& id);
+
+  // Whether a sealed object with this ID is in the store.
+  Result<bool> Contains(const ObjectID& id);
+  // Every object in the store, in ID order.
+  Result<std::vector<ObjectInfo>> List();
+  // Deletes objects; one Status per ID: OK (deleted), ObjectInUse (referenced:
+  // deleted when the last reference goes; invisible from now on),
+  // ObjectNotFound, ObjectNotSealed (still being created; not deleted).
+  Result<std::vector<Status>> Delete(const std::vector<ObjectID>& ids);
+  // Evicts unreferenced objects, least recently used first, until at least
+  // `bytes` are freed or none is left. Returns the bytes freed.
+  Result<uint64_t> Evict(uint64_t bytes);
+  Result<StoreStats> Stats();
+
+  // Opens a second connection on which the store reports every seal, delete
+  // and eviction, in order.
+  Result<Subscription> Subscribe();
+
+ private:
+  std::shared_ptr<internal::ClientImpl> impl_;
+};
+
+}  // namespace plasmon

@@ -1,0 +1,64 @@
+// Shared-memory arenas: the memory objects live in.
+//
+// The store creates each arena once at start (a memfd, or a file in a
+// directory such as a hugetlbfs mount), maps it, and never shrinks or moves it,
+// so it can be registered for RDMA once. Clients map the same fd, received
+// over the socket, and address objects as offsets into it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "core/fd.h"
+#include "plasmon/status.h"
+
+namespace plasmon {
+
+// An mmap'd region, unmapped on destruction.
+class Mapping {
+ public:
+  Mapping() = default;
+  Mapping(uint8_t* base, size_t size) : base_(base), size_(size) {}
+  Mapping(Mapping&& o) noexcept;
+  Mapping& operator=(Mapping&& o) noexcept;
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+  ~Mapping();
+
+  // Maps `size` bytes of `fd` shared. `populate` prefaults the page tables.
+  static Result<Mapping> Map(int fd, size_t size, bool writable, bool populate);
+
+  uint8_t* base() const { return base_; }
+  size_t size() const { return size_; }
+
+ private:
+  uint8_t* base_ = nullptr;
+  size_t size_ = 0;
+};
+
+struct ArenaOptions {
+  uint64_t size = 0;       // bytes; rounded up to the page size
+  std::string directory;   // empty: anonymous memfd
+  bool hugepages = false;  // MFD_HUGETLB (or a hugetlbfs directory)
+  bool prefault = false;   // populate every page now
+};
+
+class Arena {
+ public:
+  static Result<Arena> Create(const ArenaOptions& options);
+
+  int fd() const { return fd_.get(); }
+  uint8_t* base() const { return map_.base(); }
+  uint64_t size() const { return map_.size(); }
+  uint64_t page_size() const { return page_size_; }
+  bool prefaulted() const { return prefaulted_; }
+
+ private:
+  UniqueFd fd_;
+  Mapping map_;
+  uint64_t page_size_ = 4096;
+  bool prefaulted_ = false;
+};
+
+}  // namespace plasmon

@@ -1,0 +1,54 @@
+// ObjectID: the 20-byte name an application gives an object.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace plasmon {
+
+class ObjectID {
+ public:
+  static constexpr size_t kSize = 20;
+
+  ObjectID() { bytes_.fill(0); }
+
+  // The first kSize bytes of `binary`. REQUIRES: binary.size() == kSize.
+  static ObjectID FromBinary(std::string_view binary);
+  // Parses 40 hex digits (either case); nullopt for anything else.
+  static std::optional<ObjectID> FromHex(std::string_view hex);
+  // A uniformly random ID (for tests and tools).
+  static ObjectID Random();
+
+  const uint8_t* data() const { return bytes_.data(); }
+  uint8_t* mutable_data() { return bytes_.data(); }
+  std::string Binary() const { return std::string(reinterpret_cast<const char*>(data()), kSize); }
+  std::string Hex() const;
+
+  bool operator==(const ObjectID& o) const { return bytes_ == o.bytes_; }
+  bool operator!=(const ObjectID& o) const { return !(*this == o); }
+  bool operator<(const ObjectID& o) const { return bytes_ < o.bytes_; }
+
+  // IDs are chosen by applications and are often random: the first 8 bytes
+  // hash well enough on their own.
+  size_t Hash() const {
+    uint64_t h;
+    std::memcpy(&h, bytes_.data(), sizeof(h));
+    uint32_t t;
+    std::memcpy(&t, bytes_.data() + 16, sizeof(t));
+    return static_cast<size_t>(h ^ (uint64_t{t} * 0x9E3779B97F4A7C15ull));
+  }
+
+ private:
+  std::array<uint8_t, kSize> bytes_;
+};
+
+struct ObjectIDHash {
+  size_t operator()(const ObjectID& id) const { return id.Hash(); }
+};
+
+}  // namespace plasmon

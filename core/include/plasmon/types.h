@@ -1,0 +1,48 @@
+// Plain data types shared by the client API and the wire protocol.
+#pragma once
+
+#include <cstdint>
+
+#include "plasmon/object_id.h"
+
+namespace plasmon {
+
+enum class ObjectState : uint8_t {
+  kCreated = 1,  // allocated, being written by its creator, not visible to Get
+  kSealed = 2,   // immutable and visible
+};
+
+// One row of Client::List().
+struct ObjectInfo {
+  ObjectID id;
+  ObjectState state = ObjectState::kCreated;
+  uint64_t data_size = 0;
+  uint64_t metadata_size = 0;
+  uint32_t ref_count = 0;        // references held by all clients together
+  bool digest_valid = false;     // false until the digest has been computed
+  uint64_t digest = 0;           // xxh3-64 of data then metadata
+  int64_t create_time_us = 0;    // wall clock, microseconds since the epoch
+  int64_t last_access_us = 0;    // wall clock, microseconds since the epoch
+};
+
+// Client::Stats().
+struct StoreStats {
+  uint64_t capacity = 0;        // usable bytes in the arena
+  uint64_t used = 0;            // bytes allocated to objects (after alignment)
+  uint64_t object_count = 0;    // objects in any state
+  uint64_t sealed_count = 0;
+  uint64_t evictions = 0;       // objects evicted since start
+  uint64_t evicted_bytes = 0;
+  uint64_t clients = 0;         // connected clients, subscribers included
+};
+
+// What a subscriber receives, one per event, in the order they happened.
+struct Notification {
+  enum class Kind : uint8_t { kSealed = 1, kDeleted = 2, kEvicted = 3 };
+  Kind kind = Kind::kSealed;
+  ObjectID id;
+  uint64_t data_size = 0;
+  uint64_t metadata_size = 0;
+};
+
+}  // namespace plasmon

@@ -1,0 +1,51 @@
+#include "plasmon/object_id.h"
+
+#include <random>
+
+namespace plasmon {
+
+ObjectID ObjectID::FromBinary(std::string_view binary) {
+  ObjectID id;
+  std::memcpy(id.bytes_.data(), binary.data(), std::min(binary.size(), kSize));
+  return id;
+}
+
+static int HexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+std::optional<ObjectID> ObjectID::FromHex(std::string_view hex) {
+  if (hex.size() != 2 * kSize) return std::nullopt;
+  ObjectID id;
+  for (size_t i = 0; i < kSize; i++) {
+    int hi = HexValue(hex[2 * i]), lo = HexValue(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    id.bytes_[i] = static_cast<uint8_t>(hi << 4 | lo);
+  }
+  return id;
+}
+
+ObjectID ObjectID::Random() {
+  thread_local std::mt19937_64 rng(std::random_device{}());
+  ObjectID id;
+  for (size_t i = 0; i < kSize; i += 4) {
+    uint32_t r = static_cast<uint32_t>(rng());
+    std::memcpy(id.bytes_.data() + i, &r, 4);
+  }
+  return id;
+}
+
+std::string ObjectID::Hex() const {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string s(2 * kSize, '0');
+  for (size_t i = 0; i < kSize; i++) {
+    s[2 * i] = kDigits[bytes_[i] >> 4];
+    s[2 * i + 1] = kDigits[bytes_[i] & 0xf];
+  }
+  return s;
+}
+
+}  // namespace plasmon

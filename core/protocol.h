@@ -1,0 +1,242 @@
+// The client <-> store wire protocol (see docs/PROTOCOL.md).
+//
+// A frame is a 16-byte header followed by `body_len` bytes. Every request and
+// reply type has a struct here with a symmetric Encode/Decode pair; Decode
+// validates every count and length against the limits below and returns false
+// on anything malformed, so the store can drop the client with a reason.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/coding.h"
+#include "plasmon/status.h"
+#include "plasmon/types.h"
+
+namespace plasmon::protocol {
+
+constexpr uint32_t kMagic = 0x4d534c50;  // "PLSM" on the wire
+constexpr uint16_t kVersion = 1;
+constexpr size_t kHeaderSize = 16;
+
+// Limits. A request body over kMaxRequestBody closes the connection before the
+// store buffers it.
+constexpr uint32_t kMaxInlineObject = 1u << 20;  // CreateAndSeal data + metadata
+constexpr uint32_t kMaxRequestBody = kMaxInlineObject + 4096;
+constexpr uint32_t kMaxReplyBody = 16u << 20;
+constexpr uint32_t kMaxBatch = 16384;     // IDs in one Get or Delete
+constexpr uint32_t kMaxListPage = 16384;  // rows in one List reply
+constexpr uint64_t kMaxMetadata = 1u << 20;
+constexpr uint32_t kMaxMessage = 4096;    // an error message's text
+
+enum class MessageType : uint16_t {
+  kConnect = 1,
+  kCreate = 2,
+  kSeal = 3,
+  kAbort = 4,
+  kCreateAndSeal = 5,
+  kGet = 6,
+  kRelease = 7,  // one-way: never answered
+  kContains = 8,
+  kDelete = 9,
+  kList = 10,
+  kEvict = 11,
+  kStats = 12,
+  kSubscribe = 13,
+  kNotification = 14,  // store -> subscriber, unsolicited
+};
+constexpr uint16_t kReplyBit = 0x8000;
+inline uint16_t ReplyType(MessageType t) { return static_cast<uint16_t>(t) | kReplyBit; }
+
+struct FrameHeader {
+  uint32_t body_len = 0;
+  uint16_t type = 0;
+  uint16_t flags = 0;  // must be zero in version 1
+  uint64_t request_id = 0;
+};
+void EncodeHeader(const FrameHeader& h, char* out);  // writes kHeaderSize bytes
+FrameHeader DecodeHeader(const char* in);            // reads kHeaderSize bytes
+
+// Builds one frame: header first, then the body through encoder(), then
+// Finish() patches in the body length.
+class FrameBuilder {
+ public:
+  FrameBuilder(uint16_t type, uint64_t request_id);
+  Encoder& encoder() { return enc_; }
+  std::string Finish() &&;
+
+ private:
+  std::string buf_;
+  Encoder enc_;
+};
+
+// Where an object's bytes are: data at [offset, offset + data_size), its
+// metadata right after.
+struct ObjectLocation {
+  uint32_t arena = 0;
+  uint64_t offset = 0;
+  uint64_t data_size = 0;
+  uint64_t metadata_size = 0;
+  void Encode(Encoder* e) const;
+  bool Decode(Decoder* d);
+};
+
+void EncodeStatus(const Status& s, Encoder* e);
+bool DecodeStatus(Decoder* d, Status* s);
+
+// ---- requests ----
+struct ConnectRequest {
+  uint32_t magic = kMagic;
+  uint16_t version = kVersion;
+  uint32_t pid = 0;
+  void Encode(Encoder* e) const;
+  bool Decode(Decoder* d);
+};
+
+struct CreateRequest {
+  ObjectID id;
+  uint64_t data_size = 0;
+  uint64_t metadata_size = 0;
+  void Encode(Encoder* e) const;
+  bool Decode(Decoder* d);
+};
+
+// Seal, Abort, Release and Contains name one object.
+struct IdRequest {
+  ObjectID id;
+  void Encode(Encoder* e) const;
+  bool Decode(Decoder* d);
+};
+
+struct CreateAndSealRequest {
+  ObjectID id;
+  std::string_view data;      // views into the frame being decoded
+  std::string_view metadata;
+  void Encode(Encoder* e) const;
+  bool Decode(Decoder* d);
+};
+
+struct GetRequest {
+  int64_t timeout_ms = 0;  // 0 polls, -1 waits forever
+  std::vector<ObjectID> ids;
+  void Encode(Encoder* e) const;
+  bool Decode(Decoder* d);
+};
+
+struct DeleteRequest {
+  std::vector<ObjectID> ids;
+  void Encode(Encoder* e) const;
+  bool Decode(Decoder* d);
+};
+
+struct ListRequest {
+  bool has_cursor = false;  // list IDs strictly greater than cursor
+  ObjectID cursor;
+  uint32_t max = kMaxListPage;
+  void Encode(Encoder* e) const;
+  bool Decode(Decoder* d);
+};
+
+struct EvictRequest {
+  uint64_t bytes = 0;
+  void Encode(Encoder* e) const;
+  bool Decode(Decoder* d);
+};
+
+// ---- replies: each begins with a Status ----
+struct ConnectReply {
+  Status status;
+  uint16_t version = kVersion;
+  uint32_t client_id = 0;
+  uint64_t capacity = 0;
+  uint64_t arena_size = 0;  // the mapping behind the fd passed with this reply
+  bool prefaulted = false;  // clients may populate their mapping up front
+  void Encode(Encoder* e) const;
+  bool Decode(Decoder* d);
+};
+
+struct StatusReply {
+  Status status;
+  void Encode(Encoder* e) const;
+  bool Decode(Decoder* d);
+};
+
+struct CreateReply {
+  Status status;
+  ObjectLocation location;
+  void Encode(Encoder* e) const;
+  bool Decode(Decoder* d);
+};
+
+struct ContainsReply {
+  Status status;
+  bool present = false;
+  void Encode(Encoder* e) const;
+  bool Decode(Decoder* d);
+};
+
+struct GetReply {
+  struct Entry {
+    StatusCode code = StatusCode::kOk;  // kOk: the object is referenced for the caller
+    ObjectLocation location;
+  };
+  Status status;
+  std::vector<Entry> entries;  // one per requested ID, in request order
+  void Encode(Encoder* e) const;
+  bool Decode(Decoder* d);
+};
+
+struct DeleteReply {
+  Status status;
+  std::vector<StatusCode> codes;  // one per requested ID
+  void Encode(Encoder* e) const;
+  bool Decode(Decoder* d);
+};
+
+struct ListReply {
+  Status status;
+  std::vector<ObjectInfo> objects;
+  bool more = false;
+  void Encode(Encoder* e) const;
+  bool Decode(Decoder* d);
+};
+
+struct EvictReply {
+  Status status;
+  uint64_t bytes = 0;
+  uint64_t count = 0;
+  void Encode(Encoder* e) const;
+  bool Decode(Decoder* d);
+};
+
+struct StatsReply {
+  Status status;
+  StoreStats stats;
+  void Encode(Encoder* e) const;
+  bool Decode(Decoder* d);
+};
+
+struct NotificationMessage {
+  Notification n;
+  void Encode(Encoder* e) const;
+  bool Decode(Decoder* d);
+};
+
+// Encodes `msg` as a complete frame.
+template <typename Msg>
+std::string MakeFrame(uint16_t type, uint64_t request_id, const Msg& msg) {
+  FrameBuilder b(type, request_id);
+  msg.Encode(&b.encoder());
+  return std::move(b).Finish();
+}
+
+// Decodes a whole body as `msg`; trailing bytes are an error.
+template <typename Msg>
+bool ParseBody(std::string_view body, Msg* msg) {
+  Decoder d(body);
+  return msg->Decode(&d) && d.done();
+}
+
+}  // namespace plasmon::protocol

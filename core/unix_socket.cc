@@ -1,0 +1,82 @@
+#include "core/unix_socket.h"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace plasmon {
+
+static Status MakeAddress(const std::string& path, sockaddr_un* addr) {
+  std::memset(addr, 0, sizeof(*addr));
+  addr->sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof(addr->sun_path))
+    return Status::InvalidArgument("socket path must be 1 to " +
+                                   std::to_string(sizeof(addr->sun_path) - 1) +
+                                   " bytes long: '" + path + "'");
+  std::memcpy(addr->sun_path, path.data(), path.size());
+  return Status::OK();
+}
+
+Result<UniqueFd> ConnectUnix(const std::string& path) {
+  sockaddr_un addr;
+  PLASMON_RETURN_IF_ERROR(MakeAddress(path, &addr));
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return Status::FromErrno("socket", errno);
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    int err = errno;
+    return Status::Disconnected("cannot connect to store at " + path + ": " + std::strerror(err));
+  }
+  return fd;
+}
+
+Result<UniqueFd> ListenUnix(const std::string& path, unsigned mode) {
+  sockaddr_un addr;
+  PLASMON_RETURN_IF_ERROR(MakeAddress(path, &addr));
+  struct stat st;
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode))
+      return Status::InvalidArgument(path + " exists and is not a socket; not replacing it");
+    if (ConnectUnix(path).ok())
+      return Status::ObjectInUse("another store is already serving " + path);
+    ::unlink(path.c_str());  // stale: its owner is gone
+  }
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd.valid()) return Status::FromErrno("socket", errno);
+  // Create the socket file with `mode` from the start: no window where others
+  // could connect.
+  mode_t old = ::umask(static_cast<mode_t>(~mode & 0777));
+  int rc = ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  int err = errno;
+  ::umask(old);
+  if (rc != 0) return Status::FromErrno("bind " + path, err);
+  if (::listen(fd.get(), 1024) != 0) return Status::FromErrno("listen " + path, errno);
+  return fd;
+}
+
+Status WriteAll(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EPIPE || errno == ECONNRESET)
+        return Status::Disconnected("the peer closed the connection");
+      return Status::FromErrno("send", errno);
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return Status::OK();
+}
+
+Status SetNonBlocking(int fd) {
+  int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0)
+    return Status::FromErrno("fcntl O_NONBLOCK", errno);
+  return Status::OK();
+}
+
+}  // namespace plasmon

@@ -1,0 +1,25 @@
+// Unix domain stream sockets: listen, connect, write everything.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "core/fd.h"
+#include "plasmon/status.h"
+
+namespace plasmon {
+
+// Listens on `path` with the given file mode. A socket file left behind by a
+// dead process is replaced; one that a live process still accepts on is an
+// error (kObjectInUse). The caller unlinks `path` when done.
+Result<UniqueFd> ListenUnix(const std::string& path, unsigned mode);
+
+// Connects a blocking, close-on-exec stream socket to `path`.
+Result<UniqueFd> ConnectUnix(const std::string& path);
+
+// Writes all of `data`, retrying on EINTR and short writes (blocking fds).
+Status WriteAll(int fd, std::string_view data);
+
+Status SetNonBlocking(int fd);
+
+}  // namespace plasmon

@@ -1,0 +1,114 @@
+// The object table: every object the store holds, its state, its place in the
+// arena, its reference count, and the memory it owns.
+//
+// It knows nothing of sockets or sessions: callers name clients by a number.
+// That keeps the lookup structure and the reference counting apart from the
+// I/O, so that a later shared-memory fast path can publish them.
+//
+// Not thread-safe: the store's event loop owns it.
+#pragma once
+
+#include <cstdint>
+#include <unordered_map>
+#include <vector>
+
+#include "core/allocator.h"
+#include "plasmon/status.h"
+#include "plasmon/types.h"
+#include "store/eviction_policy.h"
+
+namespace plasmon {
+
+struct ObjectEntry {
+  ObjectID id;
+  ObjectState state = ObjectState::kCreated;
+  uint64_t offset = 0;
+  uint64_t data_size = 0;
+  uint64_t metadata_size = 0;
+  uint32_t creator = 0;        // client that created it
+  uint32_t ref_count = 0;      // references held by all clients
+  bool delete_pending = false; // deleted while referenced: goes at ref_count 0
+  bool digest_valid = false;
+  uint64_t digest = 0;
+  int64_t create_time_us = 0;
+  int64_t last_access_us = 0;
+  bool in_lru = false;
+  LruPolicy::Handle lru;
+
+  uint64_t total_size() const { return data_size + metadata_size; }
+  bool visible() const { return state == ObjectState::kSealed && !delete_pending; }
+  ObjectInfo Info() const;
+};
+
+// What the table tells its owner about objects that become visible or go away.
+class TableListener {
+ public:
+  virtual ~TableListener() = default;
+  virtual void OnSealed(const ObjectEntry& e) = 0;
+  // The object is gone; `kind` is kDeleted or kEvicted.
+  virtual void OnRemoved(const ObjectEntry& e, Notification::Kind kind) = 0;
+};
+
+class ObjectTable {
+ public:
+  // Objects up to this size get their digest at seal; larger ones when first
+  // needed (hashing 64 MiB at seal would cost creators a third of their
+  // bandwidth and stall the event loop).
+  static constexpr uint64_t kDigestAtSealMax = 1u << 20;
+
+  ObjectTable(uint8_t* arena_base, uint64_t capacity, TableListener* listener);
+  ~ObjectTable();
+
+  // Allocates an unsealed object, evicting LRU objects if needed.
+  Result<ObjectEntry*> Create(const ObjectID& id, uint64_t data_size, uint64_t metadata_size,
+                              uint32_t creator);
+  // Seals an object `client` created. The object becomes visible.
+  Status Seal(const ObjectID& id, uint32_t client);
+  // Drops an unsealed object `client` created and frees its memory.
+  Status Abort(const ObjectID& id, uint32_t client);
+
+  // nullptr if absent.
+  ObjectEntry* Find(const ObjectID& id);
+
+  // Takes a reference: the object will not be evicted until released.
+  void AddRef(ObjectEntry* e);
+  // Drops a reference. May remove the object (a deferred delete).
+  void Release(ObjectEntry* e);
+
+  // kOk: deleted now; kObjectInUse: referenced, deleted at the last release;
+  // kObjectNotFound; kObjectNotSealed: still being created (refused).
+  StatusCode Delete(const ObjectID& id);
+
+  // Evicts unreferenced sealed objects, oldest first, until at least `bytes`
+  // were freed or none is left. Returns (bytes, count) evicted.
+  std::pair<uint64_t, uint64_t> Evict(uint64_t bytes);
+
+  // Computes the digest now if it was deferred.
+  uint64_t EnsureDigest(ObjectEntry* e);
+
+  // Up to `max` objects with IDs greater than `cursor` (all if !has_cursor),
+  // in ID order; *more says whether any remain after them.
+  std::vector<ObjectInfo> List(bool has_cursor, const ObjectID& cursor, uint32_t max,
+                               bool* more) const;
+
+  StoreStats Stats() const;
+  uint8_t* arena_base() const { return base_; }
+  const Allocator& allocator() const { return alloc_; }
+
+ private:
+  void Remove(ObjectEntry* e, Notification::Kind kind);
+  void MakeEvictable(ObjectEntry* e);
+  void MakeUnevictable(ObjectEntry* e);
+  void ComputeDigest(ObjectEntry* e);
+
+  uint8_t* base_;
+  Allocator alloc_;
+  TableListener* listener_;
+  std::unordered_map<ObjectID, ObjectEntry, ObjectIDHash> objects_;
+  LruPolicy lru_;
+  uint64_t sealed_count_ = 0;
+  uint64_t evictions_ = 0;
+  uint64_t evicted_bytes_ = 0;
+};
+
+}  // namespace plasmon

@@ -1,0 +1,210 @@
+// plasmon: the command-line client.
+//
+//   plasmon put [ID] FILE|-     store a file (ID derived from the content if omitted)
+//   plasmon get ID [-o FILE]    write an object's data to stdout or FILE
+//   plasmon ls                  list objects
+//   plasmon rm ID...            delete objects
+//   plasmon stats               store statistics
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <string>
+#include <vector>
+
+#include "core/size.h"
+#include "plasmon/client.h"
+#include "tools/content_id.h"
+
+namespace {
+
+constexpr const char* kDefaultSocket = "/tmp/plasmon.sock";
+
+int Fail(const std::string& what) {
+  std::fprintf(stderr, "plasmon: %s\n", what.c_str());
+  return 1;
+}
+
+bool ReadInput(const std::string& path, std::string* out, std::string* err) {
+  int fd = path == "-" ? STDIN_FILENO : ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    *err = "cannot open " + path + ": " + std::strerror(errno);
+    return false;
+  }
+  char buf[1 << 16];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      *err = "cannot read " + path + ": " + std::strerror(errno);
+      if (fd != STDIN_FILENO) ::close(fd);
+      return false;
+    }
+    if (n == 0) break;
+    out->append(buf, static_cast<size_t>(n));
+  }
+  if (fd != STDIN_FILENO) ::close(fd);
+  return true;
+}
+
+bool WriteOutput(int fd, const uint8_t* p, uint64_t n) {
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    p += w;
+    n -= static_cast<uint64_t>(w);
+  }
+  return true;
+}
+
+std::optional<plasmon::ObjectID> ParseId(const std::string& hex) {
+  return plasmon::ObjectID::FromHex(hex);
+}
+
+std::string BadId(const std::string& s) {
+  return "invalid object ID '" + s + "': expected 40 hex digits";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"plasmon: command-line client of a plasmon store"};
+  app.require_subcommand(1);
+  const char* env = std::getenv("PLASMON_SOCKET");
+  std::string socket = env != nullptr && *env != '\0' ? env : kDefaultSocket;
+  app.add_option("-s,--socket", socket,
+                 "Store socket (default: $PLASMON_SOCKET, else /tmp/plasmon.sock)");
+
+  std::vector<std::string> put_args;
+  std::string metadata;
+  auto* put = app.add_subcommand("put", "Store a file (or - for stdin) as a sealed object");
+  put->add_option("args", put_args, "[ID] FILE|-  (without ID, one is derived from the content)")
+      ->required()
+      ->expected(1, 2);
+  put->add_option("--metadata", metadata, "Metadata bytes stored with the object");
+
+  std::string get_id, out_path;
+  int64_t get_timeout = 0;
+  auto* get = app.add_subcommand("get", "Write an object's data to stdout or a file");
+  get->add_option("ID", get_id, "Object ID (40 hex digits)")->required();
+  get->add_option("-o,--output", out_path, "Write to this file instead of stdout");
+  get->add_option("-t,--timeout", get_timeout, "Wait this many ms for the object to be sealed")
+      ->capture_default_str();
+
+  auto* ls = app.add_subcommand("ls", "List the objects in the store");
+  std::vector<std::string> rm_ids;
+  auto* rm = app.add_subcommand("rm", "Delete objects");
+  rm->add_option("ID", rm_ids, "Object IDs")->required();
+  auto* stats = app.add_subcommand("stats", "Print store statistics");
+
+  CLI11_PARSE(app, argc, argv);
+
+  plasmon::Client client;
+  if (auto st = client.Connect(socket); !st.ok()) return Fail(st.ToString());
+
+  if (*put) {
+    std::string file = put_args.back();
+    plasmon::ObjectID id;
+    if (put_args.size() == 2) {
+      auto parsed = ParseId(put_args[0]);
+      if (!parsed) return Fail(BadId(put_args[0]));
+      id = *parsed;
+    }
+    std::string data, err;
+    if (!ReadInput(file, &data, &err)) return Fail(err);
+    if (put_args.size() == 1) id = plasmon::ContentId(data);
+    plasmon::Status st;
+    if (data.size() + metadata.size() <= (1u << 20)) {
+      st = client.CreateAndSeal(id, data, metadata);
+    } else {
+      auto buf = client.Create(id, data.size(), metadata);
+      if (!buf.ok()) return Fail(buf.status().ToString());
+      std::memcpy(buf->data, data.data(), data.size());
+      st = client.Seal(id);
+    }
+    // Content-derived IDs name the content: if it is there, it is stored.
+    if (st.IsObjectExists() && put_args.size() == 1) st = plasmon::Status::OK();
+    if (!st.ok()) return Fail(st.ToString());
+    std::printf("%s\n", id.Hex().c_str());
+    return 0;
+  }
+  if (*get) {
+    auto id = ParseId(get_id);
+    if (!id) return Fail(BadId(get_id));
+    auto got = client.Get({*id}, get_timeout);
+    if (!got.ok()) return Fail(got.status().ToString());
+    const plasmon::ObjectBuffer& b = (*got)[0];
+    if (!b.valid()) return Fail(b.status().ToString());
+    int fd = STDOUT_FILENO;
+    if (!out_path.empty()) {
+      fd = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+      if (fd < 0) return Fail("cannot open " + out_path + ": " + std::strerror(errno));
+    }
+    bool ok = WriteOutput(fd, b.data(), b.size());
+    if (fd != STDOUT_FILENO && ::close(fd) != 0) ok = false;
+    if (!ok) return Fail("cannot write " + (out_path.empty() ? "stdout" : out_path) + ": " +
+                         std::strerror(errno));
+    return 0;
+  }
+  if (*ls) {
+    auto list = client.List();
+    if (!list.ok()) return Fail(list.status().ToString());
+    std::printf("%-40s  %-7s  %12s  %8s  %4s  %-16s  %s\n", "ID", "STATE", "DATA", "METADATA",
+                "REFS", "DIGEST", "CREATED");
+    for (const plasmon::ObjectInfo& o : *list) {
+      char created[32];
+      time_t t = static_cast<time_t>(o.create_time_us / 1000000);
+      struct tm tm;
+      gmtime_r(&t, &tm);
+      std::strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", &tm);
+      char digest[17] = "-";
+      if (o.digest_valid)
+        std::snprintf(digest, sizeof(digest), "%016llx", static_cast<unsigned long long>(o.digest));
+      std::printf("%-40s  %-7s  %12llu  %8llu  %4u  %-16s  %s\n", o.id.Hex().c_str(),
+                  o.state == plasmon::ObjectState::kSealed ? "sealed" : "created",
+                  static_cast<unsigned long long>(o.data_size),
+                  static_cast<unsigned long long>(o.metadata_size), o.ref_count, digest, created);
+    }
+    return 0;
+  }
+  if (*rm) {
+    std::vector<plasmon::ObjectID> ids;
+    for (const std::string& s : rm_ids) {
+      auto id = ParseId(s);
+      if (!id) return Fail(BadId(s));
+      ids.push_back(*id);
+    }
+    auto res = client.Delete(ids);
+    if (!res.ok()) return Fail(res.status().ToString());
+    int rc = 0;
+    for (const plasmon::Status& st : *res) {
+      if (st.ok()) continue;
+      std::fprintf(stderr, "plasmon: %s\n", st.ToString().c_str());
+      if (!st.IsObjectNotFound() || rc == 0) rc = 1;
+    }
+    return rc;
+  }
+  if (*stats) {
+    auto s = client.Stats();
+    if (!s.ok()) return Fail(s.status().ToString());
+    double pct = s->capacity ? 100.0 * static_cast<double>(s->used) / static_cast<double>(s->capacity) : 0;
+    std::printf("capacity       %s (%llu bytes)\n", plasmon::FormatSize(s->capacity).c_str(),
+                static_cast<unsigned long long>(s->capacity));
+    std::printf("used           %s (%llu bytes, %.1f%%)\n", plasmon::FormatSize(s->used).c_str(),
+                static_cast<unsigned long long>(s->used), pct);
+    std::printf("objects        %llu (%llu sealed)\n",
+                static_cast<unsigned long long>(s->object_count),
+                static_cast<unsigned long long>(s->sealed_count));
+    std::printf("evictions      %llu (%s)\n", static_cast<unsigned long long>(s->evictions),
+                plasmon::FormatSize(s->evicted_bytes).c_str());
+    std::printf("clients        %llu\n", static_cast<unsigned long long>(s->clients));
+    return 0;
+  }
+  return 0;
+}

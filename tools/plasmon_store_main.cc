@@ -1,0 +1,75 @@
+// plasmon-store: the per-node store daemon.
+#include <signal.h>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+
+#include "core/size.h"
+#include "store/store.h"
+
+namespace {
+plasmon::Store* g_store = nullptr;
+void OnSignal(int) {
+  if (g_store != nullptr) g_store->Stop();
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"plasmon-store: the plasmon object store daemon for one node"};
+  plasmon::StoreOptions opts;
+  opts.socket_path = "/tmp/plasmon.sock";
+  std::string memory = "1G", log_level = "info", socket_mode = "0600";
+  app.add_option("-s,--socket", opts.socket_path, "Unix socket clients connect to")
+      ->capture_default_str();
+  app.add_option("-m,--memory", memory, "Arena capacity, e.g. 512M, 4G")->capture_default_str();
+  app.add_option("-d,--directory", opts.arena.directory,
+                 "Back the arena with a file in this directory (e.g. a hugetlbfs mount) "
+                 "instead of an anonymous memfd");
+  app.add_flag("--hugepages", opts.arena.hugepages, "Use 2 MiB huge pages (MFD_HUGETLB)");
+  app.add_flag("--prefault", opts.arena.prefault,
+               "Populate every arena page at start (first writes then run at memory speed)");
+  app.add_option("--socket-mode", socket_mode, "Octal file mode of the socket")
+      ->capture_default_str();
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, off")
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  spdlog::set_level(spdlog::level::from_str(log_level));
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ plasmon-store: %v");
+  std::optional<uint64_t> size = plasmon::ParseSize(memory);
+  if (!size || *size == 0) {
+    std::fprintf(stderr, "plasmon-store: invalid --memory '%s' (expected e.g. 512M, 4G)\n",
+                 memory.c_str());
+    return 2;
+  }
+  opts.arena.size = *size;
+  char* end = nullptr;
+  unsigned long mode = std::strtoul(socket_mode.c_str(), &end, 8);
+  if (end == socket_mode.c_str() || *end != '\0' || mode > 0777) {
+    std::fprintf(stderr, "plasmon-store: invalid --socket-mode '%s'\n", socket_mode.c_str());
+    return 2;
+  }
+  opts.socket_mode = static_cast<unsigned>(mode);
+
+  auto store = plasmon::Store::Create(opts);
+  if (!store.ok()) {
+    std::fprintf(stderr, "plasmon-store: %s\n", store.status().ToString().c_str());
+    return 1;
+  }
+  g_store = store->get();
+  struct sigaction sa {};
+  sa.sa_handler = OnSignal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  plasmon::Status st = (*store)->Run();
+  g_store = nullptr;
+  if (!st.ok()) {
+    spdlog::error("{}", st.ToString());
+    return 1;
+  }
+  return 0;
+}
