@@ -1,0 +1,147 @@
+#include "core/protocol.h"
+
+#include <gtest/gtest.h>
+
+namespace plasmon::protocol {
+namespace {
+
+// Encodes `m`, decodes it back, and checks every truncation is refused.
+template <typename Msg>
+Msg RoundTrip(const Msg& m) {
+  std::string body;
+  Encoder e(&body);
+  m.Encode(&e);
+  Msg out;
+  EXPECT_TRUE(ParseBody(body, &out));
+  for (size_t cut = 0; cut < body.size(); cut++) {
+    Msg partial;
+    EXPECT_FALSE(ParseBody(std::string_view(body).substr(0, cut), &partial)) << "cut at " << cut;
+  }
+  Msg trailing;
+  EXPECT_FALSE(ParseBody(body + "x", &trailing));
+  return out;
+}
+
+TEST(ProtocolTest, HeaderRoundTrips) {
+  FrameHeader h{1234, ReplyType(MessageType::kGet), 0, 0x0102030405060708ull};
+  char buf[kHeaderSize];
+  EncodeHeader(h, buf);
+  FrameHeader g = DecodeHeader(buf);
+  EXPECT_EQ(g.body_len, 1234u);
+  EXPECT_EQ(g.type, h.type);
+  EXPECT_EQ(g.request_id, h.request_id);
+}
+
+TEST(ProtocolTest, FrameBuilderPatchesTheBodyLength) {
+  std::string f = MakeFrame(7, 9, IdRequest{ObjectID::Random()});
+  ASSERT_EQ(f.size(), kHeaderSize + ObjectID::kSize);
+  EXPECT_EQ(DecodeHeader(f.data()).body_len, ObjectID::kSize);
+}
+
+TEST(ProtocolTest, RequestsRoundTrip) {
+  ObjectID id = ObjectID::Random();
+  EXPECT_EQ(RoundTrip(CreateRequest{id, 1 << 20, 17}).data_size, 1u << 20);
+  EXPECT_EQ(RoundTrip(IdRequest{id}).id, id);
+  auto cs = RoundTrip(CreateAndSealRequest{id, "data", "meta"});
+  EXPECT_EQ(cs.data, "data");
+  EXPECT_EQ(cs.metadata, "meta");
+  auto g = RoundTrip(GetRequest{-1, {id, ObjectID::Random()}});
+  EXPECT_EQ(g.timeout_ms, -1);
+  EXPECT_EQ(g.ids.size(), 2u);
+  EXPECT_EQ(g.ids[0], id);
+  EXPECT_EQ(RoundTrip(DeleteRequest{{id}}).ids.size(), 1u);
+  ListRequest l;
+  l.has_cursor = true;
+  l.cursor = id;
+  l.max = 10;
+  EXPECT_EQ(RoundTrip(l).cursor, id);
+  EXPECT_EQ(RoundTrip(EvictRequest{99}).bytes, 99u);
+}
+
+TEST(ProtocolTest, RepliesRoundTripWithTheirStatus) {
+  StatusReply s;
+  s.status = Status::OutOfMemory("no room");
+  auto sr = RoundTrip(s);
+  EXPECT_TRUE(sr.status.IsOutOfMemory());
+  EXPECT_EQ(sr.status.message(), "no room");
+
+  GetReply g;
+  g.entries.push_back({StatusCode::kOk, {0, 128, 10, 2}});
+  g.entries.push_back({StatusCode::kObjectNotFound, {}});
+  auto gr = RoundTrip(g);
+  ASSERT_EQ(gr.entries.size(), 2u);
+  EXPECT_EQ(gr.entries[0].location.offset, 128u);
+  EXPECT_EQ(gr.entries[1].code, StatusCode::kObjectNotFound);
+
+  ListReply l;
+  ObjectInfo o;
+  o.id = ObjectID::Random();
+  o.state = ObjectState::kSealed;
+  o.data_size = 5;
+  o.digest_valid = true;
+  o.digest = 77;
+  l.objects.push_back(o);
+  l.more = true;
+  auto lr = RoundTrip(l);
+  ASSERT_EQ(lr.objects.size(), 1u);
+  EXPECT_EQ(lr.objects[0].id, o.id);
+  EXPECT_EQ(lr.objects[0].digest, 77u);
+  EXPECT_TRUE(lr.more);
+
+  StatsReply st;
+  st.stats.capacity = 1 << 30;
+  st.stats.clients = 3;
+  EXPECT_EQ(RoundTrip(st).stats.clients, 3u);
+  ConnectReply c;
+  c.arena_size = 4096;
+  c.prefaulted = true;
+  EXPECT_TRUE(RoundTrip(c).prefaulted);
+  NotificationMessage n;
+  n.n = {Notification::Kind::kEvicted, o.id, 1, 2};
+  EXPECT_EQ(RoundTrip(n).n.kind, Notification::Kind::kEvicted);
+  EXPECT_EQ(RoundTrip(DeleteReply{{}, {StatusCode::kObjectInUse}}).codes[0],
+            StatusCode::kObjectInUse);
+}
+
+TEST(ProtocolTest, DecodersRefuseOutOfRangeValues) {
+  std::string body;
+  Encoder e(&body);
+  e.PutI64(0);
+  e.PutU32(kMaxBatch + 1);  // too many IDs
+  GetRequest g;
+  EXPECT_FALSE(ParseBody(body, &g));
+
+  body.clear();
+  e.PutI64(-2);  // timeouts below -1 are invalid
+  e.PutU32(0);
+  EXPECT_FALSE(ParseBody(body, &g));
+
+  body.clear();
+  e.PutID(ObjectID::Random());
+  e.PutU32(0xffffffff);  // a data length far past the frame
+  CreateAndSealRequest cs;
+  EXPECT_FALSE(ParseBody(body, &cs));
+
+  body.clear();
+  e.PutID(ObjectID::Random());
+  e.PutU64(1);
+  e.PutU64(kMaxMetadata + 1);
+  CreateRequest cr;
+  EXPECT_FALSE(ParseBody(body, &cr));
+
+  body.clear();
+  e.PutU8(200);  // not a status code
+  e.PutU32(0);
+  StatusReply sr;
+  EXPECT_FALSE(ParseBody(body, &sr));
+
+  body.clear();
+  e.PutU8(1);
+  e.PutID(ObjectID::Random());
+  e.PutU32(0);  // a List page of zero rows
+  ListRequest lr;
+  EXPECT_FALSE(ParseBody(body, &lr));
+}
+
+}  // namespace
+}  // namespace plasmon::protocol

@@ -1,0 +1,187 @@
+#include "store/object_table.h"
+
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "core/digest.h"
+
+namespace plasmon {
+namespace {
+
+// Records what the table reports.
+struct Recorder : TableListener {
+  std::vector<Notification> events;
+  void OnSealed(const ObjectEntry& e) override {
+    events.push_back({Notification::Kind::kSealed, e.id, e.data_size, e.metadata_size});
+  }
+  void OnRemoved(const ObjectEntry& e, Notification::Kind kind) override {
+    events.push_back({kind, e.id, e.data_size, e.metadata_size});
+  }
+};
+
+class ObjectTableTest : public ::testing::Test {
+ protected:
+  static constexpr uint64_t kCapacity = 64 * 1024;
+  ObjectTableTest() : memory_(kCapacity), table_(memory_.data(), kCapacity, &rec_) {}
+
+  ObjectID Put(uint64_t size, uint32_t client = 1) {
+    ObjectID id = ObjectID::Random();
+    auto e = table_.Create(id, size, 0, client);
+    EXPECT_TRUE(e.ok()) << e.status().ToString();
+    EXPECT_TRUE(table_.Seal(id, client).ok());
+    return id;
+  }
+
+  std::vector<uint8_t> memory_;
+  Recorder rec_;
+  ObjectTable table_;
+};
+
+TEST_F(ObjectTableTest, CreateThenSealMakesTheObjectVisible) {
+  ObjectID id = ObjectID::Random();
+  auto e = table_.Create(id, 100, 10, 7);
+  ASSERT_TRUE(e.ok());
+  EXPECT_FALSE((*e)->visible());
+  EXPECT_EQ((*e)->offset % 64, 0u);
+  ASSERT_TRUE(table_.Seal(id, 7).ok());
+  EXPECT_TRUE(table_.Find(id)->visible());
+  ASSERT_EQ(rec_.events.size(), 1u);
+  EXPECT_EQ(rec_.events[0].kind, Notification::Kind::kSealed);
+  EXPECT_EQ(rec_.events[0].data_size, 100u);
+  EXPECT_EQ(rec_.events[0].metadata_size, 10u);
+}
+
+TEST_F(ObjectTableTest, DuplicateIdIsObjectExists) {
+  ObjectID id = Put(10);
+  EXPECT_TRUE(table_.Create(id, 10, 0, 1).status().IsObjectExists());
+}
+
+TEST_F(ObjectTableTest, OnlyTheCreatorSealsOrAborts) {
+  ObjectID id = ObjectID::Random();
+  ASSERT_TRUE(table_.Create(id, 10, 0, 1).ok());
+  EXPECT_TRUE(table_.Seal(id, 2).IsInvalidArgument());
+  EXPECT_TRUE(table_.Abort(id, 2).IsInvalidArgument());
+  EXPECT_TRUE(table_.Seal(id, 1).ok());
+  EXPECT_EQ(table_.Seal(id, 1).code(), StatusCode::kAlreadySealed);
+  EXPECT_EQ(table_.Abort(id, 1).code(), StatusCode::kAlreadySealed);
+  EXPECT_TRUE(table_.Seal(ObjectID::Random(), 1).IsObjectNotFound());
+}
+
+TEST_F(ObjectTableTest, AbortFreesTheMemory) {
+  ObjectID id = ObjectID::Random();
+  ASSERT_TRUE(table_.Create(id, 1000, 0, 1).ok());
+  EXPECT_GT(table_.Stats().used, 0u);
+  ASSERT_TRUE(table_.Abort(id, 1).ok());
+  EXPECT_EQ(table_.Stats().used, 0u);
+  EXPECT_EQ(table_.Find(id), nullptr);
+  EXPECT_TRUE(rec_.events.empty());  // never visible, nothing to report
+}
+
+TEST_F(ObjectTableTest, DigestIsXxh3OfDataThenMetadata) {
+  ObjectID id = ObjectID::Random();
+  auto e = table_.Create(id, 5, 3, 1);
+  ASSERT_TRUE(e.ok());
+  std::memcpy(memory_.data() + (*e)->offset, "helloabc", 8);
+  ASSERT_TRUE(table_.Seal(id, 1).ok());
+  ObjectEntry* entry = table_.Find(id);
+  ASSERT_TRUE(entry->digest_valid);
+  const uint8_t* p = reinterpret_cast<const uint8_t*>("helloabc");
+  EXPECT_EQ(entry->digest, ObjectDigest(p, 5, p + 5, 3));
+}
+
+TEST_F(ObjectTableTest, CreateEvictsLeastRecentlyUsedFirst) {
+  // Four 16 KiB objects fill the table.
+  ObjectID a = Put(16384), b = Put(16384), c = Put(16384), d = Put(16384);
+  // Touch `a` so that `b` becomes the oldest.
+  table_.AddRef(table_.Find(a));
+  table_.Release(table_.Find(a));
+  rec_.events.clear();
+  ObjectID e = Put(16384);
+  EXPECT_EQ(table_.Find(b), nullptr);
+  for (const ObjectID& id : {a, c, d, e}) EXPECT_NE(table_.Find(id), nullptr);
+  ASSERT_GE(rec_.events.size(), 1u);
+  EXPECT_EQ(rec_.events[0].kind, Notification::Kind::kEvicted);
+  EXPECT_EQ(rec_.events[0].id, b);
+  EXPECT_EQ(table_.Stats().evictions, 1u);
+}
+
+TEST_F(ObjectTableTest, ReferencedAndUnsealedObjectsAreNeverEvicted) {
+  ObjectID held = Put(16384);
+  table_.AddRef(table_.Find(held));
+  ObjectID unsealed = ObjectID::Random();
+  ASSERT_TRUE(table_.Create(unsealed, 16384, 0, 1).ok());
+  ObjectID free1 = Put(16384);
+  // 48 KiB in use, 16 KiB free: a 32 KiB create must evict free1 only.
+  ASSERT_TRUE(table_.Create(ObjectID::Random(), 32768, 0, 1).ok());
+  EXPECT_EQ(table_.Find(free1), nullptr);
+  EXPECT_NE(table_.Find(held), nullptr);
+  EXPECT_NE(table_.Find(unsealed), nullptr);
+  // Now nothing is evictable.
+  auto r = table_.Create(ObjectID::Random(), 64, 0, 1);
+  EXPECT_TRUE(r.status().IsOutOfMemory()) << r.status().ToString();
+}
+
+TEST_F(ObjectTableTest, ObjectLargerThanCapacityFailsAtOnce) {
+  ObjectID keep = Put(1000);
+  auto r = table_.Create(ObjectID::Random(), kCapacity + 1, 0, 1);
+  EXPECT_TRUE(r.status().IsOutOfMemory());
+  EXPECT_NE(r.status().message().find("larger than the store's capacity"), std::string::npos);
+  EXPECT_NE(table_.Find(keep), nullptr);  // nothing was evicted for it
+  auto overflow = table_.Create(ObjectID::Random(), UINT64_MAX, 2, 1);
+  EXPECT_TRUE(overflow.status().IsOutOfMemory());
+}
+
+TEST_F(ObjectTableTest, DeleteOfReferencedObjectIsDeferredUntilRelease) {
+  ObjectID id = Put(100);
+  ObjectEntry* e = table_.Find(id);
+  table_.AddRef(e);
+  rec_.events.clear();
+  EXPECT_EQ(table_.Delete(id), StatusCode::kObjectInUse);
+  EXPECT_FALSE(table_.Find(id)->visible());
+  EXPECT_EQ(table_.Delete(id), StatusCode::kObjectNotFound);  // already going
+  EXPECT_TRUE(rec_.events.empty());
+  table_.Release(e);
+  EXPECT_EQ(table_.Find(id), nullptr);
+  ASSERT_EQ(rec_.events.size(), 1u);
+  EXPECT_EQ(rec_.events[0].kind, Notification::Kind::kDeleted);
+  EXPECT_EQ(table_.Stats().used, 0u);
+}
+
+TEST_F(ObjectTableTest, DeleteReportsMissingAndUnsealed) {
+  EXPECT_EQ(table_.Delete(ObjectID::Random()), StatusCode::kObjectNotFound);
+  ObjectID id = ObjectID::Random();
+  ASSERT_TRUE(table_.Create(id, 10, 0, 1).ok());
+  EXPECT_EQ(table_.Delete(id), StatusCode::kObjectNotSealed);
+  EXPECT_NE(table_.Find(id), nullptr);
+}
+
+TEST_F(ObjectTableTest, EvictFreesAtLeastTheBytesAskedInLruOrder) {
+  ObjectID a = Put(1000), b = Put(1000), c = Put(1000);
+  auto [bytes, count] = table_.Evict(1500);
+  EXPECT_EQ(count, 2u);
+  EXPECT_GE(bytes, 1500u);
+  EXPECT_EQ(table_.Find(a), nullptr);
+  EXPECT_EQ(table_.Find(b), nullptr);
+  EXPECT_NE(table_.Find(c), nullptr);
+}
+
+TEST_F(ObjectTableTest, ListPagesInIdOrder) {
+  std::vector<ObjectID> ids;
+  for (int i = 0; i < 25; i++) ids.push_back(Put(10));
+  std::sort(ids.begin(), ids.end());
+  std::vector<ObjectID> seen;
+  bool more = true, has_cursor = false;
+  ObjectID cursor;
+  while (more) {
+    auto page = table_.List(has_cursor, cursor, 7, &more);
+    for (const ObjectInfo& o : page) seen.push_back(o.id);
+    if (page.empty()) break;
+    has_cursor = true;
+    cursor = page.back().id;
+  }
+  EXPECT_EQ(seen, ids);
+}
+
+}  // namespace
+}  // namespace plasmon

@@ -1,0 +1,418 @@
+// The client API against a real plasmon-store process.
+#include <poll.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include "core/digest.h"
+#include "plasmon/client.h"
+#include "tests/store_process.h"
+
+namespace plasmon {
+namespace {
+
+using testing::StoreProcess;
+
+class ClientTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(store_.started());
+    ASSERT_TRUE(client_.Connect(store_.socket()).ok());
+  }
+
+  // Creates, fills with `byte`, seals.
+  void Put(const ObjectID& id, uint64_t size, char byte = 'x', std::string_view meta = {}) {
+    auto b = client_.Create(id, size, meta);
+    ASSERT_TRUE(b.ok()) << b.status().ToString();
+    std::memset(b->data, byte, size);
+    ASSERT_TRUE(client_.Seal(id).ok());
+  }
+
+  StoreProcess store_{{"-m", "64M"}};
+  Client client_;
+};
+
+TEST_F(ClientTest, CreateSealGetReturnsTheBytesWrittenInPlace) {
+  ObjectID id = ObjectID::Random();
+  auto b = client_.Create(id, 1000, "meta");
+  ASSERT_TRUE(b.ok());
+  for (int i = 0; i < 1000; i++) b->data[i] = static_cast<uint8_t>(i);
+  ASSERT_TRUE(client_.Seal(id).ok());
+
+  Client reader;
+  ASSERT_TRUE(reader.Connect(store_.socket()).ok());
+  auto got = reader.Get({id}, 0);
+  ASSERT_TRUE(got.ok());
+  ASSERT_TRUE((*got)[0].valid());
+  const ObjectBuffer& o = (*got)[0];
+  ASSERT_EQ(o.size(), 1000u);
+  for (int i = 0; i < 1000; i++) ASSERT_EQ(o.data()[i], static_cast<uint8_t>(i));
+  EXPECT_EQ(o.metadata_view(), "meta");
+}
+
+TEST_F(ClientTest, CreateAndSealInOneCall) {
+  ObjectID id = ObjectID::Random();
+  ASSERT_TRUE(client_.CreateAndSeal(id, "payload", "m").ok());
+  auto got = client_.Get({id}, 0);
+  ASSERT_TRUE(got.ok() && (*got)[0].valid());
+  EXPECT_EQ((*got)[0].view(), "payload");
+  EXPECT_EQ((*got)[0].metadata_view(), "m");
+  EXPECT_TRUE(client_.CreateAndSeal(id, "again").IsObjectExists());
+  std::string big((1 << 20) + 1, 'b');
+  EXPECT_TRUE(client_.CreateAndSeal(ObjectID::Random(), big).IsInvalidArgument());
+}
+
+TEST_F(ClientTest, ErrorCodesForMisuse) {
+  ObjectID id = ObjectID::Random();
+  EXPECT_TRUE(client_.Seal(id).IsObjectNotFound());
+  EXPECT_TRUE(client_.Abort(id).IsObjectNotFound());
+  ASSERT_TRUE(client_.Create(id, 10).ok());
+  EXPECT_TRUE(client_.Create(id, 10).status().IsObjectExists());
+  Client other;
+  ASSERT_TRUE(other.Connect(store_.socket()).ok());
+  EXPECT_TRUE(other.Seal(id).IsInvalidArgument());  // not its object
+  ASSERT_TRUE(client_.Seal(id).ok());
+  EXPECT_EQ(client_.Seal(id).code(), StatusCode::kAlreadySealed);
+  EXPECT_EQ(client_.Abort(id).code(), StatusCode::kAlreadySealed);
+  EXPECT_TRUE(client_.Release(id).IsInvalidArgument());  // holds no reference
+  EXPECT_TRUE(client_.Create(ObjectID::Random(), 10, std::string((1 << 20) + 1, 'm'))
+                  .status()
+                  .IsInvalidArgument());
+  EXPECT_TRUE(client_.Get({id}, -5).status().IsInvalidArgument());
+}
+
+TEST_F(ClientTest, CallsOnAnUnconnectedClientSayDisconnected) {
+  Client c;
+  EXPECT_TRUE(c.Contains(ObjectID::Random()).status().IsDisconnected());
+  EXPECT_TRUE(c.Connect(store_.socket() + ".nope").IsDisconnected());
+}
+
+TEST_F(ClientTest, AbortDiscardsAndFreesTheObject) {
+  ObjectID id = ObjectID::Random();
+  ASSERT_TRUE(client_.Create(id, 4096).ok());
+  EXPECT_GT(client_.Stats()->used, 0u);
+  ASSERT_TRUE(client_.Abort(id).ok());
+  EXPECT_EQ(client_.Stats()->used, 0u);
+  EXPECT_FALSE(*client_.Contains(id));
+  ASSERT_TRUE(client_.Create(id, 10).ok());  // the ID is free again
+}
+
+TEST_F(ClientTest, GetOfMissingIdsReturnsThemAsMissingNotAsAnError) {
+  ObjectID present = ObjectID::Random(), absent = ObjectID::Random(), unsealed = ObjectID::Random();
+  Put(present, 10);
+  ASSERT_TRUE(client_.Create(unsealed, 10).ok());
+  auto got = client_.Get({present, absent, unsealed}, 0);
+  ASSERT_TRUE(got.ok());
+  ASSERT_EQ(got->size(), 3u);
+  EXPECT_TRUE((*got)[0].valid());
+  EXPECT_FALSE((*got)[1].valid());
+  EXPECT_TRUE((*got)[1].status().IsObjectNotFound());
+  EXPECT_FALSE((*got)[2].valid());
+  EXPECT_TRUE((*got)[2].status().IsObjectNotSealed());
+}
+
+TEST_F(ClientTest, GetWaitsUntilSealed) {
+  ObjectID id = ObjectID::Random();
+  ASSERT_TRUE(client_.Create(id, 100).ok());
+  std::thread sealer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    EXPECT_TRUE(client_.Seal(id).ok());
+  });
+  Client reader;
+  ASSERT_TRUE(reader.Connect(store_.socket()).ok());
+  auto got = reader.Get({id}, -1);  // forever: the seal must wake it
+  sealer.join();
+  ASSERT_TRUE(got.ok());
+  EXPECT_TRUE((*got)[0].valid());
+}
+
+TEST_F(ClientTest, GetWaitsForAnIdCreatedLater) {
+  ObjectID id = ObjectID::Random();
+  std::thread writer([&] {
+    Client w;
+    ASSERT_TRUE(w.Connect(store_.socket()).ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    ASSERT_TRUE(w.CreateAndSeal(id, "late").ok());
+  });
+  auto got = client_.Get({id}, 30000);
+  writer.join();
+  ASSERT_TRUE(got.ok());
+  ASSERT_TRUE((*got)[0].valid());
+  EXPECT_EQ((*got)[0].view(), "late");
+}
+
+TEST_F(ClientTest, GetTimesOutWithTheObjectMissing) {
+  ObjectID id = ObjectID::Random();
+  auto start = std::chrono::steady_clock::now();
+  auto got = client_.Get({id}, 300);
+  auto waited = std::chrono::steady_clock::now() - start;
+  ASSERT_TRUE(got.ok());
+  EXPECT_FALSE((*got)[0].valid());
+  EXPECT_TRUE((*got)[0].status().IsObjectNotFound());
+  // It did wait (a lower bound only: no upper bound on a shared machine).
+  EXPECT_GE(waited, std::chrono::milliseconds(290));
+}
+
+TEST_F(ClientTest, PartialGetReturnsWhatArrivedWhenTheTimeoutPasses) {
+  ObjectID a = ObjectID::Random(), b = ObjectID::Random();
+  Put(a, 10);
+  auto got = client_.Get({a, b}, 200);
+  ASSERT_TRUE(got.ok());
+  EXPECT_TRUE((*got)[0].valid());
+  EXPECT_FALSE((*got)[1].valid());
+}
+
+TEST_F(ClientTest, AWaitingGetDoesNotBlockOtherThreadsOfTheSameClient) {
+  ObjectID id = ObjectID::Random();
+  std::thread waiter([&] {
+    auto got = client_.Get({id}, 60000);
+    ASSERT_TRUE(got.ok());
+    EXPECT_TRUE((*got)[0].valid());
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  // While the other thread waits, this one creates and seals with the same client.
+  ASSERT_TRUE(client_.CreateAndSeal(id, "x").ok());
+  waiter.join();
+}
+
+TEST_F(ClientTest, ManyThreadsShareOneClient) {
+  constexpr int kThreads = 8, kOps = 200;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; t++) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kOps; i++) {
+        ObjectID id = ObjectID::Random();
+        std::string payload = std::to_string(t) + ":" + std::to_string(i);
+        if (!client_.CreateAndSeal(id, payload).ok()) failures++;
+        auto got = client_.Get({id}, 0);
+        if (!got.ok() || !(*got)[0].valid() || (*got)[0].view() != payload) failures++;
+        auto del = client_.Delete({id});
+        if (!del.ok()) failures++;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+}
+
+TEST_F(ClientTest, BuffersReleaseTheirReferenceWhenTheLastCopyGoes) {
+  ObjectID id = ObjectID::Random();
+  Put(id, 10);
+  auto ref_count = [&] {
+    for (const ObjectInfo& o : *client_.List())
+      if (o.id == id) return o.ref_count;
+    return 999u;
+  };
+  {
+    auto got = client_.Get({id}, 0);
+    ObjectBuffer copy = (*got)[0];
+    EXPECT_EQ(ref_count(), 1u);
+    got->clear();
+    EXPECT_EQ(ref_count(), 1u);  // the copy still holds it
+  }
+  EXPECT_EQ(ref_count(), 0u);
+  // Two Gets hold two references; explicit Release drops one.
+  auto g1 = client_.Get({id}, 0);
+  auto g2 = client_.Get({id}, 0);
+  EXPECT_EQ(ref_count(), 2u);
+  EXPECT_TRUE(client_.Release(id).ok());
+  EXPECT_EQ(ref_count(), 1u);
+  EXPECT_TRUE(client_.Release(id).ok());
+  EXPECT_EQ(ref_count(), 0u);
+  EXPECT_TRUE(client_.Release(id).IsInvalidArgument());
+}
+
+TEST_F(ClientTest, BufferStaysReadableAfterItsClientIsGone) {
+  ObjectID id = ObjectID::Random();
+  Put(id, 64, 'q');
+  ObjectBuffer keep;
+  {
+    Client c;
+    ASSERT_TRUE(c.Connect(store_.socket()).ok());
+    keep = (*c.Get({id}, 0))[0];
+  }
+  EXPECT_EQ(keep.view(), std::string(64, 'q'));
+}
+
+TEST_F(ClientTest, ContainsSeesOnlySealedObjects) {
+  ObjectID id = ObjectID::Random();
+  EXPECT_FALSE(*client_.Contains(id));
+  ASSERT_TRUE(client_.Create(id, 10).ok());
+  EXPECT_FALSE(*client_.Contains(id));
+  ASSERT_TRUE(client_.Seal(id).ok());
+  EXPECT_TRUE(*client_.Contains(id));
+}
+
+TEST_F(ClientTest, DeleteIsDeferredWhileInUseAndReportsMissing) {
+  ObjectID id = ObjectID::Random(), missing = ObjectID::Random(), unsealed = ObjectID::Random();
+  Put(id, 100);
+  ASSERT_TRUE(client_.Create(unsealed, 10).ok());
+  Client reader;
+  ASSERT_TRUE(reader.Connect(store_.socket()).ok());
+  auto held = reader.Get({id}, 0);
+  auto res = client_.Delete({id, missing, unsealed});
+  ASSERT_TRUE(res.ok());
+  EXPECT_EQ((*res)[0].code(), StatusCode::kObjectInUse);
+  EXPECT_TRUE((*res)[1].IsObjectNotFound());
+  EXPECT_TRUE((*res)[2].IsObjectNotSealed());
+  EXPECT_FALSE(*client_.Contains(id));          // invisible at once
+  EXPECT_EQ((*held)[0].view(), std::string(100, 'x'));  // still readable by its holder
+  uint64_t used = client_.Stats()->used;
+  held->clear();                                // last reference goes...
+  EXPECT_TRUE(reader.Contains(id).ok());        // a round trip after the release, same connection
+  EXPECT_LT(client_.Stats()->used, used);       // ...and the memory with it
+}
+
+TEST_F(ClientTest, ListAndStatsDescribeTheStore) {
+  ObjectID a = ObjectID::Random(), b = ObjectID::Random();
+  Put(a, 1000, 'a', "md");
+  ASSERT_TRUE(client_.Create(b, 50).ok());
+  auto list = client_.List();
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->size(), 2u);
+  for (const ObjectInfo& o : *list) {
+    if (o.id == a) {
+      EXPECT_EQ(o.state, ObjectState::kSealed);
+      EXPECT_EQ(o.data_size, 1000u);
+      EXPECT_EQ(o.metadata_size, 2u);
+      ASSERT_TRUE(o.digest_valid);
+      std::string bytes = std::string(1000, 'a') + "md";
+      const uint8_t* p = reinterpret_cast<const uint8_t*>(bytes.data());
+      EXPECT_EQ(o.digest, ObjectDigest(p, 1000, p + 1000, 2));
+      EXPECT_GT(o.create_time_us, 0);
+    } else {
+      EXPECT_EQ(o.id, b);
+      EXPECT_EQ(o.state, ObjectState::kCreated);
+    }
+  }
+  auto st = client_.Stats();
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->capacity, 64u << 20);
+  EXPECT_EQ(st->object_count, 2u);
+  EXPECT_EQ(st->sealed_count, 1u);
+  EXPECT_EQ(st->used, 1024u + 64u);
+  EXPECT_EQ(st->clients, 1u);
+}
+
+TEST_F(ClientTest, ListPagesThroughManyObjects) {
+  constexpr int kCount = 40000;  // more than one List page
+  for (int i = 0; i < kCount; i++) ASSERT_TRUE(client_.CreateAndSeal(ObjectID::Random(), "").ok());
+  auto list = client_.List();
+  ASSERT_TRUE(list.ok());
+  EXPECT_EQ(list->size(), static_cast<size_t>(kCount));
+  EXPECT_TRUE(std::is_sorted(list->begin(), list->end(),
+                             [](const ObjectInfo& x, const ObjectInfo& y) { return x.id < y.id; }));
+}
+
+TEST_F(ClientTest, CreateEvictsLeastRecentlyUsedObjects) {
+  // 64 MiB store, 8 MiB objects: the ninth create evicts the oldest.
+  std::vector<ObjectID> ids;
+  for (int i = 0; i < 8; i++) {
+    ids.push_back(ObjectID::Random());
+    Put(ids.back(), 8 << 20);
+  }
+  { auto touch = client_.Get({ids[0]}, 0); }  // ids[0] becomes most recent
+  ObjectID extra = ObjectID::Random();
+  Put(extra, 8 << 20);
+  EXPECT_TRUE(*client_.Contains(ids[0]));
+  EXPECT_FALSE(*client_.Contains(ids[1]));
+  EXPECT_TRUE(*client_.Contains(extra));
+  EXPECT_EQ(client_.Stats()->evictions, 1u);
+}
+
+TEST_F(ClientTest, ReferencedObjectsAreNotEvictedAndCreateReportsOutOfMemory) {
+  std::vector<ObjectBuffer> held;
+  for (int i = 0; i < 8; i++) {
+    ObjectID id = ObjectID::Random();
+    Put(id, 8 << 20);
+    held.push_back((*client_.Get({id}, 0))[0]);
+  }
+  auto r = client_.Create(ObjectID::Random(), 1 << 20);
+  EXPECT_TRUE(r.status().IsOutOfMemory()) << r.status().ToString();
+  held.clear();
+  EXPECT_TRUE(client_.Create(ObjectID::Random(), 1 << 20).ok());
+}
+
+TEST_F(ClientTest, ObjectLargerThanTheStoreFailsClearly) {
+  auto r = client_.Create(ObjectID::Random(), 65ull << 20);
+  EXPECT_TRUE(r.status().IsOutOfMemory());
+  EXPECT_NE(r.status().message().find("larger than the store's capacity"), std::string::npos);
+}
+
+TEST_F(ClientTest, EvictFreesUnreferencedObjects) {
+  for (int i = 0; i < 4; i++) Put(ObjectID::Random(), 1 << 20);
+  auto freed = client_.Evict(2 << 20);
+  ASSERT_TRUE(freed.ok());
+  EXPECT_GE(*freed, 2u << 20);
+  EXPECT_EQ(client_.Stats()->object_count, 2u);
+}
+
+TEST_F(ClientTest, SubscriberReceivesSealDeleteAndEvictInOrder) {
+  auto sub = client_.Subscribe();
+  ASSERT_TRUE(sub.ok()) << sub.status().ToString();
+  ObjectID a = ObjectID::Random(), b = ObjectID::Random();
+  Put(a, 100, 'a', "mm");
+  ASSERT_TRUE(client_.CreateAndSeal(b, "bb").ok());
+  ASSERT_TRUE((*client_.Delete({a}))[0].ok());
+  ASSERT_TRUE(client_.Evict(1).ok());  // evicts b
+  pollfd p{sub->fd(), POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 10000), 1);  // the fd is readable
+  std::vector<std::pair<Notification::Kind, ObjectID>> want = {
+      {Notification::Kind::kSealed, a},
+      {Notification::Kind::kSealed, b},
+      {Notification::Kind::kDeleted, a},
+      {Notification::Kind::kEvicted, b}};
+  for (auto [kind, id] : want) {
+    auto n = sub->Next(10000);
+    ASSERT_TRUE(n.ok()) << n.status().ToString();
+    EXPECT_EQ(n->kind, kind);
+    EXPECT_EQ(n->id, id);
+  }
+  auto none = sub->Next(0);
+  EXPECT_TRUE(none.status().IsTimeout());
+}
+
+TEST_F(ClientTest, NotificationCarriesSizes) {
+  auto sub = client_.Subscribe();
+  ASSERT_TRUE(sub.ok());
+  ObjectID a = ObjectID::Random();
+  Put(a, 123, 'z', "meta");
+  auto n = sub->Next(10000);
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(n->data_size, 123u);
+  EXPECT_EQ(n->metadata_size, 4u);
+}
+
+TEST_F(ClientTest, DisconnectReleasesEverythingTheClientHeld) {
+  ObjectID sealed = ObjectID::Random();
+  Put(sealed, 4096);
+  {
+    Client c;
+    ASSERT_TRUE(c.Connect(store_.socket()).ok());
+    auto held = c.Get({sealed}, 0);
+    ASSERT_TRUE(c.Create(ObjectID::Random(), 1 << 20).ok());  // never sealed
+    c.Disconnect();
+    EXPECT_TRUE(c.Contains(sealed).status().IsDisconnected());
+  }
+  // The store processes the disconnect asynchronously: wait for it.
+  for (int i = 0; i < 1000 && client_.Stats()->object_count != 1; i++)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  auto list = client_.List();
+  ASSERT_EQ(list->size(), 1u);
+  EXPECT_EQ((*list)[0].ref_count, 0u);
+  EXPECT_EQ(client_.Stats()->used, 4096u);
+}
+
+TEST_F(ClientTest, StoreGoingAwayIsReportedAsDisconnected) {
+  ASSERT_EQ(store_.Terminate() & 0x7f, 0);
+  EXPECT_TRUE(client_.Contains(ObjectID::Random()).status().IsDisconnected());
+  EXPECT_TRUE(client_.Contains(ObjectID::Random()).status().IsDisconnected());
+}
+
+}  // namespace
+}  // namespace plasmon
