@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "core/unix_socket.h"
@@ -34,11 +35,16 @@ StoreProcess::StoreProcess(std::vector<std::string> args) {
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
+  log_ = dir_ + "/store.log";
+  int log_fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   pid_ = ::fork();
   if (pid_ == 0) {
+    ::dup2(log_fd, 1);
+    ::dup2(log_fd, 2);
     ::execv(argv[0], argv.data());
     ::_exit(127);
   }
+  ::close(log_fd);
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   while (std::chrono::steady_clock::now() < deadline) {
     if (ConnectUnix(socket_).ok()) return;
@@ -51,6 +57,11 @@ StoreProcess::StoreProcess(std::vector<std::string> args) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   ADD_FAILURE() << "plasmon-store did not start listening within 20 s";
+}
+
+std::string StoreProcess::Log() const {
+  std::ifstream f(log_);
+  return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
 }
 
 bool StoreProcess::Alive() {

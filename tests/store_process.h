@@ -18,7 +18,8 @@ std::string TempDir();
 
 class StoreProcess {
  public:
-  // Starts plasmon-store with `args` (the socket flag is added) and waits
+  // Starts plasmon-store with `args` (socket and log-level flags are added;
+  // it logs at info) and waits
   // until it accepts connections. Fails the current test if it does not.
   explicit StoreProcess(std::vector<std::string> args = {"-m", "64M"});
   ~StoreProcess();  // SIGTERM, then SIGKILL if it does not exit
@@ -30,9 +31,11 @@ class StoreProcess {
   int Terminate();
   // Whether the process is still running.
   bool Alive();
+  // What the store logged so far (stdout and stderr).
+  std::string Log() const;
 
  private:
-  std::string dir_, socket_;
+  std::string dir_, socket_, log_;
   pid_t pid_ = -1;
 };
 

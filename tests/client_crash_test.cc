@@ -1,0 +1,239 @@
+// Clients killed with SIGKILL at any moment: the store releases what they
+// held, aborts what they left unsealed, leaks no byte and keeps serving.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstring>
+#include <random>
+#include <thread>
+
+#include "core/allocator.h"
+#include "plasmon/client.h"
+#include "tests/store_process.h"
+
+namespace plasmon {
+namespace {
+
+using testing::StoreProcess;
+
+// Runs `body` in a child process; returns its pid. The child never returns.
+template <typename F>
+pid_t Spawn(F body) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    body();
+    ::_exit(0);
+  }
+  return pid;
+}
+
+void Kill(pid_t pid) {
+  ::kill(pid, SIGKILL);
+  int status;
+  ::waitpid(pid, &status, 0);
+}
+
+class ClientCrashTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(store_.started());
+    ASSERT_TRUE(observer_.Connect(store_.socket()).ok());
+  }
+
+  // Waits until only the observer is connected.
+  void WaitForCleanup() {
+    for (int i = 0; i < 3000; i++) {
+      auto st = observer_.Stats();
+      ASSERT_TRUE(st.ok()) << st.status().ToString();
+      if (st->clients == 1) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    FAIL() << "the store still counts dead clients after 30 s";
+  }
+
+  // Nothing leaked: no unsealed object, no reference, and the used bytes are
+  // exactly those of the sealed objects that remain.
+  void ExpectNoLeak() {
+    auto list = observer_.List();
+    ASSERT_TRUE(list.ok());
+    uint64_t expect_used = 0;
+    for (const ObjectInfo& o : *list) {
+      EXPECT_EQ(o.state, ObjectState::kSealed) << o.id.Hex() << " left unsealed";
+      EXPECT_EQ(o.ref_count, 0u) << o.id.Hex() << " still referenced";
+      expect_used += Allocator::RoundUp(o.data_size + o.metadata_size);
+    }
+    auto st = observer_.Stats();
+    ASSERT_TRUE(st.ok());
+    EXPECT_EQ(st->used, expect_used);
+    EXPECT_EQ(st->object_count, list->size());
+    // Deleting everything returns every byte.
+    std::vector<ObjectID> ids;
+    for (const ObjectInfo& o : *list) ids.push_back(o.id);
+    for (size_t i = 0; i < ids.size(); i += 1000) {
+      std::vector<ObjectID> batch(ids.begin() + i, ids.begin() + std::min(ids.size(), i + 1000));
+      ASSERT_TRUE(observer_.Delete(batch).ok());
+    }
+    EXPECT_EQ(observer_.Stats()->used, 0u);
+  }
+
+  // Tells the parent the child reached a point, then waits to be killed.
+  static void ReachedThenHang(int fd) {
+    char c = 1;
+    if (::write(fd, &c, 1) != 1) ::_exit(3);
+    for (;;) ::pause();
+  }
+
+  static void AwaitChild(int fd) {
+    char c;
+    ASSERT_EQ(::read(fd, &c, 1), 1) << "child failed before its checkpoint";
+  }
+
+  StoreProcess store_{{"-m", "256M"}};
+  Client observer_;
+};
+
+TEST_F(ClientCrashTest, KilledDuringCreateAbortsTheUnsealedObject) {
+  for (int round = 0; round < 20; round++) {
+    int pipefd[2];
+    ASSERT_EQ(::pipe(pipefd), 0);
+    std::string sock = store_.socket();
+    pid_t pid = Spawn([&] {
+      Client c;
+      if (!c.Connect(sock).ok()) ::_exit(2);
+      auto b = c.Create(ObjectID::Random(), 1 << 20);
+      if (!b.ok()) ::_exit(2);
+      std::memset(b->data, 7, 4096);  // half-written
+      ReachedThenHang(pipefd[1]);
+    });
+    AwaitChild(pipefd[0]);
+    EXPECT_EQ(observer_.Stats()->object_count, 1u);
+    Kill(pid);
+    ::close(pipefd[0]);
+    ::close(pipefd[1]);
+    WaitForCleanup();
+    EXPECT_EQ(observer_.Stats()->object_count, 0u);
+    EXPECT_EQ(observer_.Stats()->used, 0u);
+  }
+}
+
+TEST_F(ClientCrashTest, KilledWhileHoldingReferencesReleasesThem) {
+  std::vector<ObjectID> ids;
+  for (int i = 0; i < 5; i++) {
+    ids.push_back(ObjectID::Random());
+    ASSERT_TRUE(observer_.CreateAndSeal(ids.back(), "held").ok());
+  }
+  for (int round = 0; round < 20; round++) {
+    int pipefd[2];
+    ASSERT_EQ(::pipe(pipefd), 0);
+    std::string sock = store_.socket();
+    pid_t pid = Spawn([&] {
+      Client c;
+      if (!c.Connect(sock).ok()) ::_exit(2);
+      auto a = c.Get(ids, 0);
+      auto b = c.Get(ids, 0);  // two references each
+      if (!a.ok() || !b.ok()) ::_exit(2);
+      ReachedThenHang(pipefd[1]);
+    });
+    AwaitChild(pipefd[0]);
+    for (const ObjectInfo& o : *observer_.List()) EXPECT_EQ(o.ref_count, 2u);
+    Kill(pid);
+    ::close(pipefd[0]);
+    ::close(pipefd[1]);
+    WaitForCleanup();
+    for (const ObjectInfo& o : *observer_.List()) EXPECT_EQ(o.ref_count, 0u);
+  }
+  // Unreferenced again, so evictable again.
+  EXPECT_GT(*observer_.Evict(1), 0u);
+}
+
+TEST_F(ClientCrashTest, KilledWhileWaitingInGetLeavesNoWaiterBehind) {
+  ObjectID later = ObjectID::Random();
+  int pipefd[2];
+  ASSERT_EQ(::pipe(pipefd), 0);
+  std::string sock = store_.socket();
+  pid_t pid = Spawn([&] {
+    Client c;
+    if (!c.Connect(sock).ok()) ::_exit(2);
+    char one = 1;
+    if (::write(pipefd[1], &one, 1) != 1) ::_exit(3);
+    auto got = c.Get({later}, -1);  // waits forever
+    ::_exit(got.ok() ? 0 : 2);
+  });
+  AwaitChild(pipefd[0]);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  Kill(pid);
+  ::close(pipefd[0]);
+  ::close(pipefd[1]);
+  WaitForCleanup();
+  // The seal that the dead client waited for finds nobody to serve.
+  ASSERT_TRUE(observer_.CreateAndSeal(later, "x").ok());
+  auto list = observer_.List();
+  ASSERT_EQ(list->size(), 1u);
+  EXPECT_EQ((*list)[0].ref_count, 0u);
+}
+
+// Many clients doing random work, killed at random moments, many times.
+TEST_F(ClientCrashTest, RandomKillsLeakNothing) {
+  std::mt19937 rng(12345);
+  constexpr int kRounds = 40, kChildren = 3;
+  for (int round = 0; round < kRounds; round++) {
+    std::vector<pid_t> kids;
+    for (int k = 0; k < kChildren; k++) {
+      uint32_t seed = static_cast<uint32_t>(rng());
+      std::string sock = store_.socket();
+      kids.push_back(Spawn([sock, seed] {
+        std::mt19937 r(seed);
+        Client c;
+        if (!c.Connect(sock).ok()) ::_exit(2);
+        std::vector<ObjectID> mine;
+        std::vector<ObjectBuffer> held;
+        for (;;) {
+          ObjectID id = ObjectID::Random();
+          uint64_t size = 1ull << (r() % 21);  // 1 B to 1 MiB
+          switch (r() % 5) {
+            case 0:
+            case 1: {  // create, write, maybe seal
+              auto b = c.Create(id, size, "meta");
+              if (!b.ok()) break;
+              std::memset(b->data, static_cast<int>(r()), size);
+              if (r() % 4 != 0 && c.Seal(id).ok()) mine.push_back(id);
+              break;
+            }
+            case 2:
+              if (c.CreateAndSeal(id, std::string(size % 4096, 'c')).ok()) mine.push_back(id);
+              break;
+            case 3:
+              if (!mine.empty()) {
+                auto g = c.Get({mine[r() % mine.size()]}, 0);
+                if (g.ok() && (*g)[0].valid()) held.push_back((*g)[0]);
+              }
+              break;
+            case 4:
+              if (!held.empty() && r() % 2) held.pop_back();
+              if (!mine.empty() && r() % 3 == 0) (void)c.Delete({mine[r() % mine.size()]});
+              break;
+          }
+        }
+      }));
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(500 + rng() % 30000));
+    for (pid_t pid : kids) {
+      Kill(pid);
+      std::this_thread::sleep_for(std::chrono::microseconds(rng() % 2000));
+    }
+  }
+  WaitForCleanup();
+  EXPECT_GT(observer_.Stats()->sealed_count, 0u) << "the children never got to seal anything";
+  ExpectNoLeak();
+  // And it still serves.
+  ObjectID id = ObjectID::Random();
+  ASSERT_TRUE(observer_.CreateAndSeal(id, "alive").ok());
+  EXPECT_EQ((*observer_.Get({id}, 0))[0].view(), "alive");
+}
+
+}  // namespace
+}  // namespace plasmon

@@ -1,0 +1,144 @@
+// plasmon-store as a process: flags, start-up, socket handling, shutdown,
+// and the capacity it really offers.
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "core/allocator.h"
+#include "core/unix_socket.h"
+#include "plasmon/client.h"
+#include "tests/store_process.h"
+
+namespace plasmon {
+namespace {
+
+using testing::RunCommand;
+using testing::StoreBinary;
+using testing::StoreProcess;
+
+TEST(StoreDaemonTest, SigtermShutsDownCleanlyAndRemovesTheSocket) {
+  StoreProcess store({"-m", "16M"});
+  ASSERT_TRUE(store.started());
+  std::string sock = store.socket();
+  ASSERT_TRUE(std::filesystem::exists(sock));
+  int status = store.Terminate();
+  ASSERT_NE(status, -1);
+  EXPECT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_FALSE(std::filesystem::exists(sock));
+}
+
+TEST(StoreDaemonTest, SocketIsPrivateToItsOwnerByDefault) {
+  StoreProcess store({"-m", "16M"});
+  ASSERT_TRUE(store.started());
+  struct stat st;
+  ASSERT_EQ(::stat(store.socket().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+}
+
+TEST(StoreDaemonTest, ALiveStoreOnTheSocketStopsASecondOne) {
+  StoreProcess store({"-m", "16M"});
+  ASSERT_TRUE(store.started());
+  auto r = RunCommand({StoreBinary(), "-s", store.socket(), "-m", "16M"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("another store is already serving"), std::string::npos) << r.err;
+  EXPECT_TRUE(store.Alive());
+  Client c;
+  EXPECT_TRUE(c.Connect(store.socket()).ok());
+}
+
+TEST(StoreDaemonTest, AStaleSocketFromADeadStoreIsReplaced) {
+  std::string dir = testing::TempDir();
+  std::string path = dir + "/stale.sock";
+  {
+    // A socket file whose listener is gone, as a SIGKILLed store leaves it.
+    auto fd = ListenUnix(path, 0600);
+    ASSERT_TRUE(fd.ok());
+  }
+  ASSERT_TRUE(std::filesystem::exists(path));
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::execl(StoreBinary().c_str(), "plasmon-store", "-s", path.c_str(), "-m", "16M",
+            "--log-level", "warn", nullptr);
+    ::_exit(127);
+  }
+  Client c;
+  Status st;
+  for (int i = 0; i < 2000; i++) {
+    st = c.Connect(path);
+    if (st.ok()) break;
+    ::usleep(10000);
+  }
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  ::kill(pid, SIGTERM);
+  int status;
+  ::waitpid(pid, &status, 0);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(StoreDaemonTest, BadFlagsGiveOneClearError) {
+  auto r = RunCommand({StoreBinary(), "-s", "/tmp/unused.sock", "-m", "lots"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("invalid --memory 'lots'"), std::string::npos) << r.err;
+  auto h = RunCommand({StoreBinary(), "--help"});
+  EXPECT_EQ(h.exit_code, 0);
+  for (const char* flag : {"--socket", "--memory", "--directory", "--hugepages", "--prefault"})
+    EXPECT_NE(h.out.find(flag), std::string::npos) << flag;
+}
+
+TEST(StoreDaemonTest, HugepagesWithoutReservedPagesFailsClearly) {
+  std::ifstream f("/proc/sys/vm/nr_hugepages");
+  int reserved = 0;
+  f >> reserved;
+  if (reserved > 0) GTEST_SKIP() << "huge pages are reserved here: the store would start";
+  auto r = RunCommand({StoreBinary(), "-s", "/tmp/plasmon-unused-huge.sock", "-m", "64M",
+                       "--hugepages"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("huge pages"), std::string::npos) << r.err;
+}
+
+TEST(StoreDaemonTest, DirectoryBackedArenaServesObjects) {
+  std::string dir = testing::TempDir();
+  StoreProcess store({"-m", "16M", "-d", dir, "--prefault"});
+  ASSERT_TRUE(store.started());
+  Client c;
+  ASSERT_TRUE(c.Connect(store.socket()).ok());
+  ObjectID id = ObjectID::Random();
+  ASSERT_TRUE(c.CreateAndSeal(id, "on a file").ok());
+  EXPECT_EQ((*c.Get({id}, 0))[0].view(), "on a file");
+  // The backing file is unlinked: nothing is left in the directory.
+  EXPECT_TRUE(std::filesystem::is_empty(dir));
+  std::filesystem::remove_all(dir);
+}
+
+// The capacity promise, through the real store: a 1 GiB store holds
+// at least 95% of its capacity in 8 MiB objects (here: all 128 of them).
+TEST(StoreDaemonTest, OneGiBStoreHolds8MiBObjectsUpToCapacity) {
+  StoreProcess store({"-m", "1G"});
+  ASSERT_TRUE(store.started());
+  Client c;
+  ASSERT_TRUE(c.Connect(store.socket()).ok());
+  int n = 0;
+  for (;;) {
+    auto b = c.Create(ObjectID::Random(), 8 << 20);  // unsealed: never evicted
+    if (!b.ok()) {
+      EXPECT_TRUE(b.status().IsOutOfMemory()) << b.status().ToString();
+      break;
+    }
+    n++;
+  }
+  auto st = c.Stats();
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->capacity, 1ull << 30);
+  EXPECT_GE(n, 122);  // 95% of 128
+  EXPECT_GE(static_cast<double>(st->used), 0.95 * static_cast<double>(st->capacity));
+}
+
+}  // namespace
+}  // namespace plasmon
