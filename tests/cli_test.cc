@@ -1,0 +1,120 @@
+// The `plasmon` command line against a real store.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "plasmon/client.h"
+#include "tests/store_process.h"
+#include "tools/content_id.h"
+
+namespace plasmon {
+namespace {
+
+using testing::CliBinary;
+using testing::CommandResult;
+using testing::RunCommand;
+using testing::StoreProcess;
+
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(store_.started()); }
+
+  CommandResult Cli(std::vector<std::string> args, const std::string& in = {}) {
+    args.insert(args.begin(), {CliBinary(), "--socket", store_.socket()});
+    return RunCommand(args, in);
+  }
+
+  StoreProcess store_{{"-m", "64M"}};
+};
+
+TEST_F(CliTest, PutThenGetRoundTripsBytesThroughStdinAndStdout) {
+  std::string data(3 << 20, '\0');  // larger than one inline message
+  for (size_t i = 0; i < data.size(); i++) data[i] = static_cast<char>(i * 7);
+  std::string id = ObjectID::Random().Hex();
+  auto put = Cli({"put", id, "-"}, data);
+  ASSERT_EQ(put.exit_code, 0) << put.err;
+  EXPECT_EQ(put.out, id + "\n");
+  auto get = Cli({"get", id});
+  ASSERT_EQ(get.exit_code, 0) << get.err;
+  EXPECT_EQ(get.out, data);
+}
+
+TEST_F(CliTest, PutWithoutIdDerivesItFromTheContent) {
+  auto put = Cli({"put", "-"}, "some content");
+  ASSERT_EQ(put.exit_code, 0) << put.err;
+  EXPECT_EQ(put.out, ContentId("some content").Hex() + "\n");
+  // The same content again names the same object: success, same ID.
+  auto again = Cli({"put", "-"}, "some content");
+  EXPECT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(again.out, put.out);
+}
+
+TEST_F(CliTest, PutFromFileAndGetToFile) {
+  std::string dir = testing::TempDir();
+  {
+    std::ofstream f(dir + "/in");
+    f << "file bytes";
+  }
+  auto put = Cli({"put", dir + "/in"});
+  ASSERT_EQ(put.exit_code, 0) << put.err;
+  std::string id = put.out.substr(0, 40);
+  auto get = Cli({"get", id, "-o", dir + "/out"});
+  ASSERT_EQ(get.exit_code, 0) << get.err;
+  std::ifstream f(dir + "/out");
+  std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(s, "file bytes");
+}
+
+TEST_F(CliTest, LsStatsAndRm) {
+  std::string id = Cli({"put", "-"}, "hello").out.substr(0, 40);
+  auto ls = Cli({"ls"});
+  ASSERT_EQ(ls.exit_code, 0);
+  EXPECT_NE(ls.out.find(id), std::string::npos);
+  EXPECT_NE(ls.out.find("sealed"), std::string::npos);
+  auto stats = Cli({"stats"});
+  ASSERT_EQ(stats.exit_code, 0);
+  EXPECT_NE(stats.out.find("capacity       64 MiB"), std::string::npos) << stats.out;
+  EXPECT_NE(stats.out.find("objects        1 (1 sealed)"), std::string::npos) << stats.out;
+  auto rm = Cli({"rm", id});
+  EXPECT_EQ(rm.exit_code, 0) << rm.err;
+  EXPECT_EQ(Cli({"ls"}).out.find(id), std::string::npos);
+}
+
+TEST_F(CliTest, ErrorsAreOneClearLineAndNonZero) {
+  std::string missing = ObjectID::Random().Hex();
+  auto get = Cli({"get", missing});
+  EXPECT_EQ(get.exit_code, 1);
+  EXPECT_EQ(get.err, "plasmon: ObjectNotFound: object " + missing + " is not in the store\n");
+  auto rm = Cli({"rm", missing});
+  EXPECT_EQ(rm.exit_code, 1);
+  EXPECT_NE(rm.err.find("ObjectNotFound"), std::string::npos);
+  auto bad = Cli({"get", "xyz"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_EQ(bad.err, "plasmon: invalid object ID 'xyz': expected 40 hex digits\n");
+  auto nofile = Cli({"put", "/nonexistent/file"});
+  EXPECT_EQ(nofile.exit_code, 1);
+  EXPECT_NE(nofile.err.find("cannot open /nonexistent/file"), std::string::npos);
+  std::string id = ObjectID::Random().Hex();
+  ASSERT_EQ(Cli({"put", id, "-"}, "x").exit_code, 0);
+  auto dup = Cli({"put", id, "-"}, "y");
+  EXPECT_EQ(dup.exit_code, 1);
+  EXPECT_NE(dup.err.find("ObjectExists"), std::string::npos);
+  auto big = Cli({"put", "-"}, std::string(65 << 20, 'b'));
+  EXPECT_EQ(big.exit_code, 1);
+  EXPECT_NE(big.err.find("OutOfMemory"), std::string::npos) << big.err;
+}
+
+TEST_F(CliTest, NoStoreIsAClearError) {
+  auto r = RunCommand({CliBinary(), "--socket", "/tmp/plasmon-no-such.sock", "stats"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("cannot connect to store at /tmp/plasmon-no-such.sock"), std::string::npos)
+      << r.err;
+}
+
+TEST_F(CliTest, SocketComesFromTheEnvironment) {
+  auto r = RunCommand({CliBinary(), "stats"}, {}, {"PLASMON_SOCKET=" + store_.socket()});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+}
+
+}  // namespace
+}  // namespace plasmon
