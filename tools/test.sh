@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Sets up, builds and runs the whole plasmon test suite:
+#   1. a release build (RelWithDebInfo), all tests;
+#   2. an ASan+UBSan build, all tests.
+# Exits non-zero if anything fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+JOBS="${JOBS:-$(nproc)}"
+
+run_suite() {
+  local dir="$1"
+  shift
+  echo "==> building $dir $*"
+  tools/setup.sh "$dir" "$@"
+  echo "==> testing $dir"
+  (cd "$dir" && ctest --output-on-failure -j "$JOBS" --timeout 600)
+}
+
+run_suite build
+ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
+  run_suite build-asan -DPLASMON_SANITIZE=address,undefined
+echo "==> all test suites passed"
