@@ -90,6 +90,22 @@ TEST_F(ObjectTableTest, DigestIsXxh3OfDataThenMetadata) {
   EXPECT_EQ(entry->digest, ObjectDigest(p, 5, p + 5, 3));
 }
 
+TEST(ObjectTableLargeTest, LargeObjectsGetTheirDigestWhenFirstNeeded) {
+  constexpr uint64_t kSize = ObjectTable::kDigestAtSealMax + 1;
+  std::vector<uint8_t> memory(2 * kSize);
+  Recorder rec;
+  ObjectTable table(memory.data(), memory.size(), &rec);
+  ObjectID id = ObjectID::Random();
+  auto e = table.Create(id, kSize, 0, 1);
+  ASSERT_TRUE(e.ok());
+  for (uint64_t i = 0; i < kSize; i++) memory[(*e)->offset + i] = static_cast<uint8_t>(i * 31);
+  ASSERT_TRUE(table.Seal(id, 1).ok());
+  EXPECT_FALSE((*e)->digest_valid);  // not paid for at seal
+  uint64_t d = table.EnsureDigest(*e);
+  EXPECT_TRUE((*e)->digest_valid);
+  EXPECT_EQ(d, ObjectDigest(memory.data() + (*e)->offset, kSize, nullptr, 0));
+}
+
 TEST_F(ObjectTableTest, CreateEvictsLeastRecentlyUsedFirst) {
   // Four 16 KiB objects fill the table.
   ObjectID a = Put(16384), b = Put(16384), c = Put(16384), d = Put(16384);

@@ -1,5 +1,6 @@
 // plasmon-store: the per-node store daemon.
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
@@ -52,6 +53,13 @@ int main(int argc, char** argv) {
     return 2;
   }
   opts.socket_mode = static_cast<unsigned>(mode);
+
+  // Each client is a descriptor: allow as many as the hard limit permits.
+  struct rlimit nofile;
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &nofile);
+  }
 
   auto store = plasmon::Store::Create(opts);
   if (!store.ok()) {
