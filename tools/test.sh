@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up, builds and runs the whole plasmon test suite:
 #   1. a release build (RelWithDebInfo), all tests;
-#   2. an ASan+UBSan build, all tests.
+#   2. an ASan+UBSan build, all tests;
+#   3. a TSan build, all tests (the client is used from several threads).
 # Exits non-zero if anything fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,4 +20,6 @@ run_suite() {
 run_suite build
 ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
   run_suite build-asan -DPLASMON_SANITIZE=address,undefined
+TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+  run_suite build-tsan -DPLASMON_SANITIZE=thread
 echo "==> all test suites passed"
