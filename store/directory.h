@@ -1,0 +1,132 @@
+// The location directory: what this store tells Redis, and what it asks it.
+//
+// Each store registers a node record (its ID, transfer endpoints, start time)
+// that expires unless a heartbeat renews it, and publishes the location of
+// every sealed object it holds. Updates are queued and sent, pipelined, by
+// the directory's own thread: a Seal never waits for Redis. If Redis goes
+// away, local work goes on; when it comes back, the store registers again and
+// re-publishes everything it holds (the directory keeps its own copy of what
+// it published, so it needs nothing from the store's event loop to do so).
+//
+// Key layout: see docs/DIRECTORY.md. REQUIRES: SIGPIPE is ignored in the
+// process (hiredis writes with write(); plasmon-store ignores it).
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "plasmon/object_id.h"
+#include "plasmon/status.h"
+
+struct redisContext;
+
+namespace plasmon {
+
+struct DirectoryOptions {
+  std::string redis;     // "HOST:PORT" or "unix:PATH"
+  std::string password;  // AUTH, if set
+  std::string prefix = "plasmon";
+  std::string node_id;
+  std::map<std::string, std::string> endpoints;  // transport -> address, e.g. "tcp" -> "10.0.0.1:7000"
+  int ttl_ms = 10000;       // a node record lives this long without a heartbeat
+  int heartbeat_ms = 2000;  // renewal period
+};
+
+// What the directory knows of one object on one node.
+struct ObjectLocationRecord {
+  std::string node_id;
+  std::map<std::string, std::string> endpoints;  // empty if the node's record expired
+  uint64_t data_size = 0;
+  uint64_t metadata_size = 0;
+  uint64_t digest = 0;
+  bool alive() const { return !endpoints.empty(); }
+};
+
+// A connection to Redis, owned; reconnects on demand.
+class RedisConnection {
+ public:
+  explicit RedisConnection(DirectoryOptions opts) : opts_(std::move(opts)) {}
+  ~RedisConnection();
+  RedisConnection(const RedisConnection&) = delete;
+  RedisConnection& operator=(const RedisConnection&) = delete;
+
+  // Connects (and authenticates) if not connected.
+  Status Ensure(int timeout_ms);
+  void Drop();
+  bool connected() const { return ctx_ != nullptr; }
+  redisContext* get() { return ctx_; }
+
+ private:
+  DirectoryOptions opts_;
+  redisContext* ctx_ = nullptr;
+};
+
+// Parses "HOST:PORT" or "unix:PATH"; InvalidArgument otherwise.
+Status ParseRedisAddress(const std::string& addr, std::string* host, int* port, std::string* path);
+
+class Directory {
+ public:
+  explicit Directory(DirectoryOptions opts);
+  ~Directory();  // withdraws nothing: a stopped store's record just expires
+
+  // Starts the writer thread. Does not wait for Redis: it may be down.
+  void Start();
+  void Stop();
+
+  // Queue an update; never blocks on Redis.
+  void Publish(const ObjectID& id, uint64_t data_size, uint64_t metadata_size, uint64_t digest);
+  void Withdraw(const ObjectID& id);
+
+  // Where the object is, according to Redis (blocking; any thread). Nodes
+  // whose record expired come back with alive() false.
+  Result<std::vector<ObjectLocationRecord>> Lookup(const ObjectID& id);
+
+  // Whether the writer is connected and has re-published everything.
+  bool synced() const;
+  const DirectoryOptions& options() const { return opts_; }
+
+  std::string NodeKey(const std::string& node) const { return opts_.prefix + ":node:" + node; }
+  std::string ObjectKey(const ObjectID& id) const { return opts_.prefix + ":obj:" + id.Hex(); }
+  std::string HeldKey() const { return opts_.prefix + ":held:" + opts_.node_id; }
+  std::string SealedChannel(const ObjectID& id) const {
+    return opts_.prefix + ":sealed:" + id.Hex();
+  }
+
+ private:
+  struct Op {
+    bool publish;
+    ObjectID id;
+  };
+  struct Published {
+    uint64_t data_size, metadata_size, digest;
+  };
+
+  void Run();
+  Status Resync(RedisConnection* c);
+  Status Heartbeat(RedisConnection* c);
+  Status Apply(RedisConnection* c, const std::vector<Op>& ops);
+
+  DirectoryOptions opts_;
+  int64_t start_time_ms_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  bool synced_ = false;
+  std::deque<Op> queue_;
+  std::unordered_map<ObjectID, Published, ObjectIDHash> published_;  // what Redis should say
+  std::thread thread_;
+
+  std::mutex lookup_mu_;
+  RedisConnection lookup_conn_;
+};
+
+}  // namespace plasmon

@@ -1,0 +1,138 @@
+// The directory against a real redis-server.
+#include "store/directory.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <thread>
+
+#include "tests/redis_process.h"
+
+namespace plasmon {
+namespace {
+
+using namespace std::chrono_literals;
+
+DirectoryOptions Options(const testing::RedisProcess& redis, const std::string& node) {
+  DirectoryOptions o;
+  o.redis = redis.address();
+  o.prefix = "test";
+  o.node_id = node;
+  o.endpoints = {{"tcp", "127.0.0.1:7000"}};
+  o.ttl_ms = 1000;
+  o.heartbeat_ms = 200;
+  return o;
+}
+
+// Polls `pred` for up to 20 s.
+template <typename P>
+bool Eventually(P pred) {
+  for (int i = 0; i < 2000; i++) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return false;
+}
+
+TEST(DirectoryTest, ParsesRedisAddresses) {
+  std::string host, path;
+  int port = 0;
+  EXPECT_TRUE(ParseRedisAddress("127.0.0.1:6379", &host, &port, &path).ok());
+  EXPECT_EQ(host, "127.0.0.1");
+  EXPECT_EQ(port, 6379);
+  EXPECT_TRUE(ParseRedisAddress("unix:/tmp/r.sock", &host, &port, &path).ok());
+  EXPECT_EQ(path, "/tmp/r.sock");
+  for (const char* bad : {"", "host", "host:", ":1", "h:0", "h:70000", "h:12x", "unix:"})
+    EXPECT_TRUE(ParseRedisAddress(bad, &host, &port, &path).IsInvalidArgument()) << bad;
+}
+
+TEST(DirectoryTest, PublishedLocationsAreFoundWithTheirNodesEndpoints) {
+  testing::RedisProcess redis;
+  ASSERT_TRUE(redis.started());
+  DirectoryOptions ob = Options(redis, "node-b");
+  ob.endpoints = {{"tcp", "10.0.0.2:7000"}};
+  Directory a(Options(redis, "node-a")), b(ob);
+  a.Start();
+  b.Start();
+  ObjectID id = ObjectID::Random();
+  a.Publish(id, 100, 4, 0xabcdef);
+  b.Publish(id, 100, 4, 0xabcdef);
+  std::vector<ObjectLocationRecord> found;
+  ASSERT_TRUE(Eventually([&] {
+    auto r = a.Lookup(id);
+    if (r.ok()) found = *r;
+    return found.size() == 2;
+  }));
+  std::sort(found.begin(), found.end(),
+            [](const auto& x, const auto& y) { return x.node_id < y.node_id; });
+  EXPECT_EQ(found[0].node_id, "node-a");
+  EXPECT_EQ(found[0].endpoints.at("tcp"), "127.0.0.1:7000");
+  EXPECT_EQ(found[1].endpoints.at("tcp"), "10.0.0.2:7000");
+  EXPECT_EQ(found[1].data_size, 100u);
+  EXPECT_EQ(found[1].metadata_size, 4u);
+  EXPECT_EQ(found[1].digest, 0xabcdefu);
+  EXPECT_TRUE(found[1].alive());
+
+  a.Withdraw(id);
+  ASSERT_TRUE(Eventually([&] {
+    auto r = b.Lookup(id);
+    return r.ok() && r->size() == 1 && (*r)[0].node_id == "node-b";
+  }));
+  EXPECT_TRUE(b.Lookup(ObjectID::Random())->empty());
+}
+
+TEST(DirectoryTest, AStoppedNodesRecordExpires) {
+  testing::RedisProcess redis;
+  ASSERT_TRUE(redis.started());
+  Directory reader(Options(redis, "reader"));
+  ObjectID id = ObjectID::Random();
+  {
+    Directory a(Options(redis, "node-a"));
+    a.Start();
+    a.Publish(id, 1, 0, 1);
+    ASSERT_TRUE(Eventually([&] {
+      auto r = reader.Lookup(id);
+      return r.ok() && r->size() == 1 && (*r)[0].alive();
+    }));
+  }  // stops: no more heartbeats
+  EXPECT_TRUE(Eventually([&] {
+    auto r = reader.Lookup(id);
+    return r.ok() && r->size() == 1 && !(*r)[0].alive();
+  }));
+}
+
+TEST(DirectoryTest, RepublishesEverythingWhenRedisComesBack) {
+  testing::RedisProcess redis;
+  ASSERT_TRUE(redis.started());
+  Directory a(Options(redis, "node-a"));
+  a.Start();
+  ObjectID before = ObjectID::Random(), during = ObjectID::Random(), gone = ObjectID::Random();
+  a.Publish(before, 1, 0, 1);
+  a.Publish(gone, 1, 0, 1);
+  ASSERT_TRUE(Eventually([&] { return a.synced() && a.Lookup(gone).ok() && a.Lookup(gone)->size() == 1; }));
+  redis.Kill();
+  // Local work goes on while Redis is down: these calls do not block.
+  a.Publish(during, 1, 0, 1);
+  a.Withdraw(gone);
+  EXPECT_FALSE(a.Lookup(before).ok());
+  ASSERT_TRUE(redis.Start());  // empty: it lost everything
+  Directory reader(Options(redis, "reader"));
+  EXPECT_TRUE(Eventually([&] {
+    auto x = reader.Lookup(before), y = reader.Lookup(during), z = reader.Lookup(gone);
+    return x.ok() && y.ok() && z.ok() && x->size() == 1 && y->size() == 1 && z->empty();
+  }));
+}
+
+TEST(DirectoryTest, WrongPasswordIsAClearError) {
+  testing::RedisProcess redis;
+  ASSERT_TRUE(redis.started());
+  DirectoryOptions o = Options(redis, "n");
+  o.password = "secret";
+  Directory d(o);
+  auto r = d.Lookup(ObjectID::Random());
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("password"), std::string::npos) << r.status().ToString();
+}
+
+}  // namespace
+}  // namespace plasmon

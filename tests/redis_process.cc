@@ -1,0 +1,76 @@
+#include "tests/redis_process.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+#include <hiredis/hiredis.h>
+
+#include <chrono>
+#include <filesystem>
+#include <thread>
+
+#include "tests/store_process.h"
+
+namespace plasmon::testing {
+
+RedisProcess::RedisProcess() {
+  // hiredis writes with write(): a process that talks to Redis must ignore
+  // SIGPIPE (plasmon-store does), or a Redis going away kills it.
+  ::signal(SIGPIPE, SIG_IGN);
+  dir_ = TempDir();
+  socket_ = dir_ + "/redis.sock";
+  Start();
+}
+
+bool RedisProcess::Start() {
+  std::string sock_arg = socket_, dir_arg = dir_;
+  int log_fd = ::open((dir_ + "/redis.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  pid_ = ::fork();
+  if (pid_ == 0) {
+    ::dup2(log_fd, 1);
+    ::dup2(log_fd, 2);
+    ::execlp("redis-server", "redis-server", "--port", "0", "--unixsocket", sock_arg.c_str(),
+             "--save", "", "--appendonly", "no", "--dir", dir_arg.c_str(), "--loglevel", "warning",
+             nullptr);
+    ::_exit(127);
+  }
+  ::close(log_fd);
+  for (int i = 0; i < 2000; i++) {
+    redisContext* c = redisConnectUnix(socket_.c_str());
+    if (c != nullptr && c->err == 0) {
+      auto* r = static_cast<redisReply*>(redisCommand(c, "PING"));
+      bool ok = r != nullptr && r->type == REDIS_REPLY_STATUS;
+      if (r != nullptr) freeReplyObject(r);
+      redisFree(c);
+      if (ok) return true;
+    } else if (c != nullptr) {
+      redisFree(c);
+    }
+    int status;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ADD_FAILURE() << "redis-server did not start (is it installed? tools/setup.sh installs it)";
+  pid_ = -1;
+  return false;
+}
+
+void RedisProcess::Kill() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);
+  int status;
+  ::waitpid(pid_, &status, 0);
+  pid_ = -1;
+  ::unlink(socket_.c_str());
+}
+
+RedisProcess::~RedisProcess() {
+  Kill();
+  std::error_code ec;
+  std::filesystem::remove_all(dir_, ec);
+}
+
+}  // namespace plasmon::testing

@@ -1,0 +1,27 @@
+// Test fixture: a real redis-server on a Unix socket in a temporary directory.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+
+namespace plasmon::testing {
+
+class RedisProcess {
+ public:
+  RedisProcess();  // starts it and waits until it answers PING
+  ~RedisProcess();
+
+  bool started() const { return pid_ > 0; }
+  const std::string& socket() const { return socket_; }
+  std::string address() const { return "unix:" + socket_; }
+  // Stops the server (SIGKILL: no goodbye), and starts it again empty.
+  void Kill();
+  bool Start();
+
+ private:
+  std::string dir_, socket_;
+  pid_t pid_ = -1;
+};
+
+}  // namespace plasmon::testing
