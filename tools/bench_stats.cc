@@ -1,0 +1,93 @@
+#include "tools/bench_stats.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+namespace plasmon::bench {
+
+uint64_t NearestRank(const std::vector<uint64_t>& sorted, uint32_t permille) {
+  // rank = ceil(permille * n / 1000), in integers so that p99.9 of 20000
+  // samples is exactly rank 19980.
+  uint64_t n = sorted.size();
+  uint64_t rank = (static_cast<uint64_t>(permille) * n + 999) / 1000;
+  rank = std::clamp<uint64_t>(rank, 1, n);
+  return sorted[rank - 1];
+}
+
+Summary Summarize(std::vector<uint64_t>* ns) {
+  Summary s;
+  if (ns->empty()) return s;
+  std::sort(ns->begin(), ns->end());
+  const std::vector<uint64_t>& v = *ns;
+  auto us = [](uint64_t x) { return static_cast<double>(x) / 1000.0; };
+  long double total = 0;
+  for (uint64_t x : v) total += static_cast<long double>(x);
+  s.samples = v.size();
+  s.min_us = us(v.front());
+  s.p50_us = us(NearestRank(v, 500));
+  s.p90_us = us(NearestRank(v, 900));
+  s.p99_us = us(NearestRank(v, 990));
+  s.p999_us = us(NearestRank(v, 999));
+  s.max_us = us(v.back());
+  s.mean_us = static_cast<double>(total / static_cast<long double>(v.size()) / 1000.0L);
+  return s;
+}
+
+std::string FormatUs(double us) {
+  char buf[32];
+  if (us < 10) {
+    std::snprintf(buf, sizeof(buf), "%.2f", us);
+  } else if (us < 1000) {
+    std::snprintf(buf, sizeof(buf), "%.1f", us);
+  } else {
+    std::snprintf(buf, sizeof(buf), "%.0f", us);
+  }
+  return buf;
+}
+
+std::string FormatRate(double per_s) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.0f", per_s);
+  return buf;
+}
+
+std::string JsonString(std::string_view s) {
+  std::string out = "\"";
+  for (char ch : s) {
+    auto c = static_cast<unsigned char>(ch);
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+          out += buf;
+        } else {
+          out += ch;
+        }
+    }
+  }
+  out += '"';
+  return out;
+}
+
+std::string JsonNumber(double v) {
+  if (!std::isfinite(v)) return "null";
+  char buf[40];
+  std::snprintf(buf, sizeof(buf), "%.6g", v);
+  return buf;
+}
+
+std::string JsonSummaryFields(const Summary& s) {
+  return "\"p50_us\": " + JsonNumber(s.p50_us) + ", \"p90_us\": " + JsonNumber(s.p90_us) +
+         ", \"p99_us\": " + JsonNumber(s.p99_us) + ", \"p999_us\": " + JsonNumber(s.p999_us) +
+         ", \"max_us\": " + JsonNumber(s.max_us) + ", \"min_us\": " + JsonNumber(s.min_us) +
+         ", \"mean_us\": " + JsonNumber(s.mean_us);
+}
+
+}  // namespace plasmon::bench

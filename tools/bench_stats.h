@@ -1,0 +1,47 @@
+// plasmon-bench helpers: the clock, percentiles, number and JSON formatting.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace plasmon::bench {
+
+static_assert(std::chrono::steady_clock::is_steady);
+static_assert(std::ratio_less_equal_v<std::chrono::steady_clock::period, std::nano>,
+              "plasmon-bench needs a steady clock with nanosecond resolution");
+
+// Monotonic time in nanoseconds.
+inline uint64_t NowNs() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
+}
+
+// The latency distribution of one measurement. Times in microseconds.
+struct Summary {
+  uint64_t samples = 0;
+  double min_us = 0, p50_us = 0, p90_us = 0, p99_us = 0, p999_us = 0, max_us = 0, mean_us = 0;
+};
+
+// The nearest-rank percentile of `sorted` (ascending, non-empty): the smallest
+// sample with at least permille/1000 of the samples at or below it.
+uint64_t NearestRank(const std::vector<uint64_t>& sorted, uint32_t permille);
+
+// Sorts `ns` (samples in nanoseconds) and summarizes them. Empty: all zero.
+Summary Summarize(std::vector<uint64_t>* ns);
+
+// A latency for a table column: "7.95", "123.4", "12345".
+std::string FormatUs(double us);
+// A rate for a table column with no decimals: "125842".
+std::string FormatRate(double per_s);
+
+// JSON pieces for the hand-written --json document.
+std::string JsonString(std::string_view s);
+// A number with enough digits; "null" if not finite.
+std::string JsonNumber(double v);
+std::string JsonSummaryFields(const Summary& s);  // "p50_us": .., ..., "mean_us": ..
+
+}  // namespace plasmon::bench

@@ -1,0 +1,1031 @@
+// plasmon-bench: the latency microbenchmark of a plasmon store.
+//
+//   plasmon-bench local [--socket PATH] [--sizes 64,4K,64K,1M,8M,64M] [--iterations N]
+//                       [--warmup N] [--clients N] [--json] [--redis-socket PATH]
+//                       [--ops create_seal,create_and_seal,get_release,contains,delete]
+//
+// It connects to a store that is already running (it never starts one) and
+// times, for each object size, after a warm-up:
+//
+//   create+write+seal  Create, write every byte (memcpy from a prepared buffer),
+//    (create_seal)     Seal; the object is deleted afterwards, untimed
+//   create_and_seal    CreateAndSeal (sizes up to 1 MiB); deleted afterwards, untimed
+//   get+release        Get({id}, 0) of a sealed object, then the buffer's
+//    (get_release)     destruction (which sends the one-way release)
+//   contains           Contains(id) of a present object
+//   delete             Delete({id}) of an object created and sealed just before, untimed
+//
+// and measures in the same run the references the figures are judged against:
+// a 64-byte ping-pong over a Unix socketpair between two processes (the IPC
+// floor), memcpy into faulted memory (the bandwidth limit) and, with
+// --redis-socket, Redis SET and GET over a Unix socket (hiredis). A final
+// "targets" section turns them into ratios, each "met" or "not met". The
+// floor is measured again after the store's figures: if the machine's round
+// trip changed meanwhile (common on shared VMs), the ratios say so.
+//
+// Latencies are nearest-rank percentiles of per-iteration samples of a steady
+// clock with nanosecond resolution, reported in microseconds. Throughput is
+// derived from the median: ops/s = clients / p50 and GB/s = clients * size /
+// p50 (GB = 1e9 bytes), what the p50 latency sustains with one operation in
+// flight per client. GB/s is given only for operations that copy the bytes.
+//
+// --clients N forks N client processes, each with its own Client and its own
+// object IDs; every (operation, size) starts in all of them at once (a pipe
+// barrier), and each sends its raw samples back through a pipe, so the
+// percentiles are over all samples of all clients.
+//
+// --json prints one JSON document on stdout instead of the tables (progress
+// and warnings go to stderr). Times in microseconds, sizes in bytes:
+//
+// {
+//   "tool": "plasmon-bench local", "schema": 1,
+//   "machine": {"hostname": str, "kernel": str, "cpu": str, "cpus": int, "memory_bytes": int},
+//   "config": {"socket": str, "clients": int, "iterations": int, "warmup": int,
+//              "store_capacity": int, "store_objects": int,
+//              "throughput": "ops_per_s = clients / p50; gb_per_s = clients * size / p50"},
+//   "references": {
+//     "ipc_floor": ROW,                                     // op "pingpong", size 64
+//     "ipc_floor_after": ROW,                               // the same, after the store runs
+//     "memcpy": [{"size": int, "repetitions": int, "copies": int, "gb_per_s": num}],
+//     "redis": null                                         // without --redis-socket
+//            | {"socket": str, "version": str, "error": str|null, "results": [ROW, ...]}
+//   },
+//   "results": [ROW, ...],
+//   "targets": [{"name": str, "value": num|null, "value_vs_floor_after": num|null,
+//                "comparison": "<=" | "<" | ">=", "bound": num, "met": bool|null, "note": str}]
+//   ("met" judges "value"; ratios to the floor use the floor measured first,
+//    "value_vs_floor_after" the one measured last)
+// }
+// ROW = {"op": str, "size": int, "clients": int, "iterations": int,   // samples, all clients
+//        "p50_us": num, "p90_us": num, "p99_us": num, "p999_us": num, "max_us": num,
+//        "min_us": num, "mean_us": num, "ops_per_s": num, "gb_per_s": num|null}
+// Result ops: "create_seal", "create_and_seal", "get_release", "contains", "delete";
+// Redis ops: "redis_set", "redis_get". A value that could not be computed is null.
+#include <fcntl.h>
+#include <malloc.h>
+#include <signal.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/size.h"
+#include "plasmon/client.h"
+#include "tools/bench_refs.h"
+#include "tools/bench_stats.h"
+
+namespace {
+
+namespace b = plasmon::bench;
+using plasmon::Client;
+using plasmon::ObjectID;
+using plasmon::Status;
+
+constexpr const char* kDefaultSocket = "/tmp/plasmon.sock";
+constexpr uint64_t kKiB = 1024, kMiB = 1024 * kKiB, kGiB = 1024 * kMiB;
+constexpr uint64_t kMaxCreateAndSeal = 1 * kMiB;  // the protocol's inline limit
+constexpr uint64_t kMaxRedisSize = 1 * kMiB;
+constexpr uint64_t kPingPongBytes = 64;
+// Large objects: at most this many bytes written per operation and size, but
+// never fewer than kLargeMinIterations iterations.
+constexpr uint64_t kLargeBudget = 2 * kGiB;
+constexpr uint64_t kLargeMinIterations = 100;
+// Redis moves every value through its socket, so it gets a smaller budget:
+// 16384 iterations at 4 KiB, 1024 at 64 KiB, 100 at 1 MiB.
+constexpr uint64_t kRedisBudget = 64 * kMiB;
+constexpr unsigned kMaxClients = 64;
+
+// ---- operations ----
+
+enum class Op { kCreateSeal, kCreateAndSeal, kGetRelease, kContains, kDelete };
+
+struct OpInfo {
+  Op op;
+  const char* key;    // --ops name and JSON "op"
+  const char* label;  // table name
+  bool copies_data;   // GB/s is meaningful
+};
+
+constexpr OpInfo kOps[] = {
+    {Op::kCreateSeal, "create_seal", "create+write+seal", true},
+    {Op::kCreateAndSeal, "create_and_seal", "create_and_seal", true},
+    {Op::kGetRelease, "get_release", "get+release", false},
+    {Op::kContains, "contains", "contains", false},
+    {Op::kDelete, "delete", "delete", false},
+};
+
+const OpInfo& InfoOf(Op op) {
+  for (const OpInfo& i : kOps)
+    if (i.op == op) return i;
+  return kOps[0];
+}
+
+struct Config {
+  std::string socket;
+  std::vector<uint64_t> sizes;
+  uint64_t iterations = 20000;
+  uint64_t warmup = 1000;
+  unsigned clients = 1;
+  bool json = false;
+  std::string redis_socket;
+  std::vector<Op> ops;
+};
+
+// Iterations (per client) and warm-up for one size: the configured counts,
+// scaled down for large objects so that a default run stays short.
+b::Counts CountsFor(const Config& cfg, uint64_t size) {
+  uint64_t it = std::min(cfg.iterations, std::max(kLargeMinIterations, kLargeBudget / size));
+  uint64_t wu = std::min(cfg.warmup, std::max<uint64_t>(10, it / 10));
+  return {it, wu};
+}
+
+b::Counts RedisCountsFor(const Config& cfg, uint64_t size) {
+  uint64_t it = std::min(cfg.iterations, std::max(kLargeMinIterations, kRedisBudget / size));
+  uint64_t wu = std::min(cfg.warmup, std::max<uint64_t>(10, it / 10));
+  return {it, wu};
+}
+
+struct Phase {
+  Op op;
+  uint64_t size;
+  b::Counts counts;
+};
+
+std::vector<Phase> MakePhases(const Config& cfg) {
+  std::vector<Phase> phases;
+  for (Op op : cfg.ops) {
+    for (uint64_t size : cfg.sizes) {
+      if (op == Op::kCreateAndSeal && size > kMaxCreateAndSeal) continue;
+      phases.push_back({op, size, CountsFor(cfg, size)});
+    }
+  }
+  return phases;
+}
+
+std::string PhaseName(const Phase& ph) {
+  return std::string(InfoOf(ph.op).label) + " " + plasmon::FormatSize(ph.size);
+}
+
+// ---- errors and progress ----
+
+bool g_progress = false;  // stderr is a terminal: show what is being measured
+int g_report_fd = -1;     // in a forked client: the pipe to the parent
+
+void ClearProgress() {
+  if (g_progress) std::fprintf(stderr, "\r\033[K");
+}
+
+void Progress(const std::string& what) {
+  if (!g_progress) return;
+  std::fprintf(stderr, "\r\033[K%s", what.c_str());
+  std::fflush(stderr);
+}
+
+bool WriteFull(int fd, const void* data, size_t n) {
+  auto* p = static_cast<const uint8_t*>(data);
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
+bool ReadFull(int fd, void* data, size_t n) {
+  auto* p = static_cast<uint8_t*>(data);
+  while (n > 0) {
+    ssize_t r = ::read(fd, p, n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    p += r;
+    n -= static_cast<size_t>(r);
+  }
+  return true;
+}
+
+// Messages from a forked client to the parent: one tag byte, then
+//   'R'  ready for the next phase (no payload)
+//   'E'  failed: uint32 length, then the message
+//   'S'  done: for each phase, uint64 count then count uint64 samples (ns)
+constexpr char kMsgReady = 'R', kMsgError = 'E', kMsgSamples = 'S', kMsgGo = 'G';
+
+// Reports a fatal error and exits non-zero. In a forked client the message
+// goes to the parent, which prints it and stops the other clients.
+[[noreturn]] void Die(const std::string& msg) {
+  if (g_report_fd >= 0) {
+    auto len = static_cast<uint32_t>(std::min<size_t>(msg.size(), 1u << 16));
+    bool ok = WriteFull(g_report_fd, &kMsgError, 1) && WriteFull(g_report_fd, &len, sizeof(len)) &&
+              WriteFull(g_report_fd, msg.data(), len);
+    if (!ok) std::fprintf(stderr, "plasmon-bench: %s\n", msg.c_str());
+    ::_exit(1);
+  }
+  ClearProgress();
+  std::fprintf(stderr, "plasmon-bench: %s\n", msg.c_str());
+  std::exit(1);
+}
+
+[[noreturn]] void Die(const std::string& context, const Status& st) {
+  Die(context + ": " + st.ToString());
+}
+
+// ---- one client's measurements ----
+
+class Runner {
+ public:
+  // `src` holds at least the largest size; `salt` tells this client's IDs
+  // apart from other clients' (see NewId).
+  Runner(Client* c, const uint8_t* src, uint8_t salt) : c_(c), src_(src), salt_(salt) {}
+
+  // Untimed set-up before a phase: the object Get and Contains look at.
+  void Prepare(const Phase& ph) {
+    if (ph.op == Op::kGetRelease || ph.op == Op::kContains) {
+      fixed_ = NewId();
+      fixed_ids_ = {fixed_};
+      CreateSealed(fixed_, ph.size, /*fill=*/true, PhaseName(ph) + ": preparing its object");
+    }
+  }
+
+  // The warm-up, then one sample (ns) per timed iteration.
+  std::vector<uint64_t> Run(const Phase& ph) {
+    std::vector<uint64_t> samples;
+    samples.reserve(ph.counts.iterations);
+    for (uint64_t i = 0; i < ph.counts.warmup; i++) Once(ph);
+    for (uint64_t i = 0; i < ph.counts.iterations; i++) samples.push_back(Once(ph));
+    return samples;
+  }
+
+  // Untimed clean-up after a phase.
+  void Finish(const Phase& ph) {
+    if (ph.op == Op::kGetRelease || ph.op == Op::kContains)
+      DeleteNow(fixed_, PhaseName(ph) + ": deleting its object");
+  }
+
+ private:
+  // ObjectID::Random() draws from a per-thread generator seeded once; a
+  // forked client could inherit its parent's state and repeat its IDs. The
+  // salt keeps clients' IDs apart even then.
+  ObjectID NewId() {
+    ObjectID id = ObjectID::Random();
+    id.mutable_data()[ObjectID::kSize - 1] ^= salt_;
+    return id;
+  }
+
+  void CreateSealed(const ObjectID& id, uint64_t size, bool fill, const std::string& ctx) {
+    auto buf = c_->Create(id, size);
+    if (!buf.ok()) Die(ctx + ": Create", buf.status());
+    if (fill) std::memcpy(buf->data, src_, size);
+    if (Status st = c_->Seal(id); !st.ok()) Die(ctx + ": Seal", st);
+  }
+
+  void DeleteNow(const ObjectID& id, const std::string& ctx) {
+    auto res = c_->Delete({id});
+    if (!res.ok()) Die(ctx + ": Delete", res.status());
+    if (!(*res)[0].ok()) Die(ctx + ": Delete", (*res)[0]);
+  }
+
+  uint64_t Once(const Phase& ph) {
+    switch (ph.op) {
+      case Op::kCreateSeal: {
+        ObjectID id = NewId();
+        uint64_t t0 = b::NowNs();
+        auto buf = c_->Create(id, ph.size);
+        if (!buf.ok()) Die(PhaseName(ph) + ": Create", buf.status());
+        std::memcpy(buf->data, src_, ph.size);
+        Status st = c_->Seal(id);
+        uint64_t t1 = b::NowNs();
+        if (!st.ok()) Die(PhaseName(ph) + ": Seal", st);
+        DeleteNow(id, PhaseName(ph));
+        return t1 - t0;
+      }
+      case Op::kCreateAndSeal: {
+        ObjectID id = NewId();
+        std::string_view data(reinterpret_cast<const char*>(src_), ph.size);
+        uint64_t t0 = b::NowNs();
+        Status st = c_->CreateAndSeal(id, data);
+        uint64_t t1 = b::NowNs();
+        if (!st.ok()) Die(PhaseName(ph) + ": CreateAndSeal", st);
+        DeleteNow(id, PhaseName(ph));
+        return t1 - t0;
+      }
+      case Op::kGetRelease: {
+        uint64_t t0 = b::NowNs();
+        {
+          auto got = c_->Get(fixed_ids_, 0);
+          if (!got.ok()) Die(PhaseName(ph) + ": Get", got.status());
+          if (!(*got)[0].valid()) Die(PhaseName(ph) + ": Get", (*got)[0].status());
+        }  // the buffer goes here: the release is sent
+        uint64_t t1 = b::NowNs();
+        return t1 - t0;
+      }
+      case Op::kContains: {
+        uint64_t t0 = b::NowNs();
+        auto present = c_->Contains(fixed_);
+        uint64_t t1 = b::NowNs();
+        if (!present.ok()) Die(PhaseName(ph) + ": Contains", present.status());
+        if (!*present)
+          Die(PhaseName(ph) + ": Contains says the sealed object " + fixed_.Hex() +
+              " is not in the store");
+        return t1 - t0;
+      }
+      case Op::kDelete: {
+        ObjectID id = NewId();
+        CreateSealed(id, ph.size, /*fill=*/false, PhaseName(ph) + ": preparing an object");
+        std::vector<ObjectID> ids{id};
+        uint64_t t0 = b::NowNs();
+        auto res = c_->Delete(ids);
+        uint64_t t1 = b::NowNs();
+        if (!res.ok()) Die(PhaseName(ph) + ": Delete", res.status());
+        if (!(*res)[0].ok()) Die(PhaseName(ph) + ": Delete", (*res)[0]);
+        return t1 - t0;
+      }
+    }
+    return 0;
+  }
+
+  Client* c_;
+  const uint8_t* src_;
+  uint8_t salt_;
+  ObjectID fixed_;
+  std::vector<ObjectID> fixed_ids_;
+};
+
+using PhaseSamples = std::vector<std::vector<uint64_t>>;  // one vector per phase
+
+std::string ConnectError(const std::string& socket, const Status& st) {
+  return "cannot connect to the store at " + socket + ": " + st.ToString() +
+         " (is plasmon-store running? start one with: plasmon-store -s " + socket +
+         " -m 1G --prefault)";
+}
+
+PhaseSamples RunInProcess(Client* c, const std::vector<Phase>& phases, const uint8_t* src) {
+  PhaseSamples out(phases.size());
+  Runner r(c, src, 0);
+  for (size_t i = 0; i < phases.size(); i++) {
+    Progress("measuring " + PhaseName(phases[i]) + " (" + std::to_string(i + 1) + "/" +
+             std::to_string(phases.size()) + ")");
+    r.Prepare(phases[i]);
+    out[i] = r.Run(phases[i]);
+    r.Finish(phases[i]);
+  }
+  return out;
+}
+
+[[noreturn]] void ChildMain(const Config& cfg, unsigned index, const std::vector<Phase>& phases,
+                            const uint8_t* src, int ctl_fd, int report_fd) {
+  g_report_fd = report_fd;
+  g_progress = false;
+  const std::string who = "client " + std::to_string(index + 1) + " of " +
+                          std::to_string(cfg.clients) + ": ";
+  PhaseSamples samples(phases.size());
+  {
+    Client c;
+    if (Status st = c.Connect(cfg.socket); !st.ok()) Die(who + ConnectError(cfg.socket, st));
+    Runner r(&c, src, static_cast<uint8_t>(index));
+    for (size_t i = 0; i < phases.size(); i++) {
+      r.Prepare(phases[i]);
+      char go = 0;
+      if (!WriteFull(report_fd, &kMsgReady, 1) || !ReadFull(ctl_fd, &go, 1) || go != kMsgGo)
+        ::_exit(1);  // the parent is gone
+      samples[i] = r.Run(phases[i]);
+      r.Finish(phases[i]);
+    }
+  }
+  if (!WriteFull(report_fd, &kMsgSamples, 1)) ::_exit(1);
+  for (const std::vector<uint64_t>& s : samples) {
+    uint64_t n = s.size();
+    if (!WriteFull(report_fd, &n, sizeof(n)) || !WriteFull(report_fd, s.data(), n * sizeof(uint64_t)))
+      ::_exit(1);
+  }
+  ::_exit(0);
+}
+
+struct Child {
+  pid_t pid = -1;
+  int ctl = -1;   // parent -> child
+  int data = -1;  // child -> parent
+};
+
+std::string DescribeExit(int wstatus) {
+  if (WIFEXITED(wstatus)) return "exit status " + std::to_string(WEXITSTATUS(wstatus));
+  if (WIFSIGNALED(wstatus)) return std::string("killed by signal ") + strsignal(WTERMSIG(wstatus));
+  return "status " + std::to_string(wstatus);
+}
+
+[[noreturn]] void StopChildren(std::vector<Child>* kids, const std::string& msg) {
+  for (Child& k : *kids)
+    if (k.pid > 0) ::kill(k.pid, SIGTERM);
+  for (Child& k : *kids) {
+    if (k.pid <= 0) continue;
+    int ws;
+    while (::waitpid(k.pid, &ws, 0) < 0 && errno == EINTR) {
+    }
+    k.pid = -1;
+  }
+  Die(msg);
+}
+
+// Reads the next message tag from client `i`; an error message or an early
+// exit stops everything.
+char ReadTag(std::vector<Child>* kids, size_t i) {
+  Child& k = (*kids)[i];
+  char tag = 0;
+  if (!ReadFull(k.data, &tag, 1)) {
+    int ws = 0;
+    while (::waitpid(k.pid, &ws, 0) < 0 && errno == EINTR) {
+    }
+    k.pid = -1;
+    StopChildren(kids, "client " + std::to_string(i + 1) + " exited unexpectedly (" +
+                           DescribeExit(ws) + ")");
+  }
+  if (tag == kMsgError) {
+    uint32_t len = 0;
+    std::string msg = "client " + std::to_string(i + 1) + " failed";
+    if (ReadFull(k.data, &len, sizeof(len))) {
+      msg.assign(len, '\0');
+      if (!ReadFull(k.data, msg.data(), len)) msg = "client " + std::to_string(i + 1) + " failed";
+    }
+    StopChildren(kids, msg);
+  }
+  return tag;
+}
+
+PhaseSamples RunForked(const Config& cfg, const std::vector<Phase>& phases, const uint8_t* src) {
+  std::vector<Child> kids;
+  std::vector<int> parent_fds;  // closed in every later child
+  for (unsigned i = 0; i < cfg.clients; i++) {
+    int ctl[2], data[2];
+    if (::pipe2(ctl, O_CLOEXEC) != 0 || ::pipe2(data, O_CLOEXEC) != 0)
+      StopChildren(&kids, std::string("pipe: ") + std::strerror(errno));
+    std::fflush(nullptr);
+    pid_t pid = ::fork();
+    if (pid < 0) StopChildren(&kids, std::string("fork: ") + std::strerror(errno));
+    if (pid == 0) {
+      for (int fd : parent_fds) ::close(fd);
+      ::close(ctl[1]);
+      ::close(data[0]);
+      ChildMain(cfg, i, phases, src, ctl[0], data[1]);
+    }
+    ::close(ctl[0]);
+    ::close(data[1]);
+    kids.push_back({pid, ctl[1], data[0]});
+    parent_fds.push_back(ctl[1]);
+    parent_fds.push_back(data[0]);
+  }
+
+  for (size_t p = 0; p < phases.size(); p++) {
+    for (size_t i = 0; i < kids.size(); i++) {
+      char tag = ReadTag(&kids, i);
+      if (tag != kMsgReady)
+        StopChildren(&kids, "client " + std::to_string(i + 1) + " sent an unexpected message");
+    }
+    Progress("measuring " + PhaseName(phases[p]) + " with " + std::to_string(cfg.clients) +
+             " clients (" + std::to_string(p + 1) + "/" + std::to_string(phases.size()) + ")");
+    for (size_t i = 0; i < kids.size(); i++) {
+      if (!WriteFull(kids[i].ctl, &kMsgGo, 1))
+        StopChildren(&kids, "client " + std::to_string(i + 1) + " is gone");
+    }
+  }
+
+  PhaseSamples merged(phases.size());
+  for (size_t i = 0; i < kids.size(); i++) {
+    if (ReadTag(&kids, i) != kMsgSamples)
+      StopChildren(&kids, "client " + std::to_string(i + 1) + " sent an unexpected message");
+    for (size_t p = 0; p < phases.size(); p++) {
+      uint64_t n = 0;
+      if (!ReadFull(kids[i].data, &n, sizeof(n)) || n > phases[p].counts.iterations)
+        StopChildren(&kids, "client " + std::to_string(i + 1) + " sent malformed samples");
+      size_t old = merged[p].size();
+      merged[p].resize(old + n);
+      if (!ReadFull(kids[i].data, merged[p].data() + old, n * sizeof(uint64_t)))
+        StopChildren(&kids, "client " + std::to_string(i + 1) + " sent malformed samples");
+    }
+  }
+  for (size_t i = 0; i < kids.size(); i++) {
+    int ws = 0;
+    while (::waitpid(kids[i].pid, &ws, 0) < 0 && errno == EINTR) {
+    }
+    kids[i].pid = -1;
+    ::close(kids[i].ctl);
+    ::close(kids[i].data);
+    if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0)
+      StopChildren(&kids, "client " + std::to_string(i + 1) + " ended badly (" + DescribeExit(ws) + ")");
+  }
+  return merged;
+}
+
+// ---- reporting ----
+
+struct Row {
+  std::string op;     // JSON name
+  std::string label;  // table name
+  uint64_t size = 0;
+  unsigned clients = 1;
+  b::Summary s;
+  double ops_per_s = 0;
+  double gb_per_s = std::numeric_limits<double>::quiet_NaN();  // NaN: not meaningful
+};
+
+Row MakeRow(std::string op, std::string label, uint64_t size, unsigned clients, const b::Summary& s,
+            bool copies_data) {
+  Row r{std::move(op), std::move(label), size, clients, s};
+  if (s.p50_us > 0) {
+    r.ops_per_s = clients * 1e6 / s.p50_us;
+    if (copies_data) r.gb_per_s = clients * static_cast<double>(size) / (s.p50_us * 1e-6) / 1e9;
+  }
+  return r;
+}
+
+void PrintTableHeader() {
+  std::printf("  %-20s %7s %7s %8s %8s %8s %8s %8s %8s %9s %7s\n", "op", "size", "iters", "p50",
+              "p90", "p99", "p99.9", "max", "mean", "ops/s", "GB/s");
+}
+
+void PrintRow(const Row& r) {
+  std::string gb = "-";
+  if (std::isfinite(r.gb_per_s)) {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%.2f", r.gb_per_s);
+    gb = buf;
+  }
+  std::printf("  %-20s %7s %7llu %8s %8s %8s %8s %8s %8s %9s %7s\n", r.label.c_str(),
+              plasmon::FormatSize(r.size).c_str(), static_cast<unsigned long long>(r.s.samples),
+              b::FormatUs(r.s.p50_us).c_str(), b::FormatUs(r.s.p90_us).c_str(),
+              b::FormatUs(r.s.p99_us).c_str(), b::FormatUs(r.s.p999_us).c_str(),
+              b::FormatUs(r.s.max_us).c_str(), b::FormatUs(r.s.mean_us).c_str(),
+              b::FormatRate(r.ops_per_s).c_str(), gb.c_str());
+}
+
+std::string RowJson(const Row& r) {
+  return "{\"op\": " + b::JsonString(r.op) + ", \"size\": " + std::to_string(r.size) +
+         ", \"clients\": " + std::to_string(r.clients) +
+         ", \"iterations\": " + std::to_string(r.s.samples) + ", " + b::JsonSummaryFields(r.s) +
+         ", \"ops_per_s\": " + b::JsonNumber(r.ops_per_s) +
+         ", \"gb_per_s\": " + b::JsonNumber(r.gb_per_s) + "}";
+}
+
+struct Machine {
+  std::string hostname, kernel, cpu;
+  long cpus = 0;
+  uint64_t memory = 0;
+};
+
+Machine DescribeMachine() {
+  Machine m;
+  char host[256] = {};
+  if (::gethostname(host, sizeof(host) - 1) == 0) m.hostname = host;
+  struct utsname u;
+  if (::uname(&u) == 0) m.kernel = std::string(u.sysname) + " " + u.release + " " + u.machine;
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  for (std::string line; std::getline(cpuinfo, line);) {
+    if (line.rfind("model name", 0) == 0) {
+      size_t colon = line.find(':');
+      if (colon != std::string::npos) m.cpu = line.substr(line.find_first_not_of(" \t", colon + 1));
+      break;
+    }
+  }
+  m.cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
+  long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+  if (pages > 0 && page > 0) m.memory = static_cast<uint64_t>(pages) * static_cast<uint64_t>(page);
+  return m;
+}
+
+struct Target {
+  std::string name;
+  double value = std::numeric_limits<double>::quiet_NaN();  // NaN: not measured
+  // For ratios to the floor: the same against the floor measured at the end.
+  double value_after = std::numeric_limits<double>::quiet_NaN();
+  const char* cmp = "<=";
+  double bound = 0;
+  std::string note;
+
+  std::optional<bool> met() const {
+    if (!std::isfinite(value)) return std::nullopt;
+    if (std::strcmp(cmp, "<=") == 0) return value <= bound;
+    if (std::strcmp(cmp, "<") == 0) return value < bound;
+    return value >= bound;
+  }
+};
+
+const Row* FindRow(const std::vector<Row>& rows, const std::string& op, uint64_t size) {
+  for (const Row& r : rows)
+    if (r.op == op && r.size == size) return &r;
+  return nullptr;
+}
+
+std::vector<Target> ComputeTargets(const std::vector<Row>& results, const Row& floor,
+                                   const Row& floor_after,
+                                   const std::vector<b::MemcpyRow>& memcpy_rows,
+                                   const b::RedisReference* redis) {
+  std::vector<Target> t;
+  const double floor_p50 = floor.s.p50_us;
+  auto p50_of = [&](const char* op, uint64_t size) {
+    const Row* r = FindRow(results, op, size);
+    return r != nullptr ? r->s.p50_us : std::numeric_limits<double>::quiet_NaN();
+  };
+  auto vs_floor = [&](const char* op, const char* label, double bound) {
+    Target x;
+    x.name = std::string(label) + " 4 KiB p50 / IPC floor p50";
+    x.value = p50_of(op, 4 * kKiB) / floor_p50;
+    x.value_after = p50_of(op, 4 * kKiB) / floor_after.s.p50_us;
+    x.cmp = "<=";
+    x.bound = bound;
+    if (!std::isfinite(x.value)) x.note = std::string(op) + " at 4 KiB was not measured";
+    return x;
+  };
+  t.push_back(vs_floor("get_release", "get+release", 1.2));
+  {
+    Target x;
+    x.name = "get+release 4 KiB p50 / Redis GET 4 KiB p50";
+    x.cmp = "<";
+    x.bound = 1.0;
+    if (redis != nullptr) {
+      for (const b::RedisRow& rr : redis->rows)
+        if (rr.op == "redis_get" && rr.size == 4 * kKiB)
+          x.value = p50_of("get_release", 4 * kKiB) / rr.summary.p50_us;
+    }
+    if (!std::isfinite(x.value))
+      x.note = redis == nullptr           ? "Redis not measured (no --redis-socket)"
+               : !redis->error.empty() ? "Redis not measured: " + redis->error
+                                       : "Redis GET 4 KiB or get+release 4 KiB not measured";
+    t.push_back(x);
+  }
+  t.push_back(vs_floor("create_seal", "create+write+seal", 2.1));
+  t.push_back(vs_floor("create_and_seal", "create_and_seal", 1.2));
+  t.push_back(vs_floor("contains", "contains", 1.2));
+  t.push_back(vs_floor("delete", "delete", 1.2));
+  {
+    Target x;
+    x.name = "create+write+seal 64 MiB GB/s / memcpy 64 MiB GB/s";
+    x.cmp = ">=";
+    x.bound = 0.60;
+    x.note = "needs a store started with --prefault";
+    const Row* r = FindRow(results, "create_seal", 64 * kMiB);
+    for (const b::MemcpyRow& m : memcpy_rows) {
+      if (m.size == 64 * kMiB && r != nullptr && r->s.p50_us > 0) {
+        // Per-operation bandwidth (size / p50), whatever the number of clients.
+        double gbs = static_cast<double>(64 * kMiB) / (r->s.p50_us * 1e-6) / 1e9;
+        x.value = gbs / m.gb_per_s;
+      }
+    }
+    if (!std::isfinite(x.value)) x.note = "create+write+seal at 64 MiB was not measured; " + x.note;
+    t.push_back(x);
+  }
+  return t;
+}
+
+// How much the floor's p50 moved during the run (+0.1: 10% slower at the end).
+// A large drift makes every ratio to the floor unreliable.
+constexpr double kMaxFloorDrift = 0.25;
+double FloorDrift(const Row& before, const Row& after) {
+  return before.s.p50_us > 0 ? after.s.p50_us / before.s.p50_us - 1 : 0;
+}
+
+void PrintTargets(const std::vector<Target>& targets, const Row& floor, const Row& floor_after,
+                  unsigned clients) {
+  double drift = FloorDrift(floor, floor_after);
+  std::printf("\ntargets (IPC floor = 64 B ping-pong p50 = %s us before the store's figures, %s us "
+              "after: %+.0f%%",
+              b::FormatUs(floor.s.p50_us).c_str(), b::FormatUs(floor_after.s.p50_us).c_str(),
+              100 * drift);
+  if (clients > 1)
+    std::printf("; store figures with %u clients at once, the floor with one", clients);
+  std::printf(")\n");
+  if (std::fabs(drift) > kMaxFloorDrift)
+    std::printf("  warning: the machine's round trip changed by more than %.0f%% during the run: "
+                "the ratios below are unreliable; run again on a quieter machine\n",
+                100 * kMaxFloorDrift);
+  for (const Target& t : targets) {
+    std::optional<bool> met = t.met();
+    char value[32] = "n/a";
+    if (std::isfinite(t.value)) std::snprintf(value, sizeof(value), "%.2f", t.value);
+    char bound[32];
+    std::snprintf(bound, sizeof(bound), "%s %.2f", t.cmp, t.bound);
+    std::printf("  %-52s %6s  (target %-7s)  %-7s", t.name.c_str(), value, bound,
+                !met ? "n/a" : *met ? "met" : "not met");
+    if (std::fabs(drift) > kMaxFloorDrift && std::isfinite(t.value_after))
+      std::printf("  (%.2f against the floor measured after)", t.value_after);
+    if (!t.note.empty()) std::printf("  %s", t.note.c_str());
+    std::printf("\n");
+  }
+}
+
+std::string TargetsJson(const std::vector<Target>& targets) {
+  std::string out = "[";
+  for (size_t i = 0; i < targets.size(); i++) {
+    const Target& t = targets[i];
+    std::optional<bool> met = t.met();
+    if (i > 0) out += ",";
+    out += "\n    {\"name\": " + b::JsonString(t.name) + ", \"value\": " + b::JsonNumber(t.value) +
+           ", \"value_vs_floor_after\": " + b::JsonNumber(t.value_after) +
+           ", \"comparison\": " + b::JsonString(t.cmp) + ", \"bound\": " + b::JsonNumber(t.bound) +
+           ", \"met\": " + (!met ? "null" : *met ? "true" : "false") +
+           ", \"note\": " + b::JsonString(t.note) + "}";
+  }
+  return out + "\n  ]";
+}
+
+// ---- command line ----
+
+bool ParseConfig(const std::vector<std::string>& sizes, const std::vector<std::string>& ops,
+                 Config* cfg, std::string* err) {
+  if (sizes.empty()) {
+    cfg->sizes = {64, 4 * kKiB, 64 * kKiB, 1 * kMiB, 8 * kMiB, 64 * kMiB};
+  } else {
+    for (const std::string& s : sizes) {
+      std::optional<uint64_t> v = plasmon::ParseSize(s);
+      if (!v || *v == 0 || *v > 64 * kGiB) {
+        *err = "invalid size '" + s + "' in --sizes (expected e.g. 64,4K,64K,1M,8M,64M)";
+        return false;
+      }
+      if (std::find(cfg->sizes.begin(), cfg->sizes.end(), *v) == cfg->sizes.end())
+        cfg->sizes.push_back(*v);
+    }
+  }
+  if (ops.empty()) {
+    for (const OpInfo& i : kOps) cfg->ops.push_back(i.op);
+  } else {
+    for (const std::string& s : ops) {
+      const OpInfo* found = nullptr;
+      for (const OpInfo& i : kOps)
+        if (s == i.key) found = &i;
+      if (found == nullptr) {
+        *err = "unknown operation '" + s +
+               "' in --ops (expected create_seal, create_and_seal, get_release, contains, delete)";
+        return false;
+      }
+      if (std::find(cfg->ops.begin(), cfg->ops.end(), found->op) == cfg->ops.end())
+        cfg->ops.push_back(found->op);
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"plasmon-bench: latency microbenchmark of a running plasmon store"};
+  app.require_subcommand(1);
+  app.footer("Run 'plasmon-bench local --help' for the flags of the local benchmark.");
+
+  Config cfg;
+  const char* env = std::getenv("PLASMON_SOCKET");
+  cfg.socket = env != nullptr && *env != '\0' ? env : kDefaultSocket;
+  std::vector<std::string> sizes_arg, ops_arg;
+
+  auto* local = app.add_subcommand(
+      "local",
+      "Time the client operations against a store already running on this machine, beside "
+      "references measured in the same run (Unix-socket ping-pong, memcpy, optionally Redis)");
+  local->add_option("-s,--socket", cfg.socket,
+                    "Socket of the running store (default: $PLASMON_SOCKET, else "
+                    "/tmp/plasmon.sock). The benchmark never starts a store itself");
+  local->add_option("--sizes", sizes_arg,
+                    "Comma-separated object sizes in bytes, with optional K/M/G suffixes "
+                    "(binary) (default: 64,4K,64K,1M,8M,64M)")
+      ->delimiter(',');
+  local
+      ->add_option("--iterations", cfg.iterations,
+                   "Timed iterations per operation and size, in each client. Large objects run "
+                   "fewer: min(N, max(100, 2 GiB / size)), i.e. 2048 at 1 MiB, 256 at 8 MiB, 100 at "
+                   "64 MiB; Redis runs min(N, max(100, 64 MiB / size)). Also the round trips "
+                   "of the ping-pong")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  local
+      ->add_option("--warmup", cfg.warmup,
+                   "Untimed iterations before each measurement; large objects run "
+                   "min(N, max(10, iterations / 10))")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  local
+      ->add_option("--clients", cfg.clients,
+                   "Client processes measuring at once, each with its own connection and object "
+                   "IDs; percentiles are over all their samples, throughput is their sum")
+      ->check(CLI::Range(1u, kMaxClients))
+      ->capture_default_str();
+  local->add_flag("--json", cfg.json,
+                  "Print one JSON document on stdout instead of the tables (schema at the top "
+                  "of tools/plasmon_bench.cc); progress and warnings go to stderr");
+  local->add_option("--redis-socket", cfg.redis_socket,
+                    "Also time Redis SET and GET (sizes up to 1 MiB) over this Unix socket, "
+                    "e.g. of: redis-server --port 0 --unixsocket PATH --save ''. If it cannot "
+                    "connect, it says so and goes on without Redis");
+  local->add_option("--ops", ops_arg,
+                    "Comma-separated operations to time (default: all): create_seal "
+                    "(Create + write every byte + Seal), create_and_seal (CreateAndSeal, sizes "
+                    "up to 1 MiB), get_release (Get + dropping the buffer), contains, delete")
+      ->delimiter(',');
+  local->footer(
+      "Latencies are nearest-rank percentiles in microseconds after the warm-up. Throughput is "
+      "derived from the median: ops/s = clients / p50, GB/s = clients x size / p50 (GB = 1e9 "
+      "bytes). At the end, 'targets' compares the p50s to the IPC floor (a 64-byte ping-pong "
+      "over a Unix socketpair) and the 64 MiB create bandwidth to memcpy; start the store with "
+      "--prefault for the latter. Objects are deleted as the benchmark goes: each client holds "
+      "at most one object at a time, so N clients need a store of N x the largest size. The "
+      "floor is measured again at the end; a drift of more than 25% is flagged.");
+
+  CLI11_PARSE(app, argc, argv);
+
+  std::string err;
+  if (!ParseConfig(sizes_arg, ops_arg, &cfg, &err)) Die(err);
+  ::signal(SIGPIPE, SIG_IGN);
+  // Keep freed memory in the process: by default glibc hands large blocks
+  // back to the kernel (trim, mmap threshold), and the per-request buffers of
+  // hiredis and of the client library would then page-fault on every call.
+  // That measures the allocator, not the systems (64 KiB Redis SETs took 13x
+  // longer on a VM).
+  ::mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  ::mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  g_progress = ::isatty(STDERR_FILENO) == 1;
+
+  uint64_t max_size = *std::max_element(cfg.sizes.begin(), cfg.sizes.end());
+  std::vector<Phase> phases = MakePhases(cfg);
+
+  // Connect first, so that a missing store fails fast with one clear line.
+  auto probe = std::make_unique<Client>();
+  if (Status st = probe->Connect(cfg.socket); !st.ok()) Die(ConnectError(cfg.socket, st));
+  auto stats = probe->Stats();
+  if (!stats.ok()) Die("Stats", stats.status());
+  if (static_cast<double>(max_size) * cfg.clients > static_cast<double>(stats->capacity))
+    Die(std::to_string(cfg.clients) + " client(s) with objects of " + plasmon::FormatSize(max_size) +
+        " need more than the store's capacity of " + plasmon::FormatSize(stats->capacity) +
+        ": use smaller --sizes, fewer --clients, or a larger store (-m)");
+  if (stats->object_count > 0)
+    std::fprintf(stderr,
+                 "plasmon-bench: warning: the store already holds %llu objects (%s); they may "
+                 "be evicted and they skew the figures\n",
+                 static_cast<unsigned long long>(stats->object_count),
+                 plasmon::FormatSize(stats->used).c_str());
+
+  // The bytes every create writes, faulted in before any timing.
+  std::unique_ptr<uint8_t[]> src(new uint8_t[max_size]);
+  for (uint64_t i = 0; i < max_size; i++) src[i] = static_cast<uint8_t>(i * 131 + 7);
+
+  Machine machine = DescribeMachine();
+  if (!cfg.json) {
+    std::printf("plasmon-bench local: store %s (%s capacity, %llu objects), %u client%s\n",
+                cfg.socket.c_str(), plasmon::FormatSize(stats->capacity).c_str(),
+                static_cast<unsigned long long>(stats->object_count), cfg.clients,
+                cfg.clients == 1 ? "" : "s at once");
+    std::printf("machine: %s, %s, %s, %ld CPUs, %s RAM\n", machine.hostname.c_str(),
+                machine.kernel.c_str(), machine.cpu.c_str(), machine.cpus,
+                plasmon::FormatSize(machine.memory).c_str());
+    std::printf("latency in us: nearest-rank percentiles after warm-up; throughput from the "
+                "median: ops/s = clients / p50, GB/s = clients x size / p50 (GB = 1e9 B)\n");
+    std::fflush(stdout);
+  }
+
+  // ---- references ----
+  Progress("measuring the references: ping-pong");
+  auto pingpong = b::MeasurePingPong(kPingPongBytes, {cfg.iterations, cfg.warmup});
+  if (!pingpong.ok()) Die("the ping-pong reference", pingpong.status());
+  Row floor = MakeRow("pingpong", "ping-pong (floor)", kPingPongBytes, 1, *pingpong, false);
+
+  Progress("measuring the references: memcpy");
+  std::vector<b::MemcpyRow> memcpy_rows = b::MeasureMemcpy(cfg.sizes);
+
+  std::optional<b::RedisReference> redis;
+  std::vector<Row> redis_rows;
+  if (!cfg.redis_socket.empty()) {
+    Progress("measuring the references: Redis");
+    std::vector<uint64_t> redis_sizes;
+    for (uint64_t s : cfg.sizes)
+      if (s <= kMaxRedisSize) redis_sizes.push_back(s);
+    redis = b::MeasureRedis(cfg.redis_socket, redis_sizes,
+                            [&](uint64_t size) { return RedisCountsFor(cfg, size); }, src.get());
+    for (const b::RedisRow& rr : redis->rows)
+      redis_rows.push_back(MakeRow(rr.op, rr.op == "redis_set" ? "redis SET" : "redis GET", rr.size,
+                                   1, rr.summary, true));
+    if (!redis->error.empty() && cfg.json) {
+      ClearProgress();
+      std::fprintf(stderr, "plasmon-bench: %s; going on without Redis\n", redis->error.c_str());
+    }
+  }
+  ClearProgress();
+
+  if (!cfg.json) {
+    std::printf("\nreferences (measured in this run)\n");
+    std::printf("  the IPC floor: %llu B ping-pong over a Unix socketpair between two processes\n",
+                static_cast<unsigned long long>(kPingPongBytes));
+    PrintTableHeader();
+    PrintRow(floor);
+    if (redis) {
+      std::printf("  Redis%s%s over %s (hiredis, one connection)\n", redis->version.empty() ? "" : " ",
+                  redis->version.c_str(), redis->socket.c_str());
+      if (!redis_rows.empty()) PrintTableHeader();
+      for (const Row& r : redis_rows) PrintRow(r);
+      if (!redis->error.empty())
+        std::printf("  Redis: %s; going on without it\n", redis->error.c_str());
+    }
+    std::printf("  the bandwidth limit: memcpy into already-faulted memory (median of repetitions)\n");
+    std::printf("  %-20s %7s %7s %8s %7s\n", "op", "size", "reps", "copies", "GB/s");
+    for (const b::MemcpyRow& m : memcpy_rows)
+      std::printf("  %-20s %7s %7llu %8llu %7.2f\n", "memcpy", plasmon::FormatSize(m.size).c_str(),
+                  static_cast<unsigned long long>(m.repetitions),
+                  static_cast<unsigned long long>(m.copies), m.gb_per_s);
+    std::fflush(stdout);
+  }
+
+  // ---- the store ----
+  PhaseSamples samples;
+  if (cfg.clients == 1) {
+    samples = RunInProcess(probe.get(), phases, src.get());
+    probe.reset();
+  } else {
+    probe.reset();  // before the fork: the clients connect on their own
+    samples = RunForked(cfg, phases, src.get());
+  }
+  Progress("measuring the IPC floor again");
+  auto pingpong_after = b::MeasurePingPong(kPingPongBytes, {cfg.iterations, cfg.warmup});
+  if (!pingpong_after.ok()) Die("the ping-pong reference", pingpong_after.status());
+  Row floor_after =
+      MakeRow("pingpong", "ping-pong (after)", kPingPongBytes, 1, *pingpong_after, false);
+  ClearProgress();
+  if (cfg.json && std::fabs(FloorDrift(floor, floor_after)) > kMaxFloorDrift)
+    std::fprintf(stderr,
+                 "plasmon-bench: warning: the IPC floor moved from %s us to %s us during the "
+                 "run: the target ratios are unreliable\n",
+                 b::FormatUs(floor.s.p50_us).c_str(), b::FormatUs(floor_after.s.p50_us).c_str());
+
+  std::vector<Row> results;
+  for (size_t i = 0; i < phases.size(); i++) {
+    const OpInfo& info = InfoOf(phases[i].op);
+    results.push_back(MakeRow(info.key, info.label, phases[i].size, cfg.clients,
+                              b::Summarize(&samples[i]), info.copies_data));
+  }
+  std::vector<Target> targets =
+      ComputeTargets(results, floor, floor_after, memcpy_rows, redis ? &*redis : nullptr);
+
+  if (!cfg.json) {
+    std::printf("\nresults%s\n",
+                cfg.clients > 1 ? (" (" + std::to_string(cfg.clients) +
+                                   " clients at once; iters = samples of all clients)")
+                                      .c_str()
+                                : "");
+    PrintTableHeader();
+    for (const Row& r : results) PrintRow(r);
+    bool skipped_cas = false;
+    for (Op op : cfg.ops)
+      if (op == Op::kCreateAndSeal && max_size > kMaxCreateAndSeal) skipped_cas = true;
+    if (skipped_cas) std::printf("  (create_and_seal takes objects up to 1 MiB only)\n");
+    PrintTargets(targets, floor, floor_after, cfg.clients);
+    return 0;
+  }
+
+  // ---- JSON ----
+  std::string j = "{\n  \"tool\": \"plasmon-bench local\", \"schema\": 1,\n";
+  j += "  \"machine\": {\"hostname\": " + b::JsonString(machine.hostname) +
+       ", \"kernel\": " + b::JsonString(machine.kernel) + ", \"cpu\": " + b::JsonString(machine.cpu) +
+       ", \"cpus\": " + std::to_string(machine.cpus) +
+       ", \"memory_bytes\": " + std::to_string(machine.memory) + "},\n";
+  j += "  \"config\": {\"socket\": " + b::JsonString(cfg.socket) +
+       ", \"clients\": " + std::to_string(cfg.clients) +
+       ", \"iterations\": " + std::to_string(cfg.iterations) +
+       ", \"warmup\": " + std::to_string(cfg.warmup) +
+       ", \"store_capacity\": " + std::to_string(stats->capacity) +
+       ", \"store_objects\": " + std::to_string(stats->object_count) +
+       ", \"throughput\": \"ops_per_s = clients / p50; gb_per_s = clients * size / p50\"},\n";
+  j += "  \"references\": {\n    \"ipc_floor\": " + RowJson(floor) +
+       ",\n    \"ipc_floor_after\": " + RowJson(floor_after) + ",\n    \"memcpy\": [";
+  for (size_t i = 0; i < memcpy_rows.size(); i++) {
+    const b::MemcpyRow& m = memcpy_rows[i];
+    j += std::string(i > 0 ? "," : "") + "\n      {\"size\": " + std::to_string(m.size) +
+         ", \"repetitions\": " + std::to_string(m.repetitions) +
+         ", \"copies\": " + std::to_string(m.copies) + ", \"gb_per_s\": " + b::JsonNumber(m.gb_per_s) +
+         "}";
+  }
+  j += "\n    ],\n    \"redis\": ";
+  if (!redis) {
+    j += "null";
+  } else {
+    j += "{\"socket\": " + b::JsonString(redis->socket) +
+         ", \"version\": " + b::JsonString(redis->version) +
+         ", \"error\": " + (redis->error.empty() ? "null" : b::JsonString(redis->error)) +
+         ", \"results\": [";
+    for (size_t i = 0; i < redis_rows.size(); i++)
+      j += std::string(i > 0 ? "," : "") + "\n      " + RowJson(redis_rows[i]);
+    j += "\n    ]}";
+  }
+  j += "\n  },\n  \"results\": [";
+  for (size_t i = 0; i < results.size(); i++)
+    j += std::string(i > 0 ? "," : "") + "\n    " + RowJson(results[i]);
+  j += "\n  ],\n  \"targets\": " + TargetsJson(targets) + "\n}\n";
+  std::fputs(j.c_str(), stdout);
+  return 0;
+}
