@@ -3,6 +3,7 @@
 
 #include <string>
 
+#include "core/byte_buffer.h"
 #include "core/fd.h"
 #include "core/protocol.h"
 
@@ -20,8 +21,7 @@ class FrameReader {
 
  private:
   uint32_t max_body_;
-  std::string buf_;
-  size_t begin_ = 0;
+  ByteBuffer buf_;
 };
 
 }  // namespace plasmon::internal

@@ -1,5 +1,7 @@
 #include "plasmon/object_id.h"
 
+#include <unistd.h>
+
 #include <random>
 
 namespace plasmon {
@@ -29,7 +31,16 @@ std::optional<ObjectID> ObjectID::FromHex(std::string_view hex) {
 }
 
 ObjectID ObjectID::Random() {
-  thread_local std::mt19937_64 rng(std::random_device{}());
+  // Reseeded in a forked child: otherwise parent and children would draw the
+  // same IDs after fork().
+  thread_local std::mt19937_64 rng;
+  thread_local pid_t seeded_for = 0;
+  if (seeded_for != ::getpid()) {
+    seeded_for = ::getpid();
+    std::random_device rd;
+    std::seed_seq seq{rd(), rd(), rd(), rd()};
+    rng.seed(seq);
+  }
   ObjectID id;
   for (size_t i = 0; i < kSize; i += 4) {
     uint32_t r = static_cast<uint32_t>(rng());

@@ -1,5 +1,8 @@
 #include "core/size.h"
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
 #include "plasmon/object_id.h"
@@ -33,6 +36,33 @@ TEST(ObjectIdTest, HexRoundTripsAndRejectsBadInput) {
   EXPECT_FALSE(ObjectID::FromHex("abc"));
   EXPECT_FALSE(ObjectID::FromHex(std::string(40, 'g')));
   EXPECT_EQ(ObjectID::FromHex(std::string(40, 'F'))->Hex(), std::string(40, 'f'));
+}
+
+}  // namespace
+}  // namespace plasmon
+
+namespace plasmon {
+namespace {
+
+TEST(ObjectIdTest, ForkedChildrenDrawDifferentIds) {
+  ObjectID parent_next = ObjectID::Random();  // the parent has drawn before forking
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ObjectID child = ObjectID::Random();
+    ::_exit(::write(fds[1], child.data(), ObjectID::kSize) == ObjectID::kSize ? 0 : 1);
+  }
+  ObjectID mine = ObjectID::Random();
+  ObjectID child;
+  ASSERT_EQ(::read(fds[0], child.mutable_data(), ObjectID::kSize),
+            static_cast<ssize_t>(ObjectID::kSize));
+  int status;
+  ::waitpid(pid, &status, 0);
+  ::close(fds[0]);
+  ::close(fds[1]);
+  EXPECT_NE(child, mine);
+  EXPECT_NE(child, parent_next);
 }
 
 }  // namespace

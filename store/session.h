@@ -9,6 +9,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "core/byte_buffer.h"
 #include "core/fd.h"
 #include "plasmon/object_id.h"
 
@@ -28,8 +29,7 @@ struct Session {
   bool subscriber = false;  // receives notifications, sends nothing more
   bool want_write = false;  // EPOLLOUT armed
 
-  std::string in;           // bytes received, not yet parsed
-  size_t in_begin = 0;      // start of the unparsed bytes in `in`
+  ByteBuffer in;            // bytes received, not yet handled
   std::deque<OutFrame> out; // frames not yet fully sent
   size_t out_bytes = 0;
 

@@ -197,49 +197,38 @@ void Store::Impl::Accept() {
 void Store::Impl::OnReadable(Session* s) {
   const uint32_t sid = s->id;
   for (;;) {
-    // Read what is there, at least a chunk, more if a large frame is pending.
-    size_t have = s->in.size() - s->in_begin;
+    // Read what is there: a chunk, or the rest of a large frame at once.
     size_t want = kReadChunk;
-    if (have >= p::kHeaderSize) {
-      p::FrameHeader h = p::DecodeHeader(s->in.data() + s->in_begin);
-      if (h.body_len <= p::kMaxRequestBody)
-        want = std::max(want, p::kHeaderSize + h.body_len - std::min(have, p::kHeaderSize + h.body_len));
+    if (s->in.size() >= p::kHeaderSize) {
+      p::FrameHeader h = p::DecodeHeader(s->in.data());
+      size_t frame = p::kHeaderSize + h.body_len;
+      if (h.body_len <= p::kMaxRequestBody && frame > s->in.size())
+        want = std::max(want, frame - s->in.size());
     }
-    if (s->in_begin > 0 && s->in_begin == s->in.size()) {
-      s->in.clear();
-      s->in_begin = 0;
-    }
-    size_t old = s->in.size();
-    s->in.resize(old + want);
-    ssize_t n = ::recv(s->fd.get(), s->in.data() + old, want, 0);
+    char* dst = s->in.Prepare(want);
+    ssize_t n = ::recv(s->fd.get(), dst, want, 0);
     if (n <= 0) {
-      s->in.resize(old);
       if (n < 0 && (errno == EAGAIN || errno == EINTR)) break;
       CloseSession(sid, n == 0 ? "disconnected" : std::string("recv: ") + std::strerror(errno),
                    false);
       return;
     }
-    s->in.resize(old + static_cast<size_t>(n));
+    s->in.Commit(static_cast<size_t>(n));
 
     // Handle every complete frame.
-    while (s->in.size() - s->in_begin >= p::kHeaderSize) {
-      const char* base = s->in.data() + s->in_begin;
-      p::FrameHeader h = p::DecodeHeader(base);
+    while (s->in.size() >= p::kHeaderSize) {
+      p::FrameHeader h = p::DecodeHeader(s->in.data());
       if (h.body_len > p::kMaxRequestBody) {
         CloseSession(sid, "frame of " + std::to_string(h.body_len) + " bytes exceeds the limit of " +
                               std::to_string(p::kMaxRequestBody),
                      true);
         return;
       }
-      if (s->in.size() - s->in_begin < p::kHeaderSize + h.body_len) break;
-      std::string_view body(base + p::kHeaderSize, h.body_len);
-      s->in_begin += p::kHeaderSize + h.body_len;
-      if (!Handle(s, h, body)) return;  // closed
-    }
-    // Compact so the buffer does not grow without bound.
-    if (s->in_begin > 0 && s->in_begin * 2 >= s->in.size()) {
-      s->in.erase(0, s->in_begin);
-      s->in_begin = 0;
+      if (s->in.size() < p::kHeaderSize + h.body_len) break;
+      std::string_view body(s->in.data() + p::kHeaderSize, h.body_len);
+      bool open = Handle(s, h, body);  // body stays valid: nothing is read meanwhile
+      if (!open) return;                // closed
+      s->in.Consume(p::kHeaderSize + h.body_len);
     }
     if (static_cast<size_t>(n) < want) break;  // drained
   }
