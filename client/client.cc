@@ -7,6 +7,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <thread>
 #include <unordered_map>
 
 #include "client/frame_reader.h"
@@ -37,7 +38,14 @@ class Reference {
 class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
  public:
   ClientImpl() : reader_(p::kMaxReplyBody) {}
-  ~ClientImpl() = default;
+  ~ClientImpl() {
+    {
+      std::lock_guard<std::mutex> w(write_mu_);
+      flusher_stop_ = true;
+    }
+    flusher_cv_.notify_all();
+    if (flusher_.joinable()) flusher_.join();
+  }
 
   Status Connect(const std::string& path);
   void Shutdown() {
@@ -94,7 +102,20 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
   std::shared_ptr<const Mapping> map_;
   std::atomic<uint64_t> next_id_{1};
 
+  // Writes a frame, with any deferred releases in front of it.
+  Status WriteLocked(std::string_view frame);
+  void FlushReleases();
+
   std::mutex write_mu_;  // one frame at a time on the socket
+
+  // Releases wait here to ride with the next request (one write, one wake-up
+  // of the store instead of two), or for the flusher, at most kReleaseDelay.
+  static constexpr auto kReleaseDelay = std::chrono::milliseconds(1);
+  std::string pending_releases_;  // guarded by write_mu_
+  std::condition_variable flusher_cv_;
+  bool flusher_idle_ = false;  // waiting for the first deferred release
+  bool flusher_stop_ = false;
+  std::thread flusher_;  // started by the first Release, under write_mu_
 
   // Replies are read by whichever waiting thread holds the reader role; it
   // files replies meant for others in `replies_` and wakes them. One thread
@@ -153,11 +174,18 @@ Status ClientImpl::Fail(Status st) {
   return st;
 }
 
+Status ClientImpl::WriteLocked(std::string_view frame) {
+  if (pending_releases_.empty()) return WriteAll(sock_.get(), frame);
+  Status st = WriteAllV(sock_.get(), pending_releases_, frame);
+  pending_releases_.clear();
+  return st;
+}
+
 Status ClientImpl::Send(const std::string& frame) {
   Status st;
   {
     std::lock_guard<std::mutex> w(write_mu_);
-    st = WriteAll(sock_.get(), frame);
+    st = WriteLocked(frame);
   }
   if (!st.ok()) {
     std::lock_guard<std::mutex> l(mu_);
@@ -165,6 +193,23 @@ Status ClientImpl::Send(const std::string& frame) {
     if (!st.IsDisconnected()) st = Status::Disconnected(st.message());
   }
   return st.ok() ? st : Fail(st);
+}
+
+void ClientImpl::FlushReleases() {
+  std::unique_lock<std::mutex> w(write_mu_);
+  while (!flusher_stop_) {
+    flusher_idle_ = true;
+    flusher_cv_.wait(w, [&] { return flusher_stop_ || !pending_releases_.empty(); });
+    flusher_idle_ = false;
+    // Give the application the chance to send them with its next request.
+    flusher_cv_.wait_for(w, kReleaseDelay,
+                         [&] { return flusher_stop_ || pending_releases_.empty(); });
+    if (!pending_releases_.empty()) {
+      Status st = WriteAll(sock_.get(), pending_releases_);
+      (void)st;  // a broken connection is reported to the next caller
+      pending_releases_.clear();
+    }
+  }
 }
 
 Status ClientImpl::WaitReply(uint64_t id, uint16_t type, std::string* body) {
@@ -270,9 +315,24 @@ Status ClientImpl::Release(const ObjectID& id, bool quiet) {
     }
     if (--it->second == 0) held_.erase(it);
   }
-  // One-way: the store never answers a Release.
-  Status st = Send(p::MakeFrame(static_cast<uint16_t>(p::MessageType::kRelease), 0, p::IdRequest{id}));
-  return quiet ? Status::OK() : st;
+  // One-way (the store never answers a Release), and deferred: see kReleaseDelay.
+  std::string frame =
+      p::MakeFrame(static_cast<uint16_t>(p::MessageType::kRelease), 0, p::IdRequest{id});
+  bool wake = false;
+  {
+    std::lock_guard<std::mutex> w(write_mu_);
+    wake = pending_releases_.empty() && flusher_idle_;
+    pending_releases_ += frame;
+    // Started on first use: a client that never releases needs no thread.
+    if (!flusher_.joinable()) flusher_ = std::thread([this] { FlushReleases(); });
+    if (pending_releases_.size() >= 64 * 1024) {
+      Status st = WriteAll(sock_.get(), pending_releases_);
+      pending_releases_.clear();
+      if (!quiet) return st;
+    }
+  }
+  if (wake) flusher_cv_.notify_one();
+  return Status::OK();
 }
 
 }  // namespace internal

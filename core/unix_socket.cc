@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -70,6 +71,27 @@ Status WriteAll(int fd, std::string_view data) {
     data.remove_prefix(static_cast<size_t>(n));
   }
   return Status::OK();
+}
+
+Status WriteAllV(int fd, std::string_view a, std::string_view b) {
+  while (!a.empty()) {
+    iovec iov[2] = {{const_cast<char*>(a.data()), a.size()}, {const_cast<char*>(b.data()), b.size()}};
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = b.empty() ? 1 : 2;
+    ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EPIPE || errno == ECONNRESET)
+        return Status::Disconnected("the peer closed the connection");
+      return Status::FromErrno("sendmsg", errno);
+    }
+    size_t sent = static_cast<size_t>(n);
+    size_t from_a = std::min(sent, a.size());
+    a.remove_prefix(from_a);
+    b.remove_prefix(sent - from_a);
+  }
+  return WriteAll(fd, b);
 }
 
 Status SetNonBlocking(int fd) {

@@ -20,6 +20,10 @@ Result<UniqueFd> ConnectUnix(const std::string& path);
 // Writes all of `data`, retrying on EINTR and short writes (blocking fds).
 Status WriteAll(int fd, std::string_view data);
 
+// Writes all of `a` then all of `b` with as few system calls as possible (one,
+// usually), so the peer wakes once.
+Status WriteAllV(int fd, std::string_view a, std::string_view b);
+
 Status SetNonBlocking(int fd);
 
 }  // namespace plasmon

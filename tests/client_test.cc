@@ -227,6 +227,22 @@ TEST_F(ClientTest, BuffersReleaseTheirReferenceWhenTheLastCopyGoes) {
   EXPECT_TRUE(client_.Release(id).IsInvalidArgument());
 }
 
+TEST_F(ClientTest, AReleaseReachesTheStoreEvenIfTheClientGoesQuiet) {
+  ObjectID id = ObjectID::Random();
+  Put(id, 10);
+  Client reader;
+  ASSERT_TRUE(reader.Connect(store_.socket()).ok());
+  { auto got = reader.Get({id}, 0); }  // released, and the reader sends nothing more
+  bool released = false;
+  for (int i = 0; i < 1000 && !released; i++) {
+    auto list = client_.List();
+    ASSERT_TRUE(list.ok());
+    released = (*list)[0].ref_count == 0;
+    if (!released) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(released) << "the reader's release never reached the store";
+}
+
 TEST_F(ClientTest, BufferStaysReadableAfterItsClientIsGone) {
   ObjectID id = ObjectID::Random();
   Put(id, 64, 'q');

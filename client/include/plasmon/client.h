@@ -32,6 +32,8 @@ class ClientImpl;
 
 // A sealed object's bytes, read-only and in place in the store's memory.
 // Copies share one reference to the object; the last copy to go releases it.
+// The release reaches the store with this client's next request, or within
+// 1 ms, whichever comes first (riding along saves the store a wake-up).
 // A buffer stays readable after its Client is gone.
 class ObjectBuffer {
  public:
@@ -123,7 +125,8 @@ class Client {
   // missing object comes back as an invalid buffer, not as an error.
   Result<std::vector<ObjectBuffer>> Get(const std::vector<ObjectID>& ids, int64_t timeout_ms);
   // Drops one reference this client holds (taken by Get), before the buffer
-  // holding it goes. The buffer must not be read afterwards.
+  // holding it goes. The buffer must not be read afterwards. Like a buffer's
+  // release, it reaches the store with the next request or within 1 ms.
   // InvalidArgument if this client holds no reference to `id`.
   Status Release(const ObjectID& id);
 
