@@ -1,6 +1,7 @@
 #include "tools/bench_refs.h"
 
 #include <hiredis/hiredis.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -45,7 +46,16 @@ inline void Clobber(void* p) { asm volatile("" : : "r"(p) : "memory"); }
 
 }  // namespace
 
-Result<Summary> MeasurePingPong(uint64_t bytes, Counts counts) {
+Status PinToCpu(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  if (::sched_setaffinity(0, sizeof(set), &set) != 0)
+    return Status::FromErrno("pinning to CPU " + std::to_string(cpu), errno);
+  return Status::OK();
+}
+
+Result<Summary> MeasurePingPong(uint64_t bytes, Counts counts, int peer_cpu) {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
     return Status::FromErrno("socketpair", errno);
@@ -61,6 +71,7 @@ Result<Summary> MeasurePingPong(uint64_t bytes, Counts counts) {
   if (pid == 0) {
     // The echo process: send back every message until the parent closes.
     ::close(sv[0]);
+    if (peer_cpu >= 0 && !PinToCpu(peer_cpu).ok()) ::_exit(1);
     for (;;) {
       int r = RecvAll(sv[1], buf.data(), buf.size());
       if (r <= 0) ::_exit(r == 0 ? 0 : 1);

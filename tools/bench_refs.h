@@ -26,7 +26,11 @@ using CountsFor = std::function<Counts(uint64_t size)>;
 
 // Round trips of `bytes` bytes over a socketpair to a forked echo process;
 // one sample per round trip (send + receive of the echo).
-Result<Summary> MeasurePingPong(uint64_t bytes, Counts counts);
+// `peer_cpu` >= 0 pins the echo process to that CPU (see --pin).
+Result<Summary> MeasurePingPong(uint64_t bytes, Counts counts, int peer_cpu = -1);
+
+// Pins the calling process (and the children it forks later) to one CPU.
+Status PinToCpu(int cpu);
 
 struct MemcpyRow {
   uint64_t size = 0;

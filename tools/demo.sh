@@ -20,8 +20,16 @@ cleanup() {
 trap cleanup EXIT
 
 export PLASMON_SOCKET="$WORK/plasmon.sock"
+# With two CPUs or more, the store runs on CPU 1 and the benchmark on CPU 0, so
+# that every figure (and the ping-pong floor) crosses CPUs the same way.
+PIN=()
+STORE_CMD=("$BIN/plasmon-store")
+if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+  PIN=(--pin 0,1)
+  STORE_CMD=(taskset -c 1 "$BIN/plasmon-store")
+fi
 echo "==> starting plasmon-store: 1 GiB arena, prefaulted, socket $PLASMON_SOCKET"
-"$BIN/plasmon-store" --socket "$PLASMON_SOCKET" --memory 1G --prefault --log-level warn &
+"${STORE_CMD[@]}" --socket "$PLASMON_SOCKET" --memory 1G --prefault --log-level warn &
 STORE_PID=$!
 for _ in $(seq 200); do [ -S "$PLASMON_SOCKET" ] && break; sleep 0.05; done
 
@@ -35,6 +43,7 @@ cmp "$WORK/input" "$WORK/output" && echo "get $ID: the 5 MB came back intact"
 echo -n "get 68656c6c...: "; "$BIN/plasmon" get 68656c6c6f2d706c61736d6f6e2d64656d6f2121
 "$BIN/plasmon" ls
 "$BIN/plasmon" stats
+"$BIN/plasmon" rm "$ID" 68656c6c6f2d706c61736d6f6e2d64656d6f2121  # the benchmark wants an empty store
 
 echo "==> starting redis-server on $REDIS_SOCK (the reference for a GET over a Unix socket)"
 redis-server --port 0 --unixsocket "$REDIS_SOCK" --save '' --appendonly no --daemonize yes \
@@ -44,4 +53,4 @@ for _ in $(seq 100); do [ -S "$REDIS_SOCK" ] && break; sleep 0.05; done
 echo "==> plasmon-bench local (latency in microseconds)"
 ARGS=()
 if [ -n "${QUICK:-}" ]; then ARGS+=(--iterations 2000); fi
-"$BIN/plasmon-bench" local --socket "$PLASMON_SOCKET" --redis-socket "$REDIS_SOCK" "${ARGS[@]}"
+"$BIN/plasmon-bench" local --socket "$PLASMON_SOCKET" --redis-socket "$REDIS_SOCK" "${PIN[@]}" "${ARGS[@]}"

@@ -143,6 +143,8 @@ struct Config {
   bool json = false;
   std::string redis_socket;
   std::vector<Op> ops;
+  int pin_client = -1;  // --pin: CPU of the benchmark's clients
+  int pin_peer = -1;    // --pin: CPU of the ping-pong's echo process (and the store's)
 };
 
 // Iterations (per client) and warm-up for one size: the configured counts,
@@ -822,6 +824,12 @@ int main(int argc, char** argv) {
   local->add_flag("--json", cfg.json,
                   "Print one JSON document on stdout instead of the tables (schema at the top "
                   "of tools/plasmon_bench.cc); progress and warnings go to stderr");
+  std::string pin_arg;
+  local->add_option("--pin", pin_arg,
+                    "CLIENT_CPU,STORE_CPU: pin the clients to one CPU and the ping-pong's echo "
+                    "process to the other, and start the store on the second "
+                    "(taskset -c STORE_CPU plasmon-store ...). The floor and the store's figures "
+                    "then cross CPUs the same way, which makes runs comparable on a noisy machine");
   local->add_option("--redis-socket", cfg.redis_socket,
                     "Also time Redis SET and GET (sizes up to 1 MiB) over this Unix socket, "
                     "e.g. of: redis-server --port 0 --unixsocket PATH --save ''. If it cannot "
@@ -844,6 +852,15 @@ int main(int argc, char** argv) {
 
   std::string err;
   if (!ParseConfig(sizes_arg, ops_arg, &cfg, &err)) Die(err);
+  if (!pin_arg.empty()) {
+    int a = -1, b2 = -1;
+    char extra;
+    if (std::sscanf(pin_arg.c_str(), "%d,%d%c", &a, &b2, &extra) != 2 || a < 0 || b2 < 0)
+      Die("invalid --pin '" + pin_arg + "': expected CLIENT_CPU,STORE_CPU, e.g. 0,1");
+    cfg.pin_client = a;
+    cfg.pin_peer = b2;
+    if (Status st = b::PinToCpu(a); !st.ok()) Die("--pin", st);
+  }
   ::signal(SIGPIPE, SIG_IGN);
   // Keep freed memory in the process: by default glibc hands large blocks
   // back to the kernel (trim, mmap threshold), and the per-request buffers of
@@ -888,12 +905,15 @@ int main(int argc, char** argv) {
                 plasmon::FormatSize(machine.memory).c_str());
     std::printf("latency in us: nearest-rank percentiles after warm-up; throughput from the "
                 "median: ops/s = clients / p50, GB/s = clients x size / p50 (GB = 1e9 B)\n");
+    if (cfg.pin_client >= 0)
+      std::printf("pinned: clients on CPU %d, ping-pong echo on CPU %d (the store should be too)\n",
+                  cfg.pin_client, cfg.pin_peer);
     std::fflush(stdout);
   }
 
   // ---- references ----
   Progress("measuring the references: ping-pong");
-  auto pingpong = b::MeasurePingPong(kPingPongBytes, {cfg.iterations, cfg.warmup});
+  auto pingpong = b::MeasurePingPong(kPingPongBytes, {cfg.iterations, cfg.warmup}, cfg.pin_peer);
   if (!pingpong.ok()) Die("the ping-pong reference", pingpong.status());
   Row floor = MakeRow("pingpong", "ping-pong (floor)", kPingPongBytes, 1, *pingpong, false);
 
@@ -952,7 +972,8 @@ int main(int argc, char** argv) {
     samples = RunForked(cfg, phases, src.get());
   }
   Progress("measuring the IPC floor again");
-  auto pingpong_after = b::MeasurePingPong(kPingPongBytes, {cfg.iterations, cfg.warmup});
+  auto pingpong_after =
+      b::MeasurePingPong(kPingPongBytes, {cfg.iterations, cfg.warmup}, cfg.pin_peer);
   if (!pingpong_after.ok()) Die("the ping-pong reference", pingpong_after.status());
   Row floor_after =
       MakeRow("pingpong", "ping-pong (after)", kPingPongBytes, 1, *pingpong_after, false);
