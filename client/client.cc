@@ -530,6 +530,17 @@ Result<StoreStats> Client::Stats() {
   return rep.stats;
 }
 
+Result<std::vector<ObjectHolder>> Client::Where(const ObjectID& id) {
+  PLASMON_REQUIRE_CONNECTED();
+  p::WhereReply rep;
+  PLASMON_RETURN_IF_ERROR(impl_->Call(p::MessageType::kWhere, p::IdRequest{id}, &rep));
+  PLASMON_RETURN_IF_ERROR(rep.status);
+  std::vector<ObjectHolder> out;
+  for (const auto& h : rep.holders)
+    out.push_back({h.node_id, h.alive, h.data_size, h.metadata_size, h.digest_valid, h.digest});
+  return out;
+}
+
 Result<Subscription> Client::Subscribe() {
   PLASMON_REQUIRE_CONNECTED();
   return impl_->Subscribe();

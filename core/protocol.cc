@@ -275,6 +275,36 @@ bool StatsReply::Decode(Decoder* d) {
          d->GetU64(&stats.clients);
 }
 
+void WhereReply::Encode(Encoder* e) const {
+  EncodeStatus(status, e);
+  e->PutU32(static_cast<uint32_t>(holders.size()));
+  for (const Holder& h : holders) {
+    e->PutBytes(std::string_view(h.node_id).substr(0, kMaxNodeId));
+    e->PutU8(h.alive ? 1 : 0);
+    e->PutU64(h.data_size);
+    e->PutU64(h.metadata_size);
+    e->PutU8(h.digest_valid ? 1 : 0);
+    e->PutU64(h.digest);
+  }
+}
+bool WhereReply::Decode(Decoder* d) {
+  uint32_t n;
+  if (!DecodeStatus(d, &status) || !d->GetU32(&n) || n > kMaxHolders) return false;
+  holders.resize(n);
+  for (Holder& h : holders) {
+    std::string_view node;
+    uint8_t alive, dv;
+    if (!d->GetBytes(&node, kMaxNodeId) || !d->GetU8(&alive) || alive > 1 ||
+        !d->GetU64(&h.data_size) || !d->GetU64(&h.metadata_size) || !d->GetU8(&dv) || dv > 1 ||
+        !d->GetU64(&h.digest))
+      return false;
+    h.node_id = node;
+    h.alive = alive == 1;
+    h.digest_valid = dv == 1;
+  }
+  return true;
+}
+
 void NotificationMessage::Encode(Encoder* e) const {
   e->PutU8(static_cast<uint8_t>(n.kind));
   e->PutID(n.id);

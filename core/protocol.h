@@ -30,6 +30,8 @@ constexpr uint32_t kMaxBatch = 16384;     // IDs in one Get or Delete
 constexpr uint32_t kMaxListPage = 16384;  // rows in one List reply
 constexpr uint64_t kMaxMetadata = 1u << 20;
 constexpr uint32_t kMaxMessage = 4096;    // an error message's text
+constexpr uint32_t kMaxNodeId = 255;      // a node's name
+constexpr uint32_t kMaxHolders = 4096;    // nodes in one Where reply
 
 enum class MessageType : uint16_t {
   kConnect = 1,
@@ -46,6 +48,7 @@ enum class MessageType : uint16_t {
   kStats = 12,
   kSubscribe = 13,
   kNotification = 14,  // store -> subscriber, unsolicited
+  kWhere = 15,         // which nodes hold an object (cluster only)
 };
 constexpr uint16_t kReplyBit = 0x8000;
 inline uint16_t ReplyType(MessageType t) { return static_cast<uint16_t>(t) | kReplyBit; }
@@ -214,6 +217,21 @@ struct EvictReply {
 struct StatsReply {
   Status status;
   StoreStats stats;
+  void Encode(Encoder* e) const;
+  bool Decode(Decoder* d);
+};
+
+struct WhereReply {
+  struct Holder {
+    std::string node_id;
+    bool alive = false;
+    uint64_t data_size = 0;
+    uint64_t metadata_size = 0;
+    bool digest_valid = false;
+    uint64_t digest = 0;
+  };
+  Status status;
+  std::vector<Holder> holders;
   void Encode(Encoder* e) const;
   bool Decode(Decoder* d);
 };

@@ -72,19 +72,31 @@ Status Pipeline(redisContext* c, const std::vector<std::vector<std::string>>& cm
   return first_error;
 }
 
-std::string LocationValue(uint64_t data_size, uint64_t metadata_size, uint64_t digest) {
+// "DATA_SIZE:METADATA_SIZE:DIGEST", the digest in hex or "-" if not known yet.
+std::string LocationValue(uint64_t data_size, uint64_t metadata_size, bool digest_valid,
+                          uint64_t digest) {
   char buf[80];
-  std::snprintf(buf, sizeof(buf), "%" PRIu64 ":%" PRIu64 ":%016" PRIx64, data_size, metadata_size,
-                digest);
+  if (digest_valid) {
+    std::snprintf(buf, sizeof(buf), "%" PRIu64 ":%" PRIu64 ":%016" PRIx64, data_size,
+                  metadata_size, digest);
+  } else {
+    std::snprintf(buf, sizeof(buf), "%" PRIu64 ":%" PRIu64 ":-", data_size, metadata_size);
+  }
   return buf;
 }
 
 bool ParseLocationValue(const std::string& v, ObjectLocationRecord* out) {
-  unsigned long long d, m, g;
+  unsigned long long d, m, g = 0;
   int used = 0;
-  if (std::sscanf(v.c_str(), "%llu:%llu:%llx%n", &d, &m, &g, &used) != 3 ||
-      static_cast<size_t>(used) != v.size())
+  if (std::sscanf(v.c_str(), "%llu:%llu:-%n", &d, &m, &used) == 2 &&
+      static_cast<size_t>(used) == v.size()) {
+    out->digest_valid = false;
+  } else if (std::sscanf(v.c_str(), "%llu:%llu:%llx%n", &d, &m, &g, &used) == 3 &&
+             static_cast<size_t>(used) == v.size()) {
+    out->digest_valid = true;
+  } else {
     return false;
+  }
   out->data_size = d;
   out->metadata_size = m;
   out->digest = g;
@@ -161,10 +173,10 @@ void Directory::Stop() {
 }
 
 void Directory::Publish(const ObjectID& id, uint64_t data_size, uint64_t metadata_size,
-                        uint64_t digest) {
+                        bool digest_valid, uint64_t digest) {
   {
     std::lock_guard<std::mutex> l(mu_);
-    published_[id] = {data_size, metadata_size, digest};
+    published_[id] = {data_size, metadata_size, digest_valid, digest};
     queue_.push_back({true, id});
   }
   cv_.notify_one();
@@ -221,7 +233,7 @@ Status Directory::Resync(RedisConnection* c) {
   }
   for (const auto& [id, p] : snapshot) {
     cmds.push_back({"HSET", ObjectKey(id), opts_.node_id,
-                    LocationValue(p.data_size, p.metadata_size, p.digest)});
+                    LocationValue(p.data_size, p.metadata_size, p.digest_valid, p.digest)});
     cmds.push_back({"SADD", HeldKey(), id.Hex()});
     cmds.push_back({"PUBLISH", SealedChannel(id), opts_.node_id});
     if (cmds.size() >= 3000) {
@@ -245,7 +257,7 @@ Status Directory::Apply(RedisConnection* c, const std::vector<Op>& ops) {
         if (it == published_.end()) continue;  // withdrawn since; its withdraw op follows
         const Published& p = it->second;
         cmds.push_back({"HSET", ObjectKey(op.id), opts_.node_id,
-                        LocationValue(p.data_size, p.metadata_size, p.digest)});
+                        LocationValue(p.data_size, p.metadata_size, p.digest_valid, p.digest)});
         cmds.push_back({"SADD", HeldKey(), op.id.Hex()});
         cmds.push_back({"PUBLISH", SealedChannel(op.id), opts_.node_id});
       } else {
@@ -330,6 +342,7 @@ Result<std::vector<ObjectLocationRecord>> Directory::Lookup(const ObjectID& id) 
       lookup_conn_.Drop();
       return node.status();
     }
+    rec.alive = (*node)->elements > 0;  // the record expires with its heartbeat
     for (size_t i = 0; i + 1 < (*node)->elements; i += 2) {
       std::string field((*node)->element[i]->str, (*node)->element[i]->len);
       if (field.rfind("ep:", 0) == 0)

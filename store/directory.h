@@ -43,11 +43,12 @@ struct DirectoryOptions {
 // What the directory knows of one object on one node.
 struct ObjectLocationRecord {
   std::string node_id;
-  std::map<std::string, std::string> endpoints;  // empty if the node's record expired
+  bool alive = false;  // the node's record has not expired
+  std::map<std::string, std::string> endpoints;  // transport -> address
   uint64_t data_size = 0;
   uint64_t metadata_size = 0;
+  bool digest_valid = false;  // large objects publish before their digest is known
   uint64_t digest = 0;
-  bool alive() const { return !endpoints.empty(); }
 };
 
 // A connection to Redis, owned; reconnects on demand.
@@ -82,11 +83,12 @@ class Directory {
   void Stop();
 
   // Queue an update; never blocks on Redis.
-  void Publish(const ObjectID& id, uint64_t data_size, uint64_t metadata_size, uint64_t digest);
+  void Publish(const ObjectID& id, uint64_t data_size, uint64_t metadata_size, bool digest_valid,
+               uint64_t digest);
   void Withdraw(const ObjectID& id);
 
   // Where the object is, according to Redis (blocking; any thread). Nodes
-  // whose record expired come back with alive() false.
+  // whose record expired come back with alive false.
   Result<std::vector<ObjectLocationRecord>> Lookup(const ObjectID& id);
 
   // Whether the writer is connected and has re-published everything.
@@ -106,7 +108,9 @@ class Directory {
     ObjectID id;
   };
   struct Published {
-    uint64_t data_size, metadata_size, digest;
+    uint64_t data_size, metadata_size;
+    bool digest_valid;
+    uint64_t digest;
   };
 
   void Run();

@@ -55,8 +55,8 @@ TEST(DirectoryTest, PublishedLocationsAreFoundWithTheirNodesEndpoints) {
   a.Start();
   b.Start();
   ObjectID id = ObjectID::Random();
-  a.Publish(id, 100, 4, 0xabcdef);
-  b.Publish(id, 100, 4, 0xabcdef);
+  a.Publish(id, 100, 4, true, 0xabcdef);
+  b.Publish(id, 100, 4, false, 0);
   std::vector<ObjectLocationRecord> found;
   ASSERT_TRUE(Eventually([&] {
     auto r = a.Lookup(id);
@@ -70,8 +70,10 @@ TEST(DirectoryTest, PublishedLocationsAreFoundWithTheirNodesEndpoints) {
   EXPECT_EQ(found[1].endpoints.at("tcp"), "10.0.0.2:7000");
   EXPECT_EQ(found[1].data_size, 100u);
   EXPECT_EQ(found[1].metadata_size, 4u);
-  EXPECT_EQ(found[1].digest, 0xabcdefu);
-  EXPECT_TRUE(found[1].alive());
+  EXPECT_TRUE(found[0].digest_valid);
+  EXPECT_EQ(found[0].digest, 0xabcdefu);
+  EXPECT_FALSE(found[1].digest_valid);  // published before its digest was known
+  EXPECT_TRUE(found[1].alive);
 
   a.Withdraw(id);
   ASSERT_TRUE(Eventually([&] {
@@ -89,15 +91,15 @@ TEST(DirectoryTest, AStoppedNodesRecordExpires) {
   {
     Directory a(Options(redis, "node-a"));
     a.Start();
-    a.Publish(id, 1, 0, 1);
+    a.Publish(id, 1, 0, true, 1);
     ASSERT_TRUE(Eventually([&] {
       auto r = reader.Lookup(id);
-      return r.ok() && r->size() == 1 && (*r)[0].alive();
+      return r.ok() && r->size() == 1 && (*r)[0].alive;
     }));
   }  // stops: no more heartbeats
   EXPECT_TRUE(Eventually([&] {
     auto r = reader.Lookup(id);
-    return r.ok() && r->size() == 1 && !(*r)[0].alive();
+    return r.ok() && r->size() == 1 && !(*r)[0].alive;
   }));
 }
 
@@ -107,12 +109,12 @@ TEST(DirectoryTest, RepublishesEverythingWhenRedisComesBack) {
   Directory a(Options(redis, "node-a"));
   a.Start();
   ObjectID before = ObjectID::Random(), during = ObjectID::Random(), gone = ObjectID::Random();
-  a.Publish(before, 1, 0, 1);
-  a.Publish(gone, 1, 0, 1);
+  a.Publish(before, 1, 0, true, 1);
+  a.Publish(gone, 1, 0, true, 1);
   ASSERT_TRUE(Eventually([&] { return a.synced() && a.Lookup(gone).ok() && a.Lookup(gone)->size() == 1; }));
   redis.Kill();
   // Local work goes on while Redis is down: these calls do not block.
-  a.Publish(during, 1, 0, 1);
+  a.Publish(during, 1, 0, true, 1);
   a.Withdraw(gone);
   EXPECT_FALSE(a.Lookup(before).ok());
   ASSERT_TRUE(redis.Start());  // empty: it lost everything

@@ -10,7 +10,10 @@
 
 #include <cerrno>
 #include <climits>
+#include <atomic>
+#include <functional>
 #include <map>
+#include <mutex>
 #include <unordered_map>
 #include <vector>
 
@@ -22,6 +25,7 @@
 #include "core/unix_socket.h"
 #include "store/object_table.h"
 #include "store/session.h"
+#include "store/worker.h"
 
 namespace plasmon {
 
@@ -61,11 +65,23 @@ class Store::Impl : public TableListener {
 
   Status Run();
   void Stop() {
-    uint64_t one = 1;
-    ssize_t n = ::write(wake_fd_.get(), &one, sizeof(one));
-    (void)n;
+    stop_requested_.store(true);
+    Wake();
+  }
+  // Runs `fn` on the loop thread (from any thread).
+  void Post(std::function<void()> fn) {
+    {
+      std::lock_guard<std::mutex> l(posted_mu_);
+      posted_.push_back(std::move(fn));
+    }
+    Wake();
   }
   const Arena& arena() const { return arena_; }
+  void JoinCluster(const DirectoryOptions& d) {
+    directory_ = std::make_unique<Directory>(d);
+    directory_->Start();  // does not wait for Redis: it may be down
+    lookups_ = std::make_unique<Worker>();
+  }
 
   // TableListener
   void OnSealed(const ObjectEntry& e) override;
@@ -101,11 +117,24 @@ class Store::Impl : public TableListener {
   void ExpireGets();
   int NextTimeoutMs() const;
 
+  void Wake() {
+    uint64_t one = 1;
+    ssize_t n = ::write(wake_fd_.get(), &one, sizeof(one));
+    (void)n;
+  }
+  void RunPosted();
+  void DoWhere(Session* s, const p::FrameHeader& h, const ObjectID& id);
+
   StoreOptions opts_;
   Arena arena_;
   ObjectTable table_;
   UniqueFd listen_fd_, epoll_fd_, wake_fd_, spare_fd_;
   bool stopping_ = false;
+  std::atomic<bool> stop_requested_{false};
+  std::mutex posted_mu_;
+  std::vector<std::function<void()>> posted_;
+  std::unique_ptr<Directory> directory_;  // null: single node
+  std::unique_ptr<Worker> lookups_;       // directory lookups, off the loop
   uint32_t next_session_ = kFirstSessionId;
   std::unordered_map<uint32_t, std::unique_ptr<Session>> sessions_;
   std::vector<uint32_t> subscribers_;
@@ -135,7 +164,11 @@ Status Store::Impl::Run() {
         continue;
       }
       if (key == kWakeKey) {
-        stopping_ = true;
+        uint64_t count;
+        ssize_t r = ::read(wake_fd_.get(), &count, sizeof(count));
+        (void)r;
+        RunPosted();
+        if (stop_requested_.load()) stopping_ = true;
         continue;
       }
       auto it = sessions_.find(static_cast<uint32_t>(key));
@@ -155,7 +188,50 @@ Status Store::Impl::Run() {
   spdlog::info("store shutting down: {} clients, {} objects", sessions_.size(),
                table_.Stats().object_count);
   while (!sessions_.empty()) CloseSession(sessions_.begin()->first, "store shutting down", false);
+  lookups_.reset();  // finishes queued lookups; their replies find no session
+  RunPosted();
+  if (directory_) directory_->Stop();
   return Status::OK();
+}
+
+void Store::Impl::RunPosted() {
+  std::vector<std::function<void()>> fns;
+  {
+    std::lock_guard<std::mutex> l(posted_mu_);
+    fns.swap(posted_);
+  }
+  for (auto& fn : fns) fn();
+}
+
+void Store::Impl::DoWhere(Session* s, const p::FrameHeader& h, const ObjectID& id) {
+  if (!directory_) {
+    p::WhereReply rep;
+    rep.status = Status::InvalidArgument(
+        "this store is not part of a cluster (it was started without --redis)");
+    Reply(s, h, rep);
+    return;
+  }
+  // Redis answers on a worker thread; the reply is sent from the loop, if the
+  // client is still there.
+  uint32_t sid = s->id;
+  uint64_t request_id = h.request_id;
+  lookups_->Submit([this, sid, request_id, id] {
+    auto found = directory_->Lookup(id);
+    Post([this, sid, request_id, found = std::move(found)] {
+      auto it = sessions_.find(sid);
+      if (it == sessions_.end()) return;
+      p::WhereReply rep;
+      if (found.ok()) {
+        for (const ObjectLocationRecord& r : *found)
+          rep.holders.push_back({r.node_id, r.alive, r.data_size, r.metadata_size,
+                                 r.digest_valid, r.digest});
+      } else {
+        rep.status = Status::Disconnected("the directory (Redis) is unavailable: " +
+                                          found.status().message());
+      }
+      Send(it->second.get(), p::MakeFrame(p::ReplyType(p::MessageType::kWhere), request_id, rep));
+    });
+  });
 }
 
 void Store::Impl::Accept() {
@@ -357,6 +433,12 @@ bool Store::Impl::Handle(Session* s, const p::FrameHeader& h, std::string_view b
       Reply(s, h, p::StatusReply{});
       return true;
     }
+    case p::MessageType::kWhere: {
+      p::IdRequest r;
+      if (!p::ParseBody(body, &r)) return bad("malformed Where");
+      DoWhere(s, h, r.id);
+      return true;
+    }
     case p::MessageType::kNotification:
       break;
   }
@@ -512,10 +594,12 @@ void Store::Impl::DoRelease(Session* s, const ObjectID& id) {
 
 void Store::Impl::OnSealed(const ObjectEntry& e) {
   WakeGets(e.id);
+  if (directory_) directory_->Publish(e.id, e.data_size, e.metadata_size, e.digest_valid, e.digest);
   Notify({Notification::Kind::kSealed, e.id, e.data_size, e.metadata_size});
 }
 
 void Store::Impl::OnRemoved(const ObjectEntry& e, Notification::Kind kind) {
+  if (directory_) directory_->Withdraw(e.id);
   Notify({kind, e.id, e.data_size, e.metadata_size});
 }
 
@@ -645,6 +729,7 @@ Result<std::unique_ptr<Store>> Store::Create(const StoreOptions& o) {
     return Status::FromErrno("epoll_ctl", errno);
   auto impl = std::make_unique<Impl>(o, std::move(*arena), std::move(*listen_fd), std::move(epfd),
                                      std::move(wake));
+  if (o.directory) impl->JoinCluster(*o.directory);
   return std::unique_ptr<Store>(new Store(std::move(impl)));
 }
 

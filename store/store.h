@@ -7,9 +7,11 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "core/arena.h"
+#include "store/directory.h"
 #include "plasmon/status.h"
 
 namespace plasmon {
@@ -20,6 +22,8 @@ struct StoreOptions {
   unsigned socket_mode = 0600;
   // A client whose unread replies exceed this is disconnected.
   size_t max_client_backlog = 64u << 20;
+  // Join a cluster: publish locations in Redis. Without it, a single node.
+  std::optional<DirectoryOptions> directory;
 };
 
 class Store {
@@ -31,6 +35,7 @@ class Store {
   // Serves until Stop() is called. Returns the reason it ended.
   Status Run();
   // Makes Run() return. Async-signal-safe: may be called from a signal handler.
+  // Also safe from any thread.
   void Stop();
 
   const Arena& arena() const;

@@ -102,6 +102,9 @@ int main(int argc, char** argv) {
   auto* rm = app.add_subcommand("rm", "Delete objects");
   rm->add_option("ID", rm_ids, "Object IDs")->required();
   auto* stats = app.add_subcommand("stats", "Print store statistics");
+  std::string where_id;
+  auto* where = app.add_subcommand("where", "Which nodes of the cluster hold an object");
+  where->add_option("ID", where_id, "Object ID (40 hex digits)")->required();
 
   CLI11_PARSE(app, argc, argv);
 
@@ -189,6 +192,18 @@ int main(int argc, char** argv) {
       if (!st.IsObjectNotFound() || rc == 0) rc = 1;
     }
     return rc;
+  }
+  if (*where) {
+    auto id = ParseId(where_id);
+    if (!id) return Fail(BadId(where_id));
+    auto holders = client.Where(*id);
+    if (!holders.ok()) return Fail(holders.status().ToString());
+    if (holders->empty()) return Fail("object " + id->Hex() + " is on no node");
+    for (const plasmon::ObjectHolder& h : *holders) {
+      std::printf("%s%s\t%llu bytes\n", h.node_id.c_str(), h.alive ? "" : " (dead)",
+                  static_cast<unsigned long long>(h.data_size + h.metadata_size));
+    }
+    return 0;
   }
   if (*stats) {
     auto s = client.Stats();

@@ -5,7 +5,11 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdio>
+#include <fstream>
 
 #include "core/size.h"
 #include "store/store.h"
@@ -35,6 +39,20 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, off")
       ->capture_default_str();
+  plasmon::DirectoryOptions dir;
+  char host[256] = "node";
+  ::gethostname(host, sizeof(host) - 1);
+  dir.node_id = host;
+  std::string password_file;
+  app.add_option("--redis", dir.redis,
+                 "Join a cluster: publish object locations in Redis at HOST:PORT or unix:PATH");
+  app.add_option("--redis-password", dir.password, "Redis AUTH password");
+  app.add_option("--redis-password-file", password_file, "Read the Redis AUTH password from a file");
+  app.add_option("--redis-prefix", dir.prefix, "Prefix of every key plasmon writes in Redis")
+      ->capture_default_str();
+  app.add_option("--node-id", dir.node_id, "This node's name in the cluster (default: hostname)");
+  app.add_option("--node-ttl-ms", dir.ttl_ms,
+                 "A node record lives this long without a heartbeat")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   spdlog::set_level(spdlog::level::from_str(log_level));
@@ -53,6 +71,32 @@ int main(int argc, char** argv) {
     return 2;
   }
   opts.socket_mode = static_cast<unsigned>(mode);
+  if (!password_file.empty()) {
+    std::ifstream f(password_file);
+    if (!f || !std::getline(f, dir.password)) {
+      std::fprintf(stderr, "plasmon-store: cannot read --redis-password-file %s\n",
+                   password_file.c_str());
+      return 2;
+    }
+  }
+  if (!dir.redis.empty()) {
+    std::string h, path;
+    int port = 0;
+    if (auto st = plasmon::ParseRedisAddress(dir.redis, &h, &port, &path); !st.ok()) {
+      std::fprintf(stderr, "plasmon-store: %s\n", st.message().c_str());
+      return 2;
+    }
+    if (dir.node_id.empty() || dir.node_id.size() > 255) {
+      std::fprintf(stderr, "plasmon-store: --node-id must be 1 to 255 characters\n");
+      return 2;
+    }
+    if (dir.ttl_ms < 1000) {
+      std::fprintf(stderr, "plasmon-store: --node-ttl-ms must be at least 1000\n");
+      return 2;
+    }
+    dir.heartbeat_ms = std::max(200, dir.ttl_ms / 4);
+    opts.directory = dir;
+  }
 
   // Each client is a descriptor: allow as many as the hard limit permits.
   struct rlimit nofile;

@@ -143,6 +143,11 @@ class Client {
   Result<uint64_t> Evict(uint64_t bytes);
   Result<StoreStats> Stats();
 
+  // The nodes of the cluster that hold the object, according to the
+  // directory (Redis). InvalidArgument on a store that is not in a cluster;
+  // Disconnected if Redis is unreachable.
+  Result<std::vector<ObjectHolder>> Where(const ObjectID& id);
+
   // Opens a second connection on which the store reports every seal, delete
   // and eviction, in order.
   Result<Subscription> Subscribe();

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "plasmon/object_id.h"
 
@@ -34,6 +35,16 @@ struct StoreStats {
   uint64_t evictions = 0;       // objects evicted since start
   uint64_t evicted_bytes = 0;
   uint64_t clients = 0;         // connected clients, subscribers included
+};
+
+// One node that holds an object, as the cluster's directory says (Where).
+struct ObjectHolder {
+  std::string node_id;
+  bool alive = false;  // false: the node stopped renewing its record
+  uint64_t data_size = 0;
+  uint64_t metadata_size = 0;
+  bool digest_valid = false;
+  uint64_t digest = 0;
 };
 
 // What a subscriber receives, one per event, in the order they happened.
