@@ -37,6 +37,32 @@ void Kill(pid_t pid) {
   ::waitpid(pid, &status, 0);
 }
 
+// Runs body(checkpoint) in a child and returns its pid once the child has
+// called checkpoint(); -1 (and the child killed) if it failed before that.
+template <typename F>
+pid_t SpawnUntilCheckpoint(F body) {
+  int fds[2];
+  if (::pipe(fds) != 0) return -1;
+  pid_t pid = Spawn([&] {
+    ::close(fds[0]);
+    body([&] {
+      char c = 1;
+      if (::write(fds[1], &c, 1) != 1) ::_exit(3);
+    });
+  });
+  ::close(fds[1]);
+  char c;
+  ssize_t n = ::read(fds[0], &c, 1);
+  ::close(fds[0]);
+  if (n == 1) return pid;
+  Kill(pid);
+  return -1;
+}
+
+[[noreturn]] void HangForever() {
+  for (;;) ::pause();
+}
+
 class ClientCrashTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -80,40 +106,25 @@ class ClientCrashTest : public ::testing::Test {
     EXPECT_EQ(observer_.Stats()->used, 0u);
   }
 
-  // Tells the parent the child reached a point, then waits to be killed.
-  static void ReachedThenHang(int fd) {
-    char c = 1;
-    if (::write(fd, &c, 1) != 1) ::_exit(3);
-    for (;;) ::pause();
-  }
-
-  static void AwaitChild(int fd) {
-    char c;
-    ASSERT_EQ(::read(fd, &c, 1), 1) << "child failed before its checkpoint";
-  }
-
   StoreProcess store_{{"-m", "256M"}};
   Client observer_;
 };
 
 TEST_F(ClientCrashTest, KilledDuringCreateAbortsTheUnsealedObject) {
   for (int round = 0; round < 20; round++) {
-    int pipefd[2];
-    ASSERT_EQ(::pipe(pipefd), 0);
     std::string sock = store_.socket();
-    pid_t pid = Spawn([&] {
+    pid_t pid = SpawnUntilCheckpoint([&](auto checkpoint) {
       Client c;
       if (!c.Connect(sock).ok()) ::_exit(2);
       auto b = c.Create(ObjectID::Random(), 1 << 20);
       if (!b.ok()) ::_exit(2);
       std::memset(b->data, 7, 4096);  // half-written
-      ReachedThenHang(pipefd[1]);
+      checkpoint();
+      HangForever();
     });
-    AwaitChild(pipefd[0]);
+    ASSERT_GT(pid, 0) << "the child failed before its checkpoint";
     EXPECT_EQ(observer_.Stats()->object_count, 1u);
     Kill(pid);
-    ::close(pipefd[0]);
-    ::close(pipefd[1]);
     WaitForCleanup();
     EXPECT_EQ(observer_.Stats()->object_count, 0u);
     EXPECT_EQ(observer_.Stats()->used, 0u);
@@ -127,22 +138,19 @@ TEST_F(ClientCrashTest, KilledWhileHoldingReferencesReleasesThem) {
     ASSERT_TRUE(observer_.CreateAndSeal(ids.back(), "held").ok());
   }
   for (int round = 0; round < 20; round++) {
-    int pipefd[2];
-    ASSERT_EQ(::pipe(pipefd), 0);
     std::string sock = store_.socket();
-    pid_t pid = Spawn([&] {
+    pid_t pid = SpawnUntilCheckpoint([&](auto checkpoint) {
       Client c;
       if (!c.Connect(sock).ok()) ::_exit(2);
       auto a = c.Get(ids, 0);
       auto b = c.Get(ids, 0);  // two references each
       if (!a.ok() || !b.ok()) ::_exit(2);
-      ReachedThenHang(pipefd[1]);
+      checkpoint();
+      HangForever();
     });
-    AwaitChild(pipefd[0]);
+    ASSERT_GT(pid, 0) << "the child failed before its checkpoint";
     for (const ObjectInfo& o : *observer_.List()) EXPECT_EQ(o.ref_count, 2u);
     Kill(pid);
-    ::close(pipefd[0]);
-    ::close(pipefd[1]);
     WaitForCleanup();
     for (const ObjectInfo& o : *observer_.List()) EXPECT_EQ(o.ref_count, 0u);
   }
@@ -152,22 +160,17 @@ TEST_F(ClientCrashTest, KilledWhileHoldingReferencesReleasesThem) {
 
 TEST_F(ClientCrashTest, KilledWhileWaitingInGetLeavesNoWaiterBehind) {
   ObjectID later = ObjectID::Random();
-  int pipefd[2];
-  ASSERT_EQ(::pipe(pipefd), 0);
   std::string sock = store_.socket();
-  pid_t pid = Spawn([&] {
+  pid_t pid = SpawnUntilCheckpoint([&](auto checkpoint) {
     Client c;
     if (!c.Connect(sock).ok()) ::_exit(2);
-    char one = 1;
-    if (::write(pipefd[1], &one, 1) != 1) ::_exit(3);
+    checkpoint();
     auto got = c.Get({later}, -1);  // waits forever
     ::_exit(got.ok() ? 0 : 2);
   });
-  AwaitChild(pipefd[0]);
+  ASSERT_GT(pid, 0) << "the child failed before its checkpoint";
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   Kill(pid);
-  ::close(pipefd[0]);
-  ::close(pipefd[1]);
   WaitForCleanup();
   // The seal that the dead client waited for finds nobody to serve.
   ASSERT_TRUE(observer_.CreateAndSeal(later, "x").ok());
