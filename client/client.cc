@@ -128,8 +128,12 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
   std::unordered_map<uint64_t, std::pair<uint16_t, std::string>> replies_;
   FrameReader reader_;  // used only by the thread in the reader role
 
+  // References from Get that the store still counts for us, and how many of
+  // the buffers holding them were released early by an explicit Release (their
+  // destruction then sends nothing: each reference is released exactly once).
   std::mutex refs_mu_;
-  std::unordered_map<ObjectID, uint32_t, ObjectIDHash> held_;  // references from Get
+  std::unordered_map<ObjectID, uint32_t, ObjectIDHash> held_;
+  std::unordered_map<ObjectID, uint32_t, ObjectIDHash> released_early_;
 };
 
 Reference::~Reference() {
@@ -242,6 +246,7 @@ Status ClientImpl::WaitReply(uint64_t id, uint16_t type, std::string* body) {
       if (!broken_) {
         broken_ = true;
         broken_status_ = st;
+        ::shutdown(sock_.get(), SHUT_RDWR);  // the store then frees what we held
       }
       cv_.notify_all();
       return broken_status_;
@@ -306,14 +311,23 @@ Result<std::vector<ObjectBuffer>> ClientImpl::Get(const std::vector<ObjectID>& i
 }
 
 Status ClientImpl::Release(const ObjectID& id, bool quiet) {
+  // quiet: a buffer going away; otherwise an explicit Client::Release.
   {
     std::lock_guard<std::mutex> l(refs_mu_);
+    if (quiet) {
+      auto early = released_early_.find(id);
+      if (early != released_early_.end()) {
+        if (--early->second == 0) released_early_.erase(early);
+        return Status::OK();  // its reference went with the explicit Release
+      }
+    }
     auto it = held_.find(id);
     if (it == held_.end()) {
       return quiet ? Status::OK()
                    : Status::InvalidArgument("this client holds no reference to " + id.Hex());
     }
     if (--it->second == 0) held_.erase(it);
+    if (!quiet) released_early_[id]++;
   }
   // One-way (the store never answers a Release), and deferred: see kReleaseDelay.
   std::string frame =

@@ -28,6 +28,7 @@ Result<size_t> SendWithFd(int sock, std::string_view data, int fd) {
     ssize_t n = ::sendmsg(sock, &msg, MSG_NOSIGNAL);
     if (n >= 0) return static_cast<size_t>(n);
     if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return size_t{0};  // try again later
     return Status::FromErrno("sendmsg with fd", errno);
   }
 }

@@ -10,8 +10,9 @@
 namespace plasmon {
 
 // Sends the first bytes of `data` together with `fd` in one sendmsg() and
-// returns how many bytes went (at least 1 on success). The caller sends the
-// rest as ordinary stream data. REQUIRES: !data.empty().
+// returns how many bytes went: 0 if a non-blocking socket is full (nothing,
+// not even the fd, was sent), at least 1 otherwise. The caller sends the rest
+// as ordinary stream data. REQUIRES: !data.empty().
 Result<size_t> SendWithFd(int sock, std::string_view data, int fd);
 
 // Receives up to `len` bytes into `buf`; if an fd arrived with them, it is

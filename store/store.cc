@@ -10,6 +10,7 @@
 
 #include <cerrno>
 #include <climits>
+#include <algorithm>
 #include <atomic>
 #include <functional>
 #include <map>
@@ -37,6 +38,7 @@ constexpr uint64_t kWakeKey = 1;
 constexpr uint32_t kFirstSessionId = 2;
 constexpr size_t kReadChunk = 64 * 1024;
 constexpr size_t kMaxSubscriberBacklog = 16u << 20;
+constexpr uint32_t kMaxWaitingGets = 1024;  // per connection
 
 // A Get that waits for objects to be sealed.
 struct PendingGet {
@@ -246,6 +248,7 @@ void Store::Impl::Accept() {
         int f = ::accept(listen_fd_.get(), nullptr, nullptr);
         if (f >= 0) ::close(f);
         spare_fd_.Reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+        if (f < 0) return;  // could not even refuse it: back to epoll, never spin
         continue;
       }
       if (errno != EAGAIN) spdlog::warn("accept: {}", std::strerror(errno));
@@ -483,7 +486,25 @@ bool Store::Impl::TryFill(Session* s, PendingGet* g, size_t i) {
   return true;
 }
 
+// The distinct IDs a Get still waits for: a Get that names an ID many times
+// is registered once for it.
+static std::vector<ObjectID> UnfilledIds(const PendingGet& g) {
+  std::vector<ObjectID> ids;
+  for (size_t i = 0; i < g.ids.size(); i++)
+    if (!g.filled[i]) ids.push_back(g.ids[i]);
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  return ids;
+}
+
 void Store::Impl::DoGet(Session* s, const p::FrameHeader& h, p::GetRequest r) {
+  if (r.timeout_ms != 0 && s->pending_gets >= kMaxWaitingGets) {
+    p::GetReply rep;
+    rep.status = Status::InvalidArgument("too many Gets waiting on this connection (limit " +
+                                         std::to_string(kMaxWaitingGets) + ")");
+    Reply(s, h, rep);
+    return;
+  }
   PendingGet g;
   g.session = s->id;
   g.request_id = h.request_id;
@@ -503,9 +524,7 @@ void Store::Impl::DoGet(Session* s, const p::FrameHeader& h, p::GetRequest r) {
     g.deadline_us = MonoMicros() + ms * 1000;
     deadlines_.emplace(g.deadline_us, key);
   }
-  for (size_t i = 0; i < g.ids.size(); i++) {
-    if (!g.filled[i]) waiting_[g.ids[i]].push_back(key);
-  }
+  for (const ObjectID& id : UnfilledIds(g)) waiting_[id].push_back(key);
   s->pending_gets++;
   gets_.emplace(key, std::move(g));
 }
@@ -534,9 +553,8 @@ void Store::Impl::EndGet(std::map<uint64_t, PendingGet>::iterator it, bool reply
       }
     }
   }
-  for (size_t i = 0; i < g.ids.size(); i++) {
-    if (g.filled[i]) continue;
-    auto w = waiting_.find(g.ids[i]);
+  for (const ObjectID& id : UnfilledIds(g)) {
+    auto w = waiting_.find(id);
     if (w == waiting_.end()) continue;
     std::erase(w->second, key);
     if (w->second.empty()) waiting_.erase(w);
@@ -628,26 +646,30 @@ void Store::Impl::Send(Session* s, std::string frame, int pass_fd) {
 }
 
 bool Store::Impl::Flush(Session* s) {
+  auto fail = [&] {
+    ::shutdown(s->fd.get(), SHUT_RDWR);  // the read path will see EOF and close
+    s->out.clear();
+    s->out_bytes = 0;
+    ArmWrite(s, false);
+    return false;
+  };
   while (!s->out.empty()) {
     OutFrame& f = s->out.front();
     std::string_view rest = std::string_view(f.bytes).substr(f.sent);
     ssize_t n;
     if (f.pass_fd >= 0 && f.sent == 0) {
       Result<size_t> r = SendWithFd(s->fd.get(), rest, f.pass_fd);
-      if (!r.ok()) {
-        if (errno == EAGAIN) break;
-        return false;
+      if (r.ok() && *r == 0) break;  // full: EPOLLOUT resumes
+      n = r.ok() ? static_cast<ssize_t>(*r) : -1;
+      if (n < 0) {
+        spdlog::warn("client {}: {}", s->id, r.status().ToString());
+        return fail();
       }
-      n = static_cast<ssize_t>(*r);
     } else {
       n = ::send(s->fd.get(), rest.data(), rest.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
       if (n < 0) {
         if (errno == EAGAIN || errno == EINTR) break;
-        ::shutdown(s->fd.get(), SHUT_RDWR);  // the read path will see EOF and close
-        s->out.clear();
-        s->out_bytes = 0;
-        ArmWrite(s, false);
-        return false;
+        return fail();
       }
     }
     f.sent += static_cast<size_t>(n);

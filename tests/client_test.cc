@@ -227,6 +227,37 @@ TEST_F(ClientTest, BuffersReleaseTheirReferenceWhenTheLastCopyGoes) {
   EXPECT_TRUE(client_.Release(id).IsInvalidArgument());
 }
 
+TEST_F(ClientTest, ExplicitReleaseThenBufferDestructionReleasesOnlyOnce) {
+  ObjectID id = ObjectID::Random();
+  Put(id, 10);
+  auto ref_count = [&] { return (*client_.List())[0].ref_count; };
+  auto b1 = std::make_unique<ObjectBuffer>((*client_.Get({id}, 0))[0]);
+  auto b2 = std::make_unique<ObjectBuffer>((*client_.Get({id}, 0))[0]);
+  ASSERT_EQ(ref_count(), 2u);
+  ASSERT_TRUE(client_.Release(id).ok());
+  EXPECT_EQ(ref_count(), 1u);
+  b1.reset();  // its reference already went with the Release
+  EXPECT_EQ(ref_count(), 1u);
+  EXPECT_EQ(b2->size(), 10u);
+  b2.reset();
+  EXPECT_EQ(ref_count(), 0u);
+}
+
+TEST_F(ClientTest, AWaitingGetNamingOneIdManyTimesGetsAReferenceForEach) {
+  ObjectID id = ObjectID::Random();
+  std::thread sealer([&] {
+    Client w;
+    ASSERT_TRUE(w.Connect(store_.socket()).ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    ASSERT_TRUE(w.CreateAndSeal(id, "dup").ok());
+  });
+  auto got = client_.Get(std::vector<ObjectID>(1000, id), 30000);
+  sealer.join();
+  ASSERT_TRUE(got.ok());
+  for (const ObjectBuffer& b : *got) ASSERT_EQ(b.view(), "dup");
+  EXPECT_EQ((*client_.List())[0].ref_count, 1000u);
+}
+
 TEST_F(ClientTest, AReleaseReachesTheStoreEvenIfTheClientGoesQuiet) {
   ObjectID id = ObjectID::Random();
   Put(id, 10);
