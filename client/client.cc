@@ -72,15 +72,6 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
     if (!p::ParseBody(body, rep)) return Fail(Status::ProtocolError("malformed reply from the store"));
     return Status::OK();
   }
-  Status CallNoBody(p::MessageType type, p::StatsReply* rep) {
-    uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
-    PLASMON_RETURN_IF_ERROR(Send(std::move(p::FrameBuilder(static_cast<uint16_t>(type), id)).Finish()));
-    std::string body;
-    PLASMON_RETURN_IF_ERROR(WaitReply(id, p::ReplyType(type), &body));
-    if (!p::ParseBody(body, rep)) return Fail(Status::ProtocolError("malformed reply from the store"));
-    return Status::OK();
-  }
-
   Result<MutableBuffer> Create(const ObjectID& id, uint64_t data_size, std::string_view metadata);
   Result<std::vector<ObjectBuffer>> Get(const std::vector<ObjectID>& ids, int64_t timeout_ms);
   Status Release(const ObjectID& id, bool quiet);
@@ -395,7 +386,7 @@ Result<Subscription> internal::ClientImpl::Subscribe() {
   p::ConnectRequest creq;
   creq.pid = static_cast<uint32_t>(::getpid());
   std::string frames = p::MakeFrame(static_cast<uint16_t>(p::MessageType::kConnect), 1, creq) +
-                       std::move(p::FrameBuilder(static_cast<uint16_t>(p::MessageType::kSubscribe), 2)).Finish();
+                       p::MakeFrame(static_cast<uint16_t>(p::MessageType::kSubscribe), 2, p::EmptyRequest{});
   PLASMON_RETURN_IF_ERROR(WriteAll(s, frames));
   p::FrameHeader h;
   std::string body;
@@ -539,7 +530,7 @@ Result<uint64_t> Client::Evict(uint64_t bytes) {
 Result<StoreStats> Client::Stats() {
   PLASMON_REQUIRE_CONNECTED();
   p::StatsReply rep;
-  PLASMON_RETURN_IF_ERROR(impl_->CallNoBody(p::MessageType::kStats, &rep));
+  PLASMON_RETURN_IF_ERROR(impl_->Call(p::MessageType::kStats, p::EmptyRequest{}, &rep));
   PLASMON_RETURN_IF_ERROR(rep.status);
   return rep.stats;
 }

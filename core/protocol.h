@@ -90,6 +90,11 @@ void EncodeStatus(const Status& s, Encoder* e);
 bool DecodeStatus(Decoder* d, Status* s);
 
 // ---- requests ----
+// Stats and Subscribe carry no body.
+struct EmptyRequest {
+  void Encode(Encoder*) const {}
+};
+
 struct ConnectRequest {
   uint32_t magic = kMagic;
   uint16_t version = kVersion;

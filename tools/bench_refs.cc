@@ -1,5 +1,7 @@
 #include "tools/bench_refs.h"
 
+#include "core/unix_socket.h"
+
 #include <hiredis/hiredis.h>
 #include <sched.h>
 #include <sys/socket.h>
@@ -17,15 +19,8 @@ namespace plasmon::bench {
 namespace {
 
 // Sends all of [p, p+n). False on error or a closed peer.
-bool SendAll(int fd, const uint8_t* p, size_t n) {
-  while (n > 0) {
-    ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
+std::string_view AsView(const std::vector<uint8_t>& b) {
+  return {reinterpret_cast<const char*>(b.data()), b.size()};
 }
 
 // Receives exactly n bytes. 1: done; 0: the peer closed first; -1: error.
@@ -75,7 +70,7 @@ Result<Summary> MeasurePingPong(uint64_t bytes, Counts counts, int peer_cpu) {
     for (;;) {
       int r = RecvAll(sv[1], buf.data(), buf.size());
       if (r <= 0) ::_exit(r == 0 ? 0 : 1);
-      if (!SendAll(sv[1], buf.data(), buf.size())) ::_exit(1);
+      if (!WriteAll(sv[1], AsView(buf)).ok()) ::_exit(1);
     }
   }
   ::close(sv[1]);
@@ -85,7 +80,7 @@ Result<Summary> MeasurePingPong(uint64_t bytes, Counts counts, int peer_cpu) {
   Status st;
   for (uint64_t i = 0; i < counts.warmup + counts.iterations; i++) {
     uint64_t t0 = NowNs();
-    bool ok = SendAll(fd, buf.data(), buf.size()) && RecvAll(fd, buf.data(), buf.size()) == 1;
+    bool ok = WriteAll(fd, AsView(buf)).ok() && RecvAll(fd, buf.data(), buf.size()) == 1;
     uint64_t t1 = NowNs();
     if (!ok) {
       st = Status::IOError("the ping-pong echo process stopped answering");
