@@ -161,7 +161,13 @@ Directory::Directory(DirectoryOptions opts)
 
 Directory::~Directory() { Stop(); }
 
-void Directory::Start() { thread_ = std::thread([this] { Run(); }); }
+void Directory::Start() {
+  // Create spdlog's registry here, on the caller's thread, not lazily from
+  // two directory threads at once (TSan sees that as a race, the registry
+  // living in an uninstrumented shared library).
+  spdlog::default_logger_raw();
+  thread_ = std::thread([this] { Run(); });
+}
 
 void Directory::Stop() {
   {
