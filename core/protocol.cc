@@ -43,7 +43,7 @@ bool ObjectLocation::Decode(Decoder* d) {
          d->GetU64(&metadata_size);
 }
 
-static bool ValidCode(uint8_t c) { return c <= static_cast<uint8_t>(StatusCode::kAlreadySealed); }
+static bool ValidCode(uint8_t c) { return c <= static_cast<uint8_t>(StatusCode::kCorruption); }
 
 void EncodeStatus(const Status& s, Encoder* e) {
   e->PutU8(static_cast<uint8_t>(s.code()));
@@ -201,6 +201,28 @@ bool DeleteReply::Decode(Decoder* d) {
     uint8_t v;
     if (!d->GetU8(&v) || !ValidCode(v)) return false;
     c = static_cast<StatusCode>(v);
+  }
+  return true;
+}
+
+void FetchReply::Encode(Encoder* e) const {
+  EncodeStatus(status, e);
+  e->PutU32(static_cast<uint32_t>(results.size()));
+  for (const Status& r : results) {
+    e->PutU8(static_cast<uint8_t>(r.code()));
+    e->PutBytes(std::string_view(r.message()).substr(0, kMaxResultMessage));
+  }
+}
+bool FetchReply::Decode(Decoder* d) {
+  uint32_t n;
+  if (!DecodeStatus(d, &status) || !d->GetU32(&n) || n > kMaxBatch) return false;
+  results.clear();
+  results.reserve(n);
+  for (uint32_t i = 0; i < n; i++) {
+    uint8_t c;
+    std::string_view m;
+    if (!d->GetU8(&c) || !ValidCode(c) || !d->GetBytes(&m, kMaxResultMessage)) return false;
+    results.emplace_back(static_cast<StatusCode>(c), std::string(m));
   }
   return true;
 }

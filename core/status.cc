@@ -18,6 +18,8 @@ std::string_view StatusCodeName(StatusCode code) {
     case StatusCode::kProtocolError: return "ProtocolError";
     case StatusCode::kObjectInUse: return "ObjectInUse";
     case StatusCode::kAlreadySealed: return "AlreadySealed";
+    case StatusCode::kPermissionDenied: return "PermissionDenied";
+    case StatusCode::kCorruption: return "Corruption";
   }
   return "Unknown";
 }

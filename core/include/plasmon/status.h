@@ -26,6 +26,8 @@ enum class StatusCode : uint8_t {
   kProtocolError = 9,    // a peer sent bytes that are not valid protocol
   kObjectInUse = 10,     // the object is referenced; the request was deferred or refused
   kAlreadySealed = 11,   // the object was sealed already
+  kPermissionDenied = 12,  // a peer failed authentication (cluster secret)
+  kCorruption = 13,        // bytes arrived but do not match their digest
 };
 
 // The stable name of a code, e.g. "ObjectNotFound".
@@ -58,6 +60,10 @@ class [[nodiscard]] Status {
   }
   static Status ObjectInUse(std::string m) { return {StatusCode::kObjectInUse, std::move(m)}; }
   static Status AlreadySealed(std::string m) { return {StatusCode::kAlreadySealed, std::move(m)}; }
+  static Status PermissionDenied(std::string m) {
+    return {StatusCode::kPermissionDenied, std::move(m)};
+  }
+  static Status Corruption(std::string m) { return {StatusCode::kCorruption, std::move(m)}; }
 
   bool ok() const { return code_ == StatusCode::kOk; }
   StatusCode code() const { return code_; }
@@ -72,6 +78,8 @@ class [[nodiscard]] Status {
   bool IsDisconnected() const { return code_ == StatusCode::kDisconnected; }
   bool IsIOError() const { return code_ == StatusCode::kIOError; }
   bool IsProtocolError() const { return code_ == StatusCode::kProtocolError; }
+  bool IsPermissionDenied() const { return code_ == StatusCode::kPermissionDenied; }
+  bool IsCorruption() const { return code_ == StatusCode::kCorruption; }
 
   // "OK" or "<CodeName>: <message>".
   std::string ToString() const;

@@ -1,0 +1,894 @@
+#include "transport/tcp_transport.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+#define XXH_STATIC_LINKING_ONLY  // XXH3_state_t on the stack
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+#include <optional>
+
+#include "core/digest.h"
+#include "transport/tcp_wire.h"
+
+namespace plasmon {
+
+namespace {
+
+constexpr int kMaxStreams = 64;
+constexpr uint64_t kMinChunkSize = 4096;
+
+std::string Hex64(uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof(buf), "%016" PRIx64, v);
+  return buf;
+}
+
+std::string Sizes(uint64_t data, uint64_t metadata) {
+  return std::to_string(data) + "+" + std::to_string(metadata) + " bytes";
+}
+
+// Splits "HOST:PORT" or "[V6]:PORT". False if malformed.
+bool SplitHostPort(const std::string& s, std::string* host, std::string* port) {
+  size_t colon;
+  if (!s.empty() && s[0] == '[') {
+    size_t close = s.find(']');
+    if (close == std::string::npos || close + 1 >= s.size() || s[close + 1] != ':') return false;
+    *host = s.substr(1, close - 1);
+    colon = close + 1;
+  } else {
+    colon = s.rfind(':');
+    if (colon == std::string::npos) return false;
+    *host = s.substr(0, colon);
+    if (host->find(':') != std::string::npos) return false;  // IPv6 needs brackets
+  }
+  *port = s.substr(colon + 1);
+  if (host->empty() || port->empty() || port->size() > 5) return false;
+  if (!std::all_of(port->begin(), port->end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return false;
+  return std::stoul(*port) <= 65535;
+}
+
+std::string JoinHostPort(const std::string& host, const std::string& port) {
+  return host.find(':') != std::string::npos ? "[" + host + "]:" + port : host + ":" + port;
+}
+
+std::string FormatAddress(const sockaddr* sa, socklen_t len) {
+  char host[NI_MAXHOST], serv[NI_MAXSERV];
+  if (::getnameinfo(sa, len, host, sizeof(host), serv, sizeof(serv),
+                    NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+    return "?";
+  return JoinHostPort(host, serv);
+}
+
+bool IsWildcard(const sockaddr_storage& ss) {
+  if (ss.ss_family == AF_INET)
+    return reinterpret_cast<const sockaddr_in&>(ss).sin_addr.s_addr == htonl(INADDR_ANY);
+  if (ss.ss_family == AF_INET6) {
+    const in6_addr& a = reinterpret_cast<const sockaddr_in6&>(ss).sin6_addr;
+    return std::memcmp(&a, &in6addr_any, sizeof(a)) == 0;
+  }
+  return false;
+}
+
+Status SetTimeout(int fd, int option, int ms) {
+  timeval tv{};
+  tv.tv_sec = ms / 1000;
+  tv.tv_usec = (ms % 1000) * 1000;
+  if (::setsockopt(fd, SOL_SOCKET, option, &tv, sizeof(tv)) != 0)
+    return Status::FromErrno("setsockopt timeout", errno);
+  return Status::OK();
+}
+
+Status SetNoDelay(int fd) {
+  int one = 1;
+  if (::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0)
+    return Status::FromErrno("setsockopt TCP_NODELAY", errno);
+  return Status::OK();
+}
+
+// Waits until `fd` is readable (or hung up). Blocks without a timeout.
+bool WaitReadable(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  for (;;) {
+    int r = ::poll(&p, 1, -1);
+    if (r > 0) return true;
+    if (r < 0 && errno != EINTR) return false;
+  }
+}
+
+// Sends one control frame; on failure logs nothing (callers do).
+Status SendFrame(int fd, const std::string& frame) { return tcp::SendAll(fd, frame); }
+
+// Ends one Pin on every path out of ServePull.
+class PinGuard {
+ public:
+  PinGuard(ObjectSource* source, const ObjectID& id) : source_(source), id_(id) {}
+  ~PinGuard() { source_->Unpin(id_, computed_digest); }
+  PinGuard(const PinGuard&) = delete;
+  PinGuard& operator=(const PinGuard&) = delete;
+  std::optional<uint64_t> computed_digest;
+
+ private:
+  ObjectSource* source_;
+  ObjectID id_;
+};
+
+}  // namespace
+
+// A served connection. The fd is closed (under mu_) by its thread when it
+// ends, so Shutdown never shuts down a reused descriptor number.
+struct TcpTransport::Served {
+  UniqueFd fd;
+  std::thread thread;
+};
+
+// A client connection on loan from the pool: back to the pool if the last
+// exchange left it in a known state, else closed.
+class TcpTransport::Lease {
+ public:
+  Lease(TcpTransport* t, const std::string& endpoint, UniqueFd fd)
+      : t_(t), endpoint_(endpoint), fd_(std::move(fd)) {}
+  ~Lease() {
+    if (!fd_.valid()) return;
+    if (reusable_) {
+      t_->Release(endpoint_, std::move(fd_));
+    } else {
+      t_->Discard(std::move(fd_));
+    }
+  }
+  Lease(const Lease&) = delete;
+  Lease& operator=(const Lease&) = delete;
+  int fd() const { return fd_.get(); }
+  void set_reusable(bool r) { reusable_ = r; }
+
+ private:
+  TcpTransport* t_;
+  const std::string& endpoint_;
+  UniqueFd fd_;
+  bool reusable_ = false;
+};
+
+Result<std::unique_ptr<TcpTransport>> TcpTransport::Create(TcpTransportOptions options) {
+  if (options.streams < 1 || options.streams > kMaxStreams)
+    return Status::InvalidArgument("streams must be 1 to " + std::to_string(kMaxStreams));
+  if (options.chunk_size < kMinChunkSize)
+    return Status::InvalidArgument("chunk_size must be at least " + std::to_string(kMinChunkSize));
+  if (options.io_timeout_ms <= 0 || options.connect_timeout_ms <= 0)
+    return Status::InvalidArgument("timeouts must be positive");
+  if (options.max_connections < 1)
+    return Status::InvalidArgument("max_connections must be at least 1");
+  if (options.node_name.size() > tcp::kMaxNodeName)
+    return Status::InvalidArgument("node name longer than " + std::to_string(tcp::kMaxNodeName) +
+                                   " bytes");
+  std::string host, port;
+  if (!SplitHostPort(options.listen, &host, &port))
+    return Status::InvalidArgument("listen address must be ADDR:PORT: '" + options.listen + "'");
+  // Initialize spdlog's registry and OpenSSL's default context here, on the
+  // caller's thread, not lazily from several transport threads at once.
+  spdlog::default_logger_raw();
+  (void)tcp::MakeProof("", tcp::kServerLabel, tcp::Nonce{}, tcp::Nonce{});
+  return std::unique_ptr<TcpTransport>(new TcpTransport(std::move(options)));
+}
+
+TcpTransport::TcpTransport(TcpTransportOptions options) : opts_(std::move(options)) {}
+
+TcpTransport::~TcpTransport() { Shutdown(); }
+
+uint64_t TcpTransport::accepted_connections() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return accepted_;
+}
+
+Status TcpTransport::RegisterMemory(const MemoryRegion& region) {
+  if (region.base == nullptr || region.size == 0)
+    return Status::InvalidArgument("empty memory region");
+  std::lock_guard<std::mutex> l(mu_);
+  if (listening_) return Status::InvalidArgument("RegisterMemory after Listen");
+  regions_.push_back(region);
+  return Status::OK();
+}
+
+bool TcpTransport::InRegisteredMemory(const uint8_t* p, uint64_t n) const {
+  std::lock_guard<std::mutex> l(mu_);
+  if (regions_.empty() || n == 0) return true;
+  auto addr = reinterpret_cast<uintptr_t>(p);
+  for (const MemoryRegion& r : regions_) {
+    auto base = reinterpret_cast<uintptr_t>(r.base);
+    if (addr >= base && addr - base <= r.size && n <= r.size - (addr - base)) return true;
+  }
+  return false;
+}
+
+// ---------------------------------------------------------------- serving
+
+Result<std::string> TcpTransport::Listen(ObjectSource* source) {
+  if (source == nullptr) return Status::InvalidArgument("no object source");
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (shut_down_) return Status::Disconnected("the transport is shut down");
+    if (listening_) return Status::InvalidArgument("already listening");
+  }
+  std::string host, port;
+  if (!SplitHostPort(opts_.listen, &host, &port))
+    return Status::InvalidArgument("listen address must be ADDR:PORT: '" + opts_.listen + "'");
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  int gai = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &res);
+  if (gai != 0)
+    return Status::InvalidArgument("cannot resolve " + opts_.listen + ": " + gai_strerror(gai));
+  UniqueFd fd(::socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  int err = errno;
+  Status st;
+  if (!fd.valid()) {
+    st = Status::FromErrno("socket", err);
+  } else {
+    int one = 1;
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (::bind(fd.get(), res->ai_addr, res->ai_addrlen) != 0)
+      st = Status::FromErrno("bind " + opts_.listen, errno);
+    else if (::listen(fd.get(), SOMAXCONN) != 0)
+      st = Status::FromErrno("listen " + opts_.listen, errno);
+  }
+  ::freeaddrinfo(res);
+  PLASMON_RETURN_IF_ERROR(st);
+
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&ss), &len) != 0)
+    return Status::FromErrno("getsockname", errno);
+  char bound_host[NI_MAXHOST], bound_port[NI_MAXSERV];
+  if (::getnameinfo(reinterpret_cast<sockaddr*>(&ss), len, bound_host, sizeof(bound_host),
+                    bound_port, sizeof(bound_port), NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+    return Status::IOError("getnameinfo of the listening socket failed");
+  std::string endpoint;
+  if (!opts_.advertise.empty()) {
+    std::string h, p;
+    endpoint = SplitHostPort(opts_.advertise, &h, &p) ? opts_.advertise
+                                                      : JoinHostPort(opts_.advertise, bound_port);
+  } else if (IsWildcard(ss)) {
+    return Status::InvalidArgument("listening on the wildcard address " + opts_.listen +
+                                   " needs an advertise address for peers to connect to");
+  } else {
+    endpoint = JoinHostPort(bound_host, bound_port);
+  }
+
+  std::lock_guard<std::mutex> l(mu_);
+  if (shut_down_) return Status::Disconnected("the transport is shut down");
+  if (listening_) return Status::InvalidArgument("already listening");
+  listening_ = true;
+  source_ = source;
+  listen_fd_ = std::move(fd);
+  accept_thread_ = std::thread([this] { AcceptLoop(); });
+  spdlog::info("tcp transport listening on {} (advertised as {})",
+               JoinHostPort(bound_host, bound_port), endpoint);
+  return endpoint;
+}
+
+void TcpTransport::AcceptLoop() {
+  const int lfd = listen_fd_.get();  // closed only after this thread is joined
+  for (;;) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof(ss);
+    int fd = ::accept4(lfd, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_CLOEXEC);
+    if (fd < 0) {
+      int err = errno;
+      std::unique_lock<std::mutex> l(mu_);
+      if (shut_down_) return;
+      if (err == EINTR || err == ECONNABORTED) continue;
+      // Out of descriptors or memory: back off instead of spinning.
+      spdlog::warn("tcp transport: accept: {}", std::strerror(err));
+      cv_.wait_for(l, std::chrono::milliseconds(100), [this] { return shut_down_; });
+      continue;
+    }
+    UniqueFd conn(fd);
+    std::string peer = FormatAddress(reinterpret_cast<sockaddr*>(&ss), len);
+    ReapFinished();
+    std::lock_guard<std::mutex> l(mu_);
+    if (shut_down_) return;
+    accepted_++;
+    if (live_served_ >= opts_.max_connections) {
+      spdlog::warn("tcp transport: refusing peer {}: already serving {} connections", peer,
+                   live_served_);
+      continue;
+    }
+    uint64_t id = next_conn_id_++;
+    auto s = std::make_unique<Served>();
+    s->fd = std::move(conn);
+    s->thread = std::thread([this, id, fd, peer] { Serve(id, fd, peer); });
+    served_.emplace(id, std::move(s));
+    live_served_++;
+  }
+}
+
+void TcpTransport::ReapFinished() {
+  std::vector<std::unique_ptr<Served>> done;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (uint64_t id : finished_) {
+      auto it = served_.find(id);
+      if (it == served_.end()) continue;
+      done.push_back(std::move(it->second));
+      served_.erase(it);
+    }
+    finished_.clear();
+  }
+  for (auto& s : done) s->thread.join();
+}
+
+void TcpTransport::Serve(uint64_t conn_id, int fd, std::string peer) {
+  // SO_RCVTIMEO bounds the wait for the rest of a frame once it has begun;
+  // between frames the thread waits in poll() without a timeout, so pooled
+  // connections may stay idle indefinitely. SO_SNDTIMEO keeps a peer that
+  // stops reading from wedging this thread.
+  Status st = SetNoDelay(fd);
+  if (st.ok()) st = SetTimeout(fd, SO_RCVTIMEO, opts_.io_timeout_ms);
+  if (st.ok()) st = SetTimeout(fd, SO_SNDTIMEO, opts_.io_timeout_ms);
+  if (!st.ok()) {
+    spdlog::warn("tcp transport: peer {}: {}", peer, st.ToString());
+  } else if (ServerHandshake(fd, &peer)) {
+    for (;;) {
+      if (!WaitReadable(fd)) break;
+      tcp::Frame f;
+      bool eof = false;
+      st = tcp::ReadFrame(fd, tcp::kMaxControlBody, &f, &eof);
+      if (!st.ok()) {
+        if (eof) {
+          spdlog::debug("tcp transport: peer {} disconnected", peer);
+        } else {
+          spdlog::warn("tcp transport: closing connection from {}: {}", peer, st.ToString());
+        }
+        break;
+      }
+      if (f.header.type != tcp::Type(tcp::MessageType::kPull)) {
+        spdlog::warn(
+            "tcp transport: closing connection from {}: protocol error: unexpected "
+            "message type {:#x}",
+            peer, f.header.type);
+        break;
+      }
+      if (!ServePull(fd, peer, f.header.request_id, f.body)) break;
+    }
+  }
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = served_.find(conn_id);
+  if (it != served_.end()) it->second->fd.Reset();  // else Shutdown owns it now
+  finished_.push_back(conn_id);
+  live_served_--;
+}
+
+bool TcpTransport::ServerHandshake(int fd, std::string* peer) {
+  using tcp::MessageType;
+  tcp::Frame f;
+  bool eof = false;
+  Status st = tcp::ReadFrame(fd, tcp::kMaxControlBody, &f, &eof);
+  if (!st.ok()) {
+    if (eof) {
+      spdlog::info("tcp transport: peer {} closed the connection before the handshake", *peer);
+    } else {
+      spdlog::warn("tcp transport: closing connection from {}: handshake: {}", *peer,
+                   st.ToString());
+    }
+    return false;
+  }
+  tcp::Hello hello;
+  if (f.header.type != tcp::Type(MessageType::kHello) || !tcp::ParseBody(f.body, &hello)) {
+    spdlog::warn("tcp transport: closing connection from {}: protocol error: expected a Hello",
+                 *peer);
+    return false;
+  }
+  if (hello.magic != tcp::kMagic) {
+    spdlog::warn("tcp transport: closing connection from {}: protocol error: bad magic {:#x}",
+                 *peer, hello.magic);
+    return false;
+  }
+  const uint64_t rid = f.header.request_id;
+  if (!hello.node_name.empty()) {
+    std::string name = hello.node_name;  // the peer's bytes: printable only in logs
+    for (char& c : name) {
+      if (c < 0x20 || c > 0x7e) c = '?';
+    }
+    *peer = name + "@" + *peer;
+  }
+  auto refuse = [&](Status why) {
+    spdlog::warn("tcp transport: refusing peer {}: {}", *peer, why.ToString());
+    (void)SendFrame(fd, tcp::MakeFrame(MessageType::kWelcome, rid, tcp::Welcome{std::move(why)}));
+    return false;
+  };
+  if (hello.version != tcp::kVersion)
+    return refuse(Status::InvalidArgument("the connecting node speaks TCP protocol version " +
+                                          std::to_string(hello.version) + ", the serving node " +
+                                          std::to_string(tcp::kVersion)));
+  const bool have_secret = !opts_.secret.empty();
+  const bool peer_has_secret = (hello.flags & tcp::kHasSecret) != 0;
+  if (have_secret != peer_has_secret)
+    return refuse(Status::PermissionDenied(
+        have_secret ? "the serving node requires the cluster secret; the connecting node has none"
+                    : "the connecting node has a cluster secret; the serving node has none"));
+
+  tcp::Challenge ch;
+  ch.flags = have_secret ? tcp::kHasSecret : 0;
+  st = tcp::RandomNonce(&ch.nonce);
+  if (!st.ok()) {
+    spdlog::error("tcp transport: {}", st.ToString());
+    return false;
+  }
+  ch.proof = tcp::MakeProof(opts_.secret, tcp::kServerLabel, hello.nonce, ch.nonce);
+  st = SendFrame(fd, tcp::MakeFrame(MessageType::kChallenge, rid, ch));
+  if (st.ok()) st = tcp::ReadFrame(fd, tcp::kMaxControlBody, &f, &eof);
+  if (!st.ok()) {
+    spdlog::warn("tcp transport: peer {} failed the handshake: {}{}", *peer, st.ToString(),
+                 eof ? " (did it reject this node's proof? the cluster secrets may differ)" : "");
+    return false;
+  }
+  tcp::ProofMessage proof;
+  if (f.header.type != tcp::Type(MessageType::kProof) || !tcp::ParseBody(f.body, &proof)) {
+    spdlog::warn("tcp transport: closing connection from {}: protocol error: expected a Proof",
+                 *peer);
+    return false;
+  }
+  tcp::Proof expected = tcp::MakeProof(opts_.secret, tcp::kClientLabel, hello.nonce, ch.nonce);
+  if (!tcp::ProofsEqual(proof.proof, expected))
+    return refuse(Status::PermissionDenied("authentication failed: wrong cluster secret"));
+  st = SendFrame(fd, tcp::MakeFrame(MessageType::kWelcome, f.header.request_id, tcp::Welcome{}));
+  if (!st.ok()) {
+    spdlog::warn("tcp transport: peer {}: {}", *peer, st.ToString());
+    return false;
+  }
+  spdlog::debug("tcp transport: peer {} connected{}", *peer,
+                have_secret ? " and authenticated" : " (unauthenticated)");
+  return true;
+}
+
+bool TcpTransport::ServePull(int fd, const std::string& peer, uint64_t request_id,
+                             std::string_view body) {
+  tcp::PullMessage m;
+  if (!tcp::ParseBody(body, &m)) {
+    spdlog::warn("tcp transport: closing connection from {}: protocol error: malformed Pull", peer);
+    return false;
+  }
+  tcp::PullReply rep;
+  Result<PinnedObject> pinned = source_->Pin(m.id);
+  if (!pinned.ok()) {
+    rep.status = pinned.status();
+    Status st = SendFrame(fd, tcp::MakeFrame(tcp::MessageType::kPullReply, request_id, rep));
+    if (!st.ok()) spdlog::warn("tcp transport: peer {}: {}", peer, st.ToString());
+    return st.ok();
+  }
+  PinGuard guard(source_, m.id);
+  const PinnedObject& p = *pinned;
+  const uint64_t total = p.total();
+  rep.data_size = p.data_size;
+  rep.metadata_size = p.metadata_size;
+  rep.digest_valid = p.digest_valid;
+  rep.digest = p.digest;
+  const uint8_t* tail = nullptr;
+  uint64_t n = 0;
+  if (m.offset > total || m.length > total - m.offset) {
+    rep.status = Status::InvalidArgument(
+        "bytes at offset " + std::to_string(m.offset) + " length " + std::to_string(m.length) +
+        " lie outside object " + m.id.Hex() + " (" + std::to_string(total) + " bytes)");
+  } else if (!InRegisteredMemory(p.bytes, total)) {
+    spdlog::error("tcp transport: object {} is pinned outside registered memory", m.id.Hex());
+    rep.status = Status::IOError("object " + m.id.Hex() + " lies outside registered memory");
+  } else {
+    if (m.want_digest && !p.digest_valid) {
+      uint64_t d = ObjectDigest(p.bytes, p.data_size, p.bytes + p.data_size, p.metadata_size);
+      guard.computed_digest = d;
+      rep.digest_valid = true;
+      rep.digest = d;
+    }
+    tail = m.length > 0 ? p.bytes + m.offset : nullptr;
+    n = m.length;
+  }
+  // The bytes go out with sendmsg() straight from the pinned arena memory,
+  // copied once into the socket buffer. Not sendfile()/splice(): they keep
+  // referencing the pages after returning, so the pin would have to outlive
+  // the call until the peer acknowledged every byte.
+  Status st =
+      tcp::SendAll(fd, tcp::MakeFrame(tcp::MessageType::kPullReply, request_id, rep), tail, n);
+  if (!st.ok()) {
+    spdlog::warn("tcp transport: pull of {} by {}: {}", m.id.Hex(), peer, st.ToString());
+    return false;
+  }
+  return true;
+}
+
+void TcpTransport::Shutdown() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (shut_down_) return;
+    shut_down_ = true;
+    if (listen_fd_.valid()) ::shutdown(listen_fd_.get(), SHUT_RDWR);  // wakes accept()
+    for (int fd : client_fds_) ::shutdown(fd, SHUT_RDWR);
+    for (auto& [endpoint, fds] : idle_) {
+      for (UniqueFd& fd : fds) client_fds_.erase(fd.get());
+    }
+    idle_.clear();
+    cv_.notify_all();
+  }
+  if (accept_thread_.joinable()) accept_thread_.join();
+  std::unordered_map<uint64_t, std::unique_ptr<Served>> served;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (auto& [id, s] : served_) {
+      if (s->fd.valid()) ::shutdown(s->fd.get(), SHUT_RDWR);
+    }
+    served.swap(served_);
+    finished_.clear();
+  }
+  for (auto& [id, s] : served) s->thread.join();
+  served.clear();
+  std::unique_lock<std::mutex> l(mu_);
+  listen_fd_.Reset();
+  cv_.wait(l, [this] { return pulls_in_flight_ == 0; });
+}
+
+// ---------------------------------------------------------------- pulling
+
+Result<UniqueFd> TcpTransport::Acquire(const std::string& endpoint) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (shut_down_)
+      return Status::Disconnected("pull from " + endpoint + ": the transport is shut down");
+    auto it = idle_.find(endpoint);
+    while (it != idle_.end() && !it->second.empty()) {
+      UniqueFd fd = std::move(it->second.back());
+      it->second.pop_back();
+      // An idle connection has nothing to read: readable means the peer
+      // closed it (or sent garbage).
+      pollfd p{fd.get(), POLLIN, 0};
+      if (::poll(&p, 1, 0) == 0) return fd;
+      client_fds_.erase(fd.get());
+    }
+  }
+  return Connect(endpoint);
+}
+
+void TcpTransport::Release(const std::string& endpoint, UniqueFd fd) {
+  std::lock_guard<std::mutex> l(mu_);
+  const size_t max_idle = std::max<size_t>(8, 2 * static_cast<size_t>(opts_.streams));
+  std::vector<UniqueFd>& pool = idle_[endpoint];
+  if (shut_down_ || pool.size() >= max_idle) {
+    client_fds_.erase(fd.get());
+    fd.Reset();
+    return;
+  }
+  pool.push_back(std::move(fd));
+}
+
+void TcpTransport::Discard(UniqueFd fd) {
+  std::lock_guard<std::mutex> l(mu_);
+  client_fds_.erase(fd.get());
+  fd.Reset();
+}
+
+Result<UniqueFd> TcpTransport::Connect(const std::string& endpoint) {
+  std::string host, port;
+  if (!SplitHostPort(endpoint, &host, &port))
+    return Status::InvalidArgument("malformed endpoint '" + endpoint + "' (want HOST:PORT)");
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  int gai = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &res);
+  if (gai != 0)
+    return Status::Disconnected("cannot resolve " + endpoint + ": " + gai_strerror(gai));
+  std::string last_error = "no addresses";
+  for (addrinfo* ai = res; ai != nullptr; ai = ai->ai_next) {
+    UniqueFd fd(::socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!fd.valid()) {
+      last_error = std::string("socket: ") + std::strerror(errno);
+      continue;
+    }
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (shut_down_) {
+        ::freeaddrinfo(res);
+        return Status::Disconnected("the transport is shut down");
+      }
+      client_fds_.insert(fd.get());
+    }
+    int err = 0;
+    if (::connect(fd.get(), ai->ai_addr, ai->ai_addrlen) != 0) {
+      err = errno;
+      if (err == EINPROGRESS) {
+        pollfd p{fd.get(), POLLOUT, 0};
+        auto deadline =
+            std::chrono::steady_clock::now() + std::chrono::milliseconds(opts_.connect_timeout_ms);
+        int r;
+        for (;;) {
+          auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+              deadline - std::chrono::steady_clock::now());
+          r = ::poll(&p, 1, static_cast<int>(std::max<int64_t>(0, left.count())));
+          if (r >= 0 || errno != EINTR) break;
+        }
+        if (r == 0) {
+          err = ETIMEDOUT;
+        } else if (r < 0) {
+          err = errno;
+        } else {
+          socklen_t len = sizeof(err);
+          if (::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+        }
+      }
+    }
+    if (err != 0) {
+      last_error = std::strerror(err);
+      Discard(std::move(fd));
+      continue;
+    }
+    ::freeaddrinfo(res);
+    int flags = ::fcntl(fd.get(), F_GETFL);
+    Status st = flags >= 0 && ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK) == 0
+                    ? Status::OK()
+                    : Status::FromErrno("fcntl", errno);
+    if (st.ok()) st = SetNoDelay(fd.get());
+    if (st.ok()) st = SetTimeout(fd.get(), SO_RCVTIMEO, opts_.io_timeout_ms);
+    if (st.ok()) st = SetTimeout(fd.get(), SO_SNDTIMEO, opts_.io_timeout_ms);
+    if (st.ok()) st = ClientHandshake(fd.get(), endpoint);
+    if (!st.ok()) {
+      Discard(std::move(fd));
+      return st;
+    }
+    return fd;
+  }
+  ::freeaddrinfo(res);
+  return Status::Disconnected("cannot connect to " + endpoint + ": " + last_error);
+}
+
+Status TcpTransport::ClientHandshake(int fd, const std::string& endpoint) {
+  using tcp::MessageType;
+  const std::string ctx = "handshake with " + endpoint + ": ";
+  auto wire_error = [&](const Status& st) {
+    return Status(st.IsProtocolError() ? st.code() : StatusCode::kDisconnected, ctx + st.message());
+  };
+  tcp::Hello hello;
+  hello.flags = opts_.secret.empty() ? 0 : tcp::kHasSecret;
+  hello.node_name = opts_.node_name;
+  PLASMON_RETURN_IF_ERROR(tcp::RandomNonce(&hello.nonce));
+  Status st = SendFrame(fd, tcp::MakeFrame(MessageType::kHello, 1, hello));
+  if (!st.ok()) return wire_error(st);
+  tcp::Frame f;
+  st = tcp::ReadFrame(fd, tcp::kMaxControlBody, &f);
+  if (!st.ok()) return wire_error(st);
+  if (f.header.type == tcp::Type(MessageType::kWelcome)) {
+    tcp::Welcome w;
+    if (!tcp::ParseBody(f.body, &w) || w.status.ok())
+      return Status::ProtocolError(ctx + "unexpected Welcome");
+    return Status(w.status.code(), ctx + "refused: " + w.status.message());
+  }
+  tcp::Challenge ch;
+  if (f.header.type != tcp::Type(MessageType::kChallenge) || !tcp::ParseBody(f.body, &ch))
+    return Status::ProtocolError(ctx + "expected a Challenge");
+  const bool have_secret = !opts_.secret.empty();
+  if (((ch.flags & tcp::kHasSecret) != 0) != have_secret)
+    return Status::PermissionDenied(
+        ctx + (have_secret ? "the peer has no cluster secret and this node has one"
+                           : "the peer requires a cluster secret"));
+  if (!tcp::ProofsEqual(ch.proof,
+                        tcp::MakeProof(opts_.secret, tcp::kServerLabel, hello.nonce, ch.nonce)))
+    return Status::PermissionDenied(ctx + "the peer failed authentication: wrong cluster secret");
+  tcp::ProofMessage proof;
+  proof.proof = tcp::MakeProof(opts_.secret, tcp::kClientLabel, hello.nonce, ch.nonce);
+  st = SendFrame(fd, tcp::MakeFrame(MessageType::kProof, 2, proof));
+  if (st.ok()) st = tcp::ReadFrame(fd, tcp::kMaxControlBody, &f);
+  if (!st.ok()) return wire_error(st);
+  tcp::Welcome w;
+  if (f.header.type != tcp::Type(MessageType::kWelcome) || !tcp::ParseBody(f.body, &w))
+    return Status::ProtocolError(ctx + "expected a Welcome");
+  if (!w.status.ok()) return Status(w.status.code(), ctx + "refused: " + w.status.message());
+  return Status::OK();
+}
+
+Status TcpTransport::SendPull(int fd, const std::string& endpoint, const PullRequest& request,
+                              uint64_t offset, uint64_t length, bool want_digest,
+                              uint64_t request_id) {
+  tcp::PullMessage m;
+  m.id = request.id;
+  m.offset = offset;
+  m.length = length;
+  m.want_digest = want_digest;
+  Status st = SendFrame(fd, tcp::MakeFrame(tcp::MessageType::kPull, request_id, m));
+  if (!st.ok())
+    return Status::Disconnected("pull of " + request.id.Hex() + " from " + endpoint + ": " +
+                                st.message());
+  return st;
+}
+
+Status TcpTransport::ReadPullReply(int fd, const std::string& endpoint, const PullRequest& request,
+                                   uint64_t offset, uint64_t length, uint64_t request_id,
+                                   tcp::PullReply* reply, bool* reusable) {
+  *reusable = false;
+  const std::string ctx = "pull of " + request.id.Hex() + " from " + endpoint + ": ";
+  tcp::Frame f;
+  Status st = tcp::ReadFrame(fd, tcp::kMaxControlBody, &f);
+  if (!st.ok()) {
+    return Status(st.IsProtocolError() ? st.code() : StatusCode::kDisconnected, ctx + st.message());
+  }
+  if (f.header.type != tcp::Type(tcp::MessageType::kPullReply) ||
+      f.header.request_id != request_id || !tcp::ParseBody(f.body, reply))
+    return Status::ProtocolError(ctx + "malformed reply");
+  const Status& hs = reply->status;
+  if ((hs.ok() || hs.IsInvalidArgument()) &&
+      (reply->data_size != request.data_size || reply->metadata_size != request.metadata_size)) {
+    *reusable = !hs.ok();  // no bytes follow an error
+    return Status::InvalidArgument(
+        ctx + "the directory said " + Sizes(request.data_size, request.metadata_size) +
+        ", the holder has " + Sizes(reply->data_size, reply->metadata_size));
+  }
+  if (!hs.ok()) {
+    *reusable = true;
+    return Status(hs.code(), ctx + "the holder says: " + hs.message());
+  }
+  if (length > 0) {
+    st = tcp::ReadExact(fd, request.destination + offset, length);
+    if (!st.ok()) {
+      return Status(st.IsDisconnected() ? st.code() : StatusCode::kDisconnected,
+                    ctx + st.message());
+    }
+  }
+  *reusable = true;
+  return Status::OK();
+}
+
+Status TcpTransport::PullRange(int fd, const std::string& endpoint, const PullRequest& request,
+                               uint64_t offset, uint64_t length, bool want_digest,
+                               tcp::PullReply* reply, bool* reusable) {
+  *reusable = false;
+  const uint64_t rid = next_request_id_.fetch_add(1, std::memory_order_relaxed);
+  PLASMON_RETURN_IF_ERROR(SendPull(fd, endpoint, request, offset, length, want_digest, rid));
+  return ReadPullReply(fd, endpoint, request, offset, length, rid, reply, reusable);
+}
+
+Result<PullResult> TcpTransport::Pull(const std::string& endpoint, const PullRequest& request) {
+  const uint64_t total = request.data_size + request.metadata_size;
+  if (total < request.data_size) return Status::InvalidArgument("object size overflows");
+  if (total > 0 && request.destination == nullptr) return Status::InvalidArgument("no destination");
+  if (!InRegisteredMemory(request.destination, total))
+    return Status::InvalidArgument("the destination lies outside registered memory");
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (shut_down_) return Status::Disconnected("the transport is shut down");
+    pulls_in_flight_++;
+  }
+  Result<PullResult> r =
+      total <= opts_.chunk_size ? PullWhole(endpoint, request) : PullChunked(endpoint, request);
+  std::lock_guard<std::mutex> l(mu_);
+  if (--pulls_in_flight_ == 0) cv_.notify_all();
+  return r;
+}
+
+Result<PullResult> TcpTransport::PullWhole(const std::string& endpoint,
+                                           const PullRequest& request) {
+  Result<UniqueFd> fd = Acquire(endpoint);
+  if (!fd.ok()) return fd.status();
+  Lease lease(this, endpoint, std::move(*fd));
+  const uint64_t total = request.data_size + request.metadata_size;
+  tcp::PullReply rep;
+  bool reusable = false;
+  Status st = PullRange(lease.fd(), endpoint, request, 0, total, true, &rep, &reusable);
+  lease.set_reusable(reusable);
+  if (!st.ok()) return st;
+  if (!rep.digest_valid)
+    return Status::ProtocolError("pull of " + request.id.Hex() + " from " + endpoint +
+                                 ": the holder sent no digest");
+  uint64_t d = ObjectDigest(request.destination, request.data_size,
+                            request.destination + request.data_size, request.metadata_size);
+  if (d != rep.digest)
+    return Status::Corruption("pull of " + request.id.Hex() + " from " + endpoint +
+                              ": digest mismatch: received " + Hex64(d) + ", holder says " +
+                              Hex64(rep.digest));
+  return PullResult{d};
+}
+
+Result<PullResult> TcpTransport::PullChunked(const std::string& endpoint,
+                                             const PullRequest& request) {
+  const uint64_t total = request.data_size + request.metadata_size;
+  const uint64_t cs = opts_.chunk_size;
+  const uint64_t chunks = total / cs + (total % cs != 0 ? 1 : 0);
+
+  // Workers take chunks in order and mark them done; this thread hashes the
+  // prefix of done chunks as it grows.
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<uint8_t> done(chunks, 0);
+  bool failed = false;
+  Status error;
+  std::atomic<uint64_t> next{0};
+  std::atomic<bool> abort{false};
+  auto fail = [&](Status st) {
+    std::lock_guard<std::mutex> l(mu);
+    if (!failed) {
+      failed = true;
+      error = std::move(st);
+    }
+    abort.store(true, std::memory_order_relaxed);
+    cv.notify_all();
+  };
+  auto worker = [&] {
+    Result<UniqueFd> fd = Acquire(endpoint);
+    if (!fd.ok()) return fail(fd.status());
+    Lease lease(this, endpoint, std::move(*fd));
+    lease.set_reusable(true);
+    for (;;) {
+      if (abort.load(std::memory_order_relaxed)) return;
+      uint64_t i = next.fetch_add(1, std::memory_order_relaxed);
+      if (i >= chunks) return;
+      uint64_t off = i * cs;
+      tcp::PullReply rep;
+      bool reusable = false;
+      Status st = PullRange(lease.fd(), endpoint, request, off, std::min(cs, total - off), false,
+                            &rep, &reusable);
+      lease.set_reusable(reusable);
+      if (!st.ok()) return fail(std::move(st));
+      std::lock_guard<std::mutex> l(mu);
+      done[i] = 1;
+      cv.notify_all();
+    }
+  };
+  const uint64_t nworkers = std::min<uint64_t>(chunks, static_cast<uint64_t>(opts_.streams));
+  std::vector<std::thread> threads;
+  threads.reserve(nworkers);
+  for (uint64_t w = 0; w < nworkers; w++) threads.emplace_back(worker);
+
+  // The digest comes from a describe request on its own connection; its
+  // reply is read after the transfer (it waits in the socket buffer).
+  std::optional<Lease> describe;
+  uint64_t describe_rid = next_request_id_.fetch_add(1, std::memory_order_relaxed);
+  if (Result<UniqueFd> fd = Acquire(endpoint); fd.ok()) {
+    describe.emplace(this, endpoint, std::move(*fd));
+    Status st = SendPull(describe->fd(), endpoint, request, 0, 0, true, describe_rid);
+    if (!st.ok()) fail(std::move(st));
+  } else {
+    fail(fd.status());
+  }
+
+  XXH3_state_t state;
+  XXH3_64bits_reset(&state);
+  for (uint64_t i = 0; i < chunks; i++) {
+    {
+      std::unique_lock<std::mutex> l(mu);
+      cv.wait(l, [&] { return done[i] != 0 || failed; });
+      if (failed) break;
+    }
+    uint64_t off = i * cs;
+    XXH3_64bits_update(&state, request.destination + off, std::min(cs, total - off));
+  }
+  for (std::thread& t : threads) t.join();
+  if (failed) return error;  // the workers are joined: no lock needed
+
+  tcp::PullReply rep;
+  bool reusable = false;
+  Status st = ReadPullReply(describe->fd(), endpoint, request, 0, 0, describe_rid, &rep, &reusable);
+  describe->set_reusable(reusable);
+  if (!st.ok()) return st;
+  if (!rep.digest_valid)
+    return Status::ProtocolError("pull of " + request.id.Hex() + " from " + endpoint +
+                                 ": the holder sent no digest");
+  uint64_t d = XXH3_64bits_digest(&state);
+  if (d != rep.digest)
+    return Status::Corruption("pull of " + request.id.Hex() + " from " + endpoint +
+                              ": digest mismatch: received " + Hex64(d) + ", holder says " +
+                              Hex64(rep.digest));
+  return PullResult{d};
+}
+
+}  // namespace plasmon

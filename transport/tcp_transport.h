@@ -1,0 +1,132 @@
+// TcpTransport: pulls objects between stores over TCP.
+//
+// Serving: one accept thread and one thread per connection, with blocking
+// I/O. A Pull pins the object, sends the reply header and the object's bytes
+// straight from the pinned arena memory, and unpins.
+//
+// Pulling: authenticated connections are pooled per endpoint and reused.
+// Objects up to chunk_size travel in one request; larger ones in chunk_size
+// pieces over up to `streams` connections at once, while the calling thread
+// hashes the chunks already complete, in order, and finally checks the result
+// against the digest the holder reports.
+//
+// Every connection starts with a challenge-response handshake on the shared
+// cluster secret (HMAC-SHA256; the secret never crosses the wire).
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "core/fd.h"
+#include "plasmon/status.h"
+#include "transport/transport.h"
+
+namespace plasmon {
+
+namespace tcp {
+struct PullReply;
+}
+
+struct TcpTransportOptions {
+  std::string listen = "127.0.0.1:0";  // ADDR:PORT; port 0 = ephemeral
+  // If set, what Listen returns instead of the bound address; required when
+  // `listen` is a wildcard (0.0.0.0 or [::]). "HOST" (the bound port is
+  // appended) or "HOST:PORT" (returned as is).
+  std::string advertise;
+  std::string secret;  // shared by the cluster; empty = peers are unauthenticated
+  std::string node_name;
+  int streams = 4;                // parallel connections for one large object (1 to 64)
+  uint64_t chunk_size = 4 << 20;  // objects up to this go in one request (at least 4 KiB)
+  int io_timeout_ms = 10000;      // a peer silent this long mid-transfer is dead
+  int connect_timeout_ms = 3000;
+  size_t max_connections = 256;  // served at once
+};
+
+class TcpTransport : public Transport {
+ public:
+  static Result<std::unique_ptr<TcpTransport>> Create(TcpTransportOptions options);
+  ~TcpTransport() override;
+
+  TcpTransport(const TcpTransport&) = delete;
+  TcpTransport& operator=(const TcpTransport&) = delete;
+
+  const char* name() const override { return "tcp"; }
+  Status RegisterMemory(const MemoryRegion& region) override;
+  Result<std::string> Listen(ObjectSource* source) override;
+  Result<PullResult> Pull(const std::string& endpoint, const PullRequest& request) override;
+  void Shutdown() override;
+
+  // Connections accepted since Listen, refused ones included (for tests).
+  uint64_t accepted_connections() const;
+
+ private:
+  struct Served;
+  class Lease;
+
+  explicit TcpTransport(TcpTransportOptions options);
+
+  // ---- serving ----
+  void AcceptLoop();
+  void Serve(uint64_t conn_id, int fd, std::string peer);
+  // Runs the server half of the handshake; false closes the connection. Adds
+  // the client's node name to *peer.
+  bool ServerHandshake(int fd, std::string* peer);
+  // Answers one Pull; false closes the connection.
+  bool ServePull(int fd, const std::string& peer, uint64_t request_id, std::string_view body);
+  void ReapFinished();  // joins served connections whose threads ended
+
+  // ---- pulling ----
+  // An idle pooled connection to `endpoint`, or a new authenticated one.
+  Result<UniqueFd> Acquire(const std::string& endpoint);
+  Result<UniqueFd> Connect(const std::string& endpoint);
+  Status ClientHandshake(int fd, const std::string& endpoint);
+  void Release(const std::string& endpoint, UniqueFd fd);  // back to the pool
+  void Discard(UniqueFd fd);                               // closes it
+  // Sends a Pull for [offset, offset + length) of the object.
+  Status SendPull(int fd, const std::string& endpoint, const PullRequest& request, uint64_t offset,
+                  uint64_t length, bool want_digest, uint64_t request_id);
+  // Reads the reply to SendPull and, on OK, the `length` bytes into
+  // request.destination + offset. Checks the holder's sizes against the
+  // request's. *reusable tells whether the connection is in a known state.
+  Status ReadPullReply(int fd, const std::string& endpoint, const PullRequest& request,
+                       uint64_t offset, uint64_t length, uint64_t request_id, tcp::PullReply* reply,
+                       bool* reusable);
+  Status PullRange(int fd, const std::string& endpoint, const PullRequest& request, uint64_t offset,
+                   uint64_t length, bool want_digest, tcp::PullReply* reply, bool* reusable);
+  Result<PullResult> PullWhole(const std::string& endpoint, const PullRequest& request);
+  Result<PullResult> PullChunked(const std::string& endpoint, const PullRequest& request);
+  bool InRegisteredMemory(const uint8_t* p, uint64_t n) const;
+
+  const TcpTransportOptions opts_;
+  std::atomic<uint64_t> next_request_id_{1};
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;  // pulls_in_flight_ reaching 0; accept backoff
+  bool listening_ = false;
+  bool shut_down_ = false;
+  ObjectSource* source_ = nullptr;
+  std::vector<MemoryRegion> regions_;
+  UniqueFd listen_fd_;
+  std::thread accept_thread_;
+  uint64_t accepted_ = 0;
+  uint64_t next_conn_id_ = 0;
+  std::unordered_map<uint64_t, std::unique_ptr<Served>> served_;
+  std::vector<uint64_t> finished_;  // served connections whose threads ended
+  size_t live_served_ = 0;
+  // Client side: every open client socket (pooled or in use), so Shutdown can
+  // break them, and the idle ones by endpoint.
+  std::unordered_set<int> client_fds_;
+  std::unordered_map<std::string, std::vector<UniqueFd>> idle_;
+  size_t pulls_in_flight_ = 0;
+};
+
+}  // namespace plasmon

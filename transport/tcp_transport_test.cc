@@ -1,0 +1,768 @@
+// TcpTransport over loopback, against an in-memory ObjectSource.
+#include "transport/tcp_transport.h"
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <future>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "core/digest.h"
+#include "core/fd.h"
+#include "transport/tcp_wire.h"
+
+namespace plasmon {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr uint64_t kMiB = 1 << 20;
+
+// Fills `n` bytes with a cheap pseudo-random sequence.
+void Fill(uint8_t* p, uint64_t n, uint64_t seed) {
+  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+  uint64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    std::memcpy(p + i, &x, 8);
+  }
+  for (; i < n; i++) p[i] = static_cast<uint8_t>(x >> (8 * (i % 8)));
+}
+
+// Waits up to 30 s for `pred`; bounded, never a timing assertion.
+template <typename Pred>
+bool Eventually(Pred pred) {
+  auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(1ms);
+  }
+  return true;
+}
+
+// An ObjectSource over one malloc'd arena. Thread-safe. Pins past a threshold
+// can be made to block until the gate opens.
+class FakeSource : public ObjectSource {
+ public:
+  explicit FakeSource(uint64_t arena_size = 128 * kMiB)
+      : arena_(static_cast<uint8_t*>(std::malloc(arena_size))), arena_size_(arena_size) {}
+  ~FakeSource() override { std::free(arena_); }
+
+  MemoryRegion region() const { return {arena_, arena_size_, -1}; }
+
+  // Adds an object of pseudo-random bytes.
+  ObjectID Add(uint64_t data_size, uint64_t metadata_size, bool digest_valid = false) {
+    std::lock_guard<std::mutex> l(mu_);
+    ObjectID id = ObjectID::Random();
+    uint64_t total = data_size + metadata_size;
+    EXPECT_LE(used_ + total, arena_size_);
+    Object& o = objects_[id];
+    o.pin.bytes = arena_ + used_;
+    o.pin.arena_offset = used_;
+    o.pin.data_size = data_size;
+    o.pin.metadata_size = metadata_size;
+    Fill(arena_ + used_, total, ++seed_);
+    used_ += (total + 63) & ~uint64_t{63};
+    o.real_digest = ObjectDigest(o.pin.bytes, data_size, o.pin.bytes + data_size, metadata_size);
+    o.pin.digest_valid = digest_valid;
+    o.pin.digest = digest_valid ? o.real_digest : 0;
+    return id;
+  }
+
+  // Makes the source report a valid but wrong digest for `id`.
+  void Lie(const ObjectID& id) {
+    std::lock_guard<std::mutex> l(mu_);
+    Object& o = objects_.at(id);
+    o.pin.digest_valid = true;
+    o.pin.digest = o.real_digest ^ 1;
+  }
+
+  std::vector<uint8_t> Bytes(const ObjectID& id) {
+    std::lock_guard<std::mutex> l(mu_);
+    const PinnedObject& p = objects_.at(id).pin;
+    return std::vector<uint8_t>(p.bytes, p.bytes + p.total());
+  }
+  uint64_t RealDigest(const ObjectID& id) {
+    std::lock_guard<std::mutex> l(mu_);
+    return objects_.at(id).real_digest;
+  }
+
+  // Pins after the first `n` (from now) block until OpenGate.
+  void BlockPinsAfter(uint64_t n) {
+    std::lock_guard<std::mutex> l(mu_);
+    gate_closed_ = true;
+    gate_passes_ = n;
+  }
+  void OpenGate() {
+    std::lock_guard<std::mutex> l(mu_);
+    gate_closed_ = false;
+    cv_.notify_all();
+  }
+  uint64_t blocked() {
+    std::lock_guard<std::mutex> l(mu_);
+    return blocked_;
+  }
+
+  Result<PinnedObject> Pin(const ObjectID& id) override {
+    std::unique_lock<std::mutex> l(mu_);
+    if (gate_closed_) {
+      if (gate_passes_ > 0) {
+        gate_passes_--;
+      } else {
+        blocked_++;
+        cv_.wait(l, [this] { return !gate_closed_; });
+        blocked_--;
+      }
+    }
+    auto it = objects_.find(id);
+    if (it == objects_.end()) return Status::ObjectNotFound("no object " + id.Hex());
+    pins_++;
+    it->second.pinned++;
+    return it->second.pin;
+  }
+
+  void Unpin(const ObjectID& id, std::optional<uint64_t> computed_digest) override {
+    std::lock_guard<std::mutex> l(mu_);
+    Object& o = objects_.at(id);
+    EXPECT_GT(o.pinned, 0u);
+    o.pinned--;
+    unpins_++;
+    if (computed_digest) {
+      computed_++;
+      EXPECT_EQ(*computed_digest, o.real_digest);
+      o.pin.digest_valid = true;
+      o.pin.digest = *computed_digest;
+    }
+  }
+
+  uint64_t pins() {
+    std::lock_guard<std::mutex> l(mu_);
+    return pins_;
+  }
+  uint64_t unpins() {
+    std::lock_guard<std::mutex> l(mu_);
+    return unpins_;
+  }
+  uint64_t computed_digests() {
+    std::lock_guard<std::mutex> l(mu_);
+    return computed_;
+  }
+
+ private:
+  struct Object {
+    PinnedObject pin;
+    uint64_t real_digest = 0;
+    int pinned = 0;
+  };
+  std::mutex mu_;
+  std::condition_variable cv_;
+  uint8_t* arena_;
+  uint64_t arena_size_;
+  uint64_t used_ = 0;
+  uint64_t seed_ = 0;
+  std::map<ObjectID, Object> objects_;
+  uint64_t pins_ = 0, unpins_ = 0, computed_ = 0;
+  bool gate_closed_ = false;
+  uint64_t gate_passes_ = 0;
+  uint64_t blocked_ = 0;
+};
+
+// A serving store: a source and a transport listening on loopback.
+struct Holder {
+  FakeSource source;
+  std::unique_ptr<TcpTransport> transport;
+  std::string endpoint;
+
+  explicit Holder(TcpTransportOptions opts = {}, uint64_t arena = 128 * kMiB) : source(arena) {
+    auto t = TcpTransport::Create(std::move(opts));
+    EXPECT_TRUE(t.ok()) << t.status().ToString();
+    transport = std::move(*t);
+    EXPECT_TRUE(transport->RegisterMemory(source.region()).ok());
+    auto ep = transport->Listen(&source);
+    EXPECT_TRUE(ep.ok()) << ep.status().ToString();
+    endpoint = *ep;
+  }
+  ~Holder() {
+    transport->Shutdown();
+    EXPECT_EQ(source.pins(), source.unpins()) << "every Pin needs its Unpin";
+  }
+};
+
+std::unique_ptr<TcpTransport> MakeClient(TcpTransportOptions opts = {}) {
+  auto t = TcpTransport::Create(std::move(opts));
+  EXPECT_TRUE(t.ok()) << t.status().ToString();
+  return std::move(*t);
+}
+
+// Pulls `id` into a fresh buffer.
+Result<PullResult> PullInto(TcpTransport* t, const std::string& endpoint, const ObjectID& id,
+                            uint64_t data_size, uint64_t metadata_size, std::vector<uint8_t>* out) {
+  out->assign(data_size + metadata_size, 0);
+  PullRequest req;
+  req.id = id;
+  req.data_size = data_size;
+  req.metadata_size = metadata_size;
+  req.destination = out->data();
+  return t->Pull(endpoint, req);
+}
+
+// Pulls and checks bytes and digest.
+void ExpectPulls(TcpTransport* t, Holder* h, const ObjectID& id, uint64_t data_size,
+                 uint64_t metadata_size) {
+  std::vector<uint8_t> got;
+  auto r = PullInto(t, h->endpoint, id, data_size, metadata_size, &got);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->digest, ObjectDigest(got.data(), data_size, got.data() + data_size, metadata_size));
+  EXPECT_EQ(r->digest, h->source.RealDigest(id));
+  EXPECT_TRUE(got == h->source.Bytes(id)) << "bytes differ";
+}
+
+// A raw client socket connected to `endpoint` (127.0.0.1:PORT), with a
+// generous receive timeout so a test never hangs.
+UniqueFd RawConnect(const std::string& endpoint) {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(std::stoi(endpoint.substr(endpoint.rfind(':') + 1))));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  timeval tv{30, 0};
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  return fd;
+}
+
+// True if the server closes `fd` (reads to EOF within the receive timeout).
+bool ServerCloses(int fd) {
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+    if (n == 0) return true;
+    if (n < 0) return errno == ECONNRESET;
+  }
+}
+
+// Runs the client half of the handshake by hand.
+bool RawHandshake(int fd, const std::string& secret) {
+  tcp::Hello hello;
+  hello.flags = secret.empty() ? 0 : tcp::kHasSecret;
+  EXPECT_TRUE(tcp::RandomNonce(&hello.nonce).ok());
+  if (!tcp::SendAll(fd, tcp::MakeFrame(tcp::MessageType::kHello, 1, hello)).ok()) return false;
+  tcp::Frame f;
+  tcp::Challenge ch;
+  if (!tcp::ReadFrame(fd, tcp::kMaxControlBody, &f).ok() || !tcp::ParseBody(f.body, &ch))
+    return false;
+  tcp::ProofMessage proof;
+  proof.proof = tcp::MakeProof(secret, tcp::kClientLabel, hello.nonce, ch.nonce);
+  if (!tcp::SendAll(fd, tcp::MakeFrame(tcp::MessageType::kProof, 2, proof)).ok()) return false;
+  tcp::Welcome w;
+  return tcp::ReadFrame(fd, tcp::kMaxControlBody, &f).ok() && tcp::ParseBody(f.body, &w) &&
+         w.status.ok();
+}
+
+TcpTransportOptions Opts(std::string secret = "s3cret", uint64_t chunk = kMiB, int streams = 4) {
+  TcpTransportOptions o;
+  o.secret = std::move(secret);
+  o.chunk_size = chunk;
+  o.streams = streams;
+  return o;
+}
+
+// ---- wire format ----
+
+template <typename Msg>
+Msg RoundTrip(const Msg& m) {
+  std::string body;
+  Encoder e(&body);
+  m.Encode(&e);
+  Msg out;
+  EXPECT_TRUE(tcp::ParseBody(body, &out));
+  for (size_t cut = 0; cut < body.size(); cut++) {
+    Msg partial;
+    EXPECT_FALSE(tcp::ParseBody(std::string_view(body).substr(0, cut), &partial)) << cut;
+  }
+  Msg trailing;
+  EXPECT_FALSE(tcp::ParseBody(body + "x", &trailing));
+  return out;
+}
+
+TEST(TcpWireTest, MessagesRoundTrip) {
+  tcp::Hello h;
+  h.flags = tcp::kHasSecret;
+  h.nonce[0] = 7;
+  h.node_name = "node-a";
+  tcp::Hello h2 = RoundTrip(h);
+  EXPECT_EQ(h2.magic, tcp::kMagic);
+  EXPECT_EQ(h2.nonce, h.nonce);
+  EXPECT_EQ(h2.node_name, "node-a");
+
+  tcp::Challenge c;
+  c.flags = tcp::kHasSecret;
+  c.proof[31] = 9;
+  EXPECT_EQ(RoundTrip(c).proof, c.proof);
+
+  tcp::PullMessage p;
+  p.id = ObjectID::Random();
+  p.offset = 5;
+  p.length = 1ull << 40;
+  p.want_digest = true;
+  tcp::PullMessage p2 = RoundTrip(p);
+  EXPECT_EQ(p2.id, p.id);
+  EXPECT_EQ(p2.length, p.length);
+  EXPECT_TRUE(p2.want_digest);
+
+  tcp::PullReply r;
+  r.status = Status::ObjectNotFound("gone");
+  r.data_size = 3;
+  r.digest_valid = true;
+  r.digest = 42;
+  tcp::PullReply r2 = RoundTrip(r);
+  EXPECT_TRUE(r2.status.IsObjectNotFound());
+  EXPECT_EQ(r2.status.message(), "gone");
+  EXPECT_EQ(r2.digest, 42u);
+
+  tcp::Welcome w{Status::PermissionDenied(std::string(10000, 'x'))};
+  std::string frame = tcp::MakeFrame(tcp::MessageType::kWelcome, 1, w);
+  EXPECT_LE(frame.size() - protocol::kHeaderSize, tcp::kMaxControlBody) << "long messages are cut";
+}
+
+TEST(TcpWireTest, BadFlagsAndBoolsAreRefused) {
+  tcp::Hello h;
+  h.flags = 0x80;
+  std::string body;
+  Encoder e(&body);
+  h.Encode(&e);
+  tcp::Hello out;
+  EXPECT_FALSE(tcp::ParseBody(body, &out));
+
+  tcp::PullMessage p;
+  body.clear();
+  p.Encode(&e);
+  body.back() = 2;  // want_digest
+  tcp::PullMessage pout;
+  EXPECT_FALSE(tcp::ParseBody(body, &pout));
+}
+
+TEST(TcpWireTest, ProofsDependOnSecretLabelAndNonces) {
+  tcp::Nonce a{}, b{};
+  b[0] = 1;
+  tcp::Proof p = tcp::MakeProof("k", tcp::kServerLabel, a, b);
+  EXPECT_TRUE(tcp::ProofsEqual(p, tcp::MakeProof("k", tcp::kServerLabel, a, b)));
+  EXPECT_FALSE(tcp::ProofsEqual(p, tcp::MakeProof("j", tcp::kServerLabel, a, b)));
+  EXPECT_FALSE(tcp::ProofsEqual(p, tcp::MakeProof("k", tcp::kClientLabel, a, b)));
+  EXPECT_FALSE(tcp::ProofsEqual(p, tcp::MakeProof("k", tcp::kServerLabel, b, a)));
+  EXPECT_FALSE(tcp::ProofsEqual(p, tcp::MakeProof("", tcp::kServerLabel, a, b)));
+}
+
+// ---- transport ----
+
+TEST(TcpTransportTest, PullsObjectsOfEverySize) {
+  Holder h(Opts());
+  auto client = MakeClient(Opts());
+  const uint64_t cs = kMiB;
+  struct Case {
+    uint64_t data, metadata;
+  } cases[] = {{0, 0},  {1, 0},        {0, 1},      {4096, 0}, {4000, 96},
+               {cs, 0}, {cs - 10, 10}, {cs + 1, 0}, {cs, 1},   {3 * cs + 7, 5}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(std::to_string(c.data) + "+" + std::to_string(c.metadata));
+    ObjectID id = h.source.Add(c.data, c.metadata);
+    ExpectPulls(client.get(), &h, id, c.data, c.metadata);
+  }
+}
+
+TEST(TcpTransportTest, LargeObjectInParallelChunks) {
+  Holder h(Opts("s3cret", kMiB, 4));
+  auto client = MakeClient(Opts("s3cret", kMiB, 4));
+  const uint64_t data = 40 * kMiB + 123, metadata = 4567;
+  ObjectID id = h.source.Add(data, metadata);
+  ExpectPulls(client.get(), &h, id, data, metadata);
+  EXPECT_EQ(h.source.computed_digests(), 1u) << "the describe request computes the digest once";
+  EXPECT_GE(h.transport->accepted_connections(), 2u) << "chunks travel over several streams";
+  EXPECT_LE(h.transport->accepted_connections(), 5u);
+  // Again: the digest is now the store's, and the connections are pooled.
+  uint64_t accepted = h.transport->accepted_connections();
+  ExpectPulls(client.get(), &h, id, data, metadata);
+  EXPECT_EQ(h.source.computed_digests(), 1u);
+  EXPECT_EQ(h.transport->accepted_connections(), accepted);
+}
+
+TEST(TcpTransportTest, SingleStreamLargeObject) {
+  Holder h(Opts("", 256 * 1024, 1));
+  auto client = MakeClient(Opts("", 256 * 1024, 1));
+  ObjectID id = h.source.Add(5 * kMiB + 1, 0, /*digest_valid=*/true);
+  ExpectPulls(client.get(), &h, id, 5 * kMiB + 1, 0);
+  EXPECT_EQ(h.source.computed_digests(), 0u) << "the store's digest is used as is";
+}
+
+TEST(TcpTransportTest, UnknownObjectIsNotFound) {
+  Holder h(Opts());
+  auto client = MakeClient(Opts());
+  std::vector<uint8_t> got;
+  auto r = PullInto(client.get(), h.endpoint, ObjectID::Random(), 10, 0, &got);
+  EXPECT_TRUE(r.status().IsObjectNotFound()) << r.status().ToString();
+  r = PullInto(client.get(), h.endpoint, ObjectID::Random(), 10 * kMiB, 0, &got);
+  EXPECT_TRUE(r.status().IsObjectNotFound()) << r.status().ToString();
+  // The connection survives a well-formed error.
+  ObjectID id = h.source.Add(100, 0);
+  ExpectPulls(client.get(), &h, id, 100, 0);
+}
+
+TEST(TcpTransportTest, SizeMismatchIsInvalidArgument) {
+  Holder h(Opts());
+  auto client = MakeClient(Opts());
+  ObjectID small = h.source.Add(1000, 10);
+  ObjectID large = h.source.Add(3 * kMiB, 10);
+  std::vector<uint8_t> got;
+  struct Case {
+    ObjectID id;
+    uint64_t data, metadata;
+  } cases[] = {{small, 999, 10},      {small, 1001, 10},         {small, 1000, 0},
+               {large, 3 * kMiB, 11}, {large, 3 * kMiB - 1, 10}, {large, 2 * kMiB, 0},
+               {small, 5 * kMiB, 0}};
+  for (const Case& c : cases) {
+    auto r = PullInto(client.get(), h.endpoint, c.id, c.data, c.metadata, &got);
+    EXPECT_TRUE(r.status().IsInvalidArgument()) << r.status().ToString();
+    EXPECT_NE(r.status().message().find("the holder has"), std::string::npos)
+        << r.status().message();
+  }
+  ExpectPulls(client.get(), &h, small, 1000, 10);
+}
+
+TEST(TcpTransportTest, WrongSecretIsPermissionDeniedBothWays) {
+  Holder h(Opts("alpha"));
+  ObjectID id = h.source.Add(100, 0);
+  std::vector<uint8_t> got;
+  for (const char* secret : {"beta", ""}) {
+    auto client = MakeClient(Opts(secret));
+    auto r = PullInto(client.get(), h.endpoint, id, 100, 0, &got);
+    EXPECT_TRUE(r.status().IsPermissionDenied()) << secret << ": " << r.status().ToString();
+  }
+  // A holder without a secret refuses a client with one, and vice versa.
+  Holder open(Opts(""));
+  ObjectID oid = open.source.Add(100, 0);
+  auto with_secret = MakeClient(Opts("alpha"));
+  auto r = PullInto(with_secret.get(), open.endpoint, oid, 100, 0, &got);
+  EXPECT_TRUE(r.status().IsPermissionDenied()) << r.status().ToString();
+  // Good peers are still served.
+  ExpectPulls(with_secret.get(), &h, id, 100, 0);
+  auto without = MakeClient(Opts(""));
+  ExpectPulls(without.get(), &open, oid, 100, 0);
+  EXPECT_EQ(h.source.pins(), 1u);
+}
+
+TEST(TcpTransportTest, ServerProvingTheWrongSecretIsRefusedByTheClient) {
+  // The client checks the server's proof before sending its own.
+  Holder h(Opts("alpha"));
+  ObjectID id = h.source.Add(10, 0);
+  auto client = MakeClient(Opts("gamma"));
+  std::vector<uint8_t> got;
+  auto r = PullInto(client.get(), h.endpoint, id, 10, 0, &got);
+  ASSERT_TRUE(r.status().IsPermissionDenied());
+  EXPECT_NE(r.status().message().find("the peer failed authentication"), std::string::npos)
+      << r.status().message();
+}
+
+TEST(TcpTransportTest, ConnectionsArePooled) {
+  Holder h(Opts());
+  auto client = MakeClient(Opts());
+  ObjectID id = h.source.Add(4096, 16);
+  for (int i = 0; i < 100; i++) ExpectPulls(client.get(), &h, id, 4096, 16);
+  EXPECT_EQ(h.transport->accepted_connections(), 1u);
+  EXPECT_EQ(h.source.pins(), 100u);
+}
+
+TEST(TcpTransportTest, ConcurrentPullsFromEightThreads) {
+  Holder h(Opts("s3cret", 256 * 1024, 3));
+  auto client = MakeClient(Opts("s3cret", 256 * 1024, 3));
+  std::vector<std::pair<ObjectID, std::pair<uint64_t, uint64_t>>> objects;
+  for (uint64_t size : {0ull, 1ull, 5000ull, 256 * 1024ull, 256 * 1024 + 1ull, 900 * 1024ull}) {
+    objects.push_back({h.source.Add(size, size % 7), {size, size % 7}});
+  }
+  std::atomic<int> ok{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; t++) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 20; i++) {
+        const auto& [id, sizes] = objects[static_cast<size_t>(t + i) % objects.size()];
+        std::vector<uint8_t> got;
+        auto r = PullInto(client.get(), h.endpoint, id, sizes.first, sizes.second, &got);
+        if (r.ok() && r->digest == h.source.RealDigest(id) && got == h.source.Bytes(id)) ok++;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(ok.load(), 160);
+}
+
+TEST(TcpTransportTest, WrongDigestIsCorruption) {
+  Holder h(Opts());
+  auto client = MakeClient(Opts());
+  ObjectID small = h.source.Add(1000, 0);
+  ObjectID large = h.source.Add(3 * kMiB + 5, 0);
+  h.source.Lie(small);
+  h.source.Lie(large);
+  std::vector<uint8_t> got;
+  auto r = PullInto(client.get(), h.endpoint, small, 1000, 0, &got);
+  EXPECT_TRUE(r.status().IsCorruption()) << r.status().ToString();
+  r = PullInto(client.get(), h.endpoint, large, 3 * kMiB + 5, 0, &got);
+  EXPECT_TRUE(r.status().IsCorruption()) << r.status().ToString();
+}
+
+TEST(TcpTransportTest, ClientShutdownBreaksALargePullInFlight) {
+  Holder h(Opts("s3cret", kMiB, 4));
+  auto client = MakeClient(Opts("s3cret", kMiB, 4));
+  const uint64_t size = 40 * kMiB;
+  ObjectID id = h.source.Add(size, 0);
+  h.source.BlockPinsAfter(3);
+  std::vector<uint8_t> got;
+  auto pull = std::async(std::launch::async,
+                         [&] { return PullInto(client.get(), h.endpoint, id, size, 0, &got); });
+  ASSERT_TRUE(Eventually([&] { return h.source.blocked() > 0; }));
+  client->Shutdown();
+  ASSERT_EQ(pull.wait_for(60s), std::future_status::ready);
+  Result<PullResult> r = pull.get();
+  EXPECT_TRUE(r.status().IsDisconnected()) << r.status().ToString();
+  h.source.OpenGate();
+  r = PullInto(client.get(), h.endpoint, id, size, 0, &got);
+  EXPECT_TRUE(r.status().IsDisconnected()) << r.status().ToString();
+  client->Shutdown();  // idempotent
+}
+
+TEST(TcpTransportTest, HolderShutdownMidTransferIsDisconnected) {
+  auto holder = std::make_unique<Holder>(Opts("s3cret", kMiB, 4));
+  auto client = MakeClient(Opts("s3cret", kMiB, 4));
+  const uint64_t size = 20 * kMiB;
+  ObjectID id = holder->source.Add(size, 0);
+  holder->source.BlockPinsAfter(4);
+  std::vector<uint8_t> got;
+  auto pull = std::async(std::launch::async, [&] {
+    return PullInto(client.get(), holder->endpoint, id, size, 0, &got);
+  });
+  ASSERT_TRUE(Eventually([&] { return holder->source.blocked() > 0; }));
+  // Shutdown breaks the connections, then waits for the blocked pins.
+  auto stop = std::async(std::launch::async, [&] { holder->transport->Shutdown(); });
+  ASSERT_EQ(pull.wait_for(60s), std::future_status::ready);
+  Result<PullResult> r = pull.get();
+  EXPECT_TRUE(r.status().IsDisconnected()) << r.status().ToString();
+  EXPECT_NE(r.status().message().find(holder->endpoint), std::string::npos) << r.status().message();
+  holder->source.OpenGate();
+  stop.get();
+  // A holder that is gone is Disconnected too, and the stale pool is dropped.
+  std::string endpoint = holder->endpoint;
+  holder.reset();
+  r = PullInto(client.get(), endpoint, id, 10, 0, &got);
+  EXPECT_TRUE(r.status().IsDisconnected()) << r.status().ToString();
+}
+
+TEST(TcpTransportTest, ConnectionRefusedIsDisconnected) {
+  std::string endpoint;
+  {
+    Holder h(Opts());
+    endpoint = h.endpoint;
+  }
+  auto client = MakeClient(Opts());
+  std::vector<uint8_t> got;
+  auto r = PullInto(client.get(), endpoint, ObjectID::Random(), 10, 0, &got);
+  EXPECT_TRUE(r.status().IsDisconnected()) << r.status().ToString();
+  EXPECT_NE(r.status().message().find(endpoint), std::string::npos) << r.status().message();
+  r = PullInto(client.get(), "no-port", ObjectID::Random(), 10, 0, &got);
+  EXPECT_TRUE(r.status().IsInvalidArgument()) << r.status().ToString();
+}
+
+TEST(TcpTransportTest, MalformedFramesCloseOnlyThatConnection) {
+  Holder h(Opts());
+  ObjectID id = h.source.Add(1000, 0);
+  auto header = [](uint32_t body_len, uint16_t type, uint16_t flags) {
+    std::string s(protocol::kHeaderSize, '\0');
+    protocol::EncodeHeader({body_len, type, flags, 1}, s.data());
+    return s;
+  };
+  {  // bad magic
+    UniqueFd fd = RawConnect(h.endpoint);
+    tcp::Hello hello;
+    hello.magic = 0x12345678;
+    ASSERT_TRUE(tcp::SendAll(fd.get(), tcp::MakeFrame(tcp::MessageType::kHello, 1, hello)).ok());
+    EXPECT_TRUE(ServerCloses(fd.get()));
+  }
+  {  // huge length
+    UniqueFd fd = RawConnect(h.endpoint);
+    ASSERT_TRUE(tcp::SendAll(fd.get(), header(0xFFFFFFFF, 1, 0)).ok());
+    EXPECT_TRUE(ServerCloses(fd.get()));
+  }
+  {  // nonzero flags
+    UniqueFd fd = RawConnect(h.endpoint);
+    ASSERT_TRUE(tcp::SendAll(fd.get(), header(0, 1, 1)).ok());
+    EXPECT_TRUE(ServerCloses(fd.get()));
+  }
+  {  // a Pull before the handshake
+    UniqueFd fd = RawConnect(h.endpoint);
+    tcp::PullMessage m;
+    m.id = id;
+    ASSERT_TRUE(tcp::SendAll(fd.get(), tcp::MakeFrame(tcp::MessageType::kPull, 1, m)).ok());
+    EXPECT_TRUE(ServerCloses(fd.get()));
+  }
+  {  // a truncated frame, then hang up
+    UniqueFd fd = RawConnect(h.endpoint);
+    ASSERT_TRUE(tcp::SendAll(fd.get(), header(100, 1, 0) + "abc").ok());
+    ::shutdown(fd.get(), SHUT_WR);
+    EXPECT_TRUE(ServerCloses(fd.get()));
+  }
+  {  // authenticated, then a truncated Pull body
+    UniqueFd fd = RawConnect(h.endpoint);
+    ASSERT_TRUE(RawHandshake(fd.get(), "s3cret"));
+    ASSERT_TRUE(
+        tcp::SendAll(fd.get(), header(5, tcp::Type(tcp::MessageType::kPull), 0) + "12345").ok());
+    EXPECT_TRUE(ServerCloses(fd.get()));
+  }
+  {  // authenticated, then an unknown type
+    UniqueFd fd = RawConnect(h.endpoint);
+    ASSERT_TRUE(RawHandshake(fd.get(), "s3cret"));
+    ASSERT_TRUE(tcp::SendAll(fd.get(), header(0, 77, 0)).ok());
+    EXPECT_TRUE(ServerCloses(fd.get()));
+  }
+  {  // authenticated: ranges outside the object are refused, the connection stays
+    UniqueFd fd = RawConnect(h.endpoint);
+    ASSERT_TRUE(RawHandshake(fd.get(), "s3cret"));
+    struct Range {
+      uint64_t offset, length;
+    } ranges[] = {{0, 1001}, {1001, 0}, {1, UINT64_MAX}, {UINT64_MAX, 2}, {999, 2}};
+    for (const Range& rg : ranges) {
+      tcp::PullMessage m;
+      m.id = id;
+      m.offset = rg.offset;
+      m.length = rg.length;
+      ASSERT_TRUE(tcp::SendAll(fd.get(), tcp::MakeFrame(tcp::MessageType::kPull, 9, m)).ok());
+      tcp::Frame f;
+      tcp::PullReply rep;
+      ASSERT_TRUE(tcp::ReadFrame(fd.get(), tcp::kMaxControlBody, &f).ok());
+      ASSERT_TRUE(tcp::ParseBody(f.body, &rep));
+      EXPECT_TRUE(rep.status.IsInvalidArgument()) << rep.status.ToString();
+      EXPECT_EQ(rep.data_size, 1000u);
+    }
+    // An in-range request on the same connection gets exactly its bytes.
+    tcp::PullMessage m;
+    m.id = id;
+    m.offset = 990;
+    m.length = 10;
+    ASSERT_TRUE(tcp::SendAll(fd.get(), tcp::MakeFrame(tcp::MessageType::kPull, 10, m)).ok());
+    tcp::Frame f;
+    tcp::PullReply rep;
+    ASSERT_TRUE(tcp::ReadFrame(fd.get(), tcp::kMaxControlBody, &f).ok());
+    ASSERT_TRUE(tcp::ParseBody(f.body, &rep));
+    ASSERT_TRUE(rep.status.ok()) << rep.status.ToString();
+    EXPECT_EQ(f.header.request_id, 10u);
+    uint8_t bytes[10];
+    ASSERT_TRUE(tcp::ReadExact(fd.get(), bytes, sizeof(bytes)).ok());
+    std::vector<uint8_t> all = h.source.Bytes(id);
+    EXPECT_EQ(std::memcmp(bytes, all.data() + 990, 10), 0);
+  }
+  auto client = MakeClient(Opts());
+  ExpectPulls(client.get(), &h, id, 1000, 0);
+}
+
+TEST(TcpTransportTest, ConnectionsBeyondTheLimitAreRefused) {
+  TcpTransportOptions o = Opts("");
+  o.max_connections = 2;
+  Holder h(o);
+  ObjectID id = h.source.Add(10, 0);
+  auto client = MakeClient(Opts(""));
+  std::vector<uint8_t> got;
+  {
+    UniqueFd a = RawConnect(h.endpoint), b = RawConnect(h.endpoint);
+    ASSERT_TRUE(RawHandshake(a.get(), ""));
+    ASSERT_TRUE(RawHandshake(b.get(), ""));
+    auto r = PullInto(client.get(), h.endpoint, id, 10, 0, &got);
+    EXPECT_TRUE(r.status().IsDisconnected()) << r.status().ToString();
+  }
+  // Once those hang up, their slots free.
+  EXPECT_TRUE(Eventually([&] { return PullInto(client.get(), h.endpoint, id, 10, 0, &got).ok(); }));
+}
+
+TEST(TcpTransportTest, SilentPeersAreDroppedButIdleOnesAreNot) {
+  TcpTransportOptions o = Opts();
+  o.io_timeout_ms = 300;
+  Holder h(o);
+  ObjectID big = h.source.Add(40 * kMiB, 0);
+  ObjectID small = h.source.Add(100, 0);
+  {  // a peer that stops reading mid-reply: the send times out and the pin ends
+    UniqueFd fd = RawConnect(h.endpoint);
+    ASSERT_TRUE(RawHandshake(fd.get(), "s3cret"));
+    tcp::PullMessage m;
+    m.id = big;
+    m.length = 40 * kMiB;
+    ASSERT_TRUE(tcp::SendAll(fd.get(), tcp::MakeFrame(tcp::MessageType::kPull, 1, m)).ok());
+    EXPECT_TRUE(Eventually([&] { return h.source.pins() == 1 && h.source.unpins() == 1; }));
+  }
+  {  // a peer that stops mid-frame is dropped
+    UniqueFd fd = RawConnect(h.endpoint);
+    ASSERT_TRUE(RawHandshake(fd.get(), "s3cret"));
+    ASSERT_TRUE(tcp::SendAll(fd.get(), "abc").ok());
+    EXPECT_TRUE(ServerCloses(fd.get()));
+  }
+  // An idle pooled connection outlives io_timeout.
+  auto client = MakeClient(Opts());
+  ExpectPulls(client.get(), &h, small, 100, 0);
+  uint64_t accepted = h.transport->accepted_connections();
+  std::this_thread::sleep_for(1s);
+  ExpectPulls(client.get(), &h, small, 100, 0);
+  EXPECT_EQ(h.transport->accepted_connections(), accepted);
+}
+
+TEST(TcpTransportTest, ListenAddresses) {
+  FakeSource source;
+  TcpTransportOptions o;
+  o.listen = "0.0.0.0:0";
+  auto t = TcpTransport::Create(o);
+  ASSERT_TRUE(t.ok());
+  auto ep = (*t)->Listen(&source);
+  EXPECT_TRUE(ep.status().IsInvalidArgument()) << ep.status().ToString();
+
+  o.advertise = "10.1.2.3";
+  t = TcpTransport::Create(o);
+  ASSERT_TRUE(t.ok());
+  ep = (*t)->Listen(&source);
+  ASSERT_TRUE(ep.ok()) << ep.status().ToString();
+  EXPECT_EQ(ep->rfind("10.1.2.3:", 0), 0u) << *ep;
+  EXPECT_NE(*ep, "10.1.2.3:0");
+  EXPECT_TRUE((*t)->Listen(&source).status().IsInvalidArgument()) << "listens once";
+
+  o.listen = "nonsense";
+  EXPECT_TRUE(TcpTransport::Create(o).status().IsInvalidArgument());
+  o.listen = "127.0.0.1:0";
+  o.streams = 0;
+  EXPECT_TRUE(TcpTransport::Create(o).status().IsInvalidArgument());
+}
+
+TEST(TcpTransportTest, DestinationOutsideRegisteredMemoryIsRefused) {
+  Holder h(Opts());
+  ObjectID id = h.source.Add(100, 0);
+  auto client = MakeClient(Opts());
+  std::vector<uint8_t> arena(4096);
+  ASSERT_TRUE(client->RegisterMemory({arena.data(), arena.size(), -1}).ok());
+  PullRequest req;
+  req.id = id;
+  req.data_size = 100;
+  req.destination = arena.data() + 4000;  // runs past the region
+  EXPECT_TRUE(client->Pull(h.endpoint, req).status().IsInvalidArgument());
+  req.destination = arena.data() + 100;
+  auto r = client->Pull(h.endpoint, req);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->digest, h.source.RealDigest(id));
+}
+
+}  // namespace
+}  // namespace plasmon

@@ -1,0 +1,212 @@
+#include "transport/tcp_wire.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+namespace plasmon::tcp {
+
+static void PutStatus(const Status& s, Encoder* e) {
+  e->PutU8(static_cast<uint8_t>(s.code()));
+  e->PutBytes(std::string_view(s.message()).substr(0, kMaxStatusMessage));
+}
+
+static bool GetBool(Decoder* d, bool* b) {
+  uint8_t v;
+  if (!d->GetU8(&v) || v > 1) return false;
+  *b = v == 1;
+  return true;
+}
+
+void Hello::Encode(Encoder* e) const {
+  e->PutU32(magic);
+  e->PutU16(version);
+  e->PutU8(flags);
+  e->PutRaw(nonce.data(), nonce.size());
+  e->PutBytes(std::string_view(node_name).substr(0, kMaxNodeName));
+}
+bool Hello::Decode(Decoder* d) {
+  std::string_view name;
+  if (!d->GetU32(&magic) || !d->GetU16(&version) || !d->GetU8(&flags) ||
+      (flags & ~kHasSecret) != 0 || !d->GetRaw(nonce.data(), nonce.size()) ||
+      !d->GetBytes(&name, kMaxNodeName))
+    return false;
+  node_name.assign(name);
+  return true;
+}
+
+void Challenge::Encode(Encoder* e) const {
+  e->PutU8(flags);
+  e->PutRaw(nonce.data(), nonce.size());
+  e->PutRaw(proof.data(), proof.size());
+}
+bool Challenge::Decode(Decoder* d) {
+  return d->GetU8(&flags) && (flags & ~kHasSecret) == 0 && d->GetRaw(nonce.data(), nonce.size()) &&
+         d->GetRaw(proof.data(), proof.size());
+}
+
+void ProofMessage::Encode(Encoder* e) const { e->PutRaw(proof.data(), proof.size()); }
+bool ProofMessage::Decode(Decoder* d) { return d->GetRaw(proof.data(), proof.size()); }
+
+void Welcome::Encode(Encoder* e) const { PutStatus(status, e); }
+bool Welcome::Decode(Decoder* d) { return protocol::DecodeStatus(d, &status); }
+
+void PullMessage::Encode(Encoder* e) const {
+  e->PutID(id);
+  e->PutU64(offset);
+  e->PutU64(length);
+  e->PutU8(want_digest ? 1 : 0);
+}
+bool PullMessage::Decode(Decoder* d) {
+  return d->GetID(&id) && d->GetU64(&offset) && d->GetU64(&length) && GetBool(d, &want_digest);
+}
+
+void PullReply::Encode(Encoder* e) const {
+  PutStatus(status, e);
+  e->PutU64(data_size);
+  e->PutU64(metadata_size);
+  e->PutU8(digest_valid ? 1 : 0);
+  e->PutU64(digest);
+}
+bool PullReply::Decode(Decoder* d) {
+  return protocol::DecodeStatus(d, &status) && d->GetU64(&data_size) && d->GetU64(&metadata_size) &&
+         GetBool(d, &digest_valid) && d->GetU64(&digest);
+}
+
+Status RandomNonce(Nonce* out) {
+  size_t got = 0;
+  while (got < out->size()) {
+    ssize_t n = ::getrandom(out->data() + got, out->size() - got, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno("getrandom", errno);
+    }
+    got += static_cast<size_t>(n);
+  }
+  return Status::OK();
+}
+
+Proof MakeProof(std::string_view secret, std::string_view label, const Nonce& client_nonce,
+                const Nonce& server_nonce) {
+  uint8_t msg[32 + 2 * kNonceSize];
+  static_assert(kServerLabel.size() <= 32 && kClientLabel.size() <= 32);
+  size_t n = std::min(label.size(), size_t{32});
+  std::memcpy(msg, label.data(), n);
+  std::memcpy(msg + n, client_nonce.data(), kNonceSize);
+  std::memcpy(msg + n + kNonceSize, server_nonce.data(), kNonceSize);
+  Proof out{};
+  unsigned int len = 0;
+  // An empty secret is a valid (zero-length) HMAC key: peers without a
+  // secret still run the handshake, and authenticate nothing.
+  static const uint8_t kEmpty = 0;
+  const void* key = secret.empty() ? static_cast<const void*>(&kEmpty) : secret.data();
+  HMAC(EVP_sha256(), key, static_cast<int>(secret.size()), msg, n + 2 * kNonceSize, out.data(),
+       &len);
+  return out;
+}
+
+bool ProofsEqual(const Proof& a, const Proof& b) {
+  return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+static Status SocketError(std::string_view what, int err) {
+  switch (err) {
+    case EAGAIN:
+      return Status::Disconnected(std::string(what) + " timed out: the peer went silent");
+    case EPIPE:
+    case ECONNRESET:
+    case ENOTCONN:
+    case ETIMEDOUT:
+    case EHOSTUNREACH:
+    case ENETUNREACH:
+      return Status::Disconnected(std::string(what) + ": " + std::strerror(err));
+    default:
+      return Status::FromErrno(what, err);
+  }
+}
+
+// As ReadExact; *eof tells whether the peer closed (rather than failed).
+static Status ReadExactImpl(int fd, void* dst, size_t n, size_t* got, bool* eof) {
+  *eof = false;
+  auto* p = static_cast<uint8_t*>(dst);
+  size_t done = 0;
+  Status st;
+  while (done < n) {
+    ssize_t r = ::recv(fd, p + done, n - done, MSG_WAITALL);
+    if (r > 0) {
+      done += static_cast<size_t>(r);
+      continue;
+    }
+    if (r == 0) {
+      *eof = true;
+      st = Status::Disconnected("the peer closed the connection");
+      break;
+    }
+    if (errno == EINTR) continue;
+    st = SocketError("recv", errno);
+    break;
+  }
+  *got = done;
+  return st;
+}
+
+Status ReadExact(int fd, void* dst, size_t n, size_t* got) {
+  size_t done;
+  bool eof;
+  Status st = ReadExactImpl(fd, dst, n, &done, &eof);
+  if (got != nullptr) *got = done;
+  return st;
+}
+
+Status SendAll(int fd, std::string_view frame, const uint8_t* tail, size_t n) {
+  while (!frame.empty() || n > 0) {
+    iovec iov[2];
+    int cnt = 0;
+    if (!frame.empty()) iov[cnt++] = {const_cast<char*>(frame.data()), frame.size()};
+    if (n > 0) iov[cnt++] = {const_cast<uint8_t*>(tail), n};
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = static_cast<size_t>(cnt);
+    ssize_t r = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return SocketError("send", errno);
+    }
+    size_t sent = static_cast<size_t>(r);
+    size_t from_frame = std::min(sent, frame.size());
+    frame.remove_prefix(from_frame);
+    sent -= from_frame;
+    tail += sent;
+    n -= sent;
+  }
+  return Status::OK();
+}
+
+Status ReadFrame(int fd, uint32_t max_body, Frame* out, bool* clean_eof) {
+  if (clean_eof != nullptr) *clean_eof = false;
+  char hdr[protocol::kHeaderSize];
+  size_t got;
+  bool eof;
+  Status st = ReadExactImpl(fd, hdr, sizeof(hdr), &got, &eof);
+  if (!st.ok()) {
+    if (got == 0 && eof && clean_eof != nullptr) *clean_eof = true;
+    return st;
+  }
+  out->header = protocol::DecodeHeader(hdr);
+  if (out->header.flags != 0)
+    return Status::ProtocolError("nonzero flags " + std::to_string(out->header.flags));
+  if (out->header.body_len > max_body)
+    return Status::ProtocolError("frame body of " + std::to_string(out->header.body_len) +
+                                 " bytes (at most " + std::to_string(max_body) + ")");
+  out->body.resize(out->header.body_len);
+  return ReadExact(fd, out->body.data(), out->body.size());
+}
+
+}  // namespace plasmon::tcp

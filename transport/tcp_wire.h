@@ -1,0 +1,148 @@
+// The store-to-store TCP wire format (see docs/PROTOCOL.md, "Store-to-store
+// TCP protocol").
+//
+// Frames use core's 16-byte FrameHeader; bodies are built with Encoder and
+// read with Decoder. Every Decode validates lengths and flags and returns
+// false on anything malformed. A PullReply with an OK status is followed, on
+// the stream and outside its frame, by exactly the requested number of raw
+// object bytes.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "core/coding.h"
+#include "core/protocol.h"
+#include "plasmon/object_id.h"
+#include "plasmon/status.h"
+
+namespace plasmon::tcp {
+
+constexpr uint32_t kMagic = 0x50534c50;  // "PLSP" on the wire
+constexpr uint16_t kVersion = 1;
+constexpr size_t kNonceSize = 32;
+constexpr size_t kProofSize = 32;           // HMAC-SHA256
+constexpr uint32_t kMaxControlBody = 4096;  // any frame body, either direction
+constexpr uint32_t kMaxNodeName = 255;
+constexpr uint32_t kMaxStatusMessage = 1024;  // longer messages are cut when sent
+
+// Requests have bit 15 clear; the answer to request T is T | 0x8000.
+enum class MessageType : uint16_t {
+  kHello = 1,
+  kChallenge = 0x8001,  // answers Hello
+  kProof = 2,
+  kWelcome = 0x8002,  // answers Proof, or Hello when the server refuses at once
+  kPull = 3,
+  kPullReply = 0x8003,
+};
+inline uint16_t Type(MessageType t) { return static_cast<uint16_t>(t); }
+
+// Hello and Challenge flags.
+constexpr uint8_t kHasSecret = 0x01;  // the sender has a cluster secret
+
+using Nonce = std::array<uint8_t, kNonceSize>;
+using Proof = std::array<uint8_t, kProofSize>;
+
+// Labels that make the server's and the client's proofs differ.
+constexpr std::string_view kServerLabel = "plasmon-server";
+constexpr std::string_view kClientLabel = "plasmon-client";
+
+struct Hello {
+  uint32_t magic = kMagic;
+  uint16_t version = kVersion;
+  uint8_t flags = 0;
+  Nonce nonce{};
+  std::string node_name;  // may be empty; for the server's logs
+  void Encode(Encoder* e) const;
+  bool Decode(Decoder* d);
+};
+
+struct Challenge {
+  uint8_t flags = 0;
+  Nonce nonce{};
+  Proof proof{};  // MakeProof(secret, kServerLabel, client nonce, server nonce)
+  void Encode(Encoder* e) const;
+  bool Decode(Decoder* d);
+};
+
+struct ProofMessage {
+  Proof proof{};  // MakeProof(secret, kClientLabel, client nonce, server nonce)
+  void Encode(Encoder* e) const;
+  bool Decode(Decoder* d);
+};
+
+struct Welcome {
+  Status status;
+  void Encode(Encoder* e) const;
+  bool Decode(Decoder* d);
+};
+
+// Asks for bytes [offset, offset + length) of an object's data-then-metadata.
+// length == 0 only describes the object.
+struct PullMessage {
+  ObjectID id;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  bool want_digest = false;
+  void Encode(Encoder* e) const;
+  bool Decode(Decoder* d);
+};
+
+// Sizes are the holder's whenever it has the object (also on InvalidArgument).
+struct PullReply {
+  Status status;
+  uint64_t data_size = 0;
+  uint64_t metadata_size = 0;
+  bool digest_valid = false;
+  uint64_t digest = 0;
+  void Encode(Encoder* e) const;
+  bool Decode(Decoder* d);
+};
+
+// A fresh random nonce from getrandom().
+Status RandomNonce(Nonce* out);
+
+// HMAC-SHA256(secret, label || client_nonce || server_nonce).
+Proof MakeProof(std::string_view secret, std::string_view label, const Nonce& client_nonce,
+                const Nonce& server_nonce);
+
+// Constant-time comparison.
+bool ProofsEqual(const Proof& a, const Proof& b);
+
+// ---- blocking socket I/O (all sends use MSG_NOSIGNAL) ----
+
+// Reads exactly n bytes. A peer that closes, resets or stays silent past the
+// socket's SO_RCVTIMEO is Disconnected; *got (if given) counts bytes read.
+Status ReadExact(int fd, void* dst, size_t n, size_t* got = nullptr);
+
+// Writes all of `frame`, then `n` bytes at `tail`, with sendmsg() straight
+// from the caller's memory. A peer that stops reading past SO_SNDTIMEO, closes
+// or resets is Disconnected.
+Status SendAll(int fd, std::string_view frame, const uint8_t* tail = nullptr, size_t n = 0);
+
+// One frame: header and body.
+struct Frame {
+  protocol::FrameHeader header;
+  std::string body;
+};
+
+// Reads one frame, refusing bodies over `max_body` and nonzero flags
+// (ProtocolError). A peer that closes before the first header byte sets
+// *clean_eof (if given) and returns Disconnected.
+Status ReadFrame(int fd, uint32_t max_body, Frame* out, bool* clean_eof = nullptr);
+
+// Decodes a whole body as `msg`; trailing bytes are an error.
+template <typename Msg>
+bool ParseBody(std::string_view body, Msg* msg) {
+  Decoder d(body);
+  return msg->Decode(&d) && d.done();
+}
+
+template <typename Msg>
+std::string MakeFrame(MessageType type, uint64_t request_id, const Msg& msg) {
+  return protocol::MakeFrame(Type(type), request_id, msg);
+}
+
+}  // namespace plasmon::tcp
