@@ -38,6 +38,7 @@ class Reference {
 class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
  public:
   ClientImpl() : reader_(p::kMaxReplyBody) {}
+  static void SetBufferStatus(ObjectBuffer* b, Status s) { b->status_ = std::move(s); }
   ~ClientImpl() {
     {
       std::lock_guard<std::mutex> w(write_mu_);
@@ -455,9 +456,44 @@ Status Client::CreateAndSeal(const ObjectID& id, std::string_view data, std::str
 }
 
 Result<std::vector<ObjectBuffer>> Client::Get(const std::vector<ObjectID>& ids,
-                                              int64_t timeout_ms) {
+                                              int64_t timeout_ms, const GetOptions& options) {
   PLASMON_REQUIRE_CONNECTED();
-  return impl_->Get(ids, timeout_ms);
+  if (!options.fetch) return impl_->Get(ids, timeout_ms);
+  // What is here already costs one round trip; the rest is fetched, then got.
+  Result<std::vector<ObjectBuffer>> got = impl_->Get(ids, 0);
+  if (!got.ok()) return got;
+  std::vector<ObjectID> missing;
+  std::vector<size_t> where;
+  for (size_t i = 0; i < ids.size(); i++) {
+    if ((*got)[i].valid()) continue;
+    missing.push_back(ids[i]);
+    where.push_back(i);
+  }
+  if (missing.empty()) return got;
+  Result<std::vector<Status>> fetched = Fetch(missing, timeout_ms);
+  if (!fetched.ok()) return fetched.status();
+  Result<std::vector<ObjectBuffer>> rest = impl_->Get(missing, 0);
+  if (!rest.ok()) return rest.status();
+  for (size_t j = 0; j < missing.size(); j++) {
+    ObjectBuffer& b = (*rest)[j];
+    if (!b.valid() && !(*fetched)[j].ok()) internal::ClientImpl::SetBufferStatus(&b, (*fetched)[j]);
+    (*got)[where[j]] = std::move(b);
+  }
+  return got;
+}
+
+Result<std::vector<Status>> Client::Fetch(const std::vector<ObjectID>& ids, int64_t timeout_ms) {
+  PLASMON_REQUIRE_CONNECTED();
+  if (ids.size() > p::kMaxBatch)
+    return Status::InvalidArgument("at most " + std::to_string(p::kMaxBatch) + " IDs per Fetch");
+  if (timeout_ms < -1) return Status::InvalidArgument("timeout_ms must be -1, 0 or positive");
+  p::FetchReply rep;
+  PLASMON_RETURN_IF_ERROR(
+      impl_->Call(p::MessageType::kFetch, p::FetchRequest{timeout_ms, ids}, &rep));
+  PLASMON_RETURN_IF_ERROR(rep.status);
+  if (rep.results.size() != ids.size())
+    return Status::ProtocolError("Fetch reply has the wrong number of results");
+  return std::move(rep.results);
 }
 
 Status Client::Release(const ObjectID& id) {

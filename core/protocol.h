@@ -32,6 +32,7 @@ constexpr uint64_t kMaxMetadata = 1u << 20;
 constexpr uint32_t kMaxMessage = 4096;    // an error message's text
 constexpr uint32_t kMaxNodeId = 255;      // a node's name
 constexpr uint32_t kMaxHolders = 4096;    // nodes in one Where reply
+constexpr uint32_t kMaxResultMessage = 512;  // an error message per ID in a Fetch reply
 
 enum class MessageType : uint16_t {
   kConnect = 1,
@@ -49,6 +50,7 @@ enum class MessageType : uint16_t {
   kSubscribe = 13,
   kNotification = 14,  // store -> subscriber, unsolicited
   kWhere = 15,         // which nodes hold an object (cluster only)
+  kFetch = 16,         // make objects local, pulling them from other nodes
 };
 constexpr uint16_t kReplyBit = 0x8000;
 inline uint16_t ReplyType(MessageType t) { return static_cast<uint16_t>(t) | kReplyBit; }
@@ -133,6 +135,9 @@ struct GetRequest {
   bool Decode(Decoder* d);
 };
 
+// Fetch: the same body as Get (a timeout and IDs).
+using FetchRequest = GetRequest;
+
 struct DeleteRequest {
   std::vector<ObjectID> ids;
   void Encode(Encoder* e) const;
@@ -199,6 +204,13 @@ struct GetReply {
 struct DeleteReply {
   Status status;
   std::vector<StatusCode> codes;  // one per requested ID
+  void Encode(Encoder* e) const;
+  bool Decode(Decoder* d);
+};
+
+struct FetchReply {
+  Status status;
+  std::vector<Status> results;  // one per requested ID; messages cut at kMaxResultMessage
   void Encode(Encoder* e) const;
   bool Decode(Decoder* d);
 };

@@ -80,7 +80,7 @@ Status ObjectTable::Seal(const ObjectID& id, uint32_t client) {
     return Status::InvalidArgument("object " + id.Hex() + " was created by another client");
   e->state = ObjectState::kSealed;
   e->last_access_us = WallMicros();
-  if (e->total_size() <= kDigestAtSealMax) ComputeDigest(e);
+  if (!e->digest_valid && e->total_size() <= kDigestAtSealMax) ComputeDigest(e);
   sealed_count_++;
   if (e->ref_count == 0) MakeEvictable(e);
   listener_->OnSealed(*e);

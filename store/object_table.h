@@ -63,7 +63,9 @@ class ObjectTable {
   // Allocates an unsealed object, evicting LRU objects if needed.
   Result<ObjectEntry*> Create(const ObjectID& id, uint64_t data_size, uint64_t metadata_size,
                               uint32_t creator);
-  // Seals an object `client` created. The object becomes visible.
+  // Seals an object `client` created. The object becomes visible. A digest
+  // the creator set on the entry beforehand (a fetch that verified it) is
+  // kept, not recomputed.
   Status Seal(const ObjectID& id, uint32_t client);
   // Drops an unsealed object `client` created and frees its memory.
   Status Abort(const ObjectID& id, uint32_t client);

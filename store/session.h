@@ -37,6 +37,7 @@ struct Session {
   std::unordered_map<ObjectID, uint32_t, ObjectIDHash> refs;  // id -> references
   std::unordered_set<ObjectID, ObjectIDHash> creating;        // created, unsealed
   uint32_t pending_gets = 0;
+  uint32_t pending_fetches = 0;
 };
 
 }  // namespace plasmon

@@ -14,6 +14,7 @@
 #include <atomic>
 #include <functional>
 #include <map>
+#include <random>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -24,7 +25,9 @@
 #include "core/protocol.h"
 #include "core/size.h"
 #include "core/unix_socket.h"
+#include "store/fetch.h"
 #include "store/object_table.h"
+#include "store/seal_watcher.h"
 #include "store/session.h"
 #include "store/worker.h"
 
@@ -38,7 +41,12 @@ constexpr uint64_t kWakeKey = 1;
 constexpr uint32_t kFirstSessionId = 2;
 constexpr size_t kReadChunk = 64 * 1024;
 constexpr size_t kMaxSubscriberBacklog = 16u << 20;
-constexpr uint32_t kMaxWaitingGets = 1024;  // per connection
+constexpr uint32_t kMaxWaitingGets = 1024;  // per connection, and as many Fetches
+// Objects a fetch creates belong to this pseudo-client (sessions start at 2).
+constexpr uint32_t kFetchOwner = 1;
+// Parked fetches look the directory up again this often, in case a seal
+// message was lost (they are woken by the message otherwise).
+constexpr int64_t kRecheckUs = 2'000'000;
 
 // A Get that waits for objects to be sealed.
 struct PendingGet {
@@ -52,7 +60,7 @@ struct PendingGet {
 };
 }  // namespace
 
-class Store::Impl : public TableListener {
+class Store::Impl : public TableListener, public ObjectSource {
  public:
   Impl(const StoreOptions& o, Arena arena, UniqueFd listen_fd, UniqueFd epoll_fd, UniqueFd wake_fd)
       : opts_(o),
@@ -63,7 +71,10 @@ class Store::Impl : public TableListener {
         wake_fd_(std::move(wake_fd)),
         spare_fd_(::open("/dev/null", O_RDONLY | O_CLOEXEC)) {}
 
-  ~Impl() override { ::unlink(opts_.socket_path.c_str()); }
+  ~Impl() override {
+    if (transport_) transport_->Shutdown();  // no more Pin/Unpin calls
+    ::unlink(opts_.socket_path.c_str());
+  }
 
   Status Run();
   void Stop() {
@@ -79,15 +90,35 @@ class Store::Impl : public TableListener {
     Wake();
   }
   const Arena& arena() const { return arena_; }
+  // Serves this store's objects through `t`; returns the endpoint to publish.
+  Result<std::string> StartTransport(std::shared_ptr<Transport> t) {
+    MemoryRegion region{arena_.base(), arena_.size(), arena_.fd()};
+    PLASMON_RETURN_IF_ERROR(t->RegisterMemory(region));
+    Result<std::string> ep = t->Listen(this);
+    if (!ep.ok()) return ep.status();
+    transport_ = std::move(t);
+    transfers_ = std::make_unique<Worker>(std::max(1, opts_.transfer_threads));
+    return ep;
+  }
   void JoinCluster(const DirectoryOptions& d) {
     directory_ = std::make_unique<Directory>(d);
     directory_->Start();  // does not wait for Redis: it may be down
     lookups_ = std::make_unique<Worker>();
+    if (transport_) {
+      watcher_ = std::make_unique<SealWatcher>(d, [this](const ObjectID& id, SealWatcher::Event) {
+        Post([this, id] { OnWatchEvent(id); });
+      });
+      watcher_->Start();
+    }
   }
 
   // TableListener
   void OnSealed(const ObjectEntry& e) override;
   void OnRemoved(const ObjectEntry& e, Notification::Kind kind) override;
+
+  // ObjectSource: called by the transport's threads.
+  Result<PinnedObject> Pin(const ObjectID& id) override;
+  void Unpin(const ObjectID& id, std::optional<uint64_t> computed_digest) override;
 
  private:
   void Accept();
@@ -127,6 +158,23 @@ class Store::Impl : public TableListener {
   void RunPosted();
   void DoWhere(Session* s, const p::FrameHeader& h, const ObjectID& id);
 
+  // Fetch: see store/fetch.h for the life of a fetch.
+  void DoFetch(Session* s, const p::FrameHeader& h, p::FetchRequest r);
+  void StartFetch(const ObjectID& id);
+  void LookUp(FetchJob* job, bool use_cache);
+  void OnLookedUp(const ObjectID& id, Result<std::vector<ObjectLocationRecord>> found);
+  void PullNext(FetchJob* job);
+  void OnPulled(const ObjectID& id, const FetchCandidate& from, Result<PullResult> r);
+  void Park(FetchJob* job);
+  void OnWatchEvent(const ObjectID& id);
+  // Answers, for `id`, every Fetch waiting on it; drops its job unless a
+  // transfer is in flight.
+  void FinishFetches(const ObjectID& id, const Status& result);
+  bool HasWaiters(const ObjectID& id) const { return fetch_waiting_.count(id) > 0; }
+  void DropJob(const ObjectID& id);
+  void EndFetch(std::map<uint64_t, PendingFetch>::iterator it, bool reply);
+  void ExpireFetches();
+
   StoreOptions opts_;
   Arena arena_;
   ObjectTable table_;
@@ -137,6 +185,22 @@ class Store::Impl : public TableListener {
   std::vector<std::function<void()>> posted_;
   std::unique_ptr<Directory> directory_;  // null: single node
   std::unique_ptr<Worker> lookups_;       // directory lookups, off the loop
+
+  // The table's lock. The loop holds it while it works (not while it waits
+  // in epoll); transport threads take it to pin objects they send.
+  std::mutex table_mu_;
+  std::shared_ptr<Transport> transport_;  // null: this store cannot fetch
+  std::unique_ptr<Worker> transfers_;     // pulls, off the loop
+  std::unique_ptr<SealWatcher> watcher_;
+  LocationCache location_cache_;
+  std::mt19937_64 rng_{std::random_device{}()};
+  std::unordered_map<ObjectID, FetchJob, ObjectIDHash> jobs_;
+  uint64_t next_fetch_ = 1;
+  std::map<uint64_t, PendingFetch> fetches_;
+  std::unordered_map<ObjectID, std::vector<uint64_t>, ObjectIDHash> fetch_waiting_;  // id -> fetches
+  std::multimap<int64_t, uint64_t> fetch_deadlines_;                                // deadline -> fetch
+  size_t parked_ = 0;            // jobs waiting for a holder to appear
+  int64_t next_recheck_us_ = 0;  // when parked jobs look up again
   uint32_t next_session_ = kFirstSessionId;
   std::unordered_map<uint32_t, std::unique_ptr<Session>> sessions_;
   std::vector<uint32_t> subscribers_;
@@ -159,6 +223,7 @@ Status Store::Impl::Run() {
       if (errno == EINTR) continue;
       return Status::FromErrno("epoll_wait", errno);
     }
+    std::lock_guard<std::mutex> table_lock(table_mu_);
     for (int i = 0; i < n; i++) {
       uint64_t key = events[i].data.u64;
       if (key == kListenKey) {
@@ -186,12 +251,23 @@ Status Store::Impl::Run() {
       if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR)) OnReadable(s);
     }
     ExpireGets();
+    ExpireFetches();
   }
-  spdlog::info("store shutting down: {} clients, {} objects", sessions_.size(),
-               table_.Stats().object_count);
-  while (!sessions_.empty()) CloseSession(sessions_.begin()->first, "store shutting down", false);
-  lookups_.reset();  // finishes queued lookups; their replies find no session
-  RunPosted();
+  {
+    std::lock_guard<std::mutex> l(table_mu_);
+    spdlog::info("store shutting down: {} clients, {} objects", sessions_.size(),
+                 table_.Stats().object_count);
+    while (!sessions_.empty()) CloseSession(sessions_.begin()->first, "store shutting down", false);
+  }
+  // Unlocked: transport threads may be waiting for the table to pin.
+  if (transport_) transport_->Shutdown();  // breaks pulls in flight
+  transfers_.reset();  // their results are posted, handled below
+  lookups_.reset();    // finishes queued lookups; their replies find no session
+  if (watcher_) watcher_->Stop();
+  {
+    std::lock_guard<std::mutex> l(table_mu_);
+    RunPosted();
+  }
   if (directory_) directory_->Stop();
   return Status::OK();
 }
@@ -234,6 +310,406 @@ void Store::Impl::DoWhere(Session* s, const p::FrameHeader& h, const ObjectID& i
       Send(it->second.get(), p::MakeFrame(p::ReplyType(p::MessageType::kWhere), request_id, rep));
     });
   });
+}
+
+// ---- ObjectSource ----
+
+Result<PinnedObject> Store::Impl::Pin(const ObjectID& id) {
+  std::lock_guard<std::mutex> l(table_mu_);
+  ObjectEntry* e = table_.Find(id);
+  if (e == nullptr || !e->visible())
+    return Status::ObjectNotFound("object " + id.Hex() + " is not in this store");
+  table_.AddRef(e);  // neither evicted nor freed by a delete until Unpin
+  PinnedObject pin;
+  pin.bytes = arena_.base() + e->offset;
+  pin.arena_offset = e->offset;
+  pin.data_size = e->data_size;
+  pin.metadata_size = e->metadata_size;
+  pin.digest_valid = e->digest_valid;
+  pin.digest = e->digest;
+  return pin;
+}
+
+void Store::Impl::Unpin(const ObjectID& id, std::optional<uint64_t> computed_digest) {
+  Post([this, id, computed_digest] {
+    ObjectEntry* e = table_.Find(id);
+    if (e == nullptr || e->ref_count == 0) {
+      spdlog::error("unpin of {}: the object is not pinned", id.Hex());
+      return;
+    }
+    if (computed_digest && !e->digest_valid) {
+      // Still the pinned object: the pin kept it. Tell the directory too.
+      e->digest = *computed_digest;
+      e->digest_valid = true;
+      if (directory_ && !e->delete_pending)
+        directory_->Publish(e->id, e->data_size, e->metadata_size, true, e->digest);
+    }
+    table_.Release(e);
+  });
+}
+
+// ---- Fetch ----
+
+void Store::Impl::DoFetch(Session* s, const p::FrameHeader& h, p::FetchRequest r) {
+  p::FetchReply rep;
+  if (r.timeout_ms != 0 && s->pending_fetches >= kMaxWaitingGets) {
+    rep.status = Status::InvalidArgument("too many Fetches waiting on this connection (limit " +
+                                         std::to_string(kMaxWaitingGets) + ")");
+    Reply(s, h, rep);
+    return;
+  }
+  PendingFetch f;
+  f.session = s->id;
+  f.request_id = h.request_id;
+  f.no_wait = r.timeout_ms == 0;
+  f.ids = std::move(r.ids);
+  f.results.resize(f.ids.size());
+  f.done.assign(f.ids.size(), false);
+  std::vector<ObjectID> missing;
+  for (size_t i = 0; i < f.ids.size(); i++) {
+    ObjectEntry* e = table_.Find(f.ids[i]);
+    if (e != nullptr && e->visible()) {
+      f.done[i] = true;
+      continue;
+    }
+    if (!transport_ || !directory_) {
+      f.results[i] = Status::ObjectNotFound(
+          "object " + f.ids[i].Hex() + " is not here, and this store cannot fetch (it was started " +
+          (directory_ ? "without --listen)" : "without --redis)"));
+      f.done[i] = true;
+      continue;
+    }
+    f.remaining++;
+    missing.push_back(f.ids[i]);
+  }
+  if (f.remaining == 0) {
+    rep.results = std::move(f.results);
+    Reply(s, h, rep);
+    return;
+  }
+  uint64_t key = next_fetch_++;
+  if (r.timeout_ms > 0) {
+    int64_t ms = std::min<int64_t>(r.timeout_ms, INT64_MAX / 4000);
+    f.deadline_us = MonoMicros() + ms * 1000;
+    fetch_deadlines_.emplace(f.deadline_us, key);
+  }
+  std::sort(missing.begin(), missing.end());
+  missing.erase(std::unique(missing.begin(), missing.end()), missing.end());
+  s->pending_fetches++;
+  fetches_.emplace(key, std::move(f));
+  for (const ObjectID& id : missing) {
+    fetch_waiting_[id].push_back(key);
+    if (jobs_.count(id) > 0) {
+      // Already being fetched: this request shares that transfer. A parked
+      // job answers a no-wait request at once.
+      if (jobs_[id].phase == FetchJob::Phase::kParked && r.timeout_ms == 0) Park(&jobs_[id]);
+      continue;
+    }
+    ObjectEntry* e = table_.Find(id);
+    if (e != nullptr) continue;  // being created here: its seal answers
+    StartFetch(id);
+  }
+}
+
+void Store::Impl::StartFetch(const ObjectID& id) {
+  FetchJob& job = jobs_[id];
+  job.id = id;
+  LookUp(&job, /*use_cache=*/true);
+}
+
+void Store::Impl::LookUp(FetchJob* job, bool use_cache) {
+  job->phase = FetchJob::Phase::kLookup;
+  job->event_seen = false;
+  job->lookups++;
+  if (use_cache) {
+    if (const std::vector<FetchCandidate>* c = location_cache_.Find(job->id)) {
+      job->candidates = *c;
+      job->next = 0;
+      PullNext(job);
+      return;
+    }
+  }
+  ObjectID id = job->id;
+  lookups_->Submit([this, id] {
+    auto found = directory_->Lookup(id);
+    Post([this, id, found = std::move(found)]() mutable { OnLookedUp(id, std::move(found)); });
+  });
+}
+
+void Store::Impl::OnLookedUp(const ObjectID& id, Result<std::vector<ObjectLocationRecord>> found) {
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return;  // finished meanwhile (sealed here)
+  FetchJob* job = &it->second;
+  if (!HasWaiters(id)) {
+    DropJob(id);
+    return;
+  }
+  if (!found.ok()) {
+    job->last_error = Status::Disconnected("the directory (Redis) is unavailable: " +
+                                           found.status().message());
+    spdlog::warn("fetch {}: {}", id.Hex(), job->last_error.message());
+    Park(job);  // look up again later; the Fetch times out meanwhile
+    return;
+  }
+  const std::string self = directory_->options().node_id;
+  std::vector<FetchCandidate> candidates;
+  for (const ObjectLocationRecord& r : *found) {
+    if (r.node_id == self || !r.alive) continue;
+    auto ep = r.endpoints.find(transport_->name());
+    if (ep == r.endpoints.end()) continue;
+    candidates.push_back({r.node_id, ep->second, r.data_size, r.metadata_size});
+  }
+  std::shuffle(candidates.begin(), candidates.end(), rng_);  // spread the load
+  job->stale = false;
+  if (candidates.empty()) {
+    if (job->event_seen) {
+      LookUp(job, /*use_cache=*/false);  // a seal came while we asked
+      return;
+    }
+    Park(job);
+    return;
+  }
+  location_cache_.Put(id, candidates);
+  job->candidates = std::move(candidates);
+  job->next = 0;
+  PullNext(job);
+}
+
+void Store::Impl::PullNext(FetchJob* job) {
+  const ObjectID id = job->id;
+  if (!HasWaiters(id)) {
+    DropJob(id);
+    return;
+  }
+  if (job->next >= job->candidates.size()) {
+    location_cache_.Drop(id);
+    if (job->stale && job->lookups < 4) {
+      LookUp(job, /*use_cache=*/false);  // the directory was behind: ask again
+      return;
+    }
+    if (job->candidates.empty()) {
+      Park(job);
+      return;
+    }
+    FinishFetches(id, Status(job->last_error.code(),
+                             "fetching " + id.Hex() + " failed from every holder (" +
+                                 std::to_string(job->candidates.size()) +
+                                 "); the last: " + job->last_error.message()));
+    return;
+  }
+  const FetchCandidate& c = job->candidates[job->next++];
+  Result<ObjectEntry*> e = table_.Create(id, c.data_size, c.metadata_size, kFetchOwner);
+  if (!e.ok()) {
+    if (e.status().IsObjectExists()) {
+      // A local client is creating it (or it was just sealed): its seal answers.
+      ObjectEntry* cur = table_.Find(id);
+      if (cur != nullptr && cur->visible()) {
+        FinishFetches(id, Status::OK());
+      } else {
+        DropJob(id);
+      }
+      return;
+    }
+    FinishFetches(id, Status(e.status().code(), "cannot make room to fetch " + id.Hex() + ": " +
+                                                    e.status().message()));
+    return;
+  }
+  job->phase = FetchJob::Phase::kPull;
+  PullRequest req;
+  req.id = id;
+  req.data_size = c.data_size;
+  req.metadata_size = c.metadata_size;
+  req.destination = arena_.base() + (*e)->offset;  // owned by kFetchOwner: nothing else frees it
+  FetchCandidate from = c;
+  spdlog::debug("fetch {}: pulling {} from {} at {}", id.Hex(),
+                FormatSize(c.data_size + c.metadata_size), c.node_id, c.endpoint);
+  transfers_->Submit([this, req, from] {
+    Result<PullResult> r = transport_->Pull(from.endpoint, req);
+    Post([this, id = req.id, from, r = std::move(r)]() mutable { OnPulled(id, from, std::move(r)); });
+  });
+}
+
+void Store::Impl::OnPulled(const ObjectID& id, const FetchCandidate& from, Result<PullResult> r) {
+  auto it = jobs_.find(id);
+  FetchJob* job = it == jobs_.end() ? nullptr : &it->second;
+  if (job != nullptr) job->phase = FetchJob::Phase::kLookup;  // no transfer in flight now
+  if (!r.ok()) {
+    Status st = table_.Abort(id, kFetchOwner);
+    if (!st.ok()) spdlog::error("fetch {}: abort: {}", id.Hex(), st.ToString());
+    spdlog::warn("fetch {}: pull from {} ({}) failed: {}", id.Hex(), from.node_id, from.endpoint,
+                 r.status().ToString());
+    if (job == nullptr) return;
+    job->last_error = Status(r.status().code(), from.node_id + ": " + r.status().message());
+    if (r.status().IsObjectNotFound()) job->stale = true;
+    PullNext(job);
+    return;
+  }
+  ObjectEntry* e = table_.Find(id);
+  if (e == nullptr || e->state != ObjectState::kCreated || e->creator != kFetchOwner) {
+    spdlog::error("fetch {}: the object being received vanished", id.Hex());
+    DropJob(id);
+    return;
+  }
+  e->digest = r->digest;  // checked by the transport: no need to hash again
+  e->digest_valid = true;
+  spdlog::debug("fetch {}: {} from {}", id.Hex(), FormatSize(e->total_size()), from.node_id);
+  Status st = table_.Seal(id, kFetchOwner);  // publishes; answers the Fetches (OnSealed)
+  if (!st.ok()) spdlog::error("fetch {}: seal: {}", id.Hex(), st.ToString());
+  DropJob(id);
+}
+
+void Store::Impl::Park(FetchJob* job) {
+  const ObjectID id = job->id;
+  // Requests that would not wait get their answer now.
+  auto w = fetch_waiting_.find(id);
+  if (w != fetch_waiting_.end()) {
+    std::vector<uint64_t> keys = w->second;
+    for (uint64_t key : keys) {
+      auto f = fetches_.find(key);
+      if (f == fetches_.end() || !f->second.no_wait) continue;
+      PendingFetch& pf = f->second;
+      for (size_t i = 0; i < pf.ids.size(); i++) {
+        if (pf.done[i] || pf.ids[i] != id) continue;
+        pf.done[i] = true;
+        pf.remaining--;
+        pf.results[i] = job->last_error.ok()
+                            ? Status::ObjectNotFound("no live node holds " + id.Hex())
+                            : job->last_error;
+      }
+      auto& v = fetch_waiting_[id];
+      std::erase(v, key);
+      if (v.empty()) fetch_waiting_.erase(id);
+      if (pf.remaining == 0) EndFetch(f, /*reply=*/true);
+    }
+  }
+  if (!HasWaiters(id)) {
+    DropJob(id);
+    return;
+  }
+  if (job->phase != FetchJob::Phase::kParked) {
+    job->phase = FetchJob::Phase::kParked;
+    if (parked_++ == 0) next_recheck_us_ = MonoMicros() + kRecheckUs;
+    if (watcher_) watcher_->Watch(id);
+  }
+}
+
+void Store::Impl::OnWatchEvent(const ObjectID& id) {
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return;
+  FetchJob* job = &it->second;
+  switch (job->phase) {
+    case FetchJob::Phase::kParked:
+      parked_--;
+      LookUp(job, /*use_cache=*/false);
+      break;
+    case FetchJob::Phase::kLookup:
+      job->event_seen = true;  // the lookup in flight may predate the seal
+      break;
+    case FetchJob::Phase::kPull:
+      break;
+  }
+}
+
+void Store::Impl::FinishFetches(const ObjectID& id, const Status& result) {
+  auto w = fetch_waiting_.find(id);
+  if (w != fetch_waiting_.end()) {
+    std::vector<uint64_t> keys = std::move(w->second);
+    fetch_waiting_.erase(w);
+    for (uint64_t key : keys) {
+      auto f = fetches_.find(key);
+      if (f == fetches_.end()) continue;
+      PendingFetch& pf = f->second;
+      for (size_t i = 0; i < pf.ids.size(); i++) {
+        if (pf.done[i] || pf.ids[i] != id) continue;
+        pf.done[i] = true;
+        pf.remaining--;
+        pf.results[i] = result;
+      }
+      if (pf.remaining == 0) EndFetch(f, /*reply=*/true);
+    }
+  }
+  auto j = jobs_.find(id);
+  if (j != jobs_.end() && j->second.phase != FetchJob::Phase::kPull) DropJob(id);
+}
+
+void Store::Impl::DropJob(const ObjectID& id) {
+  auto j = jobs_.find(id);
+  if (j == jobs_.end()) return;
+  if (j->second.phase == FetchJob::Phase::kPull) return;  // OnPulled finishes it
+  if (j->second.phase == FetchJob::Phase::kParked) parked_--;
+  if (watcher_) watcher_->Unwatch(id);
+  jobs_.erase(j);
+}
+
+void Store::Impl::EndFetch(std::map<uint64_t, PendingFetch>::iterator it, bool reply) {
+  uint64_t key = it->first;
+  PendingFetch& f = it->second;
+  if (f.deadline_us >= 0) {
+    auto [lo, hi] = fetch_deadlines_.equal_range(f.deadline_us);
+    for (auto d = lo; d != hi; ++d) {
+      if (d->second == key) {
+        fetch_deadlines_.erase(d);
+        break;
+      }
+    }
+  }
+  for (size_t i = 0; i < f.ids.size(); i++) {
+    if (f.done[i]) continue;
+    auto w = fetch_waiting_.find(f.ids[i]);
+    if (w == fetch_waiting_.end()) continue;
+    std::erase(w->second, key);
+    if (w->second.empty()) fetch_waiting_.erase(w);  // its job stops at its next step
+  }
+  auto sit = sessions_.find(f.session);
+  if (sit != sessions_.end()) {
+    sit->second->pending_fetches--;
+    if (reply) {
+      for (size_t i = 0; i < f.ids.size(); i++) {
+        if (f.done[i]) continue;
+        auto j = jobs_.find(f.ids[i]);
+        std::string why = "fetching " + f.ids[i].Hex() + " did not finish in time: ";
+        if (j == jobs_.end()) {
+          why += "it is being created on this node";
+        } else if (j->second.phase == FetchJob::Phase::kPull) {
+          why += "its transfer is still running";
+        } else if (!j->second.last_error.ok()) {
+          why += j->second.last_error.message();
+        } else {
+          why += "no live node held it";
+        }
+        f.results[i] = Status::Timeout(why);
+      }
+      p::FetchReply rep;
+      rep.results = std::move(f.results);
+      Send(sit->second.get(), p::MakeFrame(p::ReplyType(p::MessageType::kFetch), f.request_id, rep));
+    }
+  }
+  fetches_.erase(it);
+}
+
+void Store::Impl::ExpireFetches() {
+  if (fetch_deadlines_.empty() && parked_ == 0) return;
+  int64_t now = MonoMicros();
+  while (!fetch_deadlines_.empty() && fetch_deadlines_.begin()->first <= now) {
+    EndFetch(fetches_.find(fetch_deadlines_.begin()->second), /*reply=*/true);
+  }
+  if (parked_ > 0 && now >= next_recheck_us_) {
+    // In case a seal message was lost: parked jobs look again, now and then.
+    next_recheck_us_ = now + kRecheckUs;
+    std::vector<ObjectID> ids;
+    for (auto& [id, job] : jobs_)
+      if (job.phase == FetchJob::Phase::kParked) ids.push_back(id);
+    for (const ObjectID& id : ids) {
+      auto it = jobs_.find(id);
+      if (it == jobs_.end() || it->second.phase != FetchJob::Phase::kParked) continue;
+      if (!HasWaiters(id)) {
+        DropJob(id);
+        continue;
+      }
+      parked_--;
+      LookUp(&it->second, /*use_cache=*/false);
+    }
+  }
 }
 
 void Store::Impl::Accept() {
@@ -442,6 +918,12 @@ bool Store::Impl::Handle(Session* s, const p::FrameHeader& h, std::string_view b
       DoWhere(s, h, r.id);
       return true;
     }
+    case p::MessageType::kFetch: {
+      p::FetchRequest r;
+      if (!p::ParseBody(body, &r)) return bad("malformed Fetch");
+      DoFetch(s, h, std::move(r));
+      return true;
+    }
     case p::MessageType::kNotification:
       break;
   }
@@ -593,8 +1075,12 @@ void Store::Impl::ExpireGets() {
 }
 
 int Store::Impl::NextTimeoutMs() const {
-  if (deadlines_.empty()) return -1;
-  int64_t wait_us = deadlines_.begin()->first - MonoMicros();
+  int64_t next = INT64_MAX;
+  if (!deadlines_.empty()) next = deadlines_.begin()->first;
+  if (!fetch_deadlines_.empty()) next = std::min(next, fetch_deadlines_.begin()->first);
+  if (parked_ > 0) next = std::min(next, next_recheck_us_);
+  if (next == INT64_MAX) return -1;
+  int64_t wait_us = next - MonoMicros();
   if (wait_us <= 0) return 0;
   return static_cast<int>(std::min<int64_t>((wait_us + 999) / 1000, INT_MAX));
 }
@@ -612,6 +1098,7 @@ void Store::Impl::DoRelease(Session* s, const ObjectID& id) {
 
 void Store::Impl::OnSealed(const ObjectEntry& e) {
   WakeGets(e.id);
+  if (!fetch_waiting_.empty()) FinishFetches(e.id, Status::OK());
   if (directory_) directory_->Publish(e.id, e.data_size, e.metadata_size, e.digest_valid, e.digest);
   Notify({Notification::Kind::kSealed, e.id, e.data_size, e.metadata_size});
 }
@@ -708,6 +1195,12 @@ void Store::Impl::CloseSession(uint32_t id, const std::string& reason, bool erro
       if (cur->second.session == s->id) EndGet(cur, /*reply=*/false);
     }
   }
+  if (s->pending_fetches > 0) {
+    for (auto f = fetches_.begin(); f != fetches_.end();) {
+      auto cur = f++;
+      if (cur->second.session == s->id) EndFetch(cur, /*reply=*/false);
+    }
+  }
   size_t aborted = s->creating.size(), released = 0;
   for (const ObjectID& oid : s->creating) {
     Status st = table_.Abort(oid, s->id);
@@ -751,7 +1244,16 @@ Result<std::unique_ptr<Store>> Store::Create(const StoreOptions& o) {
     return Status::FromErrno("epoll_ctl", errno);
   auto impl = std::make_unique<Impl>(o, std::move(*arena), std::move(*listen_fd), std::move(epfd),
                                      std::move(wake));
-  if (o.directory) impl->JoinCluster(*o.directory);
+  std::optional<DirectoryOptions> dir = o.directory;
+  if (o.transport) {
+    if (!dir)
+      return Status::InvalidArgument("a transport (--listen) needs a directory (--redis) to publish in");
+    Result<std::string> ep = impl->StartTransport(o.transport);
+    if (!ep.ok()) return ep.status();
+    dir->endpoints[o.transport->name()] = *ep;
+    spdlog::info("serving objects to peers over {} at {}", o.transport->name(), *ep);
+  }
+  if (dir) impl->JoinCluster(*dir);
   return std::unique_ptr<Store>(new Store(std::move(impl)));
 }
 

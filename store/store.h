@@ -12,6 +12,7 @@
 
 #include "core/arena.h"
 #include "store/directory.h"
+#include "transport/transport.h"
 #include "plasmon/status.h"
 
 namespace plasmon {
@@ -24,6 +25,10 @@ struct StoreOptions {
   size_t max_client_backlog = 64u << 20;
   // Join a cluster: publish locations in Redis. Without it, a single node.
   std::optional<DirectoryOptions> directory;
+  // Serves this store's objects to peers and pulls theirs (Fetch). Needs
+  // `directory`: its endpoint is published in the node record.
+  std::shared_ptr<Transport> transport;
+  int transfer_threads = 4;  // pulls in flight at once
 };
 
 class Store {

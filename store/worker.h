@@ -1,5 +1,6 @@
-// A thread that runs blocking jobs (Redis lookups, later transfers) off the
-// store's event loop. Jobs run in the order they were queued.
+// Threads that run blocking jobs (Redis lookups, transfers) off the store's
+// event loop. Jobs start in the order they were queued; with one thread they
+// also finish in that order.
 #pragma once
 
 #include <condition_variable>
@@ -7,19 +8,22 @@
 #include <functional>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 namespace plasmon {
 
 class Worker {
  public:
-  Worker() : thread_([this] { Run(); }) {}
+  explicit Worker(int threads = 1) {
+    for (int i = 0; i < threads; i++) threads_.emplace_back([this] { Run(); });
+  }
   ~Worker() {
     {
       std::lock_guard<std::mutex> l(mu_);
       stop_ = true;
     }
-    cv_.notify_one();
-    thread_.join();  // finishes the jobs already queued
+    cv_.notify_all();
+    for (std::thread& t : threads_) t.join();  // finishes the jobs already queued
   }
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -50,7 +54,7 @@ class Worker {
   std::condition_variable cv_;
   bool stop_ = false;
   std::deque<std::function<void()>> jobs_;
-  std::thread thread_;
+  std::vector<std::thread> threads_;
 };
 
 }  // namespace plasmon

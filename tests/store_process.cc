@@ -28,10 +28,11 @@ std::string TempDir() {
   return templ;
 }
 
-StoreProcess::StoreProcess(std::vector<std::string> args) {
+StoreProcess::StoreProcess(std::vector<std::string> args, const std::string& netns) {
   dir_ = TempDir();
   socket_ = dir_ + "/store.sock";
   args.insert(args.begin(), {StoreBinary(), "-s", socket_, "--log-level", "warn"});
+  if (!netns.empty()) args.insert(args.begin(), {"/usr/sbin/ip", "netns", "exec", netns});
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -62,6 +63,14 @@ StoreProcess::StoreProcess(std::vector<std::string> args) {
 std::string StoreProcess::Log() const {
   std::ifstream f(log_);
   return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+}
+
+void StoreProcess::Kill() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);
+  int status;
+  ::waitpid(pid_, &status, 0);
+  pid_ = -1;
 }
 
 bool StoreProcess::Alive() {

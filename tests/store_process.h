@@ -21,7 +21,8 @@ class StoreProcess {
   // Starts plasmon-store with `args` (socket and log-level flags are added;
   // it logs at info) and waits
   // until it accepts connections. Fails the current test if it does not.
-  explicit StoreProcess(std::vector<std::string> args = {"-m", "64M"});
+  // With `netns`, it runs inside that network namespace (ip netns exec).
+  explicit StoreProcess(std::vector<std::string> args = {"-m", "64M"}, const std::string& netns = {});
   ~StoreProcess();  // SIGTERM, then SIGKILL if it does not exit
 
   const std::string& socket() const { return socket_; }
@@ -29,6 +30,8 @@ class StoreProcess {
   bool started() const { return pid_ > 0; }
   // Sends SIGTERM and returns the exit status (as from waitpid), -1 on timeout.
   int Terminate();
+  // SIGKILL: the store gets no chance to clean up.
+  void Kill();
   // Whether the process is still running.
   bool Alive();
   // What the store logged so far (stdout and stderr).

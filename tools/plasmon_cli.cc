@@ -11,6 +11,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -96,6 +97,17 @@ int main(int argc, char** argv) {
   get->add_option("-o,--output", out_path, "Write to this file instead of stdout");
   get->add_option("-t,--timeout", get_timeout, "Wait this many ms for the object to be sealed")
       ->capture_default_str();
+  bool get_fetch = false;
+  get->add_flag("-f,--fetch", get_fetch, "Fetch the object from another node if it is not here");
+
+  std::vector<std::string> fetch_ids;
+  int64_t fetch_timeout = 10000;
+  auto* fetch = app.add_subcommand(
+      "fetch", "Make objects local, pulling them from the nodes that hold them (cluster only)");
+  fetch->add_option("ID", fetch_ids, "Object IDs")->required();
+  fetch->add_option("-t,--timeout", fetch_timeout,
+                    "Wait this many ms (-1: forever) for objects no node holds yet")
+      ->capture_default_str();
 
   auto* ls = app.add_subcommand("ls", "List the objects in the store");
   std::vector<std::string> rm_ids;
@@ -140,7 +152,7 @@ int main(int argc, char** argv) {
   if (*get) {
     auto id = ParseId(get_id);
     if (!id) return Fail(BadId(get_id));
-    auto got = client.Get({*id}, get_timeout);
+    auto got = client.Get({*id}, get_timeout, plasmon::GetOptions{get_fetch});
     if (!got.ok()) return Fail(got.status().ToString());
     const plasmon::ObjectBuffer& b = (*got)[0];
     if (!b.valid()) return Fail(b.status().ToString());
@@ -191,6 +203,30 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "plasmon: %s\n", st.ToString().c_str());
       if (!st.IsObjectNotFound() || rc == 0) rc = 1;
     }
+    return rc;
+  }
+  if (*fetch) {
+    std::vector<plasmon::ObjectID> ids;
+    for (const std::string& s : fetch_ids) {
+      auto id = ParseId(s);
+      if (!id) return Fail(BadId(s));
+      ids.push_back(*id);
+    }
+    auto t0 = std::chrono::steady_clock::now();
+    auto res = client.Fetch(ids, fetch_timeout);
+    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (!res.ok()) return Fail(res.status().ToString());
+    int rc = 0;
+    for (size_t i = 0; i < ids.size(); i++) {
+      const plasmon::Status& st = (*res)[i];
+      if (st.ok()) {
+        std::printf("%s\tlocal\n", ids[i].Hex().c_str());
+      } else {
+        std::fprintf(stderr, "plasmon: %s: %s\n", ids[i].Hex().c_str(), st.ToString().c_str());
+        rc = 1;
+      }
+    }
+    std::fprintf(stderr, "plasmon: fetch took %.3f ms\n", ms);
     return rc;
   }
   if (*where) {

@@ -9,10 +9,13 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
+#include <memory>
 
 #include "core/size.h"
 #include "store/store.h"
+#include "transport/tcp_transport.h"
 
 namespace {
 plasmon::Store* g_store = nullptr;
@@ -53,6 +56,21 @@ int main(int argc, char** argv) {
   app.add_option("--node-id", dir.node_id, "This node's name in the cluster (default: hostname)");
   app.add_option("--node-ttl-ms", dir.ttl_ms,
                  "A node record lives this long without a heartbeat")->capture_default_str();
+  plasmon::TcpTransportOptions tcp;
+  std::string listen, secret_file;
+  app.add_option("--listen", listen,
+                 "Serve objects to other stores over TCP at ADDR:PORT (needs --redis); "
+                 "enables Fetch");
+  app.add_option("--advertise", tcp.advertise,
+                 "Address peers dial, if --listen binds 0.0.0.0 (ADDR or ADDR:PORT)");
+  app.add_option("--cluster-secret-file", secret_file,
+                 "File holding the secret every store of the cluster shares; peers without "
+                 "it are refused (also: $PLASMON_CLUSTER_SECRET)");
+  app.add_option("--transfer-streams", tcp.streams,
+                 "TCP connections one large object is pulled over in parallel")
+      ->capture_default_str();
+  app.add_option("--transfer-threads", opts.transfer_threads, "Pulls in flight at once")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   spdlog::set_level(spdlog::level::from_str(log_level));
@@ -98,6 +116,39 @@ int main(int argc, char** argv) {
     opts.directory = dir;
   }
 
+  if (!listen.empty()) {
+    if (!opts.directory) {
+      std::fprintf(stderr, "plasmon-store: --listen needs --redis (peers find it there)\n");
+      return 2;
+    }
+    tcp.listen = listen;
+    tcp.node_name = dir.node_id;
+    if (const char* env = std::getenv("PLASMON_CLUSTER_SECRET")) tcp.secret = env;
+    if (!secret_file.empty()) {
+      std::ifstream f(secret_file);
+      if (!f || !std::getline(f, tcp.secret) || tcp.secret.empty()) {
+        std::fprintf(stderr, "plasmon-store: cannot read a secret from --cluster-secret-file %s\n",
+                     secret_file.c_str());
+        return 2;
+      }
+    }
+    if (tcp.streams < 1 || tcp.streams > 64 || opts.transfer_threads < 1 ||
+        opts.transfer_threads > 256) {
+      std::fprintf(stderr,
+                   "plasmon-store: --transfer-streams must be 1..64, --transfer-threads 1..256\n");
+      return 2;
+    }
+    if (tcp.secret.empty())
+      spdlog::warn("no cluster secret: any host that reaches {} can read every object here "
+                   "(use --cluster-secret-file)", listen);
+    auto t = plasmon::TcpTransport::Create(tcp);
+    if (!t.ok()) {
+      std::fprintf(stderr, "plasmon-store: %s\n", t.status().ToString().c_str());
+      return 1;
+    }
+    opts.transport = std::shared_ptr<plasmon::Transport>(std::move(*t));
+  }
+
   // Each client is a descriptor: allow as many as the hard limit permits.
   struct rlimit nofile;
   if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
@@ -105,6 +156,7 @@ int main(int argc, char** argv) {
     setrlimit(RLIMIT_NOFILE, &nofile);
   }
 
+  signal(SIGPIPE, SIG_IGN);  // before any thread starts: peers and Redis may hang up
   auto store = plasmon::Store::Create(opts);
   if (!store.ok()) {
     std::fprintf(stderr, "plasmon-store: %s\n", store.status().ToString().c_str());
@@ -116,7 +168,6 @@ int main(int argc, char** argv) {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
-  signal(SIGPIPE, SIG_IGN);
   plasmon::Status st = (*store)->Run();
   g_store = nullptr;
   if (!st.ok()) {

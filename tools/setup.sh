@@ -9,8 +9,9 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config       # toolchain
   libspdlog-dev libfmt-dev libcli11-dev libxxhash-dev  # logging, flags, digests
   libhiredis-dev redis-server                          # Redis client; server for references and tests
+  libssl-dev                                           # HMAC for store-to-store authentication
   libgtest-dev libgmock-dev                            # tests
-  procps                                               # pgrep/pkill in scripts
+  procps iproute2                                      # pgrep/pkill; ip netns and tc for cluster tests
 )
 
 missing=()

@@ -72,6 +72,12 @@ struct MutableBuffer {
   uint64_t size = 0;
 };
 
+struct GetOptions {
+  // Pull objects that are not in the local store from other nodes first
+  // (cluster only; see Client::Fetch). The timeout covers the fetch.
+  bool fetch = false;
+};
+
 // Events from the store, read from their own connection (see Subscribe).
 class Subscription {
  public:
@@ -123,7 +129,10 @@ class Client {
   // One buffer per ID, in order, each holding a reference. Waits until each
   // object is sealed or `timeout_ms` passes (0 polls, -1 waits forever). A
   // missing object comes back as an invalid buffer, not as an error.
-  Result<std::vector<ObjectBuffer>> Get(const std::vector<ObjectID>& ids, int64_t timeout_ms);
+  // With options.fetch, objects missing here are fetched from other nodes and
+  // a failed fetch's error is the buffer's status.
+  Result<std::vector<ObjectBuffer>> Get(const std::vector<ObjectID>& ids, int64_t timeout_ms,
+                                        const GetOptions& options = {});
   // Drops one reference this client holds (taken by Get), before the buffer
   // holding it goes. The buffer must not be read afterwards. Like a buffer's
   // release, it reaches the store with the next request or within 1 ms.
@@ -147,6 +156,16 @@ class Client {
   // directory (Redis). InvalidArgument on a store that is not in a cluster;
   // Disconnected if Redis is unreachable.
   Result<std::vector<ObjectHolder>> Where(const ObjectID& id);
+
+  // Makes objects local: the store pulls each one it lacks from a node that
+  // holds it, checks its digest and seals it here (and publishes its new
+  // location). One Status per ID: OK (local now), Timeout (no node held it
+  // before the deadline, or the transfer did not finish in time), or why the
+  // transfer failed after every holder was tried (Disconnected, Corruption,
+  // PermissionDenied, OutOfMemory, ...). An object that no node holds yet is
+  // waited for until `timeout_ms` (-1 forever; 0: ObjectNotFound at once).
+  // Concurrent fetches of one object share one transfer.
+  Result<std::vector<Status>> Fetch(const std::vector<ObjectID>& ids, int64_t timeout_ms);
 
   // Opens a second connection on which the store reports every seal, delete
   // and eviction, in order.

@@ -1,0 +1,352 @@
+// Cross-node Fetch: a real redis-server and three real stores, each in its
+// own network namespace, pulling objects from each other over TCP (issue 3).
+// Waits are bounded and generous; nothing here asserts a duration.
+#include <fstream>
+#include <memory>
+#include <random>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "plasmon/client.h"
+#include "tests/netns.h"
+#include "tests/redis_process.h"
+#include "tests/store_process.h"
+
+namespace plasmon {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::NetNamespaces;
+using testing::RedisProcess;
+using testing::StoreProcess;
+
+constexpr int64_t kTimeoutMs = 30000;
+
+std::string Bytes(size_t n, uint64_t seed) {
+  std::string s(n, '\0');
+  std::mt19937_64 rng(seed);
+  for (size_t i = 0; i < n; i += 8) {
+    uint64_t v = rng();
+    std::memcpy(&s[i], &v, std::min<size_t>(8, n - i));
+  }
+  return s;
+}
+
+Status Put(Client& c, const ObjectID& id, const std::string& data, const std::string& meta = {}) {
+  if (data.size() + meta.size() <= (1u << 20)) return c.CreateAndSeal(id, data, meta);
+  Result<MutableBuffer> b = c.Create(id, data.size(), meta);
+  if (!b.ok()) return b.status();
+  std::memcpy(b->data, data.data(), data.size());
+  return c.Seal(id);
+}
+
+// The object's bytes in the store `c` talks to, compared with what was put.
+::testing::AssertionResult HasBytes(Client& c, const ObjectID& id, const std::string& data,
+                                    const std::string& meta = {}) {
+  auto got = c.Get({id}, 0);
+  if (!got.ok()) return ::testing::AssertionFailure() << got.status().ToString();
+  const ObjectBuffer& b = (*got)[0];
+  if (!b.valid()) return ::testing::AssertionFailure() << b.status().ToString();
+  if (b.view() != data) return ::testing::AssertionFailure() << "data differs (" << b.size() << " bytes)";
+  if (b.metadata_view() != meta) return ::testing::AssertionFailure() << "metadata differs";
+  return ::testing::AssertionSuccess();
+}
+
+Status FetchOne(Client& c, const ObjectID& id, int64_t timeout_ms = kTimeoutMs) {
+  auto r = c.Fetch({id}, timeout_ms);
+  if (!r.ok()) return r.status();
+  return (*r)[0];
+}
+
+class ClusterFetchTest : public ::testing::Test {
+ protected:
+  static constexpr int kNodes = 3;
+
+  void SetUp() override {
+    ASSERT_TRUE(net_.ok()) << net_.error();
+    ASSERT_TRUE(redis_.started());
+    secret_ = testing::TempDir() + "/secret";
+    std::ofstream(secret_) << "a shared secret for the test cluster\n";
+    for (int i = 1; i <= kNodes; i++) ASSERT_TRUE(StartNode(i));
+  }
+
+  std::vector<std::string> NodeArgs(int i) {
+    return {"-m",          "256M",
+            "--redis",     redis_.address(),
+            "--node-id",   "node-" + std::to_string(i),
+            "--node-ttl-ms", "1000",
+            "--listen",    net_.address(i) + ":7400",
+            "--cluster-secret-file", secret_};
+  }
+  bool StartNode(int i) {
+    clients_[i] = std::make_unique<Client>();
+    stores_[i] = std::make_unique<StoreProcess>(NodeArgs(i), net_.ns(i));
+    return stores_[i]->started() && clients_[i]->Connect(stores_[i]->socket()).ok();
+  }
+  Client& c(int i) { return *clients_[i]; }
+  StoreProcess& store(int i) { return *stores_[i]; }
+
+  // Waits until the directory lists `node` as a live holder of `id`.
+  bool Published(int via, const ObjectID& id, const std::string& node) {
+    for (int i = 0; i < 2000; i++) {
+      auto w = c(via).Where(id);
+      if (w.ok())
+        for (const ObjectHolder& h : *w)
+          if (h.node_id == node && h.alive) return true;
+      std::this_thread::sleep_for(10ms);
+    }
+    return false;
+  }
+
+  NetNamespaces net_{kNodes};
+  RedisProcess redis_;
+  std::string secret_;
+  std::unique_ptr<StoreProcess> stores_[kNodes + 1];
+  std::unique_ptr<Client> clients_[kNodes + 1];
+};
+
+TEST_F(ClusterFetchTest, FetchesEverySizeClassIntact) {
+  // Empty, tiny, one page, past the seal-digest cap, one chunk, just past it
+  // (two chunks), and many chunks over parallel connections.
+  const std::vector<size_t> sizes = {0, 1, 4096, (64u << 10) + 1, 1u << 20, (4u << 20) + 1, 40u << 20};
+  for (size_t i = 0; i < sizes.size(); i++) {
+    SCOPED_TRACE("size " + std::to_string(sizes[i]));
+    ObjectID id = ObjectID::Random();
+    std::string data = Bytes(sizes[i], i), meta = i % 2 ? "meta-" + std::to_string(i) : "";
+    ASSERT_TRUE(Put(c(1), id, data, meta).ok());
+    Status st = FetchOne(c(2), id);
+    ASSERT_TRUE(st.ok()) << st.ToString() << "\n" << store(2).Log();
+    EXPECT_TRUE(HasBytes(c(2), id, data, meta));
+    // The fetched copy is an ordinary local object, and is published.
+    EXPECT_TRUE(Published(3, id, "node-2"));
+  }
+}
+
+TEST_F(ClusterFetchTest, GetWithFetchOptionPullsWhatIsMissing) {
+  ObjectID here = ObjectID::Random(), there = ObjectID::Random(), nowhere = ObjectID::Random();
+  ASSERT_TRUE(Put(c(2), here, "local").ok());
+  ASSERT_TRUE(Put(c(1), there, "remote").ok());
+  auto got = c(2).Get({here, there, nowhere}, 2000, GetOptions{true});
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ((*got)[0].view(), "local");
+  EXPECT_EQ((*got)[1].view(), "remote");
+  EXPECT_FALSE((*got)[2].valid());
+  EXPECT_TRUE((*got)[2].status().IsTimeout()) << (*got)[2].status().ToString();
+}
+
+TEST_F(ClusterFetchTest, SeveralFetchersOfOneObjectAllGetIt) {
+  ObjectID id = ObjectID::Random();
+  std::string data = Bytes(24u << 20, 7);
+  ASSERT_TRUE(Put(c(1), id, data).ok());
+  // Six fetches at once on node 2 (they share one transfer) and two on node 3.
+  std::vector<std::thread> threads;
+  std::vector<Status> results(8);
+  for (int t = 0; t < 8; t++) {
+    threads.emplace_back([&, t] { results[t] = FetchOne(c(t < 6 ? 2 : 3), id); });
+  }
+  for (auto& t : threads) t.join();
+  for (const Status& st : results) EXPECT_TRUE(st.ok()) << st.ToString();
+  EXPECT_TRUE(HasBytes(c(2), id, data));
+  EXPECT_TRUE(HasBytes(c(3), id, data));
+  auto stats = c(2).Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->object_count, 1u);  // one copy, not six
+}
+
+TEST_F(ClusterFetchTest, ChainFetchesFromTheNodeThatFetchedIt) {
+  ObjectID id = ObjectID::Random();
+  std::string data = Bytes(3u << 20, 11);
+  ASSERT_TRUE(Put(c(1), id, data).ok());
+  ASSERT_TRUE(FetchOne(c(2), id).ok());
+  ASSERT_TRUE(Published(3, id, "node-2"));
+  // Node 1 lets go of it: node 3 can only get it from node 2.
+  auto del = c(1).Delete({id});
+  ASSERT_TRUE(del.ok() && (*del)[0].ok());
+  Status st = FetchOne(c(3), id);
+  ASSERT_TRUE(st.ok()) << st.ToString() << "\n" << store(3).Log();
+  EXPECT_TRUE(HasBytes(c(3), id, data));
+}
+
+TEST_F(ClusterFetchTest, WaitsForAnObjectSealedLaterElsewhere) {
+  ObjectID id = ObjectID::Random();
+  Status st;
+  std::thread fetcher([&] { st = FetchOne(c(2), id); });
+  std::this_thread::sleep_for(300ms);  // the fetch is parked, subscribed
+  ASSERT_TRUE(Put(c(1), id, "late").ok());
+  fetcher.join();
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_TRUE(HasBytes(c(2), id, "late"));
+}
+
+TEST_F(ClusterFetchTest, AnIdThatNeverAppearsTimesOut) {
+  ObjectID id = ObjectID::Random();
+  Status st = FetchOne(c(2), id, 500);
+  EXPECT_TRUE(st.IsTimeout()) << st.ToString();
+  // Timeout 0: no waiting for it to appear.
+  st = FetchOne(c(2), id, 0);
+  EXPECT_TRUE(st.IsObjectNotFound()) << st.ToString();
+  EXPECT_TRUE(store(2).Alive());
+  auto contains = c(2).Contains(id);
+  ASSERT_TRUE(contains.ok());
+  EXPECT_FALSE(*contains);
+}
+
+TEST_F(ClusterFetchTest, FallsBackToAnotherHolderWhenOneIsDead) {
+  // Twenty objects on nodes 1 and 2; node 1 then dies without a word. Its
+  // record lives on until its TTL passes, so node 3 sees two candidates and
+  // (picking at random) tries the dead one first for about half of them.
+  std::vector<ObjectID> ids;
+  std::vector<std::string> datas;
+  for (int i = 0; i < 20; i++) {
+    ids.push_back(ObjectID::Random());
+    datas.push_back(Bytes(64u << 10, 100 + i));
+    ASSERT_TRUE(Put(c(1), ids.back(), datas.back()).ok());
+    ASSERT_TRUE(FetchOne(c(2), ids.back()).ok());
+  }
+  ASSERT_TRUE(Published(3, ids.back(), "node-2"));
+  store(1).Kill();
+  auto r = c(3).Fetch(ids, kTimeoutMs);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  for (size_t i = 0; i < ids.size(); i++) {
+    EXPECT_TRUE((*r)[i].ok()) << (*r)[i].ToString();
+    EXPECT_TRUE(HasBytes(c(3), ids[i], datas[i]));
+  }
+}
+
+TEST_F(ClusterFetchTest, HolderKilledMidTransferFailsCleanly) {
+  // Node 1 alone holds 64 MiB and sends at 100 Mbit/s: the transfer takes
+  // about 5 s, and node 1 is killed one second into it.
+  ASSERT_TRUE(net_.LimitRate(1, "100mbit"));
+  ObjectID id = ObjectID::Random();
+  ASSERT_TRUE(Put(c(1), id, Bytes(64u << 20, 3)).ok());
+  ASSERT_TRUE(Published(2, id, "node-1"));
+  Status st;
+  std::thread fetcher([&] { st = FetchOne(c(2), id); });
+  std::this_thread::sleep_for(1s);
+  store(1).Kill();
+  fetcher.join();
+  EXPECT_FALSE(st.ok());
+  EXPECT_TRUE(st.IsDisconnected()) << st.ToString();
+  // Nothing partial is visible and no memory is held.
+  auto contains = c(2).Contains(id);
+  ASSERT_TRUE(contains.ok());
+  EXPECT_FALSE(*contains);
+  auto stats = c(2).Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->object_count, 0u);
+  EXPECT_EQ(stats->used, 0u);
+  EXPECT_TRUE(store(2).Alive());
+}
+
+TEST_F(ClusterFetchTest, HolderKilledMidTransferFallsBackToTheOther) {
+  // Both 1 and 3 hold it, both send slowly; whichever node 2 pulls from
+  // first is killed mid-transfer.
+  ASSERT_TRUE(net_.LimitRate(1, "200mbit"));
+  ASSERT_TRUE(net_.LimitRate(3, "200mbit"));
+  ObjectID id = ObjectID::Random();
+  std::string data = Bytes(32u << 20, 5);
+  ASSERT_TRUE(Put(c(1), id, data).ok());
+  ASSERT_TRUE(Put(c(3), id, data).ok());
+  ASSERT_TRUE(Published(2, id, "node-1"));
+  ASSERT_TRUE(Published(2, id, "node-3"));
+  Status st;
+  std::thread fetcher([&] { st = FetchOne(c(2), id); });
+  std::this_thread::sleep_for(500ms);
+  store(1).Kill();  // if node 2 was pulling from 3, this changes nothing
+  fetcher.join();
+  ASSERT_TRUE(st.ok()) << st.ToString() << "\n" << store(2).Log();
+  EXPECT_TRUE(HasBytes(c(2), id, data));
+}
+
+TEST_F(ClusterFetchTest, DeadStoreRecordExpiresAndFetchesSkipIt) {
+  ObjectID id = ObjectID::Random();
+  ASSERT_TRUE(Put(c(1), id, "only on node 1").ok());
+  ASSERT_TRUE(Published(2, id, "node-1"));
+  store(1).Kill();
+  // The record expires (TTL 1 s): node 1 is listed as dead, then not tried.
+  bool dead = false;
+  for (int i = 0; i < 1000 && !dead; i++) {
+    auto w = c(2).Where(id);
+    dead = w.ok() && !w->empty() && !(*w)[0].alive;
+    if (!dead) std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_TRUE(dead);
+  Status st = FetchOne(c(2), id, 0);
+  EXPECT_TRUE(st.IsObjectNotFound()) << st.ToString();
+  // Another copy appears on node 3: now the fetch succeeds from there.
+  ASSERT_TRUE(Put(c(3), id, "only on node 1").ok());
+  st = FetchOne(c(2), id);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_TRUE(HasBytes(c(2), id, "only on node 1"));
+}
+
+TEST_F(ClusterFetchTest, RedisRestartLocalWorkGoesOnAndLocationsComeBack) {
+  ObjectID before = ObjectID::Random();
+  ASSERT_TRUE(Put(c(1), before, "published before the outage").ok());
+  ASSERT_TRUE(Published(2, before, "node-1"));
+  redis_.Kill();
+  // Local work goes on.
+  ObjectID during = ObjectID::Random();
+  ASSERT_TRUE(Put(c(1), during, "sealed during the outage").ok());
+  EXPECT_TRUE(HasBytes(c(1), during, "sealed during the outage"));
+  // A fetch cannot find anything: it fails in time, with a reason.
+  Status st = FetchOne(c(2), during, 1000);
+  EXPECT_TRUE(st.IsTimeout()) << st.ToString();
+  ASSERT_TRUE(redis_.Start());  // empty: the stores must re-publish
+  ASSERT_TRUE(Published(2, before, "node-1"));
+  ASSERT_TRUE(Published(2, during, "node-1"));
+  st = FetchOne(c(2), during);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_TRUE(HasBytes(c(2), during, "sealed during the outage"));
+}
+
+TEST_F(ClusterFetchTest, PeerWithoutTheSecretIsRefused) {
+  std::string wrong = testing::TempDir() + "/wrong";
+  std::ofstream(wrong) << "not the cluster's secret\n";
+  // An intruder in node 3's namespace, on another port, with the wrong secret.
+  StoreProcess intruder({"-m", "64M", "--redis", redis_.address(), "--node-id", "intruder",
+                         "--listen", net_.address(3) + ":7401", "--cluster-secret-file", wrong},
+                        net_.ns(3));
+  ASSERT_TRUE(intruder.started());
+  Client ci;
+  ASSERT_TRUE(ci.Connect(intruder.socket()).ok());
+  ObjectID id = ObjectID::Random();
+  ASSERT_TRUE(Put(c(1), id, "secret data").ok());
+  Status st = FetchOne(ci, id, 5000);
+  EXPECT_TRUE(st.IsPermissionDenied()) << st.ToString();
+  auto contains = ci.Contains(id);
+  ASSERT_TRUE(contains.ok());
+  EXPECT_FALSE(*contains);
+  EXPECT_NE(store(1).Log().find("failed the handshake"), std::string::npos) << store(1).Log();
+  // The cluster's own members still fetch from node 1.
+  EXPECT_TRUE(FetchOne(c(2), id).ok());
+}
+
+TEST_F(ClusterFetchTest, AnObjectBeingSentIsNotEvicted) {
+  // Node 1 sends a 64 MiB object slowly while its client fills the store
+  // (256 MiB) three times over: the pinned object must survive, intact.
+  ASSERT_TRUE(net_.LimitRate(1, "200mbit"));
+  ObjectID id = ObjectID::Random();
+  std::string data = Bytes(64u << 20, 9);
+  ASSERT_TRUE(Put(c(1), id, data).ok());
+  ASSERT_TRUE(Published(2, id, "node-1"));
+  Status st;
+  std::thread fetcher([&] { st = FetchOne(c(2), id); });
+  std::this_thread::sleep_for(500ms);
+  int created = 0;
+  for (int i = 0; i < 24; i++) {
+    auto b = c(1).Create(ObjectID::Random(), 32u << 20);
+    if (!b.ok()) continue;  // no room: the pinned object is not evictable
+    std::memset(b->data, i, 32u << 20);
+    ASSERT_TRUE(c(1).Seal(b->id).ok());
+    created++;
+  }
+  EXPECT_GT(created, 0);
+  fetcher.join();
+  ASSERT_TRUE(st.ok()) << st.ToString() << "\n" << store(2).Log();
+  EXPECT_TRUE(HasBytes(c(2), id, data));
+}
+
+}  // namespace
+}  // namespace plasmon
