@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# The plasmon live demo: sets up, builds, starts a store, puts and gets
-# objects with the CLI, and prints the local latency figures beside their
-# references (Unix-socket ping-pong, memcpy, Redis over the same kind of socket).
+# The plasmon live demo: sets up and builds, then
+#   1. starts a two-node cluster (tools/plasmon-cluster: each store in its own
+#      network namespace, or on loopback where namespaces are not available),
+#      puts a 4 KiB and a 64 MiB object on node 1, shows where they are,
+#      fetches them on node 2 over TCP and checks the bytes;
+#   2. starts a single store and puts, gets and lists objects with the CLI;
+#   3. prints the local latency figures beside their references (Unix-socket
+#      ping-pong, memcpy, Redis over the same kind of socket), and the fetch
+#      figures if this build's plasmon-bench has them.
 #   tools/demo.sh            # the whole demo
 #   QUICK=1 tools/demo.sh    # fewer benchmark iterations
 set -euo pipefail
@@ -10,15 +16,74 @@ tools/setup.sh build
 BIN=build/tools
 
 WORK="$(mktemp -d /tmp/plasmon-demo-XXXXXX)"
+CLUSTER_DIR="$WORK/cluster"
 STORE_PID=""
 REDIS_SOCK="$WORK/redis.sock"
 cleanup() {
+  local rc=$?
+  tools/plasmon-cluster down --dir "$CLUSTER_DIR" >/dev/null 2>&1 || true
   [ -n "$STORE_PID" ] && kill "$STORE_PID" 2>/dev/null && wait "$STORE_PID" 2>/dev/null || true
   if [ -S "$REDIS_SOCK" ]; then redis-cli -s "$REDIS_SOCK" shutdown nosave >/dev/null 2>&1 || true; fi
-  rm -rf "$WORK"
+  if [ "$rc" -eq 0 ]; then
+    rm -rf "$WORK"
+  else
+    echo "demo failed; the logs are in $CLUSTER_DIR and $WORK" >&2
+  fi
 }
 trap cleanup EXIT
 
+# ---- 1. Two nodes -------------------------------------------------------------
+echo "==> tools/plasmon-cluster up: two stores (512 MiB each, prefaulted) and a Redis directory"
+# A name of its own, so that the demo does not collide with another cluster.
+tools/plasmon-cluster up --nodes 2 --dir "$CLUSTER_DIR" --name "pd$(($$ % 1000000))" \
+  --memory 512M --prefault
+# shellcheck disable=SC1091
+. "$CLUSTER_DIR/cluster.env"
+N1="$PLASMON_SOCKET_1"
+N2="$PLASMON_SOCKET_2"
+
+echo "==> plasmon put on node 1: a 4 KiB and a 64 MiB object"
+head -c 4096 /dev/urandom >"$WORK/small"
+head -c $((64 << 20)) /dev/urandom >"$WORK/large"
+SMALL=$("$BIN/plasmon" -s "$N1" put "$WORK/small")
+LARGE=$("$BIN/plasmon" -s "$N1" put "$WORK/large")
+echo "4 KiB  -> $SMALL"
+echo "64 MiB -> $LARGE"
+
+echo "==> plasmon where (asked of node 2, which has neither yet)"
+"$BIN/plasmon" -s "$N2" where "$SMALL"
+"$BIN/plasmon" -s "$N2" where "$LARGE"
+
+echo "==> plasmon fetch on node 2 (node 1 serves at $PLASMON_ENDPOINT_1, node 2 pulls over TCP)"
+fetch_ms() {  # fetches $1 on node 2, prints the CLI's own timing in ms
+  local err
+  if ! err=$("$BIN/plasmon" -s "$N2" fetch "$1" 2>&1 >/dev/null); then
+    echo "$err" >&2
+    echo "fetch of $1 failed; the stores' logs:" >&2
+    tail -n 20 "$CLUSTER_DIR/n1.log" "$CLUSTER_DIR/n2.log" >&2
+    return 1
+  fi
+  sed -n 's/^plasmon: fetch took \([0-9.]*\) ms$/\1/p' <<<"$err"
+}
+MS=$(fetch_ms "$SMALL")
+echo "4 KiB:  fetched in $MS ms"
+MS=$(fetch_ms "$LARGE")
+awk -v ms="$MS" 'BEGIN { printf "64 MiB: fetched in %s ms (%.2f GB/s)\n", ms, 67108864 / (ms * 1e6) }'
+"$BIN/plasmon" -s "$N2" where "$LARGE"
+
+echo "==> plasmon get on node 2 | sha256sum, against the files put on node 1"
+for obj in "small:$SMALL" "large:$LARGE"; do
+  file="$WORK/${obj%%:*}" id="${obj#*:}"
+  want=$(sha256sum <"$file" | cut -d' ' -f1)
+  got=$("$BIN/plasmon" -s "$N2" get "$id" | sha256sum | cut -d' ' -f1)
+  if [ "$got" != "$want" ]; then
+    echo "MISMATCH for $id: node 2 has $got, the file is $want" >&2
+    exit 1
+  fi
+  echo "$id  $got  same bytes"
+done
+
+# ---- 2. One node, as a single store ---------------------------------------------
 export PLASMON_SOCKET="$WORK/plasmon.sock"
 # With two CPUs or more, the store runs on CPU 1 and the benchmark on CPU 0, so
 # that every figure (and the ping-pong floor) crosses CPUs the same way.
@@ -28,7 +93,7 @@ if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
   PIN=(--pin 0,1)
   STORE_CMD=(taskset -c 1 "$BIN/plasmon-store")
 fi
-echo "==> starting plasmon-store: 1 GiB arena, prefaulted, socket $PLASMON_SOCKET"
+echo "==> starting a single plasmon-store: 1 GiB arena, prefaulted, socket $PLASMON_SOCKET"
 "${STORE_CMD[@]}" --socket "$PLASMON_SOCKET" --memory 1G --prefault --log-level warn &
 STORE_PID=$!
 for _ in $(seq 200); do [ -S "$PLASMON_SOCKET" ] && break; sleep 0.05; done
@@ -45,6 +110,7 @@ echo -n "get 68656c6c...: "; "$BIN/plasmon" get 68656c6c6f2d706c61736d6f6e2d6465
 "$BIN/plasmon" stats
 "$BIN/plasmon" rm "$ID" 68656c6c6f2d706c61736d6f6e2d64656d6f2121  # the benchmark wants an empty store
 
+# ---- 3. Latency figures -------------------------------------------------------------
 echo "==> starting redis-server on $REDIS_SOCK (the reference for a GET over a Unix socket)"
 redis-server --port 0 --unixsocket "$REDIS_SOCK" --save '' --appendonly no --daemonize yes \
   --logfile "$WORK/redis.log" >/dev/null
@@ -54,3 +120,28 @@ echo "==> plasmon-bench local (latency in microseconds)"
 ARGS=()
 if [ -n "${QUICK:-}" ]; then ARGS+=(--iterations 2000); fi
 "$BIN/plasmon-bench" local --socket "$PLASMON_SOCKET" --redis-socket "$REDIS_SOCK" "${PIN[@]}" "${ARGS[@]}"
+
+# plasmon-bench fetch, once this build has it: a few iterations on the cluster.
+# (An unknown subcommand's --help prints the top-level help, so ask that for the list.)
+if "$BIN/plasmon-bench" --help 2>/dev/null | grep -qE '^[[:space:]]+fetch\b' &&
+  HELP=$("$BIN/plasmon-bench" fetch --help 2>&1); then
+  echo "==> plasmon-bench fetch (node 2 pulling from node 1; few iterations)"
+  ARGS=()
+  has() { grep -q -- "$1\b" <<<"$HELP"; }
+  if has --cluster-env; then ARGS+=(--cluster-env "$CLUSTER_DIR/cluster.env")
+  elif has --cluster-dir; then ARGS+=(--cluster-dir "$CLUSTER_DIR")
+  else
+    has --socket && ARGS+=(--socket "$N2")
+    for f in --source-socket --from-socket --remote-socket --peer-socket --holder-socket; do
+      if has "$f"; then ARGS+=("$f" "$N1"); break; fi
+    done
+  fi
+  if has --iterations; then
+    if [ -n "${QUICK:-}" ]; then ARGS+=(--iterations 20); else ARGS+=(--iterations 100); fi
+  fi
+  if ! "$BIN/plasmon-bench" fetch "${ARGS[@]}"; then
+    echo "plasmon-bench fetch ${ARGS[*]} failed (see: $BIN/plasmon-bench fetch --help)" >&2
+    exit 1
+  fi
+fi
+echo "==> done; tearing down the cluster and the store"
