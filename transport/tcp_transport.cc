@@ -113,8 +113,18 @@ bool WaitReadable(int fd) {
 // Sends one control frame; on failure logs nothing (callers do).
 Status SendFrame(int fd, const std::string& frame) { return tcp::SendAll(fd, frame); }
 
-// Ends one Pin on every path out of ServePull.
-class PinGuard {
+
+}  // namespace
+
+// A served connection. The fd is closed (under mu_) by its thread when it
+// ends, so Shutdown never shuts down a reused descriptor number.
+struct TcpTransport::Served {
+  UniqueFd fd;
+  std::thread thread;
+};
+
+// Ends one Pin on every path out of ServePull (or when a hold ends).
+class TcpTransport::PinGuard {
  public:
   PinGuard(ObjectSource* source, const ObjectID& id) : source_(source), id_(id) {}
   ~PinGuard() { source_->Unpin(id_, computed_digest); }
@@ -125,15 +135,6 @@ class PinGuard {
  private:
   ObjectSource* source_;
   ObjectID id_;
-};
-
-}  // namespace
-
-// A served connection. The fd is closed (under mu_) by its thread when it
-// ends, so Shutdown never shuts down a reused descriptor number.
-struct TcpTransport::Served {
-  UniqueFd fd;
-  std::thread thread;
 };
 
 // A client connection on loan from the pool: back to the pool if the last
@@ -343,6 +344,7 @@ void TcpTransport::Serve(uint64_t conn_id, int fd, std::string peer) {
   if (!st.ok()) {
     spdlog::warn("tcp transport: peer {}: {}", peer, st.ToString());
   } else if (ServerHandshake(fd, &peer)) {
+    std::unique_ptr<PinGuard> held;  // a Pull with `hold`: until the next frame
     for (;;) {
       if (!WaitReadable(fd)) break;
       tcp::Frame f;
@@ -363,7 +365,7 @@ void TcpTransport::Serve(uint64_t conn_id, int fd, std::string peer) {
             peer, f.header.type);
         break;
       }
-      if (!ServePull(fd, peer, f.header.request_id, f.body)) break;
+      if (!ServePull(fd, peer, f.header.request_id, f.body, &held)) break;
     }
   }
   std::lock_guard<std::mutex> l(mu_);
@@ -457,7 +459,7 @@ bool TcpTransport::ServerHandshake(int fd, std::string* peer) {
 }
 
 bool TcpTransport::ServePull(int fd, const std::string& peer, uint64_t request_id,
-                             std::string_view body) {
+                             std::string_view body, std::unique_ptr<PinGuard>* held) {
   tcp::PullMessage m;
   if (!tcp::ParseBody(body, &m)) {
     spdlog::warn("tcp transport: closing connection from {}: protocol error: malformed Pull", peer);
@@ -465,13 +467,17 @@ bool TcpTransport::ServePull(int fd, const std::string& peer, uint64_t request_i
   }
   tcp::PullReply rep;
   Result<PinnedObject> pinned = source_->Pin(m.id);
+  // A new frame ends the previous hold; pinned again first, the object is
+  // never unpinned in between.
+  held->reset();
   if (!pinned.ok()) {
     rep.status = pinned.status();
     Status st = SendFrame(fd, tcp::MakeFrame(tcp::MessageType::kPullReply, request_id, rep));
     if (!st.ok()) spdlog::warn("tcp transport: peer {}: {}", peer, st.ToString());
     return st.ok();
   }
-  PinGuard guard(source_, m.id);
+  auto guard_ptr = std::make_unique<PinGuard>(source_, m.id);
+  PinGuard& guard = *guard_ptr;
   const PinnedObject& p = *pinned;
   const uint64_t total = p.total();
   rep.data_size = p.data_size;
@@ -507,6 +513,7 @@ bool TcpTransport::ServePull(int fd, const std::string& peer, uint64_t request_i
     spdlog::warn("tcp transport: pull of {} by {}: {}", m.id.Hex(), peer, st.ToString());
     return false;
   }
+  if (m.hold && rep.status.ok()) *held = std::move(guard_ptr);
   return true;
 }
 
@@ -700,12 +707,13 @@ Status TcpTransport::ClientHandshake(int fd, const std::string& endpoint) {
 
 Status TcpTransport::SendPull(int fd, const std::string& endpoint, const PullRequest& request,
                               uint64_t offset, uint64_t length, bool want_digest,
-                              uint64_t request_id) {
+                              uint64_t request_id, bool hold) {
   tcp::PullMessage m;
   m.id = request.id;
   m.offset = offset;
   m.length = length;
   m.want_digest = want_digest;
+  m.hold = hold;
   Status st = SendFrame(fd, tcp::MakeFrame(tcp::MessageType::kPull, request_id, m));
   if (!st.ok())
     return Status::Disconnected("pull of " + request.id.Hex() + " from " + endpoint + ": " +
@@ -751,10 +759,10 @@ Status TcpTransport::ReadPullReply(int fd, const std::string& endpoint, const Pu
 
 Status TcpTransport::PullRange(int fd, const std::string& endpoint, const PullRequest& request,
                                uint64_t offset, uint64_t length, bool want_digest,
-                               tcp::PullReply* reply, bool* reusable) {
+                               tcp::PullReply* reply, bool* reusable, bool hold) {
   *reusable = false;
   const uint64_t rid = next_request_id_.fetch_add(1, std::memory_order_relaxed);
-  PLASMON_RETURN_IF_ERROR(SendPull(fd, endpoint, request, offset, length, want_digest, rid));
+  PLASMON_RETURN_IF_ERROR(SendPull(fd, endpoint, request, offset, length, want_digest, rid, hold));
   return ReadPullReply(fd, endpoint, request, offset, length, rid, reply, reusable);
 }
 
@@ -844,22 +852,28 @@ Result<PullResult> TcpTransport::PullChunked(const std::string& endpoint,
       cv.notify_all();
     }
   };
+  // First a describe on its own connection that holds the object pinned for
+  // the whole transfer (each chunk pins it too, but only while it is sent).
+  // If the holder has no digest yet, a second describe on that connection
+  // asks for it; the holder computes it while the chunks travel and its
+  // reply waits in the socket buffer until the end.
+  Result<UniqueFd> dfd = Acquire(endpoint);
+  if (!dfd.ok()) return dfd.status();
+  Lease describe(this, endpoint, std::move(*dfd));
+  tcp::PullReply held;
+  bool reusable = false;
+  PLASMON_RETURN_IF_ERROR(PullRange(describe.fd(), endpoint, request, 0, 0, false, &held,
+                                    &reusable, /*hold=*/true));
+  const bool ask_digest = !held.digest_valid;
+  uint64_t describe_rid = next_request_id_.fetch_add(1, std::memory_order_relaxed);
+  if (ask_digest)
+    PLASMON_RETURN_IF_ERROR(
+        SendPull(describe.fd(), endpoint, request, 0, 0, true, describe_rid, /*hold=*/true));
+
   const uint64_t nworkers = std::min<uint64_t>(chunks, static_cast<uint64_t>(opts_.streams));
   std::vector<std::thread> threads;
   threads.reserve(nworkers);
   for (uint64_t w = 0; w < nworkers; w++) threads.emplace_back(worker);
-
-  // The digest comes from a describe request on its own connection; its
-  // reply is read after the transfer (it waits in the socket buffer).
-  std::optional<Lease> describe;
-  uint64_t describe_rid = next_request_id_.fetch_add(1, std::memory_order_relaxed);
-  if (Result<UniqueFd> fd = Acquire(endpoint); fd.ok()) {
-    describe.emplace(this, endpoint, std::move(*fd));
-    Status st = SendPull(describe->fd(), endpoint, request, 0, 0, true, describe_rid);
-    if (!st.ok()) fail(std::move(st));
-  } else {
-    fail(fd.status());
-  }
 
   XXH3_state_t state;
   XXH3_64bits_reset(&state);
@@ -875,11 +889,16 @@ Result<PullResult> TcpTransport::PullChunked(const std::string& endpoint,
   for (std::thread& t : threads) t.join();
   if (failed) return error;  // the workers are joined: no lock needed
 
-  tcp::PullReply rep;
-  bool reusable = false;
-  Status st = ReadPullReply(describe->fd(), endpoint, request, 0, 0, describe_rid, &rep, &reusable);
-  describe->set_reusable(reusable);
-  if (!st.ok()) return st;
+  tcp::PullReply rep = held;
+  if (ask_digest) {
+    PLASMON_RETURN_IF_ERROR(
+        ReadPullReply(describe.fd(), endpoint, request, 0, 0, describe_rid, &rep, &reusable));
+  }
+  // Ends the hold: the next frame does (a plain describe).
+  tcp::PullReply last;
+  PLASMON_RETURN_IF_ERROR(
+      PullRange(describe.fd(), endpoint, request, 0, 0, false, &last, &reusable));
+  describe.set_reusable(reusable);
   if (!rep.digest_valid)
     return Status::ProtocolError("pull of " + request.id.Hex() + " from " + endpoint +
                                  ": the holder sent no digest");

@@ -71,6 +71,7 @@ class TcpTransport : public Transport {
  private:
   struct Served;
   class Lease;
+  class PinGuard;
 
   explicit TcpTransport(TcpTransportOptions options);
 
@@ -81,7 +82,10 @@ class TcpTransport : public Transport {
   // the client's node name to *peer.
   bool ServerHandshake(int fd, std::string* peer);
   // Answers one Pull; false closes the connection.
-  bool ServePull(int fd, const std::string& peer, uint64_t request_id, std::string_view body);
+  // *held: the pin a Pull with `hold` keeps after its reply, ended by the
+  // next frame (or the connection's end).
+  bool ServePull(int fd, const std::string& peer, uint64_t request_id, std::string_view body,
+                 std::unique_ptr<PinGuard>* held);
   void ReapFinished();  // joins served connections whose threads ended
 
   // ---- pulling ----
@@ -93,7 +97,7 @@ class TcpTransport : public Transport {
   void Discard(UniqueFd fd);                               // closes it
   // Sends a Pull for [offset, offset + length) of the object.
   Status SendPull(int fd, const std::string& endpoint, const PullRequest& request, uint64_t offset,
-                  uint64_t length, bool want_digest, uint64_t request_id);
+                  uint64_t length, bool want_digest, uint64_t request_id, bool hold = false);
   // Reads the reply to SendPull and, on OK, the `length` bytes into
   // request.destination + offset. Checks the holder's sizes against the
   // request's. *reusable tells whether the connection is in a known state.
@@ -101,7 +105,8 @@ class TcpTransport : public Transport {
                        uint64_t offset, uint64_t length, uint64_t request_id, tcp::PullReply* reply,
                        bool* reusable);
   Status PullRange(int fd, const std::string& endpoint, const PullRequest& request, uint64_t offset,
-                   uint64_t length, bool want_digest, tcp::PullReply* reply, bool* reusable);
+                   uint64_t length, bool want_digest, tcp::PullReply* reply, bool* reusable,
+                   bool hold = false);
   Result<PullResult> PullWhole(const std::string& endpoint, const PullRequest& request);
   Result<PullResult> PullChunked(const std::string& endpoint, const PullRequest& request);
   bool InRegisteredMemory(const uint8_t* p, uint64_t n) const;

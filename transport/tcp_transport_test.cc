@@ -351,7 +351,7 @@ TEST(TcpWireTest, BadFlagsAndBoolsAreRefused) {
   tcp::PullMessage p;
   body.clear();
   p.Encode(&e);
-  body.back() = 2;  // want_digest
+  body.back() = 4;  // no such Pull flag
   tcp::PullMessage pout;
   EXPECT_FALSE(tcp::ParseBody(body, &pout));
 }
@@ -720,6 +720,34 @@ TEST(TcpTransportTest, SilentPeersAreDroppedButIdleOnesAreNot) {
   std::this_thread::sleep_for(1s);
   ExpectPulls(client.get(), &h, small, 100, 0);
   EXPECT_EQ(h.transport->accepted_connections(), accepted);
+}
+
+TEST(TcpTransportTest, AHoldKeepsTheObjectPinnedUntilTheNextFrame) {
+  Holder h(Opts());
+  ObjectID id = h.source.Add(100, 0);
+  UniqueFd fd = RawConnect(h.endpoint);
+  ASSERT_TRUE(RawHandshake(fd.get(), "s3cret"));
+  auto ask = [&](bool hold, uint64_t rid) {
+    tcp::PullMessage m;
+    m.id = id;
+    m.hold = hold;
+    ASSERT_TRUE(tcp::SendAll(fd.get(), tcp::MakeFrame(tcp::MessageType::kPull, rid, m)).ok());
+    tcp::Frame f;
+    tcp::PullReply rep;
+    ASSERT_TRUE(tcp::ReadFrame(fd.get(), tcp::kMaxControlBody, &f).ok());
+    ASSERT_TRUE(tcp::ParseBody(f.body, &rep));
+    EXPECT_TRUE(rep.status.ok()) << rep.status.ToString();
+  };
+  ask(/*hold=*/true, 1);
+  EXPECT_EQ(h.source.pins(), 1u);
+  EXPECT_EQ(h.source.unpins(), 0u);  // held after the reply
+  ask(/*hold=*/true, 2);             // a new hold: pinned again, then the old one ends
+  EXPECT_TRUE(Eventually([&] { return h.source.pins() == 2 && h.source.unpins() == 1; }));
+  ask(/*hold=*/false, 3);            // ends the hold
+  EXPECT_TRUE(Eventually([&] { return h.source.pins() == 3 && h.source.unpins() == 3; }));
+  ask(/*hold=*/true, 4);
+  fd.Reset();  // the connection's end ends a hold too
+  EXPECT_TRUE(Eventually([&] { return h.source.pins() == 4 && h.source.unpins() == 4; }));
 }
 
 TEST(TcpTransportTest, ListenAddresses) {

@@ -62,10 +62,16 @@ void PullMessage::Encode(Encoder* e) const {
   e->PutID(id);
   e->PutU64(offset);
   e->PutU64(length);
-  e->PutU8(want_digest ? 1 : 0);
+  e->PutU8(static_cast<uint8_t>((want_digest ? kWantDigest : 0) | (hold ? kHold : 0)));
 }
 bool PullMessage::Decode(Decoder* d) {
-  return d->GetID(&id) && d->GetU64(&offset) && d->GetU64(&length) && GetBool(d, &want_digest);
+  uint8_t flags;
+  if (!d->GetID(&id) || !d->GetU64(&offset) || !d->GetU64(&length) || !d->GetU8(&flags) ||
+      (flags & ~(kWantDigest | kHold)) != 0)
+    return false;
+  want_digest = (flags & kWantDigest) != 0;
+  hold = (flags & kHold) != 0;
+  return true;
 }
 
 void PullReply::Encode(Encoder* e) const {

@@ -41,6 +41,9 @@ inline uint16_t Type(MessageType t) { return static_cast<uint16_t>(t); }
 
 // Hello and Challenge flags.
 constexpr uint8_t kHasSecret = 0x01;  // the sender has a cluster secret
+// Pull flags.
+constexpr uint8_t kWantDigest = 0x01;
+constexpr uint8_t kHold = 0x02;
 
 using Nonce = std::array<uint8_t, kNonceSize>;
 using Proof = std::array<uint8_t, kProofSize>;
@@ -80,12 +83,16 @@ struct Welcome {
 };
 
 // Asks for bytes [offset, offset + length) of an object's data-then-metadata.
-// length == 0 only describes the object.
+// length == 0 only describes the object. With `hold`, the holder keeps the
+// object pinned after the reply, until the next frame on this connection or
+// its end: a chunked pull holds it on one connection while the chunks travel
+// on others, so the object cannot be evicted between two chunks.
 struct PullMessage {
   ObjectID id;
   uint64_t offset = 0;
   uint64_t length = 0;
   bool want_digest = false;
+  bool hold = false;
   void Encode(Encoder* e) const;
   bool Decode(Decoder* d);
 };
