@@ -2,17 +2,29 @@
 
 #include "core/unix_socket.h"
 
+#include <fcntl.h>
 #include <hiredis/hiredis.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <memory>
+#include <sstream>
 
 namespace plasmon::bench {
 
@@ -233,6 +245,444 @@ RedisReference MeasureRedis(const std::string& socket, const std::vector<uint64_
   }
   ref.rows.insert(ref.rows.end(), gets.begin(), gets.end());
   return ref;
+}
+
+// ---------------------------------------------------------------- network
+
+namespace {
+
+constexpr size_t kMaxTracked = 16;
+std::atomic<pid_t> g_tracked[kMaxTracked];
+
+// Waits for `pid` up to `timeout_ms` (-1: forever); SIGKILLs it then. Returns
+// its wait status.
+int WaitChild(pid_t pid, int timeout_ms) {
+  int ws = 0;
+  uint64_t deadline = NowNs() + static_cast<uint64_t>(std::max(timeout_ms, 0)) * 1000000;
+  for (;;) {
+    pid_t r = ::waitpid(pid, &ws, timeout_ms < 0 ? 0 : WNOHANG);
+    if (r == pid) break;
+    if (r < 0 && errno != EINTR) break;
+    if (r == 0 && NowNs() >= deadline) {
+      ::kill(pid, SIGKILL);
+      timeout_ms = -1;
+      continue;
+    }
+    if (r == 0) ::usleep(5000);
+  }
+  UntrackChild(pid);
+  return ws;
+}
+
+std::string DescribeWait(int ws) {
+  if (WIFEXITED(ws)) return "exit status " + std::to_string(WEXITSTATUS(ws));
+  if (WIFSIGNALED(ws)) return std::string("killed by signal ") + strsignal(WTERMSIG(ws));
+  return "status " + std::to_string(ws);
+}
+
+// Resolves a numeric address and port.
+Status Resolve(const std::string& address, uint16_t port, sockaddr_storage* ss, socklen_t* len) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  std::string p = std::to_string(port);
+  int gai = ::getaddrinfo(address.c_str(), p.c_str(), &hints, &res);
+  if (gai != 0)
+    return Status::InvalidArgument("bad address '" + address + "': " + gai_strerror(gai));
+  std::memcpy(ss, res->ai_addr, res->ai_addrlen);
+  *len = res->ai_addrlen;
+  ::freeaddrinfo(res);
+  return Status::OK();
+}
+
+void SetPort(sockaddr_storage* ss, uint16_t port) {
+  if (ss->ss_family == AF_INET) reinterpret_cast<sockaddr_in*>(ss)->sin_port = htons(port);
+  if (ss->ss_family == AF_INET6) reinterpret_cast<sockaddr_in6*>(ss)->sin6_port = htons(port);
+}
+
+uint16_t GetPort(const sockaddr_storage& ss) {
+  if (ss.ss_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in&>(ss).sin_port);
+  if (ss.ss_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6&>(ss).sin6_port);
+  return 0;
+}
+
+// A TCP socket made in `netns`; the calling thread returns to its own
+// namespace before this returns.
+Result<UniqueFd> SocketInNetns(const std::string& netns, int family) {
+  if (netns.empty()) {
+    UniqueFd s(::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!s.valid()) return Status::FromErrno("socket", errno);
+    return s;
+  }
+  UniqueFd self(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+  if (!self.valid()) return Status::FromErrno("open /proc/thread-self/ns/net", errno);
+  PLASMON_RETURN_IF_ERROR(EnterNetns(netns));
+  UniqueFd s(::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  int err = errno;
+  if (::setns(self.get(), CLONE_NEWNET) != 0) {
+    // This thread is stuck in the other namespace: nothing it does from
+    // now on would mean what the caller thinks.
+    std::fprintf(stderr, "plasmon-bench: cannot return to this process's network namespace: %s\n",
+                 std::strerror(errno));
+    std::abort();
+  }
+  if (!s.valid()) return Status::FromErrno("socket in network namespace " + netns, err);
+  return s;
+}
+
+Status NoDelay(int fd) {
+  int one = 1;
+  if (::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0)
+    return Status::FromErrno("setsockopt TCP_NODELAY", errno);
+  return Status::OK();
+}
+
+// Reads from `fd` until EOF or `deadline_ns`. False on a timeout.
+bool ReadUntilEof(int fd, std::string* out, uint64_t deadline_ns) {
+  char buf[65536];
+  for (;;) {
+    uint64_t now = NowNs();
+    if (now >= deadline_ns) return false;
+    pollfd p{fd, POLLIN, 0};
+    int left_ms = static_cast<int>(std::min<uint64_t>((deadline_ns - now) / 1000000 + 1, 60000));
+    int r = ::poll(&p, 1, left_ms);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) continue;
+    ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return true;
+    out->append(buf, static_cast<size_t>(n));
+  }
+}
+
+// Whether the network namespace of process `pid` has a TCP socket listening
+// on `port` (from /proc/PID/net/tcp and tcp6).
+bool Listening(pid_t pid, uint16_t port) {
+  char want[8];
+  std::snprintf(want, sizeof(want), "%04X", port);
+  for (const char* f : {"tcp", "tcp6"}) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/net/" + f);
+    std::string line;
+    std::getline(in, line);  // header
+    while (std::getline(in, line)) {
+      std::istringstream fields(line);
+      std::string sl, local, remote, st;
+      if (!(fields >> sl >> local >> remote >> st)) continue;
+      size_t colon = local.rfind(':');
+      if (colon != std::string::npos && local.substr(colon + 1) == want && st == "0A") return true;
+    }
+  }
+  return false;
+}
+
+// The number after "key": following the last occurrence of `section` in an
+// iperf3 JSON report; NaN if absent.
+double JsonNumberAfter(const std::string& json, const std::string& section, const std::string& key) {
+  size_t at = json.rfind("\"" + section + "\"");
+  if (at == std::string::npos) return std::nan("");
+  size_t k = json.find("\"" + key + "\"", at);
+  if (k == std::string::npos) return std::nan("");
+  size_t colon = json.find(':', k);
+  if (colon == std::string::npos) return std::nan("");
+  const char* begin = json.c_str() + colon + 1;
+  char* end = nullptr;
+  double v = std::strtod(begin, &end);
+  return end == begin ? std::nan("") : v;
+}
+
+// iperf3's "error": "..." message, if its report has one.
+std::string JsonError(const std::string& json) {
+  size_t at = json.find("\"error\"");
+  if (at == std::string::npos) return "";
+  size_t q1 = json.find('"', json.find(':', at) + 1);
+  if (q1 == std::string::npos) return "";
+  size_t q2 = json.find('"', q1 + 1);
+  return q2 == std::string::npos ? "" : json.substr(q1 + 1, q2 - q1 - 1);
+}
+
+// Points stdin (and, unless keep_output, stdout and stderr) of a forked child at /dev/null.
+void Quiet(bool keep_output) {
+  int null = ::open("/dev/null", O_RDWR);
+  if (null < 0) return;
+  ::dup2(null, STDIN_FILENO);
+  if (!keep_output) {
+    ::dup2(null, STDOUT_FILENO);
+    ::dup2(null, STDERR_FILENO);
+  }
+  if (null > STDERR_FILENO) ::close(null);
+}
+
+}  // namespace
+
+void TrackChild(pid_t pid) {
+  for (std::atomic<pid_t>& slot : g_tracked) {
+    pid_t empty = 0;
+    if (slot.compare_exchange_strong(empty, pid)) return;
+  }
+}
+
+void UntrackChild(pid_t pid) {
+  for (std::atomic<pid_t>& slot : g_tracked) {
+    pid_t p = pid;
+    if (slot.compare_exchange_strong(p, 0)) return;
+  }
+}
+
+void KillTrackedChildren() {
+  for (std::atomic<pid_t>& slot : g_tracked) {
+    pid_t p = slot.exchange(0);
+    if (p > 0) ::kill(p, SIGKILL);
+  }
+}
+
+Status PinProcess(pid_t pid, int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (cpu >= 0) {
+    CPU_SET(cpu, &set);
+  } else {
+    long n = ::sysconf(_SC_NPROCESSORS_CONF);
+    for (long i = 0; i < n && i < CPU_SETSIZE; i++) CPU_SET(i, &set);
+  }
+  std::error_code ec;
+  std::string dir = "/proc/" + std::to_string(pid) + "/task";
+  int pinned = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    pid_t tid = static_cast<pid_t>(std::atoi(e.path().filename().c_str()));
+    if (tid <= 0) continue;
+    if (::sched_setaffinity(tid, sizeof(set), &set) != 0 && errno != ESRCH)
+      return Status::FromErrno("pinning thread " + std::to_string(tid) + " of process " +
+                                   std::to_string(pid) + " to CPU " + std::to_string(cpu),
+                               errno);
+    pinned++;
+  }
+  if (ec || pinned == 0) return Status::InvalidArgument("no process " + std::to_string(pid));
+  return Status::OK();
+}
+
+Status EnterNetns(const std::string& netns) {
+  if (netns.empty()) return Status::OK();
+  if (netns.find('/') != std::string::npos || netns == "." || netns == "..")
+    return Status::InvalidArgument("bad network namespace name '" + netns + "'");
+  std::string path = "/run/netns/" + netns;
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) {
+    path = "/var/run/netns/" + netns;
+    fd.Reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  }
+  if (!fd.valid()) return Status::FromErrno("open " + path, errno);
+  if (::setns(fd.get(), CLONE_NEWNET) != 0)
+    return Status::FromErrno("entering network namespace " + netns, errno);
+  return Status::OK();
+}
+
+Result<std::unique_ptr<TcpPingPong>> TcpPingPong::Start(const NetHost& client,
+                                                        const NetHost& server, uint64_t bytes) {
+  sockaddr_storage addr{};
+  socklen_t addr_len = 0;
+  PLASMON_RETURN_IF_ERROR(Resolve(server.address, 0, &addr, &addr_len));
+  int pfd[2];
+  if (::pipe2(pfd, O_CLOEXEC) != 0) return Status::FromErrno("pipe", errno);
+  std::vector<uint8_t> buf(bytes, 0x5a);
+  std::fflush(nullptr);
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    int err = errno;
+    ::close(pfd[0]);
+    ::close(pfd[1]);
+    return Status::FromErrno("fork", err);
+  }
+  if (pid == 0) {
+    // The echo server: reports its port (0 and a message: it failed), then
+    // echoes every message of one connection until it closes.
+    ::close(pfd[0]);
+    Quiet(/*keep_output=*/true);
+    auto fail = [&](const std::string& why) {
+      uint16_t zero = 0;
+      (void)!::write(pfd[1], &zero, sizeof(zero));
+      (void)!::write(pfd[1], why.data(), why.size());
+      ::_exit(1);
+    };
+    if (Status st = EnterNetns(server.netns); !st.ok()) fail(st.ToString());
+    if (server.cpu >= 0) {
+      if (Status st = PinToCpu(server.cpu); !st.ok()) fail(st.ToString());
+    }
+    int l = ::socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (l < 0) fail(std::string("socket: ") + std::strerror(errno));
+    int one = 1;
+    ::setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (::bind(l, reinterpret_cast<sockaddr*>(&addr), addr_len) != 0)
+      fail("bind " + server.address + ": " + std::strerror(errno));
+    if (::listen(l, 1) != 0) fail(std::string("listen: ") + std::strerror(errno));
+    sockaddr_storage bound{};
+    socklen_t bl = sizeof(bound);
+    if (::getsockname(l, reinterpret_cast<sockaddr*>(&bound), &bl) != 0)
+      fail(std::string("getsockname: ") + std::strerror(errno));
+    uint16_t port = GetPort(bound);
+    if (::write(pfd[1], &port, sizeof(port)) != sizeof(port)) ::_exit(1);
+    ::close(pfd[1]);
+    pollfd p{l, POLLIN, 0};
+    if (::poll(&p, 1, 10000) <= 0) ::_exit(1);  // nobody came
+    int c = ::accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
+    if (c < 0) ::_exit(1);
+    ::close(l);
+    (void)NoDelay(c);
+    for (;;) {
+      int r = RecvAll(c, buf.data(), buf.size());
+      if (r <= 0) ::_exit(r == 0 ? 0 : 1);
+      if (!WriteAll(c, AsView(buf)).ok()) ::_exit(1);
+    }
+  }
+  TrackChild(pid);
+  ::close(pfd[1]);
+  UniqueFd report(pfd[0]);
+  auto stop = [&](Status st) -> Status {
+    ::kill(pid, SIGKILL);
+    WaitChild(pid, -1);
+    return st;
+  };
+  std::string msg;
+  if (!ReadUntilEof(report.get(), &msg, NowNs() + 10'000'000'000ull) || msg.size() < 2)
+    return stop(Status::IOError("the TCP echo server did not start"));
+  uint16_t port = 0;
+  std::memcpy(&port, msg.data(), sizeof(port));
+  if (port == 0) return stop(Status::IOError("the TCP echo server failed: " + msg.substr(2)));
+  SetPort(&addr, port);
+
+  Result<UniqueFd> sock = SocketInNetns(client.netns, addr.ss_family);
+  if (!sock.ok()) return stop(sock.status());
+  int fd = sock->get();
+  if (Status st = NoDelay(fd); !st.ok()) return stop(st);
+  int rc;
+  do {
+    rc = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), addr_len);
+  } while (rc != 0 && errno == EINTR);
+  if (rc != 0)
+    return stop(Status::FromErrno("connecting to the TCP echo server at " + server.address + ":" +
+                                      std::to_string(port),
+                                  errno));
+  return std::unique_ptr<TcpPingPong>(new TcpPingPong(pid, sock->Release(), bytes));
+}
+
+TcpPingPong::~TcpPingPong() {
+  ::close(fd_);
+  WaitChild(pid_, 5000);  // it ends when the connection does
+}
+
+Result<uint64_t> TcpPingPong::RoundTrip() {
+  uint64_t t0 = NowNs();
+  bool ok = WriteAll(fd_, AsView(buf_)).ok() && RecvAll(fd_, buf_.data(), buf_.size()) == 1;
+  uint64_t t1 = NowNs();
+  if (!ok) return Status::IOError("the TCP echo server stopped answering");
+  return t1 - t0;
+}
+
+Result<Summary> TcpPingPong::Measure(Counts counts) {
+  std::vector<uint64_t> samples;
+  samples.reserve(counts.iterations);
+  for (uint64_t i = 0; i < counts.warmup + counts.iterations; i++) {
+    Result<uint64_t> ns = RoundTrip();
+    if (!ns.ok()) return ns.status();
+    if (i >= counts.warmup) samples.push_back(*ns);
+  }
+  return Summarize(&samples);
+}
+
+Result<Summary> MeasureTcpPingPong(const NetHost& client, const NetHost& server, uint64_t bytes,
+                                   Counts counts) {
+  Result<std::unique_ptr<TcpPingPong>> pp = TcpPingPong::Start(client, server, bytes);
+  if (!pp.ok()) return pp.status();
+  return (*pp)->Measure(counts);
+}
+
+Iperf3Result MeasureIperf3(const NetHost& client, const NetHost& server, int port, int streams,
+                           int seconds) {
+  Iperf3Result res;
+  res.streams = streams;
+  res.seconds = seconds;
+  const std::string port_s = std::to_string(port), streams_s = std::to_string(streams),
+                    secs_s = std::to_string(seconds);
+  std::fflush(nullptr);
+  pid_t server_pid = ::fork();
+  if (server_pid < 0) {
+    res.error = std::string("fork: ") + std::strerror(errno);
+    return res;
+  }
+  if (server_pid == 0) {
+    Quiet(/*keep_output=*/false);
+    if (!EnterNetns(server.netns).ok()) ::_exit(126);
+    if (server.cpu >= 0 && !PinToCpu(server.cpu).ok()) ::_exit(126);
+    ::execlp("iperf3", "iperf3", "-s", "-1", "-B", server.address.c_str(), "-p", port_s.c_str(),
+             static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  TrackChild(server_pid);
+  // Ready when its namespace has a socket listening on the port.
+  uint64_t deadline = NowNs() + 5'000'000'000ull;
+  for (;;) {
+    int ws = 0;
+    if (::waitpid(server_pid, &ws, WNOHANG) == server_pid) {
+      UntrackChild(server_pid);
+      res.error = WIFEXITED(ws) && WEXITSTATUS(ws) == 127
+                      ? "cannot run iperf3 (install it: apt-get install iperf3; tools/setup.sh does)"
+                      : "iperf3 -s ended at once (" + DescribeWait(ws) + "; port " + port_s +
+                            " in use?)";
+      return res;
+    }
+    if (Listening(server_pid, static_cast<uint16_t>(port))) break;
+    if (NowNs() >= deadline) {
+      ::kill(server_pid, SIGKILL);
+      WaitChild(server_pid, -1);
+      res.error = "iperf3 -s did not listen on port " + port_s + " within 5 s";
+      return res;
+    }
+    ::usleep(10000);
+  }
+
+  int out[2];
+  if (::pipe2(out, O_CLOEXEC) != 0) {
+    res.error = std::string("pipe: ") + std::strerror(errno);
+    ::kill(server_pid, SIGKILL);
+    WaitChild(server_pid, -1);
+    return res;
+  }
+  std::fflush(nullptr);
+  pid_t client_pid = ::fork();
+  if (client_pid == 0) {
+    Quiet(/*keep_output=*/false);
+    ::dup2(out[1], STDOUT_FILENO);
+    if (!EnterNetns(client.netns).ok()) ::_exit(126);
+    if (client.cpu >= 0 && !PinToCpu(client.cpu).ok()) ::_exit(126);
+    ::execlp("iperf3", "iperf3", "-c", server.address.c_str(), "-p", port_s.c_str(), "-P",
+             streams_s.c_str(), "-t", secs_s.c_str(), "-J", static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  UniqueFd out_fd(out[0]);
+  std::string json;
+  if (client_pid < 0) {
+    res.error = std::string("fork: ") + std::strerror(errno);
+  } else {
+    TrackChild(client_pid);
+    bool done = ReadUntilEof(out_fd.get(), &json, NowNs() + (seconds + 30) * 1'000'000'000ull);
+    if (!done) ::kill(client_pid, SIGKILL);
+    int ws = WaitChild(client_pid, 5000);
+    res.bits_per_second = JsonNumberAfter(json, "sum_received", "bits_per_second");
+    double retr = JsonNumberAfter(json, "sum_sent", "retransmits");
+    if (std::isfinite(retr) && retr >= 0) res.retransmits = static_cast<uint64_t>(retr);
+    if (!done) {
+      res.error = "iperf3 -c did not finish within " + std::to_string(seconds + 30) + " s";
+    } else if (std::string e = JsonError(json); !e.empty()) {
+      res.error = "iperf3: " + e;
+    } else if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0 || !std::isfinite(res.bits_per_second)) {
+      res.error = "iperf3 -c failed (" + DescribeWait(ws) + ")";
+    }
+  }
+  if (!res.error.empty()) res.bits_per_second = 0;
+  WaitChild(server_pid, 5000);  // -1: it ends after one test
+  return res;
 }
 
 }  // namespace plasmon::bench

@@ -5,10 +5,16 @@
 //                        socketpair: one round trip, nothing else
 //   the bandwidth limit  memcpy into already-faulted memory
 //   Redis                SET and GET over a Unix socket through hiredis
+//   the network          (plasmon-bench fetch) a TCP ping-pong and iperf3
+//                        between two network namespaces, over the link the
+//                        stores use
 #pragma once
+
+#include <sys/types.h>
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -57,5 +63,75 @@ struct RedisReference {
 // connection or command failure is reported in `error`.
 RedisReference MeasureRedis(const std::string& socket, const std::vector<uint64_t>& sizes,
                             const CountsFor& counts, const uint8_t* src);
+
+// ---- the network between two hosts (network namespaces) ----
+
+// One end of a network reference: a process in the network namespace
+// /run/netns/NETNS (empty: the caller's own) using the address ADDRESS there
+// (an IPv4 or IPv6 literal), pinned to CPU `cpu` if >= 0 (processes the
+// references fork; the caller's own end keeps the caller's affinity).
+struct NetHost {
+  std::string netns;
+  std::string address;
+  int cpu = -1;
+};
+
+// Pins every thread of process `pid` to one CPU, or with cpu -1 lets them
+// run on all (threads it starts later inherit it from their creator).
+Status PinProcess(pid_t pid, int cpu);
+
+// Moves the calling thread into the network namespace `netns` (by name, as
+// `ip netns` names them); an empty name is a no-op.
+Status EnterNetns(const std::string& netns);
+
+// A TCP connection (TCP_NODELAY at both ends) from a socket made in
+// `client`'s namespace to an echo process forked into `server`'s namespace,
+// listening on an ephemeral port of server.address. It stays open, so round
+// trips can be interleaved with other work (the machine's round trip can
+// change within seconds; interleaving samples both in the same conditions).
+class TcpPingPong {
+ public:
+  static Result<std::unique_ptr<TcpPingPong>> Start(const NetHost& client, const NetHost& server,
+                                                    uint64_t bytes);
+  ~TcpPingPong();  // closes the connection; the echo process ends
+  TcpPingPong(const TcpPingPong&) = delete;
+  TcpPingPong& operator=(const TcpPingPong&) = delete;
+
+  // One round trip of `bytes` bytes, in ns.
+  Result<uint64_t> RoundTrip();
+  // Warm-up round trips, then one sample per timed round trip.
+  Result<Summary> Measure(Counts counts);
+
+ private:
+  TcpPingPong(pid_t pid, int fd, uint64_t bytes) : pid_(pid), fd_(fd), buf_(bytes, 0x5a) {}
+  pid_t pid_;
+  int fd_;
+  std::vector<uint8_t> buf_;
+};
+
+// Start + Measure: round trips of `bytes` bytes over a new connection.
+Result<Summary> MeasureTcpPingPong(const NetHost& client, const NetHost& server, uint64_t bytes,
+                                   Counts counts);
+
+struct Iperf3Result {
+  int streams = 0;
+  int seconds = 0;
+  double bits_per_second = 0;  // end.sum_received: what the receiver got
+  uint64_t retransmits = 0;    // end.sum_sent.retransmits
+  std::string error;           // set if it could not be measured
+};
+// `iperf3 -s -1` in `server`'s namespace, bound to server.address:port, and
+// `iperf3 -c server.address -p port -P streams -t seconds -J` in `client`'s,
+// each pinned to its host's CPU if it has one.
+// Never fails hard: a failure is reported in `error`.
+Iperf3Result MeasureIperf3(const NetHost& client, const NetHost& server, int port, int streams,
+                           int seconds);
+
+// The processes the references fork (echo servers, iperf3) are tracked here
+// so that a signal handler can stop them: KillTrackedChildren is
+// async-signal-safe.
+void TrackChild(pid_t pid);
+void UntrackChild(pid_t pid);
+void KillTrackedChildren();
 
 }  // namespace plasmon::bench

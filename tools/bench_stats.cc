@@ -1,8 +1,12 @@
 #include "tools/bench_stats.h"
 
+#include <sys/utsname.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 
 namespace plasmon::bench {
 
@@ -88,6 +92,32 @@ std::string JsonSummaryFields(const Summary& s) {
          ", \"p99_us\": " + JsonNumber(s.p99_us) + ", \"p999_us\": " + JsonNumber(s.p999_us) +
          ", \"max_us\": " + JsonNumber(s.max_us) + ", \"min_us\": " + JsonNumber(s.min_us) +
          ", \"mean_us\": " + JsonNumber(s.mean_us);
+}
+
+Machine DescribeMachine() {
+  Machine m;
+  char host[256] = {};
+  if (::gethostname(host, sizeof(host) - 1) == 0) m.hostname = host;
+  struct utsname u;
+  if (::uname(&u) == 0) m.kernel = std::string(u.sysname) + " " + u.release + " " + u.machine;
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  for (std::string line; std::getline(cpuinfo, line);) {
+    if (line.rfind("model name", 0) == 0) {
+      size_t colon = line.find(':');
+      if (colon != std::string::npos) m.cpu = line.substr(line.find_first_not_of(" \t", colon + 1));
+      break;
+    }
+  }
+  m.cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
+  long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+  if (pages > 0 && page > 0) m.memory = static_cast<uint64_t>(pages) * static_cast<uint64_t>(page);
+  return m;
+}
+
+std::string MachineJson(const Machine& m) {
+  return "{\"hostname\": " + JsonString(m.hostname) + ", \"kernel\": " + JsonString(m.kernel) +
+         ", \"cpu\": " + JsonString(m.cpu) + ", \"cpus\": " + std::to_string(m.cpus) +
+         ", \"memory_bytes\": " + std::to_string(m.memory) + "}";
 }
 
 }  // namespace plasmon::bench

@@ -44,4 +44,14 @@ std::string JsonString(std::string_view s);
 std::string JsonNumber(double v);
 std::string JsonSummaryFields(const Summary& s);  // "p50_us": .., ..., "mean_us": ..
 
+// What the figures were measured on.
+struct Machine {
+  std::string hostname, kernel, cpu;
+  long cpus = 0;
+  uint64_t memory = 0;
+};
+Machine DescribeMachine();
+// {"hostname": .., "kernel": .., "cpu": .., "cpus": .., "memory_bytes": ..}
+std::string MachineJson(const Machine& m);
+
 }  // namespace plasmon::bench

@@ -1,4 +1,5 @@
-// plasmon-bench: the latency microbenchmark of a plasmon store.
+// plasmon-bench: the latency microbenchmark of a plasmon store (`local`,
+// below) and of cross-node fetches (`fetch`, in tools/bench_fetch.cc).
 //
 //   plasmon-bench local [--socket PATH] [--sizes 64,4K,64K,1M,8M,64M] [--iterations N]
 //                       [--warmup N] [--clients N] [--json] [--redis-socket PATH]
@@ -64,7 +65,6 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <signal.h>
-#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -76,7 +76,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -85,6 +84,7 @@
 
 #include "core/size.h"
 #include "plasmon/client.h"
+#include "tools/bench_fetch.h"
 #include "tools/bench_refs.h"
 #include "tools/bench_stats.h"
 
@@ -581,32 +581,6 @@ std::string RowJson(const Row& r) {
          ", \"gb_per_s\": " + b::JsonNumber(r.gb_per_s) + "}";
 }
 
-struct Machine {
-  std::string hostname, kernel, cpu;
-  long cpus = 0;
-  uint64_t memory = 0;
-};
-
-Machine DescribeMachine() {
-  Machine m;
-  char host[256] = {};
-  if (::gethostname(host, sizeof(host) - 1) == 0) m.hostname = host;
-  struct utsname u;
-  if (::uname(&u) == 0) m.kernel = std::string(u.sysname) + " " + u.release + " " + u.machine;
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  for (std::string line; std::getline(cpuinfo, line);) {
-    if (line.rfind("model name", 0) == 0) {
-      size_t colon = line.find(':');
-      if (colon != std::string::npos) m.cpu = line.substr(line.find_first_not_of(" \t", colon + 1));
-      break;
-    }
-  }
-  m.cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
-  long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
-  if (pages > 0 && page > 0) m.memory = static_cast<uint64_t>(pages) * static_cast<uint64_t>(page);
-  return m;
-}
-
 struct Target {
   std::string name;
   double value = std::numeric_limits<double>::quiet_NaN();  // NaN: not measured
@@ -781,9 +755,10 @@ bool ParseConfig(const std::vector<std::string>& sizes, const std::vector<std::s
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"plasmon-bench: latency microbenchmark of a running plasmon store"};
+  CLI::App app{"plasmon-bench: benchmarks of plasmon stores, beside references measured in "
+               "the same run"};
   app.require_subcommand(1);
-  app.footer("Run 'plasmon-bench local --help' for the flags of the local benchmark.");
+  app.footer("Run 'plasmon-bench local --help' or 'plasmon-bench fetch --help' for their flags.");
 
   Config cfg;
   const char* env = std::getenv("PLASMON_SOCKET");
@@ -848,7 +823,11 @@ int main(int argc, char** argv) {
       "at most one object at a time, so N clients need a store of N x the largest size. The "
       "floor is measured again at the end; a drift of more than 25% is flagged.");
 
+  b::FetchConfig fetch_cfg;
+  CLI::App* fetch = b::AddFetchCommand(&app, &fetch_cfg);
+
   CLI11_PARSE(app, argc, argv);
+  if (fetch->parsed()) return b::RunFetch(std::move(fetch_cfg));
 
   std::string err;
   if (!ParseConfig(sizes_arg, ops_arg, &cfg, &err)) Die(err);
@@ -894,7 +873,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<uint8_t[]> src(new uint8_t[max_size]);
   for (uint64_t i = 0; i < max_size; i++) src[i] = static_cast<uint8_t>(i * 131 + 7);
 
-  Machine machine = DescribeMachine();
+  b::Machine machine = b::DescribeMachine();
   if (!cfg.json) {
     std::printf("plasmon-bench local: store %s (%s capacity, %llu objects), %u client%s\n",
                 cfg.socket.c_str(), plasmon::FormatSize(stats->capacity).c_str(),

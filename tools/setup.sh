@@ -12,6 +12,7 @@ PACKAGES=(
   libssl-dev                                           # HMAC for store-to-store authentication
   libgtest-dev libgmock-dev                            # tests
   procps iproute2                                      # pgrep/pkill; ip netns and tc for cluster tests
+  iperf3                                               # plasmon-bench fetch's link reference
 )
 
 missing=()

@@ -1,0 +1,1166 @@
+// plasmon-bench fetch: the latency and throughput of Client::Fetch between
+// two stores on two hosts, here two network namespaces joined by veth pairs
+// to a bridge (tools/plasmon-cluster), beside references measured in the same
+// run over the same link.
+//
+//   plasmon-bench fetch [--sizes 64,4K,64K,1M,16M,256M,1G] [--iterations N]
+//                       [--throughput-size 1G] [--throughput-reps N] [--pin auto|none|A,B]
+//                       [--json] [--cluster-dir DIR | --name NAME --subnet BYTE
+//                        --memory SIZE --cluster-script PATH --keep-cluster --store-arg F]
+//
+// Without --cluster-dir it starts its own cluster: `tools/plasmon-cluster up
+// --nodes 2 --prefault --memory M` (M: twice the largest object plus slack)
+// in a fresh directory under /tmp, and tears it down at the end, also after
+// an error or SIGINT/SIGTERM/SIGHUP (after a failure its logs stay in the
+// directory). Node 1 holds the objects, node 2 fetches them. The benchmark
+// itself runs in the host's namespace and reaches both stores and Redis over
+// their Unix sockets; only store-to-store transfers (and the network
+// references) cross the link.
+//
+// For each size, objects are created on node 1 (and the benchmark waits until
+// the directory lists them), then a client of node 2 times Fetch({id}):
+//   fetch (lookup)  a new object every time: node 2 asks the directory
+//                   (Redis) where it is, pulls it, checks its digest, seals it
+//   fetch (cached)  an object node 2 fetched and deleted just before: its
+//                   location is in node 2's location cache (entries live
+//                   10 s; the object is replaced every 5 s), so no lookup;
+//                   the holder also knows its digest already
+// Objects are deleted on both nodes as the benchmark goes. Throughput: a new
+// object of --throughput-size (1 GiB) fetched --throughput-reps times, median.
+//
+// References, each measured in this run:
+//   TCP ping-pong  64-byte round trips over one TCP connection (TCP_NODELAY)
+//                  from node 2's namespace to an echo process in node 1's,
+//                  over the same veth pairs and bridge; before the fetches,
+//                  in blocks between the 4 KiB fetches, and after them
+//   IPC ping-pong  64-byte round trips over a Unix socketpair (the local IPC)
+//   Redis GET      of 4 KiB on the cluster's Redis, over its Unix socket
+//   iperf3         node 1 -> node 2 (the direction objects travel), 1 and 2
+//                  streams, --iperf-seconds each; end.sum_received
+// and the targets: 1 GiB fetch >= 85% of the better iperf3 figure; 4 KiB
+// fetch p50 <= 4x the TCP ping-pong p50 with a lookup, <= 2.5x with the
+// location cached (against the ping-pong blocks between those fetches).
+//
+// CPUs: a VM that halts idle vCPUs wakes a thread on another vCPU an order of
+// magnitude slower than one on its own (a 64-byte TCP round trip: ~60 us
+// across vCPUs, ~6 us on one), and the scheduler moves threads between the
+// two at will, so unpinned latencies jump between modes from one second to
+// the next. --pin (default on a machine with 2 CPUs or more) runs the latency
+// part as on two one-CPU hosts: node 1's store, Redis and the ping-pong's
+// echo on one CPU, node 2's store and this benchmark (its client) on
+// another, so every message between nodes crosses CPUs and nothing else
+// must. The throughput part (iperf3 and the fetches) runs unpinned: both may
+// use every CPU.
+//
+// --json prints one JSON document on stdout instead of the tables (progress
+// and the cluster's output go to stderr). Times in microseconds, sizes in
+// bytes, rates in bits or bytes (GB = 1e9 B) per second:
+// {
+//   "tool": "plasmon-bench fetch", "schema": 1,
+//   "machine": {"hostname": str, "kernel": str, "cpu": str, "cpus": int, "memory_bytes": int},
+//   "config": {"cluster_dir": str, "started_cluster": bool, "mode": "netns"|"loopback",
+//              "holder": NODE, "fetcher": NODE, "pin": [int, int] | null,
+//              "store_capacity": int, "iterations": int, "warmup": int, "timeout_ms": int},
+//   NODE = {"node_id": str, "socket": str, "netns": str, "address": str}
+//   "references": {
+//     "tcp_pingpong": ROW, "tcp_pingpong_after": ROW,
+//     "tcp_pingpong_interleaved": {"fetch_lookup": ROW, "fetch_cached": ROW},
+//     "ipc_pingpong": ROW, "redis_get": ROW | null, "redis_error": str | null,
+//     "iperf3": [{"streams": int, "seconds": int, "bits_per_second": num,
+//                 "retransmits": int, "error": str | null}, ...]
+//   },
+//   "results": [ROW, ...],                  // ops "fetch_lookup", "fetch_cached"
+//   "tcp_pingpong_spread": num,  // largest TCP ping-pong p50 / smallest; > 1.5: unreliable
+//   "throughput": {"size": int, "repetitions": int, "gbit_per_s": [num, ...],
+//                  "median_gbit_per_s": num, "median_gb_per_s": num} | null,
+//   "targets": [{"name": str, "value": num|null, "comparison": "<=" | ">=",
+//                "bound": num, "met": bool|null, "note": str}]
+// }
+// ROW = {"op": str, "size": int, "iterations": int, "p50_us": num, "p90_us": num,
+//        "p99_us": num, "p999_us": num, "max_us": num, "min_us": num, "mean_us": num,
+//        "gb_per_s": num, "gbit_per_s": num}     // rates: size / p50
+#include "tools/bench_fetch.h"
+
+#include <fcntl.h>
+#include <malloc.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/size.h"
+#include "plasmon/client.h"
+#include "tools/bench_refs.h"
+#include "tools/bench_stats.h"
+
+#ifndef PLASMON_SOURCE_DIR
+#define PLASMON_SOURCE_DIR ""
+#endif
+
+namespace plasmon::bench {
+
+namespace {
+
+constexpr uint64_t kKiB = 1024, kMiB = 1024 * kKiB, kGiB = 1024 * kMiB;
+constexpr uint64_t kPingPongBytes = 64;
+constexpr uint64_t kTargetSmall = 4 * kKiB;  // the latency targets' object size
+// Large objects: at most this many bytes per mode and size, but never fewer
+// than kLargeMinIterations iterations.
+constexpr uint64_t kLatencyBudget = 2 * kGiB;
+constexpr uint64_t kLargeMinIterations = 5;
+constexpr uint64_t kPatternBytes = 4 * kMiB;  // objects are filled from this
+// The location cache keeps an entry 10 s (store/fetch.h); the cached mode
+// replaces its object well before.
+constexpr uint64_t kRefreshNs = 5'000'000'000ull;
+
+// ---- progress and errors ----
+
+bool g_progress = false;
+
+void ClearProgress() {
+  if (g_progress) std::fprintf(stderr, "\r\033[K");
+}
+
+void Progress(const std::string& what) {
+  if (!g_progress) return;
+  std::fprintf(stderr, "\r\033[K%s", what.c_str());
+  std::fflush(stderr);
+}
+
+// Prints a line on stderr (clearing the progress line first).
+void Note(const std::string& what) {
+  ClearProgress();
+  std::fprintf(stderr, "plasmon-bench: %s\n", what.c_str());
+}
+
+// Exits non-zero; the atexit handler tears the cluster down.
+[[noreturn]] void Die(const std::string& msg) {
+  Note(msg);
+  std::exit(1);
+}
+
+[[noreturn]] void Die(const std::string& context, const Status& st) {
+  Die(context + ": " + st.ToString());
+}
+
+// ---- the cluster's teardown, from anywhere (async-signal-safe) ----
+
+std::atomic<bool> g_down_armed{false};
+std::vector<std::string> g_down_args;  // set before arming, never changed after
+char* g_down_argv[16];
+std::string g_cluster_dir_note;  // printed after a teardown at exit
+
+void TearDownNow() {
+  if (!g_down_armed.exchange(false)) return;
+  KillTrackedChildren();
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(STDERR_FILENO, STDOUT_FILENO);  // keep stdout (--json) clean
+    ::execv(g_down_argv[0], g_down_argv);
+    ::_exit(127);
+  }
+  if (pid > 0) {
+    int ws;
+    while (::waitpid(pid, &ws, 0) < 0 && errno == EINTR) {
+    }
+  }
+}
+
+void OnSignal(int sig) {
+  bool armed = g_down_armed.load();
+  TearDownNow();
+  if (armed) {
+    // Written before arming, never changed after: safe to read here.
+    std::string_view note = g_cluster_dir_note;
+    (void)!::write(STDERR_FILENO, "\nplasmon-bench: interrupted; ", 29);
+    (void)!::write(STDERR_FILENO, note.data(), note.size());
+    (void)!::write(STDERR_FILENO, "\n", 1);
+  }
+  ::_exit(128 + sig);
+}
+
+void TearDownAtExit() {
+  if (!g_down_armed.load()) return;
+  Note("tearing down the cluster");
+  TearDownNow();
+  if (!g_cluster_dir_note.empty()) Note(g_cluster_dir_note);
+}
+
+void ArmTeardown(const std::string& script, const std::string& dir) {
+  g_down_args = {"/bin/bash", script, "down", "--dir", dir};
+  size_t i = 0;
+  for (std::string& a : g_down_args) g_down_argv[i++] = a.data();
+  g_down_argv[i] = nullptr;
+  g_cluster_dir_note = "the cluster's logs are in " + dir;
+  g_down_armed.store(true);
+}
+
+// ---- running commands ----
+
+// Runs argv with stdin from /dev/null and stdout+stderr into *output (or,
+// with output null, to this process's stderr). Returns the wait status, -1
+// if it could not run.
+int RunCommand(const std::vector<std::string>& args, std::string* output, bool track) {
+  std::vector<char*> argv;
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  int out[2] = {-1, -1};
+  if (output != nullptr && ::pipe2(out, O_CLOEXEC) != 0) return -1;
+  std::fflush(nullptr);
+  pid_t pid = ::fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    int null = ::open("/dev/null", O_RDONLY);
+    if (null >= 0) ::dup2(null, STDIN_FILENO);
+    ::dup2(output != nullptr ? out[1] : STDERR_FILENO, STDOUT_FILENO);
+    if (output != nullptr) ::dup2(out[1], STDERR_FILENO);
+    ::execv(argv[0], argv.data());
+    std::fprintf(stderr, "cannot run %s: %s\n", argv[0], std::strerror(errno));
+    ::_exit(127);
+  }
+  if (track) TrackChild(pid);
+  if (output != nullptr) {
+    ::close(out[1]);
+    char buf[4096];
+    for (;;) {
+      ssize_t n = ::read(out[0], buf, sizeof(buf));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      output->append(buf, static_cast<size_t>(n));
+    }
+    ::close(out[0]);
+  }
+  int ws = 0;
+  while (::waitpid(pid, &ws, 0) < 0 && errno == EINTR) {
+  }
+  if (track) UntrackChild(pid);
+  return ws;
+}
+
+bool Succeeded(int ws) { return ws != -1 && WIFEXITED(ws) && WEXITSTATUS(ws) == 0; }
+
+std::string Indent(const std::string& text) {
+  std::string out = "    ";
+  for (char ch : text) {
+    out += ch;
+    if (ch == '\n') out += "    ";
+  }
+  while (!out.empty() && (out.back() == ' ' || out.back() == '\n')) out.pop_back();
+  return out;
+}
+
+// ---- the cluster ----
+
+struct Node {
+  std::string node_id, socket, endpoint;
+  NetHost host;  // its namespace (empty in loopback mode) and address
+};
+
+struct Cluster {
+  std::string dir, name, mode;
+  std::string redis_socket;
+  Node nodes[2];  // node 1 (holder) and node 2 (fetcher)
+  bool started = false;
+};
+
+// The pid in DIR/FILE if that process is still `comm`; -1 otherwise.
+pid_t PidOf(const std::string& dir, const std::string& file, const std::string& comm) {
+  FILE* f = std::fopen((dir + "/" + file).c_str(), "r");
+  if (f == nullptr) return -1;
+  long pid = -1;
+  if (std::fscanf(f, "%ld", &pid) != 1) pid = -1;
+  std::fclose(f);
+  if (pid <= 0) return -1;
+  FILE* c = std::fopen(("/proc/" + std::to_string(pid) + "/comm").c_str(), "r");
+  if (c == nullptr) return -1;
+  char name[64] = {};
+  bool same = std::fgets(name, sizeof(name), c) != nullptr &&
+              std::string(name).substr(0, comm.size()) == comm;
+  std::fclose(c);
+  return same ? static_cast<pid_t>(pid) : -1;
+}
+
+// Pins node 1's processes to cpu1 and node 2's to cpu2 (see FetchConfig::pin);
+// with cpu1 < 0, lets them all run on every CPU again.
+void PinCluster(Cluster* c, int cpu1, int cpu2) {
+  struct {
+    const char* file;
+    const char* comm;
+    int cpu;
+  } procs[] = {{"n1.pid", "plasmon-store", cpu1},
+               {"redis.pid", "redis-server", cpu1},
+               {"n2.pid", "plasmon-store", cpu2}};
+  for (const auto& p : procs) {
+    pid_t pid = PidOf(c->dir, p.file, p.comm);
+    if (pid < 0)
+      Die(std::string("--pin: no live ") + p.comm + " in " + c->dir + "/" + p.file +
+          " (a cluster started by tools/plasmon-cluster has one; or use --pin none)");
+    if (Status st = PinProcess(pid, p.cpu); !st.ok()) Die("--pin", st);
+  }
+  c->nodes[0].host.cpu = cpu1;
+  c->nodes[1].host.cpu = cpu2;
+  // This process is node 2's client (and the node-2 end of the ping-pong);
+  // threads the clients start inherit it.
+  if (Status st = PinProcess(::getpid(), cpu2); !st.ok()) Die("--pin", st);
+}
+
+void UnpinCluster(Cluster* c) {
+  for (const auto& [file, comm] : {std::pair<const char*, const char*>{"n1.pid", "plasmon-store"},
+                                   {"redis.pid", "redis-server"},
+                                   {"n2.pid", "plasmon-store"}}) {
+    pid_t pid = PidOf(c->dir, file, comm);
+    if (pid > 0) (void)PinProcess(pid, -1);
+  }
+  (void)PinProcess(::getpid(), -1);
+  c->nodes[0].host.cpu = -1;
+  c->nodes[1].host.cpu = -1;
+}
+
+std::string ExeDir() {
+  std::error_code ec;
+  std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? "" : exe.parent_path().string();
+}
+
+std::string FindScript(const std::string& given) {
+  if (!given.empty()) return given;
+  std::vector<std::string> candidates;
+  if (std::strlen(PLASMON_SOURCE_DIR) > 0)
+    candidates.push_back(std::string(PLASMON_SOURCE_DIR) + "/tools/plasmon-cluster");
+  std::string exe_dir = ExeDir();
+  if (!exe_dir.empty()) candidates.push_back(exe_dir + "/../../tools/plasmon-cluster");
+  for (const std::string& c : candidates)
+    if (::access(c.c_str(), R_OK) == 0) return c;
+  Die("cannot find tools/plasmon-cluster (looked in " +
+      (candidates.empty() ? std::string("no place") : candidates[0]) +
+      "); pass --cluster-script PATH, or --cluster-dir DIR for a cluster already up");
+}
+
+// "10.215.0.2:7400" -> "10.215.0.2"; "[::1]:7400" -> "::1".
+std::string HostOf(const std::string& endpoint) {
+  if (!endpoint.empty() && endpoint[0] == '[') {
+    size_t close = endpoint.find(']');
+    return close == std::string::npos ? endpoint : endpoint.substr(1, close - 1);
+  }
+  size_t colon = endpoint.rfind(':');
+  return colon == std::string::npos ? endpoint : endpoint.substr(0, colon);
+}
+
+// Reads DIR/cluster.env through bash (it is shell syntax).
+Cluster LoadCluster(const std::string& dir) {
+  std::string env = dir + "/cluster.env";
+  if (::access(env.c_str(), R_OK) != 0)
+    Die("no cluster in " + dir + " (no readable " + env + "; start one with tools/plasmon-cluster up)");
+  const char* vars[] = {"PLASMON_CLUSTER_STATE", "PLASMON_CLUSTER_NAME", "PLASMON_CLUSTER_MODE",
+                        "PLASMON_NODES",         "PLASMON_REDIS_SOCKET", "PLASMON_NODE_ID_1",
+                        "PLASMON_SOCKET_1",      "PLASMON_ENDPOINT_1",   "PLASMON_NS_1",
+                        "PLASMON_NODE_ID_2",     "PLASMON_SOCKET_2",     "PLASMON_ENDPOINT_2",
+                        "PLASMON_NS_2"};
+  std::string script = ". \"$1/cluster.env\" || exit 1; printf '%s\\0'";
+  for (const char* v : vars) script += std::string(" \"${") + v + ":-}\"";
+  std::string out;
+  int ws = RunCommand({"/bin/bash", "-c", script, "bash", dir}, &out, false);
+  if (!Succeeded(ws)) Die("cannot read " + env + ":\n" + Indent(out));
+  std::vector<std::string> values;
+  size_t start = 0;
+  for (size_t i = 0; i < out.size(); i++) {
+    if (out[i] == '\0') {
+      values.push_back(out.substr(start, i - start));
+      start = i + 1;
+    }
+  }
+  if (values.size() != std::size(vars)) Die("cannot read " + env + ": unexpected output");
+  Cluster c;
+  c.dir = dir;
+  if (values[0] != "up") Die("the cluster in " + dir + " is not up (state '" + values[0] + "')");
+  c.name = values[1];
+  c.mode = values[2];
+  int nodes = std::atoi(values[3].c_str());
+  if (nodes < 2) Die("the cluster in " + dir + " has " + values[3] + " node(s); fetch needs 2");
+  c.redis_socket = values[4];
+  for (int i = 0; i < 2; i++) {
+    Node& n = c.nodes[i];
+    n.node_id = values[5 + 4 * i];
+    n.socket = values[6 + 4 * i];
+    n.endpoint = values[7 + 4 * i];
+    n.host.netns = values[8 + 4 * i];
+    n.host.address = HostOf(n.endpoint);
+    if (n.endpoint.empty())
+      Die("node " + std::to_string(i + 1) + " of the cluster in " + dir +
+          " has no transfer endpoint (its plasmon-store has no --listen)");
+  }
+  if (c.mode == "loopback") {
+    // Every node is on the host's network: the references run on loopback.
+    for (Node& n : c.nodes) n.host.netns.clear();
+  }
+  return c;
+}
+
+Cluster StartCluster(const FetchConfig& cfg, uint64_t memory) {
+  std::string script = FindScript(cfg.cluster_script);
+  char tmpl[] = "/tmp/pbf-XXXXXX";
+  if (::mkdtemp(tmpl) == nullptr) Die(std::string("mkdtemp: ") + std::strerror(errno));
+  std::string dir = tmpl;
+  std::string name = cfg.name.empty() ? "pbf" + std::to_string(::getpid() % 100000) : cfg.name;
+  std::vector<std::string> args = {"/bin/bash", script, "up", "--nodes", "2", "--dir", dir,
+                                   "--name", name, "--subnet", std::to_string(cfg.subnet),
+                                   "--prefault", "--memory",
+                                   cfg.memory.empty() ? std::to_string(memory / kMiB) + "M"
+                                                      : cfg.memory};
+  // The build this binary belongs to holds the stores to start.
+  std::string exe_dir = ExeDir();
+  if (!exe_dir.empty() && ::access((exe_dir + "/plasmon-store").c_str(), X_OK) == 0)
+    args.insert(args.end(), {"--build", std::filesystem::path(exe_dir).parent_path().string()});
+  if (!cfg.store_args.empty()) {
+    args.push_back("--");
+    args.insert(args.end(), cfg.store_args.begin(), cfg.store_args.end());
+  }
+  ArmTeardown(script, dir);
+  Progress("starting a 2-node cluster in " + dir + " (stores prefault their arenas)");
+  std::string out;
+  int ws = RunCommand(args, &out, /*track=*/true);
+  if (!Succeeded(ws)) {
+    std::string shown;
+    for (const std::string& a : args) shown += a + " ";
+    Die("could not start the cluster: " + shown + "\n" + Indent(out));
+  }
+  Cluster c = LoadCluster(dir);
+  c.started = true;
+  return c;
+}
+
+void StopCluster(const Cluster& c) {
+  if (!c.started || !g_down_armed.exchange(false)) return;
+  Progress("tearing down the cluster");
+  std::string out;
+  int ws = RunCommand(g_down_args, &out, /*track=*/false);
+  ClearProgress();
+  if (!Succeeded(ws)) {
+    Note("tearing down the cluster failed:\n" + Indent(out) + "\n" + g_cluster_dir_note);
+    return;
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(c.dir, ec);  // only logs are left in it
+}
+
+// ---- measuring fetches ----
+
+Counts FetchCounts(const FetchConfig& cfg, uint64_t size) {
+  uint64_t it = std::min(cfg.iterations, std::max(kLargeMinIterations, kLatencyBudget / size));
+  uint64_t wu = std::min(cfg.warmup, std::max<uint64_t>(1, it / 10));
+  return {it, wu};
+}
+
+class Fetcher {
+ public:
+  Fetcher(Client* holder, Client* fetcher, std::string holder_id, int64_t timeout_ms)
+      : holder_(holder), fetcher_(fetcher), holder_id_(std::move(holder_id)),
+        timeout_ms_(timeout_ms), pattern_(kPatternBytes) {
+    for (uint64_t i = 0; i < kPatternBytes; i++) pattern_[i] = static_cast<uint8_t>(i * 131 + 7);
+  }
+
+  // A new sealed object of `size` bytes on the holder, once the directory lists it.
+  ObjectID Put(uint64_t size, const std::string& ctx) {
+    ObjectID id = ObjectID::Random();
+    auto buf = holder_->Create(id, size);
+    if (!buf.ok()) Die(ctx + ": Create on node 1", buf.status());
+    for (uint64_t off = 0; off < size; off += kPatternBytes)
+      std::memcpy(buf->data + off, pattern_.data(), std::min(kPatternBytes, size - off));
+    uint64_t n = ++puts_;  // every object's bytes differ
+    std::memcpy(buf->data, &n, std::min<uint64_t>(sizeof(n), size));
+    if (Status st = holder_->Seal(id); !st.ok()) Die(ctx + ": Seal on node 1", st);
+    WaitListed(id, ctx);
+    return id;
+  }
+
+  // The time Fetch({id}) takes on the fetching node, in ns.
+  uint64_t Fetch(const ObjectID& id, const std::string& ctx) {
+    std::vector<ObjectID> ids{id};
+    uint64_t t0 = NowNs();
+    auto r = fetcher_->Fetch(ids, timeout_ms_);
+    uint64_t t1 = NowNs();
+    if (!r.ok()) Die(ctx + ": Fetch", r.status());
+    if (!(*r)[0].ok()) Die(ctx + ": Fetch of " + id.Hex(), (*r)[0]);
+    return t1 - t0;
+  }
+
+  void DropFetched(const ObjectID& id, const std::string& ctx) {
+    Delete(fetcher_, id, false, ctx + " (node 2)");
+  }
+  // The holder may still pin the object for a moment after the transfer
+  // (the transport's unpin reaches the store's loop asynchronously): then
+  // it goes when unpinned.
+  void DropHeld(const ObjectID& id, const std::string& ctx) {
+    Delete(holder_, id, true, ctx + " (node 1)");
+  }
+
+  // Called (untimed) right before every fetch of Lookup and Cached; `timed`
+  // is false in their warm-ups.
+  void set_before_fetch(std::function<void(bool timed)> fn) { before_fetch_ = std::move(fn); }
+
+  // A new object each time: the fetching node looks its location up.
+  std::vector<uint64_t> Lookup(uint64_t size, Counts n, const std::string& ctx) {
+    std::vector<uint64_t> samples;
+    samples.reserve(n.iterations);
+    for (uint64_t i = 0; i < n.warmup + n.iterations; i++) {
+      ObjectID id = Put(size, ctx);
+      if (before_fetch_) before_fetch_(i >= n.warmup);
+      uint64_t ns = Fetch(id, ctx);
+      DropFetched(id, ctx);
+      DropHeld(id, ctx);
+      if (i >= n.warmup) samples.push_back(ns);
+    }
+    return samples;
+  }
+
+  // The same object again and again, deleted on the fetching node after
+  // each fetch: its location stays in that node's cache.
+  std::vector<uint64_t> Cached(uint64_t size, Counts n, const std::string& ctx) {
+    std::vector<uint64_t> samples;
+    samples.reserve(n.iterations);
+    ObjectID id;
+    bool have = false;
+    uint64_t primed_at = 0;
+    for (uint64_t i = 0; i < n.warmup + n.iterations; i++) {
+      if (!have || NowNs() - primed_at > kRefreshNs) {
+        if (have) DropHeld(id, ctx);
+        id = Put(size, ctx);
+        primed_at = NowNs();
+        Fetch(id, ctx);  // looks it up: the cache has it from now on
+        DropFetched(id, ctx);
+        have = true;
+      }
+      if (before_fetch_) before_fetch_(i >= n.warmup);
+      uint64_t ns = Fetch(id, ctx);
+      DropFetched(id, ctx);
+      if (i >= n.warmup) samples.push_back(ns);
+    }
+    if (have) DropHeld(id, ctx);
+    return samples;
+  }
+
+ private:
+  void WaitListed(const ObjectID& id, const std::string& ctx) {
+    uint64_t deadline = NowNs() + 10'000'000'000ull;
+    for (;;) {
+      auto where = holder_->Where(id);
+      if (!where.ok()) Die(ctx + ": Where on node 1", where.status());
+      for (const ObjectHolder& h : *where)
+        if (h.node_id == holder_id_ && h.alive) return;
+      if (NowNs() > deadline)
+        Die(ctx + ": the directory does not list " + id.Hex() + " on " + holder_id_ +
+            " 10 s after its seal");
+      ::usleep(100);
+    }
+  }
+
+  void Delete(Client* c, const ObjectID& id, bool in_use_ok, const std::string& ctx) {
+    auto res = c->Delete({id});
+    if (!res.ok()) Die(ctx + ": Delete", res.status());
+    const Status& st = (*res)[0];
+    if (!st.ok() && !(in_use_ok && st.code() == StatusCode::kObjectInUse))
+      Die(ctx + ": Delete of " + id.Hex(), st);
+  }
+
+  Client* holder_;
+  Client* fetcher_;
+  std::string holder_id_;
+  int64_t timeout_ms_;
+  std::vector<uint8_t> pattern_;
+  uint64_t puts_ = 0;
+  std::function<void(bool)> before_fetch_;
+};
+
+// ---- reporting ----
+
+struct Row {
+  std::string op, label;
+  uint64_t size = 0;
+  Summary s;
+};
+
+double GBps(uint64_t size, double us) { return us > 0 ? static_cast<double>(size) / us / 1e3 : NAN; }
+double Gbitps(uint64_t size, double us) { return us > 0 ? static_cast<double>(size) * 8 / us / 1e3 : NAN; }
+
+void PrintHeader() {
+  std::printf("  %-22s %7s %6s %8s %8s %8s %8s %8s %8s %7s %7s\n", "op", "size", "iters", "min",
+              "p50", "p90", "p99", "max", "mean", "GB/s", "Gbit/s");
+}
+
+void PrintRow(const Row& r, bool rates) {
+  char gb[16] = "-", gbit[16] = "-";
+  if (rates && r.s.p50_us > 0) {
+    std::snprintf(gb, sizeof(gb), "%.2f", GBps(r.size, r.s.p50_us));
+    std::snprintf(gbit, sizeof(gbit), "%.2f", Gbitps(r.size, r.s.p50_us));
+  }
+  std::printf("  %-22s %7s %6llu %8s %8s %8s %8s %8s %8s %7s %7s\n", r.label.c_str(),
+              FormatSize(r.size).c_str(), static_cast<unsigned long long>(r.s.samples),
+              FormatUs(r.s.min_us).c_str(), FormatUs(r.s.p50_us).c_str(),
+              FormatUs(r.s.p90_us).c_str(), FormatUs(r.s.p99_us).c_str(),
+              FormatUs(r.s.max_us).c_str(), FormatUs(r.s.mean_us).c_str(), gb, gbit);
+}
+
+std::string RowJson(const Row& r) {
+  return "{\"op\": " + JsonString(r.op) + ", \"size\": " + std::to_string(r.size) +
+         ", \"iterations\": " + std::to_string(r.s.samples) + ", " + JsonSummaryFields(r.s) +
+         ", \"gb_per_s\": " + JsonNumber(GBps(r.size, r.s.p50_us)) +
+         ", \"gbit_per_s\": " + JsonNumber(Gbitps(r.size, r.s.p50_us)) + "}";
+}
+
+// The largest p50 of the TCP ping-pongs over the smallest: well above 1, the
+// machine's round trip changed during the run (on a VM, usually threads
+// moving between running on one vCPU and on two).
+constexpr double kMaxSpread = 1.5;
+double PingPongSpread(const Row& before, const Row& after, const std::vector<Row>& between) {
+  double lo = std::min(before.s.p50_us, after.s.p50_us), hi = std::max(before.s.p50_us, after.s.p50_us);
+  for (const Row& r : between) {
+    lo = std::min(lo, r.s.p50_us);
+    hi = std::max(hi, r.s.p50_us);
+  }
+  return lo > 0 ? hi / lo : 0;
+}
+
+struct Target {
+  std::string name;
+  double value = NAN;
+  const char* cmp = "<=";
+  double bound = 0;
+  std::string note;
+  std::optional<bool> met() const {
+    if (!std::isfinite(value)) return std::nullopt;
+    return std::strcmp(cmp, "<=") == 0 ? value <= bound : value >= bound;
+  }
+};
+
+std::string NodeJson(const Node& n) {
+  return "{\"node_id\": " + JsonString(n.node_id) + ", \"socket\": " + JsonString(n.socket) +
+         ", \"netns\": " + JsonString(n.host.netns) + ", \"address\": " + JsonString(n.host.address) +
+         "}";
+}
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return NAN;
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 == 1 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+
+}  // namespace
+
+CLI::App* AddFetchCommand(CLI::App* app, FetchConfig* cfg) {
+  auto* f = app->add_subcommand(
+      "fetch",
+      "Time Fetch between two stores in separate network namespaces (a cluster it starts with "
+      "tools/plasmon-cluster, or --cluster-dir), beside iperf3, a TCP ping-pong over the same "
+      "link and a Redis GET, measured in the same run");
+  f->add_option("--sizes", cfg->sizes_arg,
+                "Comma-separated object sizes, with optional K/M/G suffixes (binary) "
+                "(default: 64,4K,64K,1M,16M,256M,1G, less those an existing cluster's stores "
+                "cannot hold twice)")
+      ->delimiter(',');
+  f->add_option("--iterations", cfg->iterations,
+                "Timed fetches per size and mode; large objects run fewer: "
+                "min(N, max(5, 2 GiB / size)), i.e. 128 at 16 MiB, 8 at 256 MiB, 5 at 1 GiB")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  f->add_option("--warmup", cfg->warmup,
+                "Untimed fetches before each measurement; large objects run min(N, max(1, "
+                "iterations / 10))")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  f->add_option("--throughput-size", cfg->throughput_size_arg,
+                "Size of the object of the throughput measurement (0: none) (default: 1G, or "
+                "less if an existing cluster's stores are too small)");
+  f->add_option("--throughput-reps", cfg->throughput_reps,
+                "Fetches of a new object of --throughput-size; the median counts")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  f->add_option("--pingpong-round-trips", cfg->pingpong_round_trips,
+                "Round trips of each ping-pong reference (after a tenth as many untimed)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  f->add_option("--iperf-seconds", cfg->iperf_seconds, "Duration of each iperf3 run (0: skip iperf3)")
+      ->check(CLI::Range(0, 600))
+      ->capture_default_str();
+  f->add_option("--iperf-port", cfg->iperf_port, "Port of the iperf3 server in node 2's namespace")
+      ->check(CLI::Range(1, 65535))
+      ->capture_default_str();
+  f->add_option("--timeout-ms", cfg->timeout_ms, "Timeout of each Fetch")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  f->add_flag("--json", cfg->json,
+              "Print one JSON document on stdout instead of the tables (schema at the top of "
+              "tools/bench_fetch.cc)");
+  f->add_option("--cluster-dir", cfg->cluster_dir,
+                "Use the cluster already up in this directory (tools/plasmon-cluster up --dir "
+                "DIR; nodes 1 and 2) instead of starting one. Its stores should run with "
+                "--prefault and hold twice the largest size");
+  f->add_option("--cluster-script", cfg->cluster_script,
+                "tools/plasmon-cluster to start the cluster with (default: the one in the "
+                "source tree this binary was built from)");
+  f->add_option("--name", cfg->name,
+                "Namespace prefix of the cluster it starts, 1-8 letters/digits (default: pbf "
+                "and this process's ID)");
+  f->add_option("--subnet", cfg->subnet, "Its nodes get 10.SUBNET.0.<i>")
+      ->check(CLI::Range(0, 255))
+      ->capture_default_str();
+  f->add_option("--memory", cfg->memory,
+                "Arena of each store it starts (default: twice the largest object + 256 MiB)");
+  f->add_option("--store-arg", cfg->store_args,
+                "A flag for the stores it starts, e.g. --store-arg=--transfer-streams "
+                "--store-arg=2 (repeatable)");
+  f->add_option("--pin", cfg->pin,
+                "N1_CPU,N2_CPU: run node 1's processes (its store, Redis, the echo and iperf3 "
+                "sender of the references) on one CPU and node 2's (its store, this benchmark, "
+                "the iperf3 receiver) on another, as two one-CPU hosts; 'none' leaves placement "
+                "to the scheduler; 'auto': 0,1 on a machine with 2 CPUs or more")
+      ->capture_default_str();
+  f->add_flag("--keep-cluster", cfg->keep, "Leave the cluster it started running (and say where)");
+  f->footer(
+      "fetch (lookup): a new object every time, so the fetching store asks the directory (Redis) "
+      "where it is; fetch (cached): an object fetched and deleted just before, whose location "
+      "the store has cached. Latencies in us, nearest-rank percentiles; GB/s and Gbit/s are "
+      "size / p50 (GB = 1e9 B). Needs root (network namespaces), redis-server and iperf3 "
+      "(tools/setup.sh installs them).");
+  return f;
+}
+
+int RunFetch(FetchConfig cfg) {
+  // ---- configuration ----
+  if (cfg.sizes_arg.empty()) {
+    cfg.sizes = {64, 4 * kKiB, 64 * kKiB, 1 * kMiB, 16 * kMiB, 256 * kMiB, 1 * kGiB};
+  } else {
+    for (const std::string& s : cfg.sizes_arg) {
+      std::optional<uint64_t> v = ParseSize(s);
+      if (!v || *v == 0 || *v > 64 * kGiB)
+        Die("invalid size '" + s + "' in --sizes (expected e.g. 64,4K,1M,1G)");
+      if (std::find(cfg.sizes.begin(), cfg.sizes.end(), *v) == cfg.sizes.end())
+        cfg.sizes.push_back(*v);
+    }
+  }
+  const bool default_sizes = cfg.sizes_arg.empty();
+  const bool default_throughput = cfg.throughput_size_arg.empty();
+  if (default_throughput) {
+    cfg.throughput_size = 1 * kGiB;
+  } else {
+    std::optional<uint64_t> v = ParseSize(cfg.throughput_size_arg);
+    if (!v || *v > 64 * kGiB)
+      Die("invalid --throughput-size '" + cfg.throughput_size_arg + "'");
+    cfg.throughput_size = *v;
+  }
+  if (!cfg.name.empty()) {
+    bool ok = cfg.name.size() <= 8 &&
+              std::all_of(cfg.name.begin(), cfg.name.end(), [](char ch) { return std::isalnum(static_cast<unsigned char>(ch)); });
+    if (!ok) Die("--name must be 1 to 8 letters or digits");
+  }
+  uint64_t largest = std::max(*std::max_element(cfg.sizes.begin(), cfg.sizes.end()),
+                              cfg.throughput_size);
+  const uint64_t need = 2 * largest + 256 * kMiB;
+
+  ::signal(SIGPIPE, SIG_IGN);
+  // As in `local`: keep freed memory in the process (per-call buffers would
+  // otherwise page-fault on every call).
+  ::mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  ::mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  g_progress = ::isatty(STDERR_FILENO) == 1;
+  std::atexit(TearDownAtExit);
+  struct sigaction sa {};
+  sa.sa_handler = OnSignal;
+  sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+  ::sigaction(SIGHUP, &sa, nullptr);
+
+  // ---- the cluster ----
+  Cluster cluster = cfg.cluster_dir.empty() ? StartCluster(cfg, need) : LoadCluster(cfg.cluster_dir);
+  int pin1 = -1, pin2 = -1;
+  if (cfg.pin == "auto") {
+    if (::sysconf(_SC_NPROCESSORS_ONLN) >= 2) pin1 = 0, pin2 = 1;
+  } else if (cfg.pin != "none") {
+    char extra;
+    if (std::sscanf(cfg.pin.c_str(), "%d,%d%c", &pin1, &pin2, &extra) != 2 || pin1 < 0 ||
+        pin2 < 0)
+      Die("invalid --pin '" + cfg.pin + "': expected N1_CPU,N2_CPU (e.g. 0,1), auto or none");
+  }
+  if (pin1 >= 0) PinCluster(&cluster, pin1, pin2);
+  const Node& n1 = cluster.nodes[0];
+  const Node& n2 = cluster.nodes[1];
+
+  Client c1, c2;
+  if (Status st = c1.Connect(n1.socket); !st.ok()) Die("connecting to node 1 at " + n1.socket, st);
+  if (Status st = c2.Connect(n2.socket); !st.ok()) Die("connecting to node 2 at " + n2.socket, st);
+  uint64_t capacity = 0;
+  for (int i = 0; i < 2; i++) {
+    auto stats = (i == 0 ? c1 : c2).Stats();
+    if (!stats.ok()) Die("Stats", stats.status());
+    capacity = capacity == 0 ? stats->capacity : std::min(capacity, stats->capacity);
+    if (stats->object_count > 0)
+      Note("warning: node " + std::to_string(i + 1) + "'s store already holds " +
+           std::to_string(stats->object_count) + " objects (" + FormatSize(stats->used) +
+           "); they may be evicted, and they skew the figures");
+  }
+  // An existing cluster's stores may be smaller than the defaults want:
+  // default sizes that do not fit twice over are left out (an object may
+  // stay on the holder, pinned, for a moment after its transfer).
+  auto fits = [&](uint64_t size) { return 2 * size + 64 * kMiB <= capacity; };
+  if (default_sizes || default_throughput) {
+    std::vector<uint64_t> kept;
+    for (uint64_t size : cfg.sizes)
+      if (!default_sizes || fits(size)) kept.push_back(size);
+    if (kept.empty()) kept.push_back(64);
+    if (default_sizes && kept.size() < cfg.sizes.size())
+      Note("the stores hold " + FormatSize(capacity) + ": leaving out default sizes above " +
+           FormatSize(kept.back()));
+    cfg.sizes = kept;
+    if (default_throughput && !fits(cfg.throughput_size)) {
+      while (cfg.throughput_size > 16 * kMiB && !fits(cfg.throughput_size)) cfg.throughput_size /= 2;
+      Note("the stores hold " + FormatSize(capacity) + ": the throughput object is " +
+           FormatSize(cfg.throughput_size) + " instead of 1 GiB");
+    }
+    largest = std::max(*std::max_element(cfg.sizes.begin(), cfg.sizes.end()), cfg.throughput_size);
+  }
+  if (capacity < largest + 64 * kMiB)
+    Die("the stores hold " + FormatSize(capacity) + ", too little for objects of " +
+        FormatSize(largest) + ": use smaller --sizes / --throughput-size or larger stores (" +
+        FormatSize(need) + ")");
+
+  Machine machine = DescribeMachine();
+  if (!cfg.json) {
+    std::printf("plasmon-bench fetch: %s cluster '%s' in %s (%s), %s arenas (prefaulted%s)\n",
+                cluster.mode.c_str(), cluster.name.c_str(), cluster.dir.c_str(),
+                cluster.started ? "started for this run" : "already running",
+                FormatSize(capacity).c_str(), cluster.started ? "" : " if they were started so");
+    std::printf("  holder  %s: %s%s%s, fetcher %s: %s%s%s\n", n1.node_id.c_str(),
+                n1.endpoint.c_str(), n1.host.netns.empty() ? "" : " in ", n1.host.netns.c_str(),
+                n2.node_id.c_str(), n2.endpoint.c_str(), n2.host.netns.empty() ? "" : " in ",
+                n2.host.netns.c_str());
+    std::printf("machine: %s, %s, %s, %ld CPUs, %s RAM\n", machine.hostname.c_str(),
+                machine.kernel.c_str(), machine.cpu.c_str(), machine.cpus,
+                FormatSize(machine.memory).c_str());
+    if (pin1 >= 0) {
+      std::printf("latencies pinned as on two one-CPU hosts: CPU %d runs node 1 (store %s, Redis, "
+                  "the ping-pong's echo), CPU %d node 2 (store %s, this benchmark as its client); "
+                  "throughput unpinned\n",
+                  pin1, n1.node_id.c_str(), pin2, n2.node_id.c_str());
+    } else {
+      std::printf("not pinned: the stores, Redis, iperf3 and the benchmark share the CPUs as the "
+                  "scheduler places them\n");
+    }
+    std::fflush(stdout);
+  }
+
+  // ---- references for the latencies ----
+  const Counts pp{cfg.pingpong_round_trips, std::max<uint64_t>(1, cfg.pingpong_round_trips / 10)};
+  Progress("measuring the references: TCP ping-pong across the namespaces");
+  // From node 2 (this process) to an echo process on node 1.
+  auto tcp_pp = MeasureTcpPingPong(n2.host, n1.host, kPingPongBytes, pp);
+  if (!tcp_pp.ok()) Die("the TCP ping-pong reference", tcp_pp.status());
+  Row tcp_row{"tcp_pingpong", "TCP ping-pong", kPingPongBytes, *tcp_pp};
+  Progress("measuring the references: IPC ping-pong");
+  auto ipc_pp = MeasurePingPong(kPingPongBytes, pp, pin2);  // both on node 2's CPU
+  if (!ipc_pp.ok()) Die("the IPC ping-pong reference", ipc_pp.status());
+  Row ipc_row{"ipc_pingpong", "IPC ping-pong", kPingPongBytes, *ipc_pp};
+  Progress("measuring the references: Redis GET");
+  std::vector<uint8_t> redis_src(kTargetSmall, 0x42);
+  RedisReference redis = MeasureRedis(
+      cluster.redis_socket, {kTargetSmall}, [&](uint64_t) { return Counts{5000, 500}; },
+      redis_src.data());
+  std::optional<Row> redis_row;
+  for (const RedisRow& rr : redis.rows)
+    if (rr.op == "redis_get") redis_row = Row{"redis_get", "Redis GET", rr.size, rr.summary};
+  ClearProgress();
+
+  if (!cfg.json) {
+    std::printf("\nreferences (measured in this run; latency in us, nearest-rank percentiles)\n");
+    PrintHeader();
+    PrintRow(tcp_row, false);
+    PrintRow(ipc_row, false);
+    if (redis_row) PrintRow(*redis_row, false);
+    std::printf("  TCP ping-pong: %s -> echo process at %s (%s -> %s), TCP_NODELAY\n",
+                n2.host.address.c_str(), n1.host.address.c_str(),
+                n2.host.netns.empty() ? "host" : n2.host.netns.c_str(),
+                n1.host.netns.empty() ? "host" : n1.host.netns.c_str());
+    std::printf("  IPC ping-pong: Unix socketpair between two processes (the local IPC)\n");
+    if (redis_row)
+      std::printf("  Redis GET: Redis %s over %s (hiredis)\n", redis.version.c_str(),
+                  redis.socket.c_str());
+    if (!redis.error.empty()) std::printf("  Redis: %s\n", redis.error.c_str());
+    std::fflush(stdout);
+  }
+
+  // ---- fetch latencies ----
+  Fetcher f(&c1, &c2, n1.node_id, cfg.timeout_ms);
+  {
+    // Open the transfer connections (one small pull, one in chunks) before timing.
+    Progress("warming up");
+    f.Lookup(64, {2, 0}, "warm-up");
+    if (largest >= 16 * kMiB) f.Lookup(16 * kMiB, {1, 0}, "warm-up");
+  }
+  // The machine's round trip can change within seconds (on a VM, waking a
+  // halted vCPU costs far more than waking a busy one), so the 4 KiB fetches
+  // alternate with blocks of TCP round trips on a connection kept open: the
+  // ratio compares the two over the same stretch of time. (Round trips
+  // right after a fetch would be biased: the stores' asynchronous work, e.g.
+  // directory updates, keeps the vCPUs awake; each block starts with untimed
+  // round trips.)
+  auto live_pp = TcpPingPong::Start(n2.host, n1.host, kPingPongBytes);
+  if (!live_pp.ok()) Die("the interleaved TCP ping-pong", live_pp.status());
+  constexpr uint64_t kBlock = 100;       // fetches, then as many round trips
+  constexpr uint64_t kBlockWarmup = 10;  // untimed round trips starting each block
+  std::vector<Row> results, interleaved;
+  std::vector<uint64_t> sizes = cfg.sizes;
+  std::sort(sizes.begin(), sizes.end());
+  size_t step = 0;
+  for (uint64_t size : sizes) {
+    Counts n = FetchCounts(cfg, size);
+    for (bool cached : {false, true}) {
+      std::string label = cached ? "fetch (cached)" : "fetch (lookup)";
+      std::string op = cached ? "fetch_cached" : "fetch_lookup";
+      std::string ctx = label + " " + FormatSize(size);
+      Progress("measuring " + ctx + " (" + std::to_string(++step) + "/" +
+               std::to_string(2 * sizes.size()) + ")");
+      std::vector<uint64_t> pp_samples;
+      uint64_t fetches = 0;
+      if (size == kTargetSmall) {
+        f.set_before_fetch([&](bool timed) {
+          if (!timed || fetches++ % kBlock != 0) return;
+          for (uint64_t k = 0; k < kBlockWarmup + kBlock; k++) {
+            Result<uint64_t> ns = (*live_pp)->RoundTrip();
+            if (!ns.ok()) Die("the interleaved TCP ping-pong", ns.status());
+            if (k >= kBlockWarmup) pp_samples.push_back(*ns);
+          }
+        });
+      }
+      std::vector<uint64_t> samples = cached ? f.Cached(size, n, ctx) : f.Lookup(size, n, ctx);
+      f.set_before_fetch(nullptr);
+      results.push_back(Row{op, label, size, Summarize(&samples)});
+      if (!pp_samples.empty())
+        interleaved.push_back(
+            Row{op, "TCP ping-pong, " + std::string(cached ? "cached" : "lookup"), kPingPongBytes,
+                Summarize(&pp_samples)});
+    }
+  }
+  live_pp->reset();
+
+  Progress("measuring the TCP ping-pong again");
+  auto tcp_after = MeasureTcpPingPong(n2.host, n1.host, kPingPongBytes, pp);
+  if (!tcp_after.ok()) Die("the TCP ping-pong reference", tcp_after.status());
+  Row tcp_after_row{"tcp_pingpong", "TCP ping-pong (after)", kPingPongBytes, *tcp_after};
+
+  // ---- throughput, next to its reference ----
+  // Unpinned: each side may use every CPU, as iperf3 does; one CPU per node
+  // would make both the copies' speed of one CPU.
+  if (pin1 >= 0) UnpinCluster(&cluster);
+  std::vector<Iperf3Result> iperf;
+  if (cfg.iperf_seconds > 0) {
+    for (int streams : {1, 2}) {
+      Progress("measuring the references: iperf3, " + std::to_string(streams) + " stream(s), " +
+               std::to_string(cfg.iperf_seconds) + " s");
+      iperf.push_back(MeasureIperf3(n1.host, n2.host, cfg.iperf_port, streams, cfg.iperf_seconds));
+    }
+  }
+  double best_iperf = 0;
+  for (const Iperf3Result& r : iperf) best_iperf = std::max(best_iperf, r.bits_per_second);
+  std::vector<double> tput;
+  if (cfg.throughput_size > 0) {
+    for (uint64_t i = 0; i < cfg.throughput_reps; i++) {
+      std::string ctx = "throughput " + FormatSize(cfg.throughput_size);
+      Progress("measuring " + ctx + " (" + std::to_string(i + 1) + "/" +
+               std::to_string(cfg.throughput_reps) + ")");
+      ObjectID id = f.Put(cfg.throughput_size, ctx);
+      uint64_t ns = f.Fetch(id, ctx);
+      f.DropFetched(id, ctx);
+      f.DropHeld(id, ctx);
+      tput.push_back(static_cast<double>(cfg.throughput_size) * 8 / static_cast<double>(ns));
+    }
+  }
+  const double tput_median = Median(tput);  // Gbit/s
+
+  ClearProgress();
+
+  // ---- targets ----
+  auto find = [](const std::vector<Row>& rows, const char* op, uint64_t size) -> const Row* {
+    for (const Row& r : rows)
+      if (r.op == op && r.size == size) return &r;
+    return nullptr;
+  };
+  std::vector<Target> targets;
+  {
+    Target t;
+    t.name = "fetch " + FormatSize(cfg.throughput_size) + " Gbit/s / better iperf3 Gbit/s";
+    t.cmp = ">=";
+    t.bound = 0.85;
+    if (best_iperf > 0 && std::isfinite(tput_median)) {
+      t.value = tput_median * 1e9 / best_iperf;
+      char buf[96];
+      std::snprintf(buf, sizeof(buf), "%.2f vs %.2f Gbit/s", tput_median, best_iperf / 1e9);
+      t.note = buf;
+      if (cfg.throughput_size != 1 * kGiB) t.note += "; the target is for 1 GiB";
+    } else {
+      t.note = best_iperf <= 0 ? "iperf3 not measured" : "throughput not measured";
+    }
+    targets.push_back(t);
+  }
+  for (bool cached : {false, true}) {
+    const char* op = cached ? "fetch_cached" : "fetch_lookup";
+    const Row* r = find(results, op, kTargetSmall);
+    const Row* p = find(interleaved, op, kPingPongBytes);
+    Target t;
+    t.name = std::string(cached ? "fetch (cached)" : "fetch (lookup)") +
+             " 4 KiB p50 / TCP ping-pong p50";
+    t.cmp = "<=";
+    t.bound = cached ? 2.5 : 4.0;
+    if (r != nullptr && p != nullptr && p->s.p50_us > 0) {
+      t.value = r->s.p50_us / p->s.p50_us;
+      char buf[160];
+      std::snprintf(buf, sizeof(buf),
+                    "%s / %s us (interleaved); %.2f / %.2f against the ping-pong before / after",
+                    FormatUs(r->s.p50_us).c_str(), FormatUs(p->s.p50_us).c_str(),
+                    r->s.p50_us / tcp_row.s.p50_us, r->s.p50_us / tcp_after_row.s.p50_us);
+      t.note = buf;
+    } else {
+      t.note = "4 KiB not measured (add it to --sizes)";
+    }
+    targets.push_back(t);
+  }
+
+  // ---- output ----
+  if (!cfg.json) {
+    std::printf("\nresults: Fetch({id}) by a client of %s of an object held by %s "
+                "(GB/s, Gbit/s: size / p50)\n",
+                n2.node_id.c_str(), n1.node_id.c_str());
+    PrintHeader();
+    for (const Row& r : results) PrintRow(r, r.size >= 1 * kMiB);
+    std::printf("  (lookup: a new object each time, its location asked of Redis; cached: the "
+                "location known from a fetch just before)\n");
+    if (!interleaved.empty()) {
+      std::printf("  TCP ping-pong in blocks of %llu round trips between blocks of %llu 4 KiB "
+                  "fetches, and again after the run:\n",
+                  static_cast<unsigned long long>(kBlock), static_cast<unsigned long long>(kBlock));
+      for (const Row& r : interleaved) PrintRow(r, false);
+      PrintRow(tcp_after_row, false);
+    }
+    std::printf("\nthroughput\n");
+    for (const Iperf3Result& r : iperf) {
+      if (r.error.empty()) {
+        std::printf("  iperf3 %s -> %s, %d stream%s, %d s: %.2f Gbit/s (%.2f GB/s), %llu "
+                    "retransmits\n",
+                    n1.node_id.c_str(), n2.node_id.c_str(), r.streams, r.streams == 1 ? "" : "s",
+                    r.seconds, r.bits_per_second / 1e9, r.bits_per_second / 8e9,
+                    static_cast<unsigned long long>(r.retransmits));
+      } else {
+        std::printf("  iperf3, %d stream(s): not measured: %s\n", r.streams, r.error.c_str());
+      }
+    }
+    if (!tput.empty()) {
+      std::printf("  fetch of a new %s object, %llu times:", FormatSize(cfg.throughput_size).c_str(),
+                  static_cast<unsigned long long>(tput.size()));
+      for (double g : tput) std::printf(" %.2f", g);
+      std::printf(" Gbit/s; median %.2f Gbit/s (%.2f GB/s)\n", tput_median, tput_median / 8);
+    }
+    std::printf("\ntargets\n");
+    if (PingPongSpread(tcp_row, tcp_after_row, interleaved) > kMaxSpread)
+      std::printf("  warning: the TCP ping-pong's p50 moved by more than %.0f%% during the run "
+                  "(before, between the 4 KiB fetches, after): the latency ratios are unreliable "
+                  "(unpinned? see --pin)\n",
+                  100 * (kMaxSpread - 1));
+    for (const Target& t : targets) {
+      std::optional<bool> met = t.met();
+      char value[32] = "n/a", bound[32];
+      if (std::isfinite(t.value)) std::snprintf(value, sizeof(value), "%.2f", t.value);
+      std::snprintf(bound, sizeof(bound), "%s %.2f", t.cmp, t.bound);
+      std::printf("  %-48s %6s  (target %-7s)  %-7s  %s\n", t.name.c_str(), value, bound,
+                  !met ? "n/a" : *met ? "met" : "not met", t.note.c_str());
+    }
+    std::fflush(stdout);
+  } else {
+    std::string j = "{\n  \"tool\": \"plasmon-bench fetch\", \"schema\": 1,\n";
+    j += "  \"machine\": " + MachineJson(machine) + ",\n";
+    j += "  \"config\": {\"cluster_dir\": " + JsonString(cluster.dir) +
+         ", \"started_cluster\": " + (cluster.started ? "true" : "false") +
+         ", \"mode\": " + JsonString(cluster.mode) + ", \"holder\": " + NodeJson(n1) +
+         ", \"fetcher\": " + NodeJson(n2) +
+         ", \"pin\": " + (pin1 >= 0 ? "[" + std::to_string(pin1) + ", " + std::to_string(pin2) + "]" : "null") +
+         ", \"store_capacity\": " + std::to_string(capacity) +
+         ", \"iterations\": " + std::to_string(cfg.iterations) +
+         ", \"warmup\": " + std::to_string(cfg.warmup) +
+         ", \"timeout_ms\": " + std::to_string(cfg.timeout_ms) + "},\n";
+    j += "  \"references\": {\n    \"tcp_pingpong\": " + RowJson(tcp_row) +
+         ",\n    \"tcp_pingpong_after\": " + RowJson(tcp_after_row) +
+         ",\n    \"tcp_pingpong_interleaved\": {";
+    for (size_t i = 0; i < interleaved.size(); i++)
+      j += std::string(i > 0 ? ", " : "") + JsonString(interleaved[i].op) + ": " +
+           RowJson(interleaved[i]);
+    j += "},\n    \"ipc_pingpong\": " + RowJson(ipc_row) +
+         ",\n    \"redis_get\": " + (redis_row ? RowJson(*redis_row) : "null") +
+         ", \"redis_error\": " + (redis.error.empty() ? "null" : JsonString(redis.error)) +
+         ",\n    \"iperf3\": [";
+    for (size_t i = 0; i < iperf.size(); i++) {
+      const Iperf3Result& r = iperf[i];
+      j += std::string(i > 0 ? "," : "") + "\n      {\"streams\": " + std::to_string(r.streams) +
+           ", \"seconds\": " + std::to_string(r.seconds) +
+           ", \"bits_per_second\": " + JsonNumber(r.bits_per_second) +
+           ", \"retransmits\": " + std::to_string(r.retransmits) +
+           ", \"error\": " + (r.error.empty() ? "null" : JsonString(r.error)) + "}";
+    }
+    j += "\n    ]\n  },\n  \"results\": [";
+    for (size_t i = 0; i < results.size(); i++)
+      j += std::string(i > 0 ? "," : "") + "\n    " + RowJson(results[i]);
+    j += "\n  ],\n  \"tcp_pingpong_spread\": " +
+         JsonNumber(PingPongSpread(tcp_row, tcp_after_row, interleaved)) +
+         ",\n  \"throughput\": ";
+    if (tput.empty()) {
+      j += "null";
+    } else {
+      j += "{\"size\": " + std::to_string(cfg.throughput_size) +
+           ", \"repetitions\": " + std::to_string(tput.size()) + ", \"gbit_per_s\": [";
+      for (size_t i = 0; i < tput.size(); i++) j += (i > 0 ? ", " : "") + JsonNumber(tput[i]);
+      j += "], \"median_gbit_per_s\": " + JsonNumber(tput_median) +
+           ", \"median_gb_per_s\": " + JsonNumber(tput_median / 8) + "}";
+    }
+    j += ",\n  \"targets\": [";
+    for (size_t i = 0; i < targets.size(); i++) {
+      const Target& t = targets[i];
+      std::optional<bool> met = t.met();
+      j += std::string(i > 0 ? "," : "") + "\n    {\"name\": " + JsonString(t.name) +
+           ", \"value\": " + JsonNumber(t.value) + ", \"comparison\": " + JsonString(t.cmp) +
+           ", \"bound\": " + JsonNumber(t.bound) +
+           ", \"met\": " + (!met ? "null" : *met ? "true" : "false") +
+           ", \"note\": " + JsonString(t.note) + "}";
+    }
+    j += "\n  ]\n}\n";
+    std::fputs(j.c_str(), stdout);
+    std::fflush(stdout);
+  }
+
+  c1.Disconnect();
+  c2.Disconnect();
+  if (cluster.started) {
+    if (cfg.keep) {
+      g_down_armed.store(false);
+      Note("the cluster is still up: tools/plasmon-cluster down --dir " + cluster.dir);
+    } else {
+      StopCluster(cluster);
+    }
+  }
+  return 0;
+}
+
+}  // namespace plasmon::bench
