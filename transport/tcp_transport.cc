@@ -10,9 +10,6 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 
-#define XXH_STATIC_LINKING_ONLY  // XXH3_state_t on the stack
-#include <xxhash.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
@@ -875,8 +872,7 @@ Result<PullResult> TcpTransport::PullChunked(const std::string& endpoint,
   threads.reserve(nworkers);
   for (uint64_t w = 0; w < nworkers; w++) threads.emplace_back(worker);
 
-  XXH3_state_t state;
-  XXH3_64bits_reset(&state);
+  DigestStream state;
   for (uint64_t i = 0; i < chunks; i++) {
     {
       std::unique_lock<std::mutex> l(mu);
@@ -884,7 +880,7 @@ Result<PullResult> TcpTransport::PullChunked(const std::string& endpoint,
       if (failed) break;
     }
     uint64_t off = i * cs;
-    XXH3_64bits_update(&state, request.destination + off, std::min(cs, total - off));
+    state.Update(request.destination + off, std::min(cs, total - off));
   }
   for (std::thread& t : threads) t.join();
   if (failed) return error;  // the workers are joined: no lock needed
@@ -902,7 +898,7 @@ Result<PullResult> TcpTransport::PullChunked(const std::string& endpoint,
   if (!rep.digest_valid)
     return Status::ProtocolError("pull of " + request.id.Hex() + " from " + endpoint +
                                  ": the holder sent no digest");
-  uint64_t d = XXH3_64bits_digest(&state);
+  uint64_t d = state.Finish();
   if (d != rep.digest)
     return Status::Corruption("pull of " + request.id.Hex() + " from " + endpoint +
                               ": digest mismatch: received " + Hex64(d) + ", holder says " +
