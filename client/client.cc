@@ -469,15 +469,26 @@ Result<std::vector<ObjectBuffer>> Client::Get(const std::vector<ObjectID>& ids,
     missing.push_back(ids[i]);
     where.push_back(i);
   }
-  if (missing.empty()) return got;
-  Result<std::vector<Status>> fetched = Fetch(missing, timeout_ms);
-  if (!fetched.ok()) return fetched.status();
-  Result<std::vector<ObjectBuffer>> rest = impl_->Get(missing, 0);
-  if (!rest.ok()) return rest.status();
-  for (size_t j = 0; j < missing.size(); j++) {
-    ObjectBuffer& b = (*rest)[j];
-    if (!b.valid() && !(*fetched)[j].ok()) internal::ClientImpl::SetBufferStatus(&b, (*fetched)[j]);
-    (*got)[where[j]] = std::move(b);
+  // A fetched object may be evicted before the Get that follows takes its
+  // reference: such ones are fetched again, a few times at most.
+  for (int attempt = 0; attempt < 3 && !missing.empty(); attempt++) {
+    Result<std::vector<Status>> fetched = Fetch(missing, timeout_ms);
+    if (!fetched.ok()) return fetched.status();
+    Result<std::vector<ObjectBuffer>> rest = impl_->Get(missing, 0);
+    if (!rest.ok()) return rest.status();
+    std::vector<ObjectID> again;
+    std::vector<size_t> again_where;
+    for (size_t j = 0; j < missing.size(); j++) {
+      ObjectBuffer& b = (*rest)[j];
+      if (!b.valid() && !(*fetched)[j].ok()) internal::ClientImpl::SetBufferStatus(&b, (*fetched)[j]);
+      if (!b.valid() && (*fetched)[j].ok()) {
+        again.push_back(missing[j]);
+        again_where.push_back(where[j]);
+      }
+      (*got)[where[j]] = std::move(b);
+    }
+    missing.swap(again);
+    where.swap(again_where);
   }
   return got;
 }

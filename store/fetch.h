@@ -41,6 +41,8 @@ struct FetchJob {
   std::vector<FetchCandidate> candidates;  // from the last lookup, in the order tried
   size_t next = 0;                         // next candidate to try
   int lookups = 0;
+  uint64_t lookup_seq = 0;   // the lookup in flight; older results are ignored
+  bool from_cache = false;   // candidates came from the location cache
   bool stale = false;        // a holder said it no longer has the object
   bool event_seen = false;   // a seal event came while a lookup was running
   Status last_error;         // why the last pull failed

@@ -56,7 +56,7 @@ void SealWatcher::Watch(const ObjectID& id) {
   {
     std::lock_guard<std::mutex> l(mu_);
     if (!watched_.insert(id).second) return;
-    to_subscribe_.push_back(id);
+    changed_.insert(id);
   }
   Wake();
 }
@@ -65,7 +65,7 @@ void SealWatcher::Unwatch(const ObjectID& id) {
   {
     std::lock_guard<std::mutex> l(mu_);
     if (watched_.erase(id) == 0) return;
-    to_unsubscribe_.push_back(id);
+    changed_.insert(id);
   }
   Wake();
 }
@@ -83,8 +83,8 @@ void SealWatcher::Run() {
       {
         // A fresh connection subscribes to everything watched.
         std::lock_guard<std::mutex> l(mu_);
-        to_subscribe_.assign(watched_.begin(), watched_.end());
-        to_unsubscribe_.clear();
+        subscribed_.clear();
+        changed_ = watched_;
       }
       if (was_down) spdlog::info("seal watcher: connected to Redis again");
       was_down = false;
@@ -103,12 +103,23 @@ Status SealWatcher::Serve(RedisConnection* conn) {
   redisContext* c = conn->get();
   const std::string channel_prefix = opts_.prefix + ":sealed:";
   for (;;) {
+    // What changed since the last round, netted against what Redis has: an
+    // Unwatch and a Watch of one ID in between cancel out.
     std::vector<ObjectID> sub, unsub;
     {
       std::lock_guard<std::mutex> l(mu_);
       if (stop_) return Status::OK();
-      sub.swap(to_subscribe_);
-      unsub.swap(to_unsubscribe_);
+      for (const ObjectID& id : changed_) {
+        bool want = watched_.count(id) > 0, have = subscribed_.count(id) > 0;
+        if (want && !have) {
+          sub.push_back(id);
+          subscribed_.insert(id);
+        } else if (!want && have) {
+          unsub.push_back(id);
+          subscribed_.erase(id);
+        }
+      }
+      changed_.clear();
     }
     // Batches of channels per command; the replies come back as events.
     auto send = [&](const char* verb, const std::vector<ObjectID>& ids) -> Status {

@@ -57,7 +57,8 @@ class SealWatcher {
   std::condition_variable cv_;
   bool stop_ = false;
   std::unordered_set<ObjectID, ObjectIDHash> watched_;
-  std::vector<ObjectID> to_subscribe_, to_unsubscribe_;
+  std::unordered_set<ObjectID, ObjectIDHash> changed_;     // watched or unwatched since last sent
+  std::unordered_set<ObjectID, ObjectIDHash> subscribed_;  // what Redis was asked for
   std::thread thread_;
 };
 

@@ -48,6 +48,18 @@ constexpr uint32_t kFetchOwner = 1;
 // message was lost (they are woken by the message otherwise).
 constexpr int64_t kRecheckUs = 2'000'000;
 
+// Removes `key`'s entry at `deadline_us` (-1: none) from a deadline index.
+void EraseDeadline(std::multimap<int64_t, uint64_t>* index, int64_t deadline_us, uint64_t key) {
+  if (deadline_us < 0) return;
+  auto [lo, hi] = index->equal_range(deadline_us);
+  for (auto d = lo; d != hi; ++d) {
+    if (d->second == key) {
+      index->erase(d);
+      return;
+    }
+  }
+}
+
 // A Get that waits for objects to be sealed.
 struct PendingGet {
   uint32_t session = 0;
@@ -162,10 +174,15 @@ class Store::Impl : public TableListener, public ObjectSource {
   void DoFetch(Session* s, const p::FrameHeader& h, p::FetchRequest r);
   void StartFetch(const ObjectID& id);
   void LookUp(FetchJob* job, bool use_cache);
-  void OnLookedUp(const ObjectID& id, Result<std::vector<ObjectLocationRecord>> found);
+  void OnLookedUp(const ObjectID& id, uint64_t seq, Result<std::vector<ObjectLocationRecord>> found);
   void PullNext(FetchJob* job);
   void OnPulled(const ObjectID& id, const FetchCandidate& from, Result<PullResult> r);
   void Park(FetchJob* job);
+  // Answers, for `id`, the Fetches with timeout 0 (they do not wait).
+  void AnswerNoWait(const ObjectID& id, const Status& result);
+  // An object Fetches waited on locally (being created or deleted here) is
+  // gone: fetch it from elsewhere.
+  void OnLocalGone(const ObjectID& id);
   void OnWatchEvent(const ObjectID& id);
   // Answers, for `id`, every Fetch waiting on it; drops its job unless a
   // transfer is in flight.
@@ -199,6 +216,7 @@ class Store::Impl : public TableListener, public ObjectSource {
   std::map<uint64_t, PendingFetch> fetches_;
   std::unordered_map<ObjectID, std::vector<uint64_t>, ObjectIDHash> fetch_waiting_;  // id -> fetches
   std::multimap<int64_t, uint64_t> fetch_deadlines_;                                // deadline -> fetch
+  bool directory_failing_ = false;  // the last lookup could not reach Redis
   size_t parked_ = 0;            // jobs waiting for a holder to appear
   int64_t next_recheck_us_ = 0;  // when parked jobs look up again
   uint32_t next_session_ = kFirstSessionId;
@@ -260,10 +278,10 @@ Status Store::Impl::Run() {
     while (!sessions_.empty()) CloseSession(sessions_.begin()->first, "store shutting down", false);
   }
   // Unlocked: transport threads may be waiting for the table to pin.
+  if (watcher_) watcher_->Stop();          // no more seal events
   if (transport_) transport_->Shutdown();  // breaks pulls in flight
   transfers_.reset();  // their results are posted, handled below
   lookups_.reset();    // finishes queued lookups; their replies find no session
-  if (watcher_) watcher_->Stop();
   {
     std::lock_guard<std::mutex> l(table_mu_);
     RunPosted();
@@ -372,6 +390,18 @@ void Store::Impl::DoFetch(Session* s, const p::FrameHeader& h, p::FetchRequest r
       f.done[i] = true;
       continue;
     }
+    if (e != nullptr) {
+      // Being created (or deleted) here: wait for its seal, or for it to go.
+      if (f.no_wait) {
+        f.results[i] = Status::ObjectNotSealed("object " + f.ids[i].Hex() +
+                                               " is being created (or deleted) on this node");
+        f.done[i] = true;
+        continue;
+      }
+      f.remaining++;
+      missing.push_back(f.ids[i]);
+      continue;
+    }
     if (!transport_ || !directory_) {
       f.results[i] = Status::ObjectNotFound(
           "object " + f.ids[i].Hex() + " is not here, and this store cannot fetch (it was started " +
@@ -419,27 +449,39 @@ void Store::Impl::StartFetch(const ObjectID& id) {
 
 void Store::Impl::LookUp(FetchJob* job, bool use_cache) {
   job->phase = FetchJob::Phase::kLookup;
+  if (stopping_ || !lookups_) {
+    DropJob(job->id);
+    return;
+  }
   job->event_seen = false;
   job->lookups++;
+  job->from_cache = false;
   if (use_cache) {
     if (const std::vector<FetchCandidate>* c = location_cache_.Find(job->id)) {
       job->candidates = *c;
       job->next = 0;
+      job->from_cache = true;
       PullNext(job);
       return;
     }
   }
   ObjectID id = job->id;
-  lookups_->Submit([this, id] {
+  uint64_t seq = ++job->lookup_seq;
+  lookups_->Submit([this, id, seq] {
     auto found = directory_->Lookup(id);
-    Post([this, id, found = std::move(found)]() mutable { OnLookedUp(id, std::move(found)); });
+    Post([this, id, seq, found = std::move(found)]() mutable {
+      OnLookedUp(id, seq, std::move(found));
+    });
   });
 }
 
-void Store::Impl::OnLookedUp(const ObjectID& id, Result<std::vector<ObjectLocationRecord>> found) {
+void Store::Impl::OnLookedUp(const ObjectID& id, uint64_t seq,
+                             Result<std::vector<ObjectLocationRecord>> found) {
   auto it = jobs_.find(id);
   if (it == jobs_.end()) return;  // finished meanwhile (sealed here)
   FetchJob* job = &it->second;
+  // A result for an earlier job of this ID, or one this job no longer waits for.
+  if (job->lookup_seq != seq || job->phase != FetchJob::Phase::kLookup) return;
   if (!HasWaiters(id)) {
     DropJob(id);
     return;
@@ -447,9 +489,16 @@ void Store::Impl::OnLookedUp(const ObjectID& id, Result<std::vector<ObjectLocati
   if (!found.ok()) {
     job->last_error = Status::Disconnected("the directory (Redis) is unavailable: " +
                                            found.status().message());
-    spdlog::warn("fetch {}: {}", id.Hex(), job->last_error.message());
+    if (!directory_failing_)
+      spdlog::warn("fetch {}: {}", id.Hex(), job->last_error.message());
+    directory_failing_ = true;
     Park(job);  // look up again later; the Fetch times out meanwhile
     return;
+  }
+  if (directory_failing_) {
+    // Redis answers again: parked fetches look up now, not at their next check.
+    directory_failing_ = false;
+    next_recheck_us_ = MonoMicros();
   }
   const std::string self = directory_->options().node_id;
   std::vector<FetchCandidate> candidates;
@@ -483,7 +532,7 @@ void Store::Impl::PullNext(FetchJob* job) {
   }
   if (job->next >= job->candidates.size()) {
     location_cache_.Drop(id);
-    if (job->stale && job->lookups < 4) {
+    if ((job->stale || job->from_cache) && job->lookups < 4) {
       LookUp(job, /*use_cache=*/false);  // the directory was behind: ask again
       return;
     }
@@ -506,6 +555,9 @@ void Store::Impl::PullNext(FetchJob* job) {
       if (cur != nullptr && cur->visible()) {
         FinishFetches(id, Status::OK());
       } else {
+        // Its seal answers, or OnLocalGone fetches again if it goes.
+        AnswerNoWait(id, Status::ObjectNotSealed("object " + id.Hex() +
+                                                 " is being created (or deleted) on this node"));
         DropJob(id);
       }
       return;
@@ -538,6 +590,7 @@ void Store::Impl::OnPulled(const ObjectID& id, const FetchCandidate& from, Resul
     if (!st.ok()) spdlog::error("fetch {}: abort: {}", id.Hex(), st.ToString());
     spdlog::warn("fetch {}: pull from {} ({}) failed: {}", id.Hex(), from.node_id, from.endpoint,
                  r.status().ToString());
+    location_cache_.Drop(id);  // the next fetch asks the directory
     if (job == nullptr) return;
     job->last_error = Status(r.status().code(), from.node_id + ": " + r.status().message());
     if (r.status().IsObjectNotFound()) job->stale = true;
@@ -558,34 +611,37 @@ void Store::Impl::OnPulled(const ObjectID& id, const FetchCandidate& from, Resul
   DropJob(id);
 }
 
+void Store::Impl::AnswerNoWait(const ObjectID& id, const Status& result) {
+  auto w = fetch_waiting_.find(id);
+  if (w == fetch_waiting_.end()) return;
+  std::vector<uint64_t> keys = w->second;
+  for (uint64_t key : keys) {
+    auto f = fetches_.find(key);
+    if (f == fetches_.end() || !f->second.no_wait) continue;
+    PendingFetch& pf = f->second;
+    for (size_t i = 0; i < pf.ids.size(); i++) {
+      if (pf.done[i] || pf.ids[i] != id) continue;
+      pf.done[i] = true;
+      pf.remaining--;
+      pf.results[i] = result;
+    }
+    auto v = fetch_waiting_.find(id);
+    std::erase(v->second, key);
+    if (v->second.empty()) fetch_waiting_.erase(v);
+    if (pf.remaining == 0) EndFetch(f, /*reply=*/true);
+  }
+}
+
 void Store::Impl::Park(FetchJob* job) {
   const ObjectID id = job->id;
   // Requests that would not wait get their answer now.
-  auto w = fetch_waiting_.find(id);
-  if (w != fetch_waiting_.end()) {
-    std::vector<uint64_t> keys = w->second;
-    for (uint64_t key : keys) {
-      auto f = fetches_.find(key);
-      if (f == fetches_.end() || !f->second.no_wait) continue;
-      PendingFetch& pf = f->second;
-      for (size_t i = 0; i < pf.ids.size(); i++) {
-        if (pf.done[i] || pf.ids[i] != id) continue;
-        pf.done[i] = true;
-        pf.remaining--;
-        pf.results[i] = job->last_error.ok()
-                            ? Status::ObjectNotFound("no live node holds " + id.Hex())
-                            : job->last_error;
-      }
-      auto& v = fetch_waiting_[id];
-      std::erase(v, key);
-      if (v.empty()) fetch_waiting_.erase(id);
-      if (pf.remaining == 0) EndFetch(f, /*reply=*/true);
-    }
-  }
-  if (!HasWaiters(id)) {
+  AnswerNoWait(id, job->last_error.ok() ? Status::ObjectNotFound("no live node holds " + id.Hex())
+                                        : job->last_error);
+  if (!HasWaiters(id) || stopping_) {
     DropJob(id);
     return;
   }
+  job->lookups = 0;  // a later lookup may again retry a directory that was behind
   if (job->phase != FetchJob::Phase::kParked) {
     job->phase = FetchJob::Phase::kParked;
     if (parked_++ == 0) next_recheck_us_ = MonoMicros() + kRecheckUs;
@@ -593,10 +649,25 @@ void Store::Impl::Park(FetchJob* job) {
   }
 }
 
+void Store::Impl::OnLocalGone(const ObjectID& id) {
+  if (!HasWaiters(id) || jobs_.count(id) > 0) return;
+  ObjectEntry* e = table_.Find(id);
+  if (e != nullptr) return;  // created again meanwhile: its seal answers
+  if (!transport_ || !directory_) {
+    FinishFetches(id, Status::ObjectNotFound("object " + id.Hex() + " is not in this store"));
+    return;
+  }
+  StartFetch(id);
+}
+
 void Store::Impl::OnWatchEvent(const ObjectID& id) {
   auto it = jobs_.find(id);
   if (it == jobs_.end()) return;
   FetchJob* job = &it->second;
+  if (!HasWaiters(id) || stopping_) {
+    DropJob(id);
+    return;
+  }
   switch (job->phase) {
     case FetchJob::Phase::kParked:
       parked_--;
@@ -644,15 +715,7 @@ void Store::Impl::DropJob(const ObjectID& id) {
 void Store::Impl::EndFetch(std::map<uint64_t, PendingFetch>::iterator it, bool reply) {
   uint64_t key = it->first;
   PendingFetch& f = it->second;
-  if (f.deadline_us >= 0) {
-    auto [lo, hi] = fetch_deadlines_.equal_range(f.deadline_us);
-    for (auto d = lo; d != hi; ++d) {
-      if (d->second == key) {
-        fetch_deadlines_.erase(d);
-        break;
-      }
-    }
-  }
+  EraseDeadline(&fetch_deadlines_, f.deadline_us, key);
   for (size_t i = 0; i < f.ids.size(); i++) {
     if (f.done[i]) continue;
     auto w = fetch_waiting_.find(f.ids[i]);
@@ -669,7 +732,7 @@ void Store::Impl::EndFetch(std::map<uint64_t, PendingFetch>::iterator it, bool r
         auto j = jobs_.find(f.ids[i]);
         std::string why = "fetching " + f.ids[i].Hex() + " did not finish in time: ";
         if (j == jobs_.end()) {
-          why += "it is being created on this node";
+          why += "it is being created (or deleted) on this node";
         } else if (j->second.phase == FetchJob::Phase::kPull) {
           why += "its transfer is still running";
         } else if (!j->second.last_error.ok()) {
@@ -699,6 +762,7 @@ void Store::Impl::ExpireFetches() {
     std::vector<ObjectID> ids;
     for (auto& [id, job] : jobs_)
       if (job.phase == FetchJob::Phase::kParked) ids.push_back(id);
+    bool probed = false;
     for (const ObjectID& id : ids) {
       auto it = jobs_.find(id);
       if (it == jobs_.end() || it->second.phase != FetchJob::Phase::kParked) continue;
@@ -706,6 +770,10 @@ void Store::Impl::ExpireFetches() {
         DropJob(id);
         continue;
       }
+      // While Redis fails, one lookup probes it: N lookups would queue N
+      // timeouts ahead of every Where and new Fetch.
+      if (directory_failing_ && probed) continue;
+      probed = true;
       parked_--;
       LookUp(&it->second, /*use_cache=*/false);
     }
@@ -837,6 +905,7 @@ bool Store::Impl::Handle(Session* s, const p::FrameHeader& h, std::string_view b
       bool seal = type == p::MessageType::kSeal;
       rep.status = seal ? table_.Seal(r.id, s->id) : table_.Abort(r.id, s->id);
       if (rep.status.ok()) s->creating.erase(r.id);
+      if (rep.status.ok() && !seal) OnLocalGone(r.id);
       Reply(s, h, rep);
       return true;
     }
@@ -1026,15 +1095,7 @@ void Store::Impl::SendGetReply(Session* s, PendingGet* g) {
 void Store::Impl::EndGet(std::map<uint64_t, PendingGet>::iterator it, bool reply) {
   uint64_t key = it->first;
   PendingGet& g = it->second;
-  if (g.deadline_us >= 0) {
-    auto [lo, hi] = deadlines_.equal_range(g.deadline_us);
-    for (auto d = lo; d != hi; ++d) {
-      if (d->second == key) {
-        deadlines_.erase(d);
-        break;
-      }
-    }
-  }
+  EraseDeadline(&deadlines_, g.deadline_us, key);
   for (const ObjectID& id : UnfilledIds(g)) {
     auto w = waiting_.find(id);
     if (w == waiting_.end()) continue;
@@ -1106,6 +1167,10 @@ void Store::Impl::OnSealed(const ObjectEntry& e) {
 void Store::Impl::OnRemoved(const ObjectEntry& e, Notification::Kind kind) {
   if (directory_) directory_->Withdraw(e.id);
   Notify({kind, e.id, e.data_size, e.metadata_size});
+  if (!fetch_waiting_.empty()) {
+    ObjectID id = e.id;  // `e` is about to go
+    Post([this, id] { OnLocalGone(id); });  // after the table is done removing it
+  }
 }
 
 void Store::Impl::Notify(const Notification& n) {
@@ -1205,6 +1270,7 @@ void Store::Impl::CloseSession(uint32_t id, const std::string& reason, bool erro
   for (const ObjectID& oid : s->creating) {
     Status st = table_.Abort(oid, s->id);
     if (!st.ok()) spdlog::error("cleanup of client {}: {}", s->id, st.ToString());
+    OnLocalGone(oid);
   }
   for (const auto& [oid, count] : s->refs) {
     ObjectEntry* e = table_.Find(oid);

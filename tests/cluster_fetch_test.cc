@@ -348,5 +348,53 @@ TEST_F(ClusterFetchTest, AnObjectBeingSentIsNotEvicted) {
   EXPECT_TRUE(HasBytes(c(2), id, data));
 }
 
+TEST_F(ClusterFetchTest, AFetchWaitingOnALocalCreatorFetchesWhenItAborts) {
+  ObjectID id = ObjectID::Random();
+  ASSERT_TRUE(Put(c(1), id, "the real one").ok());
+  // A client of node 2 is creating the same ID.
+  Client creator;
+  ASSERT_TRUE(creator.Connect(store(2).socket()).ok());
+  ASSERT_TRUE(creator.Create(id, 5).ok());
+  // A fetch that would not wait is told at once.
+  Status st = FetchOne(c(2), id, 0);
+  EXPECT_TRUE(st.IsObjectNotSealed()) << st.ToString();
+  // One that waits gets node 1's copy once the local creator gives up.
+  std::thread fetcher([&] { st = FetchOne(c(2), id); });
+  std::this_thread::sleep_for(300ms);
+  ASSERT_TRUE(creator.Abort(id).ok());
+  fetcher.join();
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_TRUE(HasBytes(c(2), id, "the real one"));
+}
+
+TEST_F(ClusterFetchTest, AStaleCachedHolderFallsBackToTheDirectory) {
+  // Node 2 learns (and caches) that node 1 holds the object, then lets its
+  // copy go; node 1 dies and node 3 gets a copy. The cached location is dead:
+  // the fetch must ask the directory again rather than fail.
+  ObjectID id = ObjectID::Random();
+  ASSERT_TRUE(Put(c(1), id, "cached").ok());
+  ASSERT_TRUE(FetchOne(c(2), id).ok());
+  auto del = c(2).Delete({id});
+  ASSERT_TRUE(del.ok() && (*del)[0].ok());
+  store(1).Kill();
+  ASSERT_TRUE(Put(c(3), id, "cached").ok());
+  ASSERT_TRUE(Published(2, id, "node-3"));
+  Status st = FetchOne(c(2), id);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_TRUE(HasBytes(c(2), id, "cached"));
+}
+
+TEST_F(ClusterFetchTest, StopsCleanlyWithFetchesWaiting) {
+  // Fetches parked on IDs no node holds; the store is stopped while a seal
+  // of one of them arrives.
+  std::vector<ObjectID> ids;
+  for (int i = 0; i < 5; i++) ids.push_back(ObjectID::Random());
+  std::thread fetcher([&] { (void)c(2).Fetch(ids, -1); });
+  std::this_thread::sleep_for(300ms);
+  ASSERT_TRUE(Put(c(1), ids[0], "x").ok());
+  EXPECT_EQ(store(2).Terminate(), 0);  // exit status 0: no crash
+  fetcher.join();
+}
+
 }  // namespace
 }  // namespace plasmon

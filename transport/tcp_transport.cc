@@ -98,12 +98,14 @@ Status SetNoDelay(int fd) {
 }
 
 // Waits until `fd` is readable (or hung up). Blocks without a timeout.
-bool WaitReadable(int fd) {
+// 1: readable, 0: `timeout_ms` passed (-1 waits forever), -1: poll failed.
+int WaitReadable(int fd, int timeout_ms) {
   pollfd p{fd, POLLIN, 0};
   for (;;) {
-    int r = ::poll(&p, 1, -1);
-    if (r > 0) return true;
-    if (r < 0 && errno != EINTR) return false;
+    int r = ::poll(&p, 1, timeout_ms);
+    if (r > 0) return 1;
+    if (r == 0) return 0;
+    if (errno != EINTR) return -1;
   }
 }
 
@@ -165,7 +167,7 @@ Result<std::unique_ptr<TcpTransport>> TcpTransport::Create(TcpTransportOptions o
     return Status::InvalidArgument("streams must be 1 to " + std::to_string(kMaxStreams));
   if (options.chunk_size < kMinChunkSize)
     return Status::InvalidArgument("chunk_size must be at least " + std::to_string(kMinChunkSize));
-  if (options.io_timeout_ms <= 0 || options.connect_timeout_ms <= 0)
+  if (options.io_timeout_ms <= 0 || options.connect_timeout_ms <= 0 || options.hold_timeout_ms <= 0)
     return Status::InvalidArgument("timeouts must be positive");
   if (options.max_connections < 1)
     return Status::InvalidArgument("max_connections must be at least 1");
@@ -343,7 +345,17 @@ void TcpTransport::Serve(uint64_t conn_id, int fd, std::string peer) {
   } else if (ServerHandshake(fd, &peer)) {
     std::unique_ptr<PinGuard> held;  // a Pull with `hold`: until the next frame
     for (;;) {
-      if (!WaitReadable(fd)) break;
+      // A hold ends after hold_timeout even if the puller went silent (stopped,
+      // partitioned): pins must not outlive their pull forever. Its chunks
+      // still pin one by one, and the digest catches a replaced object.
+      int w = WaitReadable(fd, held ? opts_.hold_timeout_ms : -1);
+      if (w == 0) {
+        spdlog::info("tcp transport: peer {} held an object for {} ms: releasing it", peer,
+                     opts_.hold_timeout_ms);
+        held.reset();
+        continue;
+      }
+      if (w < 0) break;
       tcp::Frame f;
       bool eof = false;
       st = tcp::ReadFrame(fd, tcp::kMaxControlBody, &f, &eof);
@@ -890,11 +902,11 @@ Result<PullResult> TcpTransport::PullChunked(const std::string& endpoint,
     PLASMON_RETURN_IF_ERROR(
         ReadPullReply(describe.fd(), endpoint, request, 0, 0, describe_rid, &rep, &reusable));
   }
-  // Ends the hold: the next frame does (a plain describe).
+  // Ends the hold: the next frame does (a plain describe). If that fails,
+  // the connection is closed, which ends the hold too; the bytes are in.
   tcp::PullReply last;
-  PLASMON_RETURN_IF_ERROR(
-      PullRange(describe.fd(), endpoint, request, 0, 0, false, &last, &reusable));
-  describe.set_reusable(reusable);
+  Status ended = PullRange(describe.fd(), endpoint, request, 0, 0, false, &last, &reusable);
+  describe.set_reusable(ended.ok() && reusable);
   if (!rep.digest_valid)
     return Status::ProtocolError("pull of " + request.id.Hex() + " from " + endpoint +
                                  ": the holder sent no digest");

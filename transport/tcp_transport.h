@@ -48,6 +48,9 @@ struct TcpTransportOptions {
   uint64_t chunk_size = 4 << 20;  // objects up to this go in one request (at least 4 KiB)
   int io_timeout_ms = 10000;      // a peer silent this long mid-transfer is dead
   int connect_timeout_ms = 3000;
+  // A chunked pull holds its object pinned on one connection; a holder ends
+  // the hold after this long (a slow transfer then goes on, pinned per chunk).
+  int hold_timeout_ms = 120000;
   size_t max_connections = 256;  // served at once
 };
 

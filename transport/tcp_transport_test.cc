@@ -750,6 +750,29 @@ TEST(TcpTransportTest, AHoldKeepsTheObjectPinnedUntilTheNextFrame) {
   EXPECT_TRUE(Eventually([&] { return h.source.pins() == 4 && h.source.unpins() == 4; }));
 }
 
+TEST(TcpTransportTest, AHoldEndsAfterItsTimeoutButTheConnectionStays) {
+  TcpTransportOptions o = Opts();
+  o.hold_timeout_ms = 200;
+  Holder h(o);
+  ObjectID id = h.source.Add(100, 0);
+  UniqueFd fd = RawConnect(h.endpoint);
+  ASSERT_TRUE(RawHandshake(fd.get(), "s3cret"));
+  tcp::PullMessage m;
+  m.id = id;
+  m.hold = true;
+  ASSERT_TRUE(tcp::SendAll(fd.get(), tcp::MakeFrame(tcp::MessageType::kPull, 1, m)).ok());
+  tcp::Frame f;
+  ASSERT_TRUE(tcp::ReadFrame(fd.get(), tcp::kMaxControlBody, &f).ok());
+  // A silent puller: the hold ends by itself.
+  EXPECT_TRUE(Eventually([&] { return h.source.pins() == 1 && h.source.unpins() == 1; }));
+  m.hold = false;  // and the connection still serves
+  ASSERT_TRUE(tcp::SendAll(fd.get(), tcp::MakeFrame(tcp::MessageType::kPull, 2, m)).ok());
+  tcp::PullReply rep;
+  ASSERT_TRUE(tcp::ReadFrame(fd.get(), tcp::kMaxControlBody, &f).ok());
+  ASSERT_TRUE(tcp::ParseBody(f.body, &rep));
+  EXPECT_TRUE(rep.status.ok()) << rep.status.ToString();
+}
+
 TEST(TcpTransportTest, ListenAddresses) {
   FakeSource source;
   TcpTransportOptions o;
