@@ -45,15 +45,15 @@ bool ObjectLocation::Decode(Decoder* d) {
 
 static bool ValidCode(uint8_t c) { return c <= static_cast<uint8_t>(StatusCode::kCorruption); }
 
-void EncodeStatus(const Status& s, Encoder* e) {
+void EncodeStatus(const Status& s, Encoder* e, uint32_t max_message) {
   e->PutU8(static_cast<uint8_t>(s.code()));
   std::string_view m = s.message();
-  e->PutBytes(m.substr(0, kMaxMessage));
+  e->PutBytes(m.substr(0, max_message));
 }
-bool DecodeStatus(Decoder* d, Status* s) {
+bool DecodeStatus(Decoder* d, Status* s, uint32_t max_message) {
   uint8_t code;
   std::string_view m;
-  if (!d->GetU8(&code) || !ValidCode(code) || !d->GetBytes(&m, kMaxMessage)) return false;
+  if (!d->GetU8(&code) || !ValidCode(code) || !d->GetBytes(&m, max_message)) return false;
   *s = code == 0 ? Status() : Status(static_cast<StatusCode>(code), std::string(m));
   return true;
 }
@@ -208,22 +208,14 @@ bool DeleteReply::Decode(Decoder* d) {
 void FetchReply::Encode(Encoder* e) const {
   EncodeStatus(status, e);
   e->PutU32(static_cast<uint32_t>(results.size()));
-  for (const Status& r : results) {
-    e->PutU8(static_cast<uint8_t>(r.code()));
-    e->PutBytes(std::string_view(r.message()).substr(0, kMaxResultMessage));
-  }
+  for (const Status& r : results) EncodeStatus(r, e, kMaxResultMessage);
 }
 bool FetchReply::Decode(Decoder* d) {
   uint32_t n;
   if (!DecodeStatus(d, &status) || !d->GetU32(&n) || n > kMaxBatch) return false;
-  results.clear();
-  results.reserve(n);
-  for (uint32_t i = 0; i < n; i++) {
-    uint8_t c;
-    std::string_view m;
-    if (!d->GetU8(&c) || !ValidCode(c) || !d->GetBytes(&m, kMaxResultMessage)) return false;
-    results.emplace_back(static_cast<StatusCode>(c), std::string(m));
-  }
+  results.assign(n, Status());
+  for (Status& r : results)
+    if (!DecodeStatus(d, &r, kMaxResultMessage)) return false;
   return true;
 }
 

@@ -88,8 +88,9 @@ struct ObjectLocation {
   bool Decode(Decoder* d);
 };
 
-void EncodeStatus(const Status& s, Encoder* e);
-bool DecodeStatus(Decoder* d, Status* s);
+// A status: u8 code, then the message as a byte string cut at `max_message`.
+void EncodeStatus(const Status& s, Encoder* e, uint32_t max_message = kMaxMessage);
+bool DecodeStatus(Decoder* d, Status* s, uint32_t max_message = kMaxMessage);
 
 // ---- requests ----
 // Stats and Subscribe carry no body.

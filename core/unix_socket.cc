@@ -59,39 +59,45 @@ Result<UniqueFd> ListenUnix(const std::string& path, unsigned mode) {
   return fd;
 }
 
-Status WriteAll(int fd, std::string_view data) {
-  while (!data.empty()) {
-    ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EPIPE || errno == ECONNRESET)
-        return Status::Disconnected("the peer closed the connection");
-      return Status::FromErrno("send", errno);
-    }
-    data.remove_prefix(static_cast<size_t>(n));
+Status SocketError(std::string_view what, int err) {
+  switch (err) {
+    case EAGAIN:
+      return Status::Disconnected(std::string(what) + " timed out: the peer went silent");
+    case EPIPE:
+    case ECONNRESET:
+      return Status::Disconnected("the peer closed the connection");
+    case ENOTCONN:
+    case ETIMEDOUT:
+    case EHOSTUNREACH:
+    case ENETUNREACH:
+      return Status::Disconnected(std::string(what) + ": " + std::strerror(err));
+    default:
+      return Status::FromErrno(what, err);
   }
-  return Status::OK();
 }
 
+Status WriteAll(int fd, std::string_view data) { return WriteAllV(fd, data, {}); }
+
 Status WriteAllV(int fd, std::string_view a, std::string_view b) {
-  while (!a.empty()) {
-    iovec iov[2] = {{const_cast<char*>(a.data()), a.size()}, {const_cast<char*>(b.data()), b.size()}};
+  while (!a.empty() || !b.empty()) {
+    iovec iov[2];
+    int cnt = 0;
+    if (!a.empty()) iov[cnt++] = {const_cast<char*>(a.data()), a.size()};
+    if (!b.empty()) iov[cnt++] = {const_cast<char*>(b.data()), b.size()};
     msghdr msg{};
     msg.msg_iov = iov;
-    msg.msg_iovlen = b.empty() ? 1 : 2;
+    msg.msg_iovlen = static_cast<size_t>(cnt);
     ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
     if (n < 0) {
       if (errno == EINTR) continue;
-      if (errno == EPIPE || errno == ECONNRESET)
-        return Status::Disconnected("the peer closed the connection");
-      return Status::FromErrno("sendmsg", errno);
+      return SocketError("sendmsg", errno);
     }
     size_t sent = static_cast<size_t>(n);
     size_t from_a = std::min(sent, a.size());
     a.remove_prefix(from_a);
     b.remove_prefix(sent - from_a);
   }
-  return WriteAll(fd, b);
+  return Status::OK();
 }
 
 Status SetNonBlocking(int fd) {

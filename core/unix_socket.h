@@ -1,4 +1,5 @@
-// Unix domain stream sockets: listen, connect, write everything.
+// Stream sockets: listen and connect (Unix domain), write everything (any
+// stream socket, Unix or TCP).
 #pragma once
 
 #include <string>
@@ -16,6 +17,11 @@ Result<UniqueFd> ListenUnix(const std::string& path, unsigned mode);
 
 // Connects a blocking, close-on-exec stream socket to `path`.
 Result<UniqueFd> ConnectUnix(const std::string& path);
+
+// The Status of a failed socket call: Disconnected when the peer is gone or
+// unreachable, or silent past the socket's SO_SNDTIMEO/SO_RCVTIMEO (EAGAIN
+// on a blocking socket); IOError otherwise.
+Status SocketError(std::string_view what, int err);
 
 // Writes all of `data`, retrying on EINTR and short writes (blocking fds).
 Status WriteAll(int fd, std::string_view data);

@@ -70,6 +70,12 @@ class RedisConnection {
   redisContext* ctx_ = nullptr;
 };
 
+// The channels a node publishes to when it seals an object are this prefix
+// followed by the object's hex ID.
+inline std::string SealedChannelPrefix(const std::string& key_prefix) {
+  return key_prefix + ":sealed:";
+}
+
 // Parses "HOST:PORT" or "unix:PATH"; InvalidArgument otherwise.
 Status ParseRedisAddress(const std::string& addr, std::string* host, int* port, std::string* path);
 
@@ -99,7 +105,7 @@ class Directory {
   std::string ObjectKey(const ObjectID& id) const { return opts_.prefix + ":obj:" + id.Hex(); }
   std::string HeldKey() const { return opts_.prefix + ":held:" + opts_.node_id; }
   std::string SealedChannel(const ObjectID& id) const {
-    return opts_.prefix + ":sealed:" + id.Hex();
+    return SealedChannelPrefix(opts_.prefix) + id.Hex();
   }
 
  private:

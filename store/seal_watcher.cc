@@ -101,7 +101,7 @@ void SealWatcher::Run() {
 
 Status SealWatcher::Serve(RedisConnection* conn) {
   redisContext* c = conn->get();
-  const std::string channel_prefix = opts_.prefix + ":sealed:";
+  const std::string channel_prefix = SealedChannelPrefix(opts_.prefix);
   for (;;) {
     // What changed since the last round, netted against what Redis has: an
     // Unwatch and a Watch of one ID in between cancel out.

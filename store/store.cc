@@ -48,6 +48,12 @@ constexpr uint32_t kFetchOwner = 1;
 // message was lost (they are woken by the message otherwise).
 constexpr int64_t kRecheckUs = 2'000'000;
 
+// The monotonic deadline of a request's timeout, -1 if it has none (0 or -1).
+int64_t DeadlineFor(int64_t timeout_ms) {
+  if (timeout_ms <= 0) return -1;
+  return MonoMicros() + std::min<int64_t>(timeout_ms, INT64_MAX / 4000) * 1000;
+}
+
 // Removes `key`'s entry at `deadline_us` (-1: none) from a deadline index.
 void EraseDeadline(std::multimap<int64_t, uint64_t>* index, int64_t deadline_us, uint64_t key) {
   if (deadline_us < 0) return;
@@ -418,11 +424,8 @@ void Store::Impl::DoFetch(Session* s, const p::FrameHeader& h, p::FetchRequest r
     return;
   }
   uint64_t key = next_fetch_++;
-  if (r.timeout_ms > 0) {
-    int64_t ms = std::min<int64_t>(r.timeout_ms, INT64_MAX / 4000);
-    f.deadline_us = MonoMicros() + ms * 1000;
-    fetch_deadlines_.emplace(f.deadline_us, key);
-  }
+  f.deadline_us = DeadlineFor(r.timeout_ms);
+  if (f.deadline_us >= 0) fetch_deadlines_.emplace(f.deadline_us, key);
   std::sort(missing.begin(), missing.end());
   missing.erase(std::unique(missing.begin(), missing.end()), missing.end());
   s->pending_fetches++;
@@ -1070,11 +1073,8 @@ void Store::Impl::DoGet(Session* s, const p::FrameHeader& h, p::GetRequest r) {
     return;
   }
   uint64_t key = next_get_++;
-  if (r.timeout_ms > 0) {
-    int64_t ms = std::min<int64_t>(r.timeout_ms, INT64_MAX / 4000);
-    g.deadline_us = MonoMicros() + ms * 1000;
-    deadlines_.emplace(g.deadline_us, key);
-  }
+  g.deadline_us = DeadlineFor(r.timeout_ms);
+  if (g.deadline_us >= 0) deadlines_.emplace(g.deadline_us, key);
   for (const ObjectID& id : UnfilledIds(g)) waiting_[id].push_back(key);
   s->pending_gets++;
   gets_.emplace(key, std::move(g));

@@ -151,7 +151,7 @@ TEST_F(ClusterFetchTest, SeveralFetchersOfOneObjectAllGetIt) {
   EXPECT_TRUE(HasBytes(c(3), id, data));
   auto stats = c(2).Stats();
   ASSERT_TRUE(stats.ok());
-  EXPECT_EQ(stats->object_count, 1u);  // one copy, not six
+  EXPECT_EQ(stats->object_count, 1u);  // node 2 holds the object once
 }
 
 TEST_F(ClusterFetchTest, ChainFetchesFromTheNodeThatFetchedIt) {

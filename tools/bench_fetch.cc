@@ -133,17 +133,6 @@ constexpr uint64_t kRefreshNs = 5'000'000'000ull;
 
 // ---- progress and errors ----
 
-bool g_progress = false;
-
-void ClearProgress() {
-  if (g_progress) std::fprintf(stderr, "\r\033[K");
-}
-
-void Progress(const std::string& what) {
-  if (!g_progress) return;
-  std::fprintf(stderr, "\r\033[K%s", what.c_str());
-  std::fflush(stderr);
-}
 
 // Prints a line on stderr (clearing the progress line first).
 void Note(const std::string& what) {

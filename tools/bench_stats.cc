@@ -120,4 +120,16 @@ std::string MachineJson(const Machine& m) {
          ", \"memory_bytes\": " + std::to_string(m.memory) + "}";
 }
 
+bool g_progress = false;
+
+void ClearProgress() {
+  if (g_progress) std::fprintf(stderr, "\r\033[K");
+}
+
+void Progress(const std::string& what) {
+  if (!g_progress) return;
+  std::fprintf(stderr, "\r\033[K%s", what.c_str());
+  std::fflush(stderr);
+}
+
 }  // namespace plasmon::bench

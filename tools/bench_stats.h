@@ -38,6 +38,12 @@ std::string FormatUs(double us);
 // A rate for a table column with no decimals: "125842".
 std::string FormatRate(double per_s);
 
+// A progress line on stderr, redrawn in place; only while g_progress (set
+// when stderr is a terminal).
+extern bool g_progress;
+void ClearProgress();
+void Progress(const std::string& what);
+
 // JSON pieces for the hand-written --json document.
 std::string JsonString(std::string_view s);
 // A number with enough digits; "null" if not finite.

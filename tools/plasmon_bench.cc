@@ -184,18 +184,10 @@ std::string PhaseName(const Phase& ph) {
 
 // ---- errors and progress ----
 
-bool g_progress = false;  // stderr is a terminal: show what is being measured
 int g_report_fd = -1;     // in a forked client: the pipe to the parent
-
-void ClearProgress() {
-  if (g_progress) std::fprintf(stderr, "\r\033[K");
-}
-
-void Progress(const std::string& what) {
-  if (!g_progress) return;
-  std::fprintf(stderr, "\r\033[K%s", what.c_str());
-  std::fflush(stderr);
-}
+using b::ClearProgress;
+using b::g_progress;
+using b::Progress;
 
 bool WriteFull(int fd, const void* data, size_t n) {
   auto* p = static_cast<const uint8_t*>(data);

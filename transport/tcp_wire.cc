@@ -11,12 +11,9 @@
 #include <cerrno>
 #include <cstring>
 
-namespace plasmon::tcp {
+#include "core/unix_socket.h"
 
-static void PutStatus(const Status& s, Encoder* e) {
-  e->PutU8(static_cast<uint8_t>(s.code()));
-  e->PutBytes(std::string_view(s.message()).substr(0, kMaxStatusMessage));
-}
+namespace plasmon::tcp {
 
 static bool GetBool(Decoder* d, bool* b) {
   uint8_t v;
@@ -55,7 +52,7 @@ bool Challenge::Decode(Decoder* d) {
 void ProofMessage::Encode(Encoder* e) const { e->PutRaw(proof.data(), proof.size()); }
 bool ProofMessage::Decode(Decoder* d) { return d->GetRaw(proof.data(), proof.size()); }
 
-void Welcome::Encode(Encoder* e) const { PutStatus(status, e); }
+void Welcome::Encode(Encoder* e) const { protocol::EncodeStatus(status, e, kMaxStatusMessage); }
 bool Welcome::Decode(Decoder* d) { return protocol::DecodeStatus(d, &status); }
 
 void PullMessage::Encode(Encoder* e) const {
@@ -75,7 +72,7 @@ bool PullMessage::Decode(Decoder* d) {
 }
 
 void PullReply::Encode(Encoder* e) const {
-  PutStatus(status, e);
+  protocol::EncodeStatus(status, e, kMaxStatusMessage);
   e->PutU64(data_size);
   e->PutU64(metadata_size);
   e->PutU8(digest_valid ? 1 : 0);
@@ -122,21 +119,6 @@ bool ProofsEqual(const Proof& a, const Proof& b) {
   return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
-static Status SocketError(std::string_view what, int err) {
-  switch (err) {
-    case EAGAIN:
-      return Status::Disconnected(std::string(what) + " timed out: the peer went silent");
-    case EPIPE:
-    case ECONNRESET:
-    case ENOTCONN:
-    case ETIMEDOUT:
-    case EHOSTUNREACH:
-    case ENETUNREACH:
-      return Status::Disconnected(std::string(what) + ": " + std::strerror(err));
-    default:
-      return Status::FromErrno(what, err);
-  }
-}
 
 // As ReadExact; *eof tells whether the peer closed (rather than failed).
 static Status ReadExactImpl(int fd, void* dst, size_t n, size_t* got, bool* eof) {
@@ -172,27 +154,7 @@ Status ReadExact(int fd, void* dst, size_t n, size_t* got) {
 }
 
 Status SendAll(int fd, std::string_view frame, const uint8_t* tail, size_t n) {
-  while (!frame.empty() || n > 0) {
-    iovec iov[2];
-    int cnt = 0;
-    if (!frame.empty()) iov[cnt++] = {const_cast<char*>(frame.data()), frame.size()};
-    if (n > 0) iov[cnt++] = {const_cast<uint8_t*>(tail), n};
-    msghdr msg{};
-    msg.msg_iov = iov;
-    msg.msg_iovlen = static_cast<size_t>(cnt);
-    ssize_t r = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return SocketError("send", errno);
-    }
-    size_t sent = static_cast<size_t>(r);
-    size_t from_frame = std::min(sent, frame.size());
-    frame.remove_prefix(from_frame);
-    sent -= from_frame;
-    tail += sent;
-    n -= sent;
-  }
-  return Status::OK();
+  return WriteAllV(fd, frame, std::string_view(reinterpret_cast<const char*>(tail), n));
 }
 
 Status ReadFrame(int fd, uint32_t max_body, Frame* out, bool* clean_eof) {
