@@ -10,6 +10,7 @@ PACKAGES=(
   libspdlog-dev libfmt-dev libcli11-dev libxxhash-dev  # logging, flags, digests
   libhiredis-dev redis-server                          # Redis client; server for references and tests
   libssl-dev                                           # HMAC for store-to-store authentication
+  libibverbs-dev librdmacm-dev                         # the RDMA verbs transport (rdma-core)
   libgtest-dev libgmock-dev                            # tests
   procps iproute2                                      # pgrep/pkill; ip netns and tc for cluster tests
   iperf3                                               # plasmon-bench fetch's link reference

@@ -15,6 +15,7 @@
 
 #include "core/coding.h"
 #include "core/protocol.h"
+#include "transport/auth.h"
 #include "plasmon/object_id.h"
 #include "plasmon/status.h"
 
@@ -22,8 +23,8 @@ namespace plasmon::tcp {
 
 constexpr uint32_t kMagic = 0x50534c50;  // "PLSP" on the wire
 constexpr uint16_t kVersion = 1;
-constexpr size_t kNonceSize = 32;
-constexpr size_t kProofSize = 32;           // HMAC-SHA256
+using auth::kNonceSize;
+using auth::kProofSize;
 constexpr uint32_t kMaxControlBody = 4096;  // any frame body, either direction
 constexpr uint32_t kMaxNodeName = 255;
 constexpr uint32_t kMaxStatusMessage = 1024;  // longer messages are cut when sent
@@ -45,12 +46,14 @@ constexpr uint8_t kHasSecret = 0x01;  // the sender has a cluster secret
 constexpr uint8_t kWantDigest = 0x01;
 constexpr uint8_t kHold = 0x02;
 
-using Nonce = std::array<uint8_t, kNonceSize>;
-using Proof = std::array<uint8_t, kProofSize>;
-
-// Labels that make the server's and the client's proofs differ.
-constexpr std::string_view kServerLabel = "plasmon-server";
-constexpr std::string_view kClientLabel = "plasmon-client";
+// The handshake's pieces (transport/auth.h).
+using auth::kClientLabel;
+using auth::kServerLabel;
+using auth::MakeProof;
+using auth::Nonce;
+using auth::Proof;
+using auth::ProofsEqual;
+using auth::RandomNonce;
 
 struct Hello {
   uint32_t magic = kMagic;
@@ -107,16 +110,6 @@ struct PullReply {
   void Encode(Encoder* e) const;
   bool Decode(Decoder* d);
 };
-
-// A fresh random nonce from getrandom().
-Status RandomNonce(Nonce* out);
-
-// HMAC-SHA256(secret, label || client_nonce || server_nonce).
-Proof MakeProof(std::string_view secret, std::string_view label, const Nonce& client_nonce,
-                const Nonce& server_nonce);
-
-// Constant-time comparison.
-bool ProofsEqual(const Proof& a, const Proof& b);
 
 // ---- blocking socket I/O (all sends use MSG_NOSIGNAL) ----
 
