@@ -281,12 +281,18 @@ void StatsReply::Encode(Encoder* e) const {
   e->PutU64(stats.evictions);
   e->PutU64(stats.evicted_bytes);
   e->PutU64(stats.clients);
+  e->PutU64(stats.fetched);
+  e->PutU64(stats.fetched_bytes);
+  e->PutU64(stats.fetched_verbs);
+  e->PutU64(stats.pulls_failed);
 }
 bool StatsReply::Decode(Decoder* d) {
   return DecodeStatus(d, &status) && d->GetU64(&stats.capacity) && d->GetU64(&stats.used) &&
          d->GetU64(&stats.object_count) && d->GetU64(&stats.sealed_count) &&
          d->GetU64(&stats.evictions) && d->GetU64(&stats.evicted_bytes) &&
-         d->GetU64(&stats.clients);
+         d->GetU64(&stats.clients) && d->GetU64(&stats.fetched) &&
+         d->GetU64(&stats.fetched_bytes) && d->GetU64(&stats.fetched_verbs) &&
+         d->GetU64(&stats.pulls_failed);
 }
 
 void WhereReply::Encode(Encoder* e) const {

@@ -97,7 +97,11 @@ TEST(ProtocolTest, RepliesRoundTripWithTheirStatus) {
   StatsReply st;
   st.stats.capacity = 1 << 30;
   st.stats.clients = 3;
+  st.stats.fetched_verbs = 4;
+  st.stats.pulls_failed = 5;
   EXPECT_EQ(RoundTrip(st).stats.clients, 3u);
+  EXPECT_EQ(RoundTrip(st).stats.fetched_verbs, 4u);
+  EXPECT_EQ(RoundTrip(st).stats.pulls_failed, 5u);
   ConnectReply c;
   c.arena_size = 4096;
   c.prefaulted = true;

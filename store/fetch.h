@@ -29,7 +29,8 @@ namespace plasmon {
 // One node that holds an object, as far as the directory knows.
 struct FetchCandidate {
   std::string node_id;
-  std::string endpoint;  // for this store's transport
+  std::string endpoint;  // for transport number `transport` of this store
+  size_t transport = 0;
   uint64_t data_size = 0;
   uint64_t metadata_size = 0;
 };

@@ -90,7 +90,7 @@ class Store::Impl : public TableListener, public ObjectSource {
         spare_fd_(::open("/dev/null", O_RDONLY | O_CLOEXEC)) {}
 
   ~Impl() override {
-    if (transport_) transport_->Shutdown();  // no more Pin/Unpin calls
+    for (auto& t : transports_) t->Shutdown();  // no more Pin/Unpin calls
     ::unlink(opts_.socket_path.c_str());
   }
 
@@ -108,21 +108,21 @@ class Store::Impl : public TableListener, public ObjectSource {
     Wake();
   }
   const Arena& arena() const { return arena_; }
-  // Serves this store's objects through `t`; returns the endpoint to publish.
+  // Serves this store's objects through `t` too; returns the endpoint to publish.
   Result<std::string> StartTransport(std::shared_ptr<Transport> t) {
     MemoryRegion region{arena_.base(), arena_.size(), arena_.fd()};
     PLASMON_RETURN_IF_ERROR(t->RegisterMemory(region));
     Result<std::string> ep = t->Listen(this);
     if (!ep.ok()) return ep.status();
-    transport_ = std::move(t);
-    transfers_ = std::make_unique<Worker>(std::max(1, opts_.transfer_threads));
+    transports_.push_back(std::move(t));
+    if (!transfers_) transfers_ = std::make_unique<Worker>(std::max(1, opts_.transfer_threads));
     return ep;
   }
   void JoinCluster(const DirectoryOptions& d) {
     directory_ = std::make_unique<Directory>(d);
     directory_->Start();  // does not wait for Redis: it may be down
     lookups_ = std::make_unique<Worker>();
-    if (transport_) {
+    if (!transports_.empty()) {
       watcher_ = std::make_unique<SealWatcher>(d, [this](const ObjectID& id, SealWatcher::Event) {
         Post([this, id] { OnWatchEvent(id); });
       });
@@ -212,7 +212,9 @@ class Store::Impl : public TableListener, public ObjectSource {
   // The table's lock. The loop holds it while it works (not while it waits
   // in epoll); transport threads take it to pin objects they send.
   std::mutex table_mu_;
-  std::shared_ptr<Transport> transport_;  // null: this store cannot fetch
+  std::vector<std::shared_ptr<Transport>> transports_;  // preferred first; none: cannot fetch
+  // Fetch counters (Stats).
+  uint64_t fetched_ = 0, fetched_bytes_ = 0, fetched_verbs_ = 0, pulls_failed_ = 0;
   std::unique_ptr<Worker> transfers_;     // pulls, off the loop
   std::unique_ptr<SealWatcher> watcher_;
   LocationCache location_cache_;
@@ -285,7 +287,7 @@ Status Store::Impl::Run() {
   }
   // Unlocked: transport threads may be waiting for the table to pin.
   if (watcher_) watcher_->Stop();          // no more seal events
-  if (transport_) transport_->Shutdown();  // breaks pulls in flight
+  for (auto& t : transports_) t->Shutdown();  // breaks pulls in flight
   transfers_.reset();  // their results are posted, handled below
   lookups_.reset();    // finishes queued lookups; their replies find no session
   {
@@ -408,7 +410,7 @@ void Store::Impl::DoFetch(Session* s, const p::FrameHeader& h, p::FetchRequest r
       missing.push_back(f.ids[i]);
       continue;
     }
-    if (!transport_ || !directory_) {
+    if (transports_.empty() || !directory_) {
       f.results[i] = Status::ObjectNotFound(
           "object " + f.ids[i].Hex() + " is not here, and this store cannot fetch (it was started " +
           (directory_ ? "without --listen)" : "without --redis)"));
@@ -505,13 +507,19 @@ void Store::Impl::OnLookedUp(const ObjectID& id, uint64_t seq,
   }
   const std::string self = directory_->options().node_id;
   std::vector<FetchCandidate> candidates;
-  for (const ObjectLocationRecord& r : *found) {
-    if (r.node_id == self || !r.alive) continue;
-    auto ep = r.endpoints.find(transport_->name());
-    if (ep == r.endpoints.end()) continue;
-    candidates.push_back({r.node_id, ep->second, r.data_size, r.metadata_size});
+  std::vector<const ObjectLocationRecord*> holders;
+  for (const ObjectLocationRecord& r : *found)
+    if (r.node_id != self && r.alive) holders.push_back(&r);
+  std::shuffle(holders.begin(), holders.end(), rng_);  // spread the load
+  // Each holder over every transport both sides have, the preferred first:
+  // a failed RDMA pull falls back to TCP from the same holder.
+  for (const ObjectLocationRecord* r : holders) {
+    for (size_t t = 0; t < transports_.size(); t++) {
+      auto ep = r->endpoints.find(transports_[t]->name());
+      if (ep != r->endpoints.end())
+        candidates.push_back({r->node_id, ep->second, t, r->data_size, r->metadata_size});
+    }
   }
-  std::shuffle(candidates.begin(), candidates.end(), rng_);  // spread the load
   job->stale = false;
   if (candidates.empty()) {
     if (job->event_seen) {
@@ -576,10 +584,11 @@ void Store::Impl::PullNext(FetchJob* job) {
   req.metadata_size = c.metadata_size;
   req.destination = arena_.base() + (*e)->offset;  // owned by kFetchOwner: nothing else frees it
   FetchCandidate from = c;
-  spdlog::debug("fetch {}: pulling {} from {} at {}", id.Hex(),
-                FormatSize(c.data_size + c.metadata_size), c.node_id, c.endpoint);
+  spdlog::debug("fetch {}: pulling {} from {} at {} over {}", id.Hex(),
+                FormatSize(c.data_size + c.metadata_size), c.node_id, c.endpoint,
+                transports_[c.transport]->name());
   transfers_->Submit([this, req, from] {
-    Result<PullResult> r = transport_->Pull(from.endpoint, req);
+    Result<PullResult> r = transports_[from.transport]->Pull(from.endpoint, req);
     Post([this, id = req.id, from, r = std::move(r)]() mutable { OnPulled(id, from, std::move(r)); });
   });
 }
@@ -591,12 +600,21 @@ void Store::Impl::OnPulled(const ObjectID& id, const FetchCandidate& from, Resul
   if (!r.ok()) {
     Status st = table_.Abort(id, kFetchOwner);
     if (!st.ok()) spdlog::error("fetch {}: abort: {}", id.Hex(), st.ToString());
-    spdlog::warn("fetch {}: pull from {} ({}) failed: {}", id.Hex(), from.node_id, from.endpoint,
-                 r.status().ToString());
+    spdlog::warn("fetch {}: pull from {} ({} over {}) failed: {}", id.Hex(), from.node_id,
+                 from.endpoint, transports_[from.transport]->name(), r.status().ToString());
+    pulls_failed_++;
     location_cache_.Drop(id);  // the next fetch asks the directory
     if (job == nullptr) return;
-    job->last_error = Status(r.status().code(), from.node_id + ": " + r.status().message());
-    if (r.status().IsObjectNotFound()) job->stale = true;
+    job->last_error = Status(r.status().code(), from.node_id + " (" +
+                                                    transports_[from.transport]->name() +
+                                                    "): " + r.status().message());
+    if (r.status().IsObjectNotFound()) {
+      job->stale = true;
+      // It is gone from that holder whatever the transport: skip its others.
+      while (job->next < job->candidates.size() &&
+             job->candidates[job->next].node_id == from.node_id)
+        job->next++;
+    }
     PullNext(job);
     return;
   }
@@ -608,6 +626,9 @@ void Store::Impl::OnPulled(const ObjectID& id, const FetchCandidate& from, Resul
   }
   e->digest = r->digest;  // checked by the transport: no need to hash again
   e->digest_valid = true;
+  fetched_++;
+  fetched_bytes_ += e->total_size();
+  if (std::string_view(transports_[from.transport]->name()) == "verbs") fetched_verbs_++;
   spdlog::debug("fetch {}: {} from {}", id.Hex(), FormatSize(e->total_size()), from.node_id);
   Status st = table_.Seal(id, kFetchOwner);  // publishes; answers the Fetches (OnSealed)
   if (!st.ok()) spdlog::error("fetch {}: seal: {}", id.Hex(), st.ToString());
@@ -656,7 +677,7 @@ void Store::Impl::OnLocalGone(const ObjectID& id) {
   if (!HasWaiters(id) || jobs_.count(id) > 0) return;
   ObjectEntry* e = table_.Find(id);
   if (e != nullptr) return;  // created again meanwhile: its seal answers
-  if (!transport_ || !directory_) {
+  if (transports_.empty() || !directory_) {
     FinishFetches(id, Status::ObjectNotFound("object " + id.Hex() + " is not in this store"));
     return;
   }
@@ -972,6 +993,10 @@ bool Store::Impl::Handle(Session* s, const p::FrameHeader& h, std::string_view b
       p::StatsReply rep;
       rep.stats = table_.Stats();
       rep.stats.clients = sessions_.size();
+      rep.stats.fetched = fetched_;
+      rep.stats.fetched_bytes = fetched_bytes_;
+      rep.stats.fetched_verbs = fetched_verbs_;
+      rep.stats.pulls_failed = pulls_failed_;
       Reply(s, h, rep);
       return true;
     }
@@ -1311,13 +1336,14 @@ Result<std::unique_ptr<Store>> Store::Create(const StoreOptions& o) {
   auto impl = std::make_unique<Impl>(o, std::move(*arena), std::move(*listen_fd), std::move(epfd),
                                      std::move(wake));
   std::optional<DirectoryOptions> dir = o.directory;
-  if (o.transport) {
+  for (const std::shared_ptr<Transport>& t : o.transports) {
     if (!dir)
       return Status::InvalidArgument("a transport (--listen) needs a directory (--redis) to publish in");
-    Result<std::string> ep = impl->StartTransport(o.transport);
-    if (!ep.ok()) return ep.status();
-    dir->endpoints[o.transport->name()] = *ep;
-    spdlog::info("serving objects to peers over {} at {}", o.transport->name(), *ep);
+    Result<std::string> ep = impl->StartTransport(t);
+    if (!ep.ok()) return Status(ep.status().code(), std::string(t->name()) + " transport: " +
+                                                        ep.status().message());
+    dir->endpoints[t->name()] = *ep;
+    spdlog::info("serving objects to peers over {} at {}", t->name(), *ep);
   }
   if (dir) impl->JoinCluster(*dir);
   return std::unique_ptr<Store>(new Store(std::move(impl)));

@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "core/arena.h"
 #include "store/directory.h"
@@ -25,9 +26,11 @@ struct StoreOptions {
   size_t max_client_backlog = 64u << 20;
   // Join a cluster: publish locations in Redis. Without it, a single node.
   std::optional<DirectoryOptions> directory;
-  // Serves this store's objects to peers and pulls theirs (Fetch). Needs
-  // `directory`: its endpoint is published in the node record.
-  std::shared_ptr<Transport> transport;
+  // Serve this store's objects to peers and pull theirs (Fetch), in order of
+  // preference (verbs before TCP): a pull from a holder uses the first that
+  // the holder also advertises, and falls back to the next if it fails.
+  // Needs `directory`: their endpoints are published in the node record.
+  std::vector<std::shared_ptr<Transport>> transports;
   int transfer_threads = 4;  // pulls in flight at once
 };
 

@@ -255,6 +255,11 @@ int main(int argc, char** argv) {
     std::printf("evictions      %llu (%s)\n", static_cast<unsigned long long>(s->evictions),
                 plasmon::FormatSize(s->evicted_bytes).c_str());
     std::printf("clients        %llu\n", static_cast<unsigned long long>(s->clients));
+    std::printf("fetched        %llu (%s; %llu by RDMA), %llu failed pulls\n",
+                static_cast<unsigned long long>(s->fetched),
+                plasmon::FormatSize(s->fetched_bytes).c_str(),
+                static_cast<unsigned long long>(s->fetched_verbs),
+                static_cast<unsigned long long>(s->pulls_failed));
     return 0;
   }
   return 0;

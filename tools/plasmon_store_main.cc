@@ -15,7 +15,9 @@
 
 #include "core/size.h"
 #include "store/store.h"
+#include "transport/address.h"
 #include "transport/tcp_transport.h"
+#include "transport/verbs_transport.h"
 
 namespace {
 plasmon::Store* g_store = nullptr;
@@ -71,6 +73,16 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--transfer-threads", opts.transfer_threads, "Pulls in flight at once")
       ->capture_default_str();
+  std::string transport = "auto", rdma_addr;
+  app.add_option("--transport", transport,
+                 "tcp: TCP only. verbs: RDMA READ through rdma_cm, required to work (TCP stays "
+                 "on for peers without RDMA when --listen is given). auto: verbs if an RDMA "
+                 "device owns the RDMA address, else TCP only")
+      ->check(CLI::IsMember({"tcp", "verbs", "auto"}))
+      ->capture_default_str();
+  app.add_option("--rdma-addr", rdma_addr,
+                 "ADDR[:PORT] of the RDMA-capable interface peers read from (default: the "
+                 "--listen address, ephemeral port)");
   CLI11_PARSE(app, argc, argv);
 
   spdlog::set_level(spdlog::level::from_str(log_level));
@@ -116,17 +128,17 @@ int main(int argc, char** argv) {
     opts.directory = dir;
   }
 
-  if (!listen.empty()) {
+  if (!listen.empty() || transport == "verbs" || !rdma_addr.empty()) {
     if (!opts.directory) {
-      std::fprintf(stderr, "plasmon-store: --listen needs --redis (peers find it there)\n");
+      std::fprintf(stderr, "plasmon-store: --listen and --rdma-addr need --redis (peers find "
+                           "this store there)\n");
       return 2;
     }
-    tcp.listen = listen;
-    tcp.node_name = dir.node_id;
-    if (const char* env = std::getenv("PLASMON_CLUSTER_SECRET")) tcp.secret = env;
+    std::string secret;
+    if (const char* env = std::getenv("PLASMON_CLUSTER_SECRET")) secret = env;
     if (!secret_file.empty()) {
       std::ifstream f(secret_file);
-      if (!f || !std::getline(f, tcp.secret) || tcp.secret.empty()) {
+      if (!f || !std::getline(f, secret) || secret.empty()) {
         std::fprintf(stderr, "plasmon-store: cannot read a secret from --cluster-secret-file %s\n",
                      secret_file.c_str());
         return 2;
@@ -138,15 +150,59 @@ int main(int argc, char** argv) {
                    "plasmon-store: --transfer-streams must be 1..64, --transfer-threads 1..256\n");
       return 2;
     }
-    if (tcp.secret.empty())
-      spdlog::warn("no cluster secret: any host that reaches {} can read every object here "
-                   "(use --cluster-secret-file)", listen);
-    auto t = plasmon::TcpTransport::Create(tcp);
-    if (!t.ok()) {
-      std::fprintf(stderr, "plasmon-store: %s\n", t.status().ToString().c_str());
-      return 1;
+    if (secret.empty())
+      spdlog::warn("no cluster secret: any host that reaches this store's transports can read "
+                   "every object here (use --cluster-secret-file)");
+    // RDMA first: a pull prefers it where the holder has it too.
+    if (transport != "tcp") {
+      std::string addr = rdma_addr;
+      if (addr.empty()) {
+        std::string h, p;
+        if (!plasmon::SplitHostPort(listen, &h, &p)) {
+          std::fprintf(stderr, "plasmon-store: --transport verbs needs --rdma-addr ADDR[:PORT]\n");
+          return 2;
+        }
+        addr = plasmon::JoinHostPort(h, "0");
+      }
+      auto device = plasmon::VerbsTransport::DeviceFor(addr);
+      if (!device.ok()) {
+        if (transport == "verbs") {
+          std::fprintf(stderr, "plasmon-store: --transport verbs: %s\n",
+                       device.status().message().c_str());
+          return 1;
+        }
+        spdlog::info("no RDMA here ({}): fetching over TCP only", device.status().message());
+      } else {
+        plasmon::VerbsTransportOptions v;
+        v.listen = addr;
+        v.advertise = tcp.advertise.empty() ? "" : tcp.advertise;
+        if (!v.advertise.empty()) {
+          std::string h, p;
+          if (plasmon::SplitHostPort(v.advertise, &h, &p)) v.advertise = h;  // its own port
+        }
+        v.secret = secret;
+        v.node_name = dir.node_id;
+        auto t = plasmon::VerbsTransport::Create(v);
+        if (!t.ok()) {
+          std::fprintf(stderr, "plasmon-store: %s\n", t.status().ToString().c_str());
+          return 1;
+        }
+        spdlog::info("RDMA device {} owns {}: pulling by RDMA READ where peers have it too",
+                     *device, addr);
+        opts.transports.push_back(std::shared_ptr<plasmon::Transport>(std::move(*t)));
+      }
     }
-    opts.transport = std::shared_ptr<plasmon::Transport>(std::move(*t));
+    if (!listen.empty()) {
+      tcp.listen = listen;
+      tcp.node_name = dir.node_id;
+      tcp.secret = secret;
+      auto t = plasmon::TcpTransport::Create(tcp);
+      if (!t.ok()) {
+        std::fprintf(stderr, "plasmon-store: %s\n", t.status().ToString().c_str());
+        return 1;
+      }
+      opts.transports.push_back(std::shared_ptr<plasmon::Transport>(std::move(*t)));
+    }
   }
 
   // Each client is a descriptor: allow as many as the hard limit permits.

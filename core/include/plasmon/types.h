@@ -35,6 +35,10 @@ struct StoreStats {
   uint64_t evictions = 0;       // objects evicted since start
   uint64_t evicted_bytes = 0;
   uint64_t clients = 0;         // connected clients, subscribers included
+  uint64_t fetched = 0;         // objects made local by Fetch since start
+  uint64_t fetched_bytes = 0;
+  uint64_t fetched_verbs = 0;   // of `fetched`, pulled by RDMA (the rest by TCP)
+  uint64_t pulls_failed = 0;    // pulls that failed (each tried the next holder or transport)
 };
 
 // One node that holds an object, as the cluster's directory says (Where).
