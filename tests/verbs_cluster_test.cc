@@ -238,5 +238,18 @@ TEST_F(VerbsClusterTest, WrongSecretIsRefusedOverRdma) {
   EXPECT_FALSE(*has);
 }
 
+TEST_F(VerbsClusterTest, TooLowMemlockLimitIsAClearErrorNotACrash) {
+  // Without CAP_IPC_LOCK and with 64 KiB of locked memory allowed, the arena
+  // cannot be registered: the store must say why and how to fix it.
+  testing::CommandResult r = testing::RunCommand(
+      {"/usr/bin/prlimit", "--memlock=65536:65536", "/usr/bin/setpriv",
+       "--bounding-set=-ipc_lock", "--inh-caps=-ipc_lock", testing::StoreBinary(), "-m", "64M",
+       "--socket", testing::TempDir() + "/memlock.sock", "--redis", redis_.address(),
+       "--node-id", "locked", "--transport", "verbs", "--rdma-addr", addrs_[0]});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find("RLIMIT_MEMLOCK"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("ulimit -l"), std::string::npos) << r.err;
+}
+
 }  // namespace
 }  // namespace plasmon

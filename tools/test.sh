@@ -2,7 +2,10 @@
 # Sets up, builds and runs the whole plasmon test suite:
 #   1. a release build (RelWithDebInfo), all tests;
 #   2. an ASan+UBSan build, all tests;
-#   3. a TSan build, all tests (the client is used from several threads).
+#   3. a TSan build, all tests (the client is used from several threads);
+#   4. the RDMA tests of the release build on Soft-RoCE, in QEMU VMs
+#      (tests/verbs_in_vm.sh; its harness installs QEMU and fetches Debian's
+#      kernel on first use, and fails loudly where a VM cannot run).
 # Exits non-zero if anything fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +21,8 @@ run_suite() {
 }
 
 run_suite build
+echo "==> RDMA tests (Soft-RoCE in QEMU)"
+tests/verbs_in_vm.sh build
 ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
   run_suite build-asan -DPLASMON_SANITIZE=address,undefined
 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
