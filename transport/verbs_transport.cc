@@ -403,6 +403,7 @@ Status VerbsTransport::Impl::Init() {
 Status VerbsTransport::Impl::RegisterOn(Device* dev, const MemoryRegion& r) {
   // Split where the region exceeds the device's largest MR.
   uint64_t max = dev->attr.max_mr_size == 0 ? r.size : dev->attr.max_mr_size;
+  if (opts_.max_registration > 0) max = std::min(max, opts_.max_registration);
   max = std::max<uint64_t>(max & ~uint64_t{4095}, 4096);
   for (uint64_t off = 0; off < r.size; off += max) {
     uint64_t len = std::min(max, r.size - off);

@@ -41,6 +41,9 @@ struct VerbsTransportOptions {
   int connect_timeout_ms = 5000;  // address, route and connection resolution together
   int hold_timeout_ms = 120000;   // a pin not released this long ends the connection
   size_t max_connections = 256;   // served at once
+  // Register in pieces of at most this many bytes (0: the device's
+  // max_mr_size). Tests use it to make objects straddle registrations.
+  uint64_t max_registration = 0;
 };
 
 class VerbsTransport : public Transport {

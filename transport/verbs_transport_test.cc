@@ -166,6 +166,19 @@ TEST(VerbsTransportTest, PullsEverySizeWithDigestChecked) {
   EXPECT_TRUE(Eventually([&] { return h.transport->pinned_objects() == 0; }));
 }
 
+TEST(VerbsTransportTest, ObjectsStraddlingSeveralRegistrations) {
+  REQUIRE_RDMA();
+  // 1 MiB registrations on both sides: an object of 5 MiB at odd offsets
+  // spans six of the holder's and six of the puller's.
+  VerbsTransportOptions ho = Opts(HolderAddress()), po = Opts(PullerAddress());
+  ho.max_registration = po.max_registration = kMiB;
+  Holder h(ho, 16 * kMiB);
+  Puller p(po, 16 * kMiB);
+  h.source.Add(12345, 0);  // the next object starts at an odd place
+  ObjectID id = h.source.Add(5 * kMiB + 3, 77, false);
+  ExpectPulled(&p, &h, id, 5 * kMiB + 3, 77, 3 * kMiB / 2 + 64);
+}
+
 TEST(VerbsTransportTest, SeveralPullsAtOnce) {
   REQUIRE_RDMA();
   Holder h(Opts(HolderAddress()));
