@@ -7,8 +7,16 @@
 # ibv_devices, an rdma_cm RDMA READ/WRITE exchange (rping) on each address,
 # and a small rdma_cm RDMA READ bandwidth run (ib_read_bw -R); the rxe
 # hardware counters must show both devices carried traffic.
+#
+# With --vms 2 among the options, this runs smoke2.sh (the two-VM layout).
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
+args=("$@")
+for ((k = 0; k < ${#args[@]}; k++)); do
+  if [ "${args[$k]}" = --vms ] && [ "${args[$((k + 1))]:-}" = 2 ]; then
+    exec "$HERE/smoke2.sh" "${args[@]:0:k}" "${args[@]:k+2}"
+  fi
+done
 
 read -r -d '' CHECK <<'EOF'
 set -u
