@@ -9,6 +9,8 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <sstream>
+#include <string>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -171,5 +173,18 @@ class FakeSource : public ObjectSource {
   uint64_t gate_passes_ = 0;
   uint64_t blocked_ = 0;
 };
+
+// RDMA-capable addresses for the verbs tests: $PLASMON_TEST_RDMA_ADDRS
+// (separated by spaces), or the one-VM Soft-RoCE harness's two rxe addresses
+// (tools/rxe-vm, which sets PLASMON_RXE_VM). Empty elsewhere.
+inline std::vector<std::string> RdmaTestAddresses() {
+  std::vector<std::string> out;
+  const char* env = std::getenv("PLASMON_TEST_RDMA_ADDRS");
+  if (env == nullptr && std::getenv("PLASMON_RXE_VM") != nullptr) env = "10.77.0.1 10.77.0.2";
+  if (env == nullptr) return out;
+  std::istringstream in(env);
+  for (std::string a; in >> a;) out.push_back(a);
+  return out;
+}
 
 }  // namespace plasmon

@@ -318,6 +318,17 @@ class VerbsTransport::Impl {
   Status Progress(Peer* p, int timeout_ms, const std::function<bool()>& done);
   Status Drain(Peer* p, bool* progressed);
   Result<std::string> AwaitMessage(Peer* p, MessageType type, uint64_t request_id);
+  // AwaitMessage, then its body decoded as `msg` (named `what` in errors).
+  template <typename Msg>
+  Status AwaitParsed(Peer* p, MessageType type, uint64_t request_id, const char* what, Msg* msg) {
+    Result<std::string> body = AwaitMessage(p, type, request_id);
+    if (!body.ok()) return body.status();
+    if (!verbs::ParseBody(*body, msg)) {
+      p->broken = true;
+      return Status::ProtocolError(p->endpoint + ": a malformed " + what);
+    }
+    return Status::OK();
+  }
   Result<PullResult> PullOn(Peer* p, const PullRequest& req);
   void Return(std::unique_ptr<Peer> p);
 
@@ -1077,10 +1088,8 @@ Result<std::unique_ptr<VerbsTransport::Impl::Peer>> VerbsTransport::Impl::Connec
   proof.node_name = opts_.node_name;
   PLASMON_RETURN_IF_ERROR(
       p->ctl.Send(p->id->qp, verbs::MakeMessage(MessageType::kProof, 0, proof)));
-  Result<std::string> body = AwaitMessage(p.get(), MessageType::kWelcome, 0);
-  if (!body.ok()) return body.status();
   verbs::Welcome w;
-  if (!verbs::ParseBody(*body, &w)) return Status::ProtocolError(endpoint + ": a malformed Welcome");
+  PLASMON_RETURN_IF_ERROR(AwaitParsed(p.get(), MessageType::kWelcome, 0, "Welcome", &w));
   if (!w.status.ok())
     return Status(w.status.code(), endpoint + " refused: " + w.status.message());
   p->remote = std::move(w.regions);
@@ -1230,13 +1239,8 @@ Result<PullResult> VerbsTransport::Impl::PullOn(Peer* p, const PullRequest& req)
     p->broken = true;
     return st;
   }
-  Result<std::string> body = AwaitMessage(p, MessageType::kDescribeReply, rid);
-  if (!body.ok()) return body.status();
   verbs::DescribeReply r;
-  if (!verbs::ParseBody(*body, &r)) {
-    p->broken = true;
-    return Status::ProtocolError(p->endpoint + ": a malformed DescribeReply");
-  }
+  PLASMON_RETURN_IF_ERROR(AwaitParsed(p, MessageType::kDescribeReply, rid, "DescribeReply", &r));
   if (!r.status.ok()) return r.status;  // nothing pinned
   auto release = [&] {
     Status rs = p->ctl.Send(p->id->qp, verbs::MakeMessage(MessageType::kRelease, rid));
@@ -1315,13 +1319,8 @@ Result<PullResult> VerbsTransport::Impl::PullOn(Peer* p, const PullRequest& req)
   const uint64_t got = digest.Finish();
   uint64_t expected = r.digest;
   if (r.digest_state == verbs::DigestState::kFollows) {
-    Result<std::string> m = AwaitMessage(p, MessageType::kDigest, rid);
-    if (!m.ok()) return m.status();
     verbs::DigestMessage dm;
-    if (!verbs::ParseBody(*m, &dm)) {
-      p->broken = true;
-      return Status::ProtocolError(p->endpoint + ": a malformed Digest");
-    }
+    PLASMON_RETURN_IF_ERROR(AwaitParsed(p, MessageType::kDigest, rid, "Digest", &dm));
     expected = dm.digest;
   }
   release();

@@ -9,7 +9,6 @@
 
 #include <cstdlib>
 #include <future>
-#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -22,15 +21,7 @@ namespace {
 
 // The RDMA-capable addresses to use: $PLASMON_TEST_RDMA_ADDRS (spaces), or
 // the one-VM harness's two rxe addresses.
-std::vector<std::string> Addresses() {
-  std::vector<std::string> out;
-  const char* env = std::getenv("PLASMON_TEST_RDMA_ADDRS");
-  if (env == nullptr && std::getenv("PLASMON_RXE_VM") != nullptr) env = "10.77.0.1 10.77.0.2";
-  if (env == nullptr) return out;
-  std::istringstream in(env);
-  for (std::string a; in >> a;) out.push_back(a);
-  return out;
-}
+std::vector<std::string> Addresses() { return RdmaTestAddresses(); }
 
 #define REQUIRE_RDMA()                                                                     \
   do {                                                                                     \
@@ -270,6 +261,26 @@ TEST(VerbsTransportTest, HolderShutdownMidPullFailsCleanly) {
   Holder h2(Opts(HolderAddress()));
   ObjectID id2 = h2.source.Add(kMiB, 1);
   ExpectPulled(&p, &h2, id2, kMiB, 1);
+}
+
+TEST(VerbsTransportTest, HoldTimeoutEndsAPinThePullerKeepsTooLong) {
+  REQUIRE_RDMA();
+  // A holder that lends an object for 1 s at most, and a pull of 128 MiB
+  // that takes longer under emulation: the holder cuts the connection and
+  // unpins; the pull fails cleanly instead of reading reused memory.
+  VerbsTransportOptions ho = Opts(HolderAddress());
+  ho.hold_timeout_ms = 1000;
+  Holder h(ho);
+  Puller p(Opts(PullerAddress()));
+  ObjectID id = h.source.Add(128 * kMiB, 0, true);
+  auto r = p.Pull(h.endpoint, id, 128 * kMiB, 0);
+  ASSERT_FALSE(r.ok()) << "the pull outlived the hold: it cannot have succeeded";
+  EXPECT_TRUE(r.status().IsDisconnected()) << r.status().ToString();
+  EXPECT_TRUE(Eventually([&] { return h.transport->pinned_objects() == 0; }));
+  EXPECT_TRUE(Eventually([&] { return h.source.pins() == h.source.unpins(); }));
+  // A small object still goes through on a new connection.
+  ObjectID small = h.source.Add(4096, 0);
+  ExpectPulled(&p, &h, small, 4096, 0);
 }
 
 }  // namespace
