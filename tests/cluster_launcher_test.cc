@@ -60,5 +60,35 @@ TEST(ClusterLauncherTest, UpFetchAcrossNodesDown) {
   std::filesystem::remove_all(std::filesystem::path(dir).parent_path(), ec);
 }
 
+// Hosts mode: no namespaces, each store on its own address of this host.
+TEST(ClusterLauncherTest, HostsModeOnTwoLoopbackAddresses) {
+  std::string dir = TempDir() + "/cluster";
+  std::string port = std::to_string(30000 + 3 * (::getpid() % 3000));
+  auto up = RunCommand({"/bin/bash", kScript, "up", "--nodes", "2", "--dir", dir, "--addresses",
+                        "127.0.0.1,127.0.0.2", "--port", port, "--memory", "64M", "--build",
+                        PLASMON_BINARY_DIR, "--", "--transport", "tcp"});
+  ASSERT_EQ(up.exit_code, 0) << up.out << up.err;
+  std::string env = dir + "/cluster.env";
+  EXPECT_EQ(Env(env, "PLASMON_CLUSTER_MODE"), "hosts");
+  EXPECT_EQ(Env(env, "PLASMON_NAMESPACES"), "");
+  EXPECT_EQ(Env(env, "PLASMON_ENDPOINT_2"), "127.0.0.2:" + std::to_string(std::stoi(port) + 2));
+  std::string s1 = Env(env, "PLASMON_SOCKET_1"), s2 = Env(env, "PLASMON_SOCKET_2");
+
+  std::string data(100000, 'h');
+  auto put = RunCommand({CliBinary(), "-s", s1, "put", "-"}, data);
+  ASSERT_EQ(put.exit_code, 0) << put.err;
+  auto fetch = RunCommand({CliBinary(), "-s", s2, "fetch", "-t", "10000", put.out.substr(0, 40)});
+  EXPECT_EQ(fetch.exit_code, 0) << fetch.err;
+  auto status = RunCommand({"/bin/bash", kScript, "status", "--dir", dir});
+  EXPECT_EQ(status.exit_code, 0) << status.out << status.err;
+  EXPECT_NE(status.out.find("hosts mode"), std::string::npos) << status.out;
+
+  auto down = RunCommand({"/bin/bash", kScript, "down", "--dir", dir});
+  EXPECT_EQ(down.exit_code, 0) << down.out << down.err;
+  EXPECT_FALSE(std::filesystem::exists(s1));
+  std::error_code ec;
+  std::filesystem::remove_all(std::filesystem::path(dir).parent_path(), ec);
+}
+
 }  // namespace
 }  // namespace plasmon

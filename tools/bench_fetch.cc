@@ -5,8 +5,9 @@
 //
 //   plasmon-bench fetch [--sizes 64,4K,64K,1M,16M,256M,1G] [--iterations N]
 //                       [--throughput-size 1G] [--throughput-reps N] [--pin auto|none|A,B]
-//                       [--json] [--cluster-dir DIR | --name NAME --subnet BYTE
-//                        --memory SIZE --cluster-script PATH --keep-cluster --store-arg F]
+//                       [--transport tcp|verbs|auto] [--json]
+//                       [--cluster-dir DIR | --addresses A,B | --name NAME --subnet BYTE]
+//                       [--memory SIZE --cluster-script PATH --keep-cluster --store-arg F]
 //
 // Without --cluster-dir it starts its own cluster: `tools/plasmon-cluster up
 // --nodes 2 --prefault --memory M` (M: twice the largest object plus slack)
@@ -15,7 +16,11 @@
 // directory). Node 1 holds the objects, node 2 fetches them. The benchmark
 // itself runs in the host's namespace and reaches both stores and Redis over
 // their Unix sockets; only store-to-store transfers (and the network
-// references) cross the link.
+// references) cross the link. With --addresses A,B the cluster runs in the
+// host's namespace instead (`--mode hosts --addresses A,B`: node 1 on A, node
+// 2 on B), as on a machine whose RDMA devices own A and B (rxe only works in
+// the initial namespace); the network references then run between A and B.
+// --transport X starts the stores with `--transport X`.
 //
 // For each size, objects are created on node 1 (and the benchmark waits until
 // the directory lists them), then a client of node 2 times Fetch({id}):
@@ -41,6 +46,20 @@
 // fetch p50 <= 4x the TCP ping-pong p50 with a lookup, <= 2.5x with the
 // location cached (against the ping-pong blocks between those fetches).
 //
+// With --transport verbs, also (perftest, over rdma_cm; server on node 1,
+// the client on node 2 reads from it):
+//   ib_read_lat -R  RDMA READ round trips at each measured size up to 1 MiB
+//                   (64 B and 4 KiB if none is), pinned as the fetches are;
+//                   its typical (median), 99% and 99.9% figures
+//   ib_read_bw -R   RDMA READ bandwidth of 1 MiB messages (at most the
+//                   throughput size), as many bytes as a throughput fetch
+// and the targets: throughput fetch >= 85% of ib_read_bw's average; 4 KiB
+// fetch p50 <= 4x ib_read_lat's typical with a lookup, <= 2.5x cached. It
+// checks in node 2's Stats that fetches went by RDMA (fetched_verbs > 0) and
+// fails if none did, or if perftest cannot run. Under PLASMON_RXE_VM (Soft-
+// RoCE in tools/rxe-vm's emulated VM) every RDMA figure is marked emulated:
+// it shows correctness, not speed.
+//
 // CPUs: a VM that halts idle vCPUs wakes a thread on another vCPU an order of
 // magnitude slower than one on its own (a 64-byte TCP round trip: ~60 us
 // across vCPUs, ~6 us on one), and the scheduler moves threads between the
@@ -58,7 +77,9 @@
 // {
 //   "tool": "plasmon-bench fetch", "schema": 1,
 //   "machine": {"hostname": str, "kernel": str, "cpu": str, "cpus": int, "memory_bytes": int},
-//   "config": {"cluster_dir": str, "started_cluster": bool, "mode": "netns"|"loopback",
+//   "config": {"cluster_dir": str, "started_cluster": bool,
+//              "mode": "netns"|"loopback"|"hosts", "transport": str | null,
+//              "emulated_rdma": bool,         // PLASMON_RXE_VM: Soft-RoCE under emulation
 //              "holder": NODE, "fetcher": NODE, "pin": [int, int] | null,
 //              "store_capacity": int, "iterations": int, "warmup": int, "timeout_ms": int},
 //   NODE = {"node_id": str, "socket": str, "netns": str, "address": str}
@@ -67,10 +88,19 @@
 //     "tcp_pingpong_interleaved": {"fetch_lookup": ROW, "fetch_cached": ROW},
 //     "ipc_pingpong": ROW, "redis_get": ROW | null, "redis_error": str | null,
 //     "iperf3": [{"streams": int, "seconds": int, "bits_per_second": num,
-//                 "retransmits": int, "error": str | null}, ...]
+//                 "retransmits": int, "error": str | null}, ...],
+//     "rdma": null | {"emulated": bool, "client": str, "server": str, "port": int,
+//       "ib_read_lat": [{"size": int, "iterations": int, "device": str, "min_us": num,
+//                        "typical_us": num, "avg_us": num, "stdev_us": num, "p99_us": num,
+//                        "p999_us": num, "max_us": num}, ...],
+//       "ib_read_bw": {"size": int, "iterations": int, "device": str,
+//                      "avg_bits_per_second": num, "peak_bits_per_second": num,
+//                      "msg_rate_mpps": num} | null}     // null: --transport is not verbs
 //   },
 //   "results": [ROW, ...],                  // ops "fetch_lookup", "fetch_cached"
 //   "tcp_pingpong_spread": num,  // largest TCP ping-pong p50 / smallest; > 1.5: unreliable
+//   "fetch_counters": {"node_id": str, "fetched": int, "fetched_bytes": int,
+//                      "fetched_verbs": int, "pulls_failed": int},  // node 2, over the run
 //   "throughput": {"size": int, "repetitions": int, "gbit_per_s": [num, ...],
 //                  "median_gbit_per_s": num, "median_gb_per_s": num} | null,
 //   "targets": [{"name": str, "value": num|null, "comparison": "<=" | ">=",
@@ -130,6 +160,11 @@ constexpr uint64_t kPatternBytes = 4 * kMiB;  // objects are filled from this
 // The location cache keeps an entry 10 s (store/fetch.h); the cached mode
 // replaces its object well before.
 constexpr uint64_t kRefreshNs = 5'000'000'000ull;
+// ib_read_lat runs at the measured sizes up to this, at most kPerftestLatBytes
+// per size; ib_read_bw moves messages of at most kPerftestBwMessage.
+constexpr uint64_t kPerftestLatMax = 1 * kMiB;
+constexpr uint64_t kPerftestLatBytes = 256 * kMiB;
+constexpr uint64_t kPerftestBwMessage = 1 * kMiB;
 
 // ---- progress and errors ----
 
@@ -396,8 +431,8 @@ Cluster LoadCluster(const std::string& dir) {
       Die("node " + std::to_string(i + 1) + " of the cluster in " + dir +
           " has no transfer endpoint (its plasmon-store has no --listen)");
   }
-  if (c.mode == "loopback") {
-    // Every node is on the host's network: the references run on loopback.
+  if (c.mode == "loopback" || c.mode == "hosts") {
+    // Every node is on the host's network: the references run there too.
     for (Node& n : c.nodes) n.host.netns.clear();
   }
   return c;
@@ -413,14 +448,26 @@ Cluster StartCluster(const FetchConfig& cfg, uint64_t memory) {
                                    "--name", name, "--subnet", std::to_string(cfg.subnet),
                                    "--prefault", "--memory",
                                    cfg.memory.empty() ? std::to_string(memory / kMiB) + "M"
-                                                      : cfg.memory};
+                                                      : cfg.memory,
+                                   // Prefaulting (and registering for RDMA) large arenas
+                                   // takes a while on a slow or emulated machine.
+                                   "--wait", "120"};
+  if (!cfg.addresses.empty()) {
+    // The host's own ports: one of this process's, less likely to be taken
+    // than the launcher's default.
+    int port = 20000 + 3 * (::getpid() % 3000);
+    args.insert(args.end(), {"--mode", "hosts", "--addresses", cfg.addresses, "--port",
+                             std::to_string(port)});
+  }
   // The build this binary belongs to holds the stores to start.
   std::string exe_dir = ExeDir();
   if (!exe_dir.empty() && ::access((exe_dir + "/plasmon-store").c_str(), X_OK) == 0)
     args.insert(args.end(), {"--build", std::filesystem::path(exe_dir).parent_path().string()});
-  if (!cfg.store_args.empty()) {
+  std::vector<std::string> store_args = cfg.store_args;
+  if (!cfg.transport.empty()) store_args.insert(store_args.end(), {"--transport", cfg.transport});
+  if (!store_args.empty()) {
     args.push_back("--");
-    args.insert(args.end(), cfg.store_args.begin(), cfg.store_args.end());
+    args.insert(args.end(), store_args.begin(), store_args.end());
   }
   ArmTeardown(script, dir);
   Progress("starting a 2-node cluster in " + dir + " (stores prefault their arenas)");
@@ -594,6 +641,9 @@ void PrintHeader() {
               "p50", "p90", "p99", "max", "mean", "GB/s", "Gbit/s");
 }
 
+// A latency column; "-" for a figure not measured (NaN).
+std::string Us(double us) { return std::isfinite(us) ? FormatUs(us) : "-"; }
+
 void PrintRow(const Row& r, bool rates) {
   char gb[16] = "-", gbit[16] = "-";
   if (rates && r.s.p50_us > 0) {
@@ -602,9 +652,40 @@ void PrintRow(const Row& r, bool rates) {
   }
   std::printf("  %-22s %7s %6llu %8s %8s %8s %8s %8s %8s %7s %7s\n", r.label.c_str(),
               FormatSize(r.size).c_str(), static_cast<unsigned long long>(r.s.samples),
-              FormatUs(r.s.min_us).c_str(), FormatUs(r.s.p50_us).c_str(),
-              FormatUs(r.s.p90_us).c_str(), FormatUs(r.s.p99_us).c_str(),
-              FormatUs(r.s.max_us).c_str(), FormatUs(r.s.mean_us).c_str(), gb, gbit);
+              Us(r.s.min_us).c_str(), Us(r.s.p50_us).c_str(), Us(r.s.p90_us).c_str(),
+              Us(r.s.p99_us).c_str(), Us(r.s.max_us).c_str(), Us(r.s.mean_us).c_str(), gb, gbit);
+}
+
+// An ib_read_lat result as a row of the results table: p50 is its typical
+// (median), mean its average; it has no p90.
+Row LatRow(const RdmaReadLatency& l) {
+  Summary s;
+  s.samples = l.iterations;
+  s.min_us = l.min_us;
+  s.p50_us = l.typical_us;
+  s.p90_us = NAN;
+  s.p99_us = l.p99_us;
+  s.p999_us = l.p999_us;
+  s.max_us = l.max_us;
+  s.mean_us = l.avg_us;
+  return Row{"ib_read_lat", "ib_read_lat -R", l.size, s};
+}
+
+std::string LatJson(const RdmaReadLatency& l) {
+  return "{\"size\": " + std::to_string(l.size) + ", \"iterations\": " +
+         std::to_string(l.iterations) + ", \"device\": " + JsonString(l.device) +
+         ", \"min_us\": " + JsonNumber(l.min_us) + ", \"typical_us\": " + JsonNumber(l.typical_us) +
+         ", \"avg_us\": " + JsonNumber(l.avg_us) + ", \"stdev_us\": " + JsonNumber(l.stdev_us) +
+         ", \"p99_us\": " + JsonNumber(l.p99_us) + ", \"p999_us\": " + JsonNumber(l.p999_us) +
+         ", \"max_us\": " + JsonNumber(l.max_us) + "}";
+}
+
+std::string BwJson(const RdmaReadBandwidth& b) {
+  return "{\"size\": " + std::to_string(b.size) + ", \"iterations\": " +
+         std::to_string(b.iterations) + ", \"device\": " + JsonString(b.device) +
+         ", \"avg_bits_per_second\": " + JsonNumber(b.avg_bits_per_second) +
+         ", \"peak_bits_per_second\": " + JsonNumber(b.peak_bits_per_second) +
+         ", \"msg_rate_mpps\": " + JsonNumber(b.msg_rate_mpps) + "}";
 }
 
 std::string RowJson(const Row& r) {
@@ -656,9 +737,10 @@ double Median(std::vector<double> v) {
 CLI::App* AddFetchCommand(CLI::App* app, FetchConfig* cfg) {
   auto* f = app->add_subcommand(
       "fetch",
-      "Time Fetch between two stores in separate network namespaces (a cluster it starts with "
-      "tools/plasmon-cluster, or --cluster-dir), beside iperf3, a TCP ping-pong over the same "
-      "link and a Redis GET, measured in the same run");
+      "Time Fetch between two stores in separate network namespaces or on two addresses of "
+      "this host (a cluster it starts with tools/plasmon-cluster, or --cluster-dir), beside "
+      "iperf3, a TCP ping-pong over the same link, a Redis GET and, with --transport verbs, "
+      "perftest's RDMA READ, measured in the same run");
   f->add_option("--sizes", cfg->sizes_arg,
                 "Comma-separated object sizes, with optional K/M/G suffixes (binary) "
                 "(default: 64,4K,64K,1M,16M,256M,1G, less those an existing cluster's stores "
@@ -722,12 +804,28 @@ CLI::App* AddFetchCommand(CLI::App* app, FetchConfig* cfg) {
                 "to the scheduler; 'auto': 0,1 on a machine with 2 CPUs or more")
       ->capture_default_str();
   f->add_flag("--keep-cluster", cfg->keep, "Leave the cluster it started running (and say where)");
+  f->add_option("--addresses", cfg->addresses,
+                "A,B: start the cluster in the host's own network namespace, node 1 on address "
+                "A and node 2 on B (tools/plasmon-cluster --mode hosts; addresses this host "
+                "has, e.g. those its RDMA devices own), instead of in network namespaces; the "
+                "network references run between A and B");
+  f->add_option("--transport", cfg->transport,
+                "Start the stores with --transport tcp|verbs|auto (default: their own default). "
+                "verbs also measures perftest's RDMA READ (ib_read_lat -R, ib_read_bw -R) "
+                "between the nodes and fails unless fetches went by RDMA; with --cluster-dir "
+                "it only selects those")
+      ->check(CLI::IsMember({"tcp", "verbs", "auto"}));
+  f->add_option("--perftest-port", cfg->perftest_port,
+                "rdma_cm port of perftest's server on node 1 (--transport verbs)")
+      ->check(CLI::Range(1, 65535))
+      ->capture_default_str();
   f->footer(
       "fetch (lookup): a new object every time, so the fetching store asks the directory (Redis) "
       "where it is; fetch (cached): an object fetched and deleted just before, whose location "
       "the store has cached. Latencies in us, nearest-rank percentiles; GB/s and Gbit/s are "
-      "size / p50 (GB = 1e9 B). Needs root (network namespaces), redis-server and iperf3 "
-      "(tools/setup.sh installs them).");
+      "size / p50 (GB = 1e9 B). Needs root (network namespaces; not with --addresses), "
+      "redis-server and iperf3 (tools/setup.sh installs them); --transport verbs needs an RDMA "
+      "device owning the nodes' addresses and perftest (tools/rxe-vm/run.sh has both).");
   return f;
 }
 
@@ -759,6 +857,21 @@ int RunFetch(FetchConfig cfg) {
               std::all_of(cfg.name.begin(), cfg.name.end(), [](char ch) { return std::isalnum(static_cast<unsigned char>(ch)); });
     if (!ok) Die("--name must be 1 to 8 letters or digits");
   }
+  if (!cfg.addresses.empty()) {
+    if (!cfg.cluster_dir.empty())
+      Die("--addresses is for the cluster this starts; not with --cluster-dir");
+    size_t comma = cfg.addresses.find(',');
+    bool ok = comma != std::string::npos && comma > 0 && comma + 1 < cfg.addresses.size() &&
+              cfg.addresses.find(',', comma + 1) == std::string::npos &&
+              cfg.addresses.find_first_of(" \t") == std::string::npos;
+    if (!ok)
+      Die("invalid --addresses '" + cfg.addresses +
+          "': expected two addresses of this host, A,B (e.g. 10.77.0.1,10.77.0.2)");
+  }
+  const bool verbs = cfg.transport == "verbs";
+  // tools/rxe-vm: Soft-RoCE in a VM under TCG, ~30 MB/s.
+  const char* rxe_vm = std::getenv("PLASMON_RXE_VM");
+  const bool emulated = rxe_vm != nullptr && *rxe_vm != '\0' && std::strcmp(rxe_vm, "0") != 0;
   uint64_t largest = std::max(*std::max_element(cfg.sizes.begin(), cfg.sizes.end()),
                               cfg.throughput_size);
   const uint64_t need = 2 * largest + 256 * kMiB;
@@ -768,7 +881,8 @@ int RunFetch(FetchConfig cfg) {
   // otherwise page-fault on every call).
   ::mallopt(M_MMAP_THRESHOLD, 32 << 20);
   ::mallopt(M_TRIM_THRESHOLD, 1 << 30);
-  g_progress = ::isatty(STDERR_FILENO) == 1;
+  // Not in tools/rxe-vm's VM: its serial console keeps every redrawn line.
+  g_progress = ::isatty(STDERR_FILENO) == 1 && !emulated;
   std::atexit(TearDownAtExit);
   struct sigaction sa {};
   sa.sa_handler = OnSignal;
@@ -796,9 +910,11 @@ int RunFetch(FetchConfig cfg) {
   if (Status st = c1.Connect(n1.socket); !st.ok()) Die("connecting to node 1 at " + n1.socket, st);
   if (Status st = c2.Connect(n2.socket); !st.ok()) Die("connecting to node 2 at " + n2.socket, st);
   uint64_t capacity = 0;
+  StoreStats start2;  // node 2's transfer counters before the run
   for (int i = 0; i < 2; i++) {
     auto stats = (i == 0 ? c1 : c2).Stats();
     if (!stats.ok()) Die("Stats", stats.status());
+    if (i == 1) start2 = *stats;
     capacity = capacity == 0 ? stats->capacity : std::min(capacity, stats->capacity);
     if (stats->object_count > 0)
       Note("warning: node " + std::to_string(i + 1) + "'s store already holds " +
@@ -840,6 +956,14 @@ int RunFetch(FetchConfig cfg) {
                 n1.endpoint.c_str(), n1.host.netns.empty() ? "" : " in ", n1.host.netns.c_str(),
                 n2.node_id.c_str(), n2.endpoint.c_str(), n2.host.netns.empty() ? "" : " in ",
                 n2.host.netns.c_str());
+    std::string transport = "their default (no --transport)";
+    if (!cfg.transport.empty())
+      transport = cluster.started ? "--transport " + cfg.transport
+                                  : cfg.transport + " (expected; not set by this run)";
+    std::printf("  stores' transport: %s\n", transport.c_str());
+    if (emulated && verbs)
+      std::printf("  RDMA: Soft-RoCE (rdma_rxe) in an emulated VM (PLASMON_RXE_VM): the RDMA "
+                  "figures show correctness, not speed\n");
     std::printf("machine: %s, %s, %s, %ld CPUs, %s RAM\n", machine.hostname.c_str(),
                 machine.kernel.c_str(), machine.cpu.c_str(), machine.cpus,
                 FormatSize(machine.memory).c_str());
@@ -857,7 +981,7 @@ int RunFetch(FetchConfig cfg) {
 
   // ---- references for the latencies ----
   const Counts pp{cfg.pingpong_round_trips, std::max<uint64_t>(1, cfg.pingpong_round_trips / 10)};
-  Progress("measuring the references: TCP ping-pong across the namespaces");
+  Progress("measuring the references: TCP ping-pong between the nodes");
   // From node 2 (this process) to an echo process on node 1.
   auto tcp_pp = MeasureTcpPingPong(n2.host, n1.host, kPingPongBytes, pp);
   if (!tcp_pp.ok()) Die("the TCP ping-pong reference", tcp_pp.status());
@@ -874,6 +998,23 @@ int RunFetch(FetchConfig cfg) {
   std::optional<Row> redis_row;
   for (const RedisRow& rr : redis.rows)
     if (rr.op == "redis_get") redis_row = Row{"redis_get", "Redis GET", rr.size, rr.summary};
+  // RDMA READ round trips, node 2 reading node 1's memory, pinned as the fetches are.
+  std::vector<RdmaReadLatency> rdma_lat;
+  if (verbs) {
+    std::vector<uint64_t> lat_sizes;
+    for (uint64_t size : cfg.sizes)
+      if (size <= kPerftestLatMax) lat_sizes.push_back(size);
+    if (lat_sizes.empty()) lat_sizes = {64, kTargetSmall};
+    std::sort(lat_sizes.begin(), lat_sizes.end());
+    for (uint64_t size : lat_sizes) {
+      uint64_t iters = std::max<uint64_t>(
+          5, std::min(FetchCounts(cfg, size).iterations, kPerftestLatBytes / size));
+      Progress("measuring the references: ib_read_lat -R, " + FormatSize(size));
+      auto lat = MeasureIbReadLat(n2.host, n1.host, cfg.perftest_port, size, iters);
+      if (!lat.ok()) Die("--transport verbs: the RDMA READ latency reference", lat.status());
+      rdma_lat.push_back(*lat);
+    }
+  }
   ClearProgress();
 
   if (!cfg.json) {
@@ -953,6 +1094,22 @@ int RunFetch(FetchConfig cfg) {
   if (!tcp_after.ok()) Die("the TCP ping-pong reference", tcp_after.status());
   Row tcp_after_row{"tcp_pingpong", "TCP ping-pong (after)", kPingPongBytes, *tcp_after};
 
+  // Did the fetches go by RDMA? Node 2's store counts what it pulled how.
+  auto fetcher_stats = [&]() {
+    auto st = c2.Stats();
+    if (!st.ok()) Die("Stats of node 2", st.status());
+    return *st;
+  };
+  if (verbs) {
+    StoreStats now = fetcher_stats();
+    if (now.fetched_verbs == start2.fetched_verbs)
+      Die("--transport verbs, but none of node 2's " +
+          std::to_string(now.fetched - start2.fetched) +
+          " fetches went by RDMA (Stats: fetched_verbs unchanged, " +
+          std::to_string(now.pulls_failed - start2.pulls_failed) +
+          " failed pulls); see the stores' logs");
+  }
+
   // ---- throughput, next to its reference ----
   // Unpinned: each side may use every CPU, as iperf3 does; one CPU per node
   // would make both the copies' speed of one CPU.
@@ -967,6 +1124,18 @@ int RunFetch(FetchConfig cfg) {
   }
   double best_iperf = 0;
   for (const Iperf3Result& r : iperf) best_iperf = std::max(best_iperf, r.bits_per_second);
+  // RDMA READ bandwidth: as many bytes as one throughput fetch, in messages of 1 MiB.
+  std::optional<RdmaReadBandwidth> rdma_bw;
+  if (verbs) {
+    uint64_t total = cfg.throughput_size > 0 ? cfg.throughput_size : 256 * kMiB;
+    uint64_t msg = std::min(total, kPerftestBwMessage);
+    uint64_t iters = std::max<uint64_t>(5, total / msg);
+    Progress("measuring the references: ib_read_bw -R, " + std::to_string(iters) + " x " +
+             FormatSize(msg));
+    auto bw = MeasureIbReadBw(n2.host, n1.host, cfg.perftest_port, msg, iters);
+    if (!bw.ok()) Die("--transport verbs: the RDMA READ bandwidth reference", bw.status());
+    rdma_bw = *bw;
+  }
   std::vector<double> tput;
   if (cfg.throughput_size > 0) {
     for (uint64_t i = 0; i < cfg.throughput_reps; i++) {
@@ -981,6 +1150,11 @@ int RunFetch(FetchConfig cfg) {
     }
   }
   const double tput_median = Median(tput);  // Gbit/s
+  const StoreStats end2 = fetcher_stats();
+  const uint64_t fetched = end2.fetched - start2.fetched,
+                 fetched_verbs = end2.fetched_verbs - start2.fetched_verbs,
+                 fetched_bytes = end2.fetched_bytes - start2.fetched_bytes,
+                 pulls_failed = end2.pulls_failed - start2.pulls_failed;
 
   ClearProgress();
 
@@ -1030,6 +1204,45 @@ int RunFetch(FetchConfig cfg) {
     targets.push_back(t);
   }
 
+  // Against RDMA READ itself, measured by perftest in this run.
+  if (verbs) {
+    const std::string tag = emulated ? " [emulated]" : "";
+    const std::string emu =
+        emulated ? "; Soft-RoCE under emulation (PLASMON_RXE_VM): correctness, not speed" : "";
+    Target t;
+    t.name = "fetch " + FormatSize(cfg.throughput_size) + " Gbit/s / ib_read_bw Gbit/s" + tag;
+    t.cmp = ">=";
+    t.bound = 0.85;
+    if (rdma_bw && rdma_bw->avg_bits_per_second > 0 && std::isfinite(tput_median)) {
+      t.value = tput_median * 1e9 / rdma_bw->avg_bits_per_second;
+      char buf[96];
+      std::snprintf(buf, sizeof(buf), "%.3f vs %.3f Gbit/s (average, %s messages)", tput_median,
+                    rdma_bw->avg_bits_per_second / 1e9, FormatSize(rdma_bw->size).c_str());
+      t.note = buf + emu;
+    } else {
+      t.note = "throughput not measured";
+    }
+    targets.push_back(t);
+    const RdmaReadLatency* lat = nullptr;
+    for (const RdmaReadLatency& l : rdma_lat)
+      if (l.size == kTargetSmall) lat = &l;
+    for (bool cached : {false, true}) {
+      const Row* r = find(results, cached ? "fetch_cached" : "fetch_lookup", kTargetSmall);
+      Target u;
+      u.name = std::string(cached ? "fetch (cached)" : "fetch (lookup)") +
+               " 4 KiB p50 / ib_read_lat typical" + tag;
+      u.cmp = "<=";
+      u.bound = cached ? 2.5 : 4.0;
+      if (r != nullptr && lat != nullptr && lat->typical_us > 0) {
+        u.value = r->s.p50_us / lat->typical_us;
+        u.note = FormatUs(r->s.p50_us) + " / " + FormatUs(lat->typical_us) + " us" + emu;
+      } else {
+        u.note = "4 KiB not measured (add it to --sizes)";
+      }
+      targets.push_back(u);
+    }
+  }
+
   // ---- output ----
   if (!cfg.json) {
     std::printf("\nresults: Fetch({id}) by a client of %s of an object held by %s "
@@ -1037,8 +1250,18 @@ int RunFetch(FetchConfig cfg) {
                 n2.node_id.c_str(), n1.node_id.c_str());
     PrintHeader();
     for (const Row& r : results) PrintRow(r, r.size >= 1 * kMiB);
+    for (const RdmaReadLatency& l : rdma_lat) PrintRow(LatRow(l), l.size >= 1 * kMiB);
     std::printf("  (lookup: a new object each time, its location asked of Redis; cached: the "
                 "location known from a fetch just before)\n");
+    if (!rdma_lat.empty())
+      std::printf("  (ib_read_lat -R: perftest's RDMA READ round trip, %s reading %s's memory at "
+                  "%s over rdma_cm (device %s), measured before the fetches; p50 is its typical "
+                  "(median), mean its average; no p90)%s\n",
+                  n2.node_id.c_str(), n1.node_id.c_str(), n1.host.address.c_str(),
+                  rdma_lat[0].device.empty() ? "?" : rdma_lat[0].device.c_str(),
+                  emulated ? "\n  (emulated: Soft-RoCE under TCG in tools/rxe-vm; correctness, "
+                             "not speed)"
+                           : "");
     if (!interleaved.empty()) {
       std::printf("  TCP ping-pong in blocks of %llu round trips between blocks of %llu 4 KiB "
                   "fetches, and again after the run:\n",
@@ -1064,18 +1287,42 @@ int RunFetch(FetchConfig cfg) {
       for (double g : tput) std::printf(" %.2f", g);
       std::printf(" Gbit/s; median %.2f Gbit/s (%.2f GB/s)\n", tput_median, tput_median / 8);
     }
+    if (rdma_bw)
+      std::printf("  ib_read_bw -R, %s reads %s, %llu x %s (device %s): average %.3f Gbit/s "
+                  "(%.3f GB/s), peak %.3f Gbit/s, %s messages/s%s\n",
+                  n2.node_id.c_str(), n1.node_id.c_str(),
+                  static_cast<unsigned long long>(rdma_bw->iterations),
+                  FormatSize(rdma_bw->size).c_str(),
+                  rdma_bw->device.empty() ? "?" : rdma_bw->device.c_str(),
+                  rdma_bw->avg_bits_per_second / 1e9, rdma_bw->avg_bits_per_second / 8e9,
+                  rdma_bw->peak_bits_per_second / 1e9,
+                  FormatRate(rdma_bw->msg_rate_mpps * 1e6).c_str(),
+                  emulated ? " [emulated]" : "");
+    std::printf("\ntransfers (node 2's Stats over the run): %llu objects fetched (%s), %llu by "
+                "RDMA READ, %llu over TCP; %llu failed pulls\n",
+                static_cast<unsigned long long>(fetched), FormatSize(fetched_bytes).c_str(),
+                static_cast<unsigned long long>(fetched_verbs),
+                static_cast<unsigned long long>(fetched - fetched_verbs),
+                static_cast<unsigned long long>(pulls_failed));
+    if (verbs)
+      std::fputs(fetched_verbs == fetched
+                     ? "  --transport verbs: every fetch went by RDMA\n"
+                     : "  warning: --transport verbs, but not every fetch went by RDMA\n",
+                 stdout);
     std::printf("\ntargets\n");
     if (PingPongSpread(tcp_row, tcp_after_row, interleaved) > kMaxSpread)
       std::printf("  warning: the TCP ping-pong's p50 moved by more than %.0f%% during the run "
                   "(before, between the 4 KiB fetches, after): the latency ratios are unreliable "
                   "(unpinned? see --pin)\n",
                   100 * (kMaxSpread - 1));
+    int width = 48;
+    for (const Target& t : targets) width = std::max(width, static_cast<int>(t.name.size()));
     for (const Target& t : targets) {
       std::optional<bool> met = t.met();
       char value[32] = "n/a", bound[32];
       if (std::isfinite(t.value)) std::snprintf(value, sizeof(value), "%.2f", t.value);
       std::snprintf(bound, sizeof(bound), "%s %.2f", t.cmp, t.bound);
-      std::printf("  %-48s %6s  (target %-7s)  %-7s  %s\n", t.name.c_str(), value, bound,
+      std::printf("  %-*s %6s  (target %-7s)  %-7s  %s\n", width, t.name.c_str(), value, bound,
                   !met ? "n/a" : *met ? "met" : "not met", t.note.c_str());
     }
     std::fflush(stdout);
@@ -1084,7 +1331,9 @@ int RunFetch(FetchConfig cfg) {
     j += "  \"machine\": " + MachineJson(machine) + ",\n";
     j += "  \"config\": {\"cluster_dir\": " + JsonString(cluster.dir) +
          ", \"started_cluster\": " + (cluster.started ? "true" : "false") +
-         ", \"mode\": " + JsonString(cluster.mode) + ", \"holder\": " + NodeJson(n1) +
+         ", \"mode\": " + JsonString(cluster.mode) +
+         ", \"transport\": " + (cfg.transport.empty() ? "null" : JsonString(cfg.transport)) +
+         ", \"emulated_rdma\": " + (emulated ? "true" : "false") + ", \"holder\": " + NodeJson(n1) +
          ", \"fetcher\": " + NodeJson(n2) +
          ", \"pin\": " + (pin1 >= 0 ? "[" + std::to_string(pin1) + ", " + std::to_string(pin2) + "]" : "null") +
          ", \"store_capacity\": " + std::to_string(capacity) +
@@ -1109,11 +1358,28 @@ int RunFetch(FetchConfig cfg) {
            ", \"retransmits\": " + std::to_string(r.retransmits) +
            ", \"error\": " + (r.error.empty() ? "null" : JsonString(r.error)) + "}";
     }
-    j += "\n    ]\n  },\n  \"results\": [";
+    j += "\n    ],\n    \"rdma\": ";
+    if (!verbs) {
+      j += "null";
+    } else {
+      j += "{\"emulated\": " + std::string(emulated ? "true" : "false") +
+           ", \"client\": " + JsonString(n2.host.address) +
+           ", \"server\": " + JsonString(n1.host.address) +
+           ", \"port\": " + std::to_string(cfg.perftest_port) + ",\n      \"ib_read_lat\": [";
+      for (size_t i = 0; i < rdma_lat.size(); i++)
+        j += std::string(i > 0 ? "," : "") + "\n        " + LatJson(rdma_lat[i]);
+      j += "],\n      \"ib_read_bw\": " + (rdma_bw ? BwJson(*rdma_bw) : "null") + "}";
+    }
+    j += "\n  },\n  \"results\": [";
     for (size_t i = 0; i < results.size(); i++)
       j += std::string(i > 0 ? "," : "") + "\n    " + RowJson(results[i]);
     j += "\n  ],\n  \"tcp_pingpong_spread\": " +
          JsonNumber(PingPongSpread(tcp_row, tcp_after_row, interleaved)) +
+         ",\n  \"fetch_counters\": {\"node_id\": " + JsonString(n2.node_id) +
+         ", \"fetched\": " + std::to_string(fetched) +
+         ", \"fetched_bytes\": " + std::to_string(fetched_bytes) +
+         ", \"fetched_verbs\": " + std::to_string(fetched_verbs) +
+         ", \"pulls_failed\": " + std::to_string(pulls_failed) + "}" +
          ",\n  \"throughput\": ";
     if (tput.empty()) {
       j += "null";

@@ -1,6 +1,7 @@
 // plasmon-bench fetch: cross-node Fetch latency and throughput between two
-// stores in separate network namespaces, beside the network's own figures
-// (iperf3, a TCP ping-pong) and Redis, measured in the same run. The
+// stores in separate network namespaces (or on two addresses of this host),
+// beside the network's own figures (iperf3, a TCP ping-pong; with RDMA,
+// perftest's RDMA READ) and Redis, measured in the same run. The
 // description of what it measures and its JSON schema are at the top of
 // tools/bench_fetch.cc.
 #pragma once
@@ -23,6 +24,13 @@ struct FetchConfig {
   std::string memory;  // arena of each store it starts; empty: from the sizes
   std::vector<std::string> store_args;
   bool keep = false;  // leave the cluster it started running
+  // "A,B": the cluster it starts runs in hosts mode, node 1 on address A and
+  // node 2 on B of this host, instead of in network namespaces.
+  std::string addresses;
+  // The stores' --transport (tcp, verbs, auto; empty: their default). verbs
+  // also measures perftest's RDMA READ and checks the fetches went by RDMA.
+  std::string transport;
+  int perftest_port = 18515;  // rdma_cm port of perftest's server
 
   std::vector<std::string> sizes_arg;
   std::vector<uint64_t> sizes;

@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -683,6 +684,280 @@ Iperf3Result MeasureIperf3(const NetHost& client, const NetHost& server, int por
   if (!res.error.empty()) res.bits_per_second = 0;
   WaitChild(server_pid, 5000);  // -1: it ends after one test
   return res;
+}
+
+// ---------------------------------------------------------------- RDMA
+
+namespace {
+
+// Forks `args` (argv[0] looked up in PATH) into `host`'s namespace, pinned to
+// its CPU if it has one, stdin from /dev/null, stdout and stderr into *out_fd.
+// Returns its pid (tracked), or -1.
+pid_t SpawnIn(const NetHost& host, const std::vector<std::string>& args, UniqueFd* out_fd) {
+  int out[2];
+  if (::pipe2(out, O_CLOEXEC) != 0) return -1;
+  std::vector<char*> argv;
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  std::fflush(nullptr);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    Quiet(/*keep_output=*/true);
+    ::dup2(out[1], STDOUT_FILENO);
+    ::dup2(out[1], STDERR_FILENO);
+    if (Status st = EnterNetns(host.netns); !st.ok()) {
+      std::fprintf(stderr, "%s\n", st.ToString().c_str());
+      ::_exit(126);
+    }
+    if (host.cpu >= 0) {
+      if (Status st = PinToCpu(host.cpu); !st.ok()) {
+        std::fprintf(stderr, "%s\n", st.ToString().c_str());
+        ::_exit(126);
+      }
+    }
+    ::execvp(argv[0], argv.data());
+    std::fprintf(stderr, "cannot run %s: %s\n", argv[0], std::strerror(errno));
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  if (pid < 0) {
+    ::close(out[0]);
+    return -1;
+  }
+  TrackChild(pid);
+  out_fd->Reset(out[0]);
+  return pid;
+}
+
+// The last lines of a tool's output, indented, for an error message.
+std::string OutputTail(const std::string& who, const std::string& out) {
+  std::vector<std::string> lines;
+  std::istringstream in(out);
+  std::string line;
+  while (std::getline(in, line))
+    if (line.find_first_not_of(" \t\r-") != std::string::npos) lines.push_back(line);
+  std::string text = "\n  " + who + (lines.empty() ? " printed nothing" : ":");
+  for (size_t i = lines.size() > 12 ? lines.size() - 12 : 0; i < lines.size(); i++)
+    text += "\n    " + lines[i];
+  return text;
+}
+
+// perftest's result table: the last header line (its first word "#bytes")
+// and the first line of numbers after it, as (column, value) pairs. Column
+// names are the header's words, a word without a unit joined to the next
+// one that has one: "BW peak[MB/sec]" -> "BW_peak[MB/sec]", "99% percentile[usec]"
+// -> "99%_percentile[usec]".
+using Columns = std::vector<std::pair<std::string, double>>;
+Result<Columns> ParsePerftestTable(const std::string& out) {
+  std::vector<std::string> lines;
+  std::istringstream in(out);
+  std::string line;
+  while (std::getline(in, line)) lines.push_back(line);
+  auto words = [](const std::string& l) {
+    std::vector<std::string> w;
+    std::istringstream ws(l);
+    std::string x;
+    while (ws >> x) w.push_back(x);
+    return w;
+  };
+  size_t header = lines.size();
+  for (size_t i = 0; i < lines.size(); i++) {
+    std::vector<std::string> w = words(lines[i]);
+    if (!w.empty() && w[0] == "#bytes") header = i;
+  }
+  if (header == lines.size()) return Status::IOError("no result table (no '#bytes' header)");
+  std::vector<std::string> names, w = words(lines[header]);
+  for (size_t i = 0; i < w.size(); i++) {
+    bool unitless = w[i].find('[') == std::string::npos && w[i][0] != '#';
+    if (unitless && i + 1 < w.size() && w[i + 1].find('[') != std::string::npos) {
+      names.push_back(w[i] + "_" + w[i + 1]);
+      i++;
+    } else {
+      names.push_back(w[i]);
+    }
+  }
+  for (size_t i = header + 1; i < lines.size(); i++) {
+    std::vector<std::string> v = words(lines[i]);
+    if (v.empty() || !std::isdigit(static_cast<unsigned char>(v[0][0]))) continue;
+    if (v.size() != names.size())
+      return Status::IOError("the result table has " + std::to_string(names.size()) +
+                             " columns but a row of " + std::to_string(v.size()) + " numbers");
+    Columns cols;
+    for (size_t k = 0; k < v.size(); k++) {
+      char* end = nullptr;
+      double x = std::strtod(v[k].c_str(), &end);
+      if (end == v[k].c_str() || *end != '\0')
+        return Status::IOError("'" + v[k] + "' in the result table is not a number");
+      cols.emplace_back(names[k], x);
+    }
+    return cols;
+  }
+  return Status::IOError("the result table has a header but no numbers");
+}
+
+// The value of the column whose name starts with `prefix`; its unit (what
+// is in brackets) in *unit.
+Result<double> Column(const Columns& cols, const std::string& prefix, std::string* unit) {
+  for (const auto& [name, v] : cols) {
+    if (name.compare(0, prefix.size(), prefix) != 0) continue;
+    if (unit != nullptr) {
+      size_t b = name.find('['), e = name.rfind(']');
+      *unit = b != std::string::npos && e > b ? name.substr(b + 1, e - b - 1) : "";
+    }
+    return v;
+  }
+  std::string have;
+  for (const auto& c : cols) have += (have.empty() ? "" : " ") + c.first;
+  return Status::IOError("no column " + prefix + "... in the result table (" + have + ")");
+}
+
+// "Device         : rxe0" in perftest's banner.
+std::string PerftestDevice(const std::string& out) {
+  for (size_t at = out.find("Device"); at != std::string::npos; at = out.find("Device", at + 1)) {
+    size_t colon = out.find_first_not_of(' ', at + 6);
+    if (colon == std::string::npos || out[colon] != ':') continue;
+    std::istringstream v(out.substr(colon + 1, out.find('\n', colon) - colon - 1));
+    std::string dev;
+    v >> dev;
+    return dev;
+  }
+  return "";
+}
+
+struct PerftestRun {
+  std::string client_out, server_out;
+  Columns table;
+};
+
+// One perftest run over rdma_cm (see MeasureIbReadLat). `timeout_s` bounds
+// each client run.
+Result<PerftestRun> RunPerftest(const std::string& tool, const NetHost& client,
+                                const NetHost& server, int port, uint64_t size,
+                                uint64_t iterations, int timeout_s) {
+  const std::vector<std::string> base = {tool, "-R", "-F", "-s", std::to_string(size), "-n",
+                                         std::to_string(iterations), "-p", std::to_string(port)};
+  const std::string what = tool + " -R -s " + std::to_string(size) + " -n " +
+                           std::to_string(iterations) + " -p " + std::to_string(port);
+  PerftestRun run;
+  UniqueFd server_fd;
+  pid_t server_pid = SpawnIn(server, base, &server_fd);
+  if (server_pid < 0) return Status::FromErrno("starting " + tool, errno);
+  bool server_reaped = false;
+  // Collects the server's output until it ends (SIGKILL after wait_ms).
+  auto finish_server = [&](int wait_ms) {
+    if (server_fd.valid()) {
+      ReadUntilEof(server_fd.get(), &run.server_out,
+                   NowNs() + static_cast<uint64_t>(wait_ms) * 1000000);
+      server_fd.Reset(-1);
+    }
+    if (!server_reaped) WaitChild(server_pid, 0);
+    server_reaped = true;
+  };
+  auto fail = [&](const std::string& why) -> Status {
+    if (!server_reaped) ::kill(server_pid, SIGKILL);
+    finish_server(2000);
+    return Status::IOError(what + ": " + why +
+                           OutputTail("the client (" + client.address + ")", run.client_out) +
+                           OutputTail("the server (" + server.address + ")", run.server_out));
+  };
+  std::vector<std::string> client_args = base;
+  client_args.push_back(server.address);
+  // The server listens a moment after it starts: until it does, a client
+  // fails at once (its connection is rejected); try again while it runs.
+  const uint64_t connect_deadline = NowNs() + 30'000'000'000ull;
+  for (int attempt = 1;; attempt++) {
+    UniqueFd client_fd;
+    pid_t client_pid = SpawnIn(client, client_args, &client_fd);
+    if (client_pid < 0) return fail(std::string("fork: ") + std::strerror(errno));
+    run.client_out.clear();
+    bool done = ReadUntilEof(client_fd.get(), &run.client_out,
+                             NowNs() + static_cast<uint64_t>(timeout_s) * 1'000'000'000ull);
+    if (!done) ::kill(client_pid, SIGKILL);
+    int ws = WaitChild(client_pid, 5000);
+    if (!done) return fail("the client did not finish within " + std::to_string(timeout_s) + " s");
+    if (WIFEXITED(ws) && WEXITSTATUS(ws) == 0) break;
+    if (WIFEXITED(ws) && WEXITSTATUS(ws) == 127)
+      return fail("cannot run " + tool + " (install it: apt-get install perftest)");
+    int sws = 0;
+    if (::waitpid(server_pid, &sws, WNOHANG) == server_pid) {
+      UntrackChild(server_pid);
+      server_reaped = true;
+      return fail("the client failed (" + DescribeWait(ws) + ") and the server ended (" +
+                  DescribeWait(sws) + ")");
+    }
+    if (NowNs() >= connect_deadline)
+      return fail("the client failed " + std::to_string(attempt) + " times in 30 s (last: " +
+                  DescribeWait(ws) + ")");
+    ::usleep(200000);
+  }
+  finish_server(10000);  // it ends after the test
+  Result<Columns> table = ParsePerftestTable(run.client_out);
+  if (!table.ok())
+    return Status::IOError(what + ": cannot read the client's output: " +
+                           table.status().message() +
+                           OutputTail("the client (" + client.address + ")", run.client_out));
+  run.table = std::move(*table);
+  return run;
+}
+
+}  // namespace
+
+Result<RdmaReadLatency> MeasureIbReadLat(const NetHost& client, const NetHost& server, int port,
+                                         uint64_t size, uint64_t iterations) {
+  // Generous: Soft-RoCE under emulation moves ~30 MB/s.
+  int timeout_s = 60 + static_cast<int>(size * iterations / 5'000'000);
+  Result<PerftestRun> run =
+      RunPerftest("ib_read_lat", client, server, port, size, iterations, timeout_s);
+  if (!run.ok()) return run.status();
+  RdmaReadLatency r;
+  r.size = size;
+  r.iterations = iterations;
+  r.device = PerftestDevice(run->client_out);
+  struct {
+    const char* prefix;
+    double* v;
+  } cols[] = {{"t_min", &r.min_us},     {"t_typical", &r.typical_us}, {"t_avg", &r.avg_us},
+              {"t_stdev", &r.stdev_us}, {"99%_", &r.p99_us},          {"99.9%_", &r.p999_us},
+              {"t_max", &r.max_us}};
+  for (const auto& c : cols) {
+    std::string unit;
+    Result<double> v = Column(run->table, c.prefix, &unit);
+    if (!v.ok()) return Status::IOError("ib_read_lat: " + v.status().message());
+    if (unit != "usec")
+      return Status::IOError(std::string("ib_read_lat: column ") + c.prefix + "... is in '" +
+                             unit + "', not usec");
+    *c.v = *v;
+  }
+  return r;
+}
+
+Result<RdmaReadBandwidth> MeasureIbReadBw(const NetHost& client, const NetHost& server, int port,
+                                          uint64_t size, uint64_t iterations) {
+  int timeout_s = 60 + static_cast<int>(size * iterations / 5'000'000);
+  Result<PerftestRun> run =
+      RunPerftest("ib_read_bw", client, server, port, size, iterations, timeout_s);
+  if (!run.ok()) return run.status();
+  RdmaReadBandwidth r;
+  r.size = size;
+  r.iterations = iterations;
+  r.device = PerftestDevice(run->client_out);
+  for (auto [prefix, v] : {std::pair<const char*, double*>{"BW_peak", &r.peak_bits_per_second},
+                           {"BW_average", &r.avg_bits_per_second}}) {
+    std::string unit;
+    Result<double> x = Column(run->table, prefix, &unit);
+    if (!x.ok()) return Status::IOError("ib_read_bw: " + x.status().message());
+    if (unit == "MB/sec") {
+      *v = *x * 1048576 * 8;  // perftest's MB is a MiB
+    } else if (unit == "Gb/sec") {
+      *v = *x * 1e9;
+    } else {
+      return Status::IOError(std::string("ib_read_bw: column ") + prefix + "... is in '" + unit +
+                             "', not MB/sec or Gb/sec");
+    }
+  }
+  Result<double> rate = Column(run->table, "MsgRate", nullptr);
+  r.msg_rate_mpps = rate.ok() ? *rate : std::nan("");
+  return r;
 }
 
 }  // namespace plasmon::bench

@@ -8,6 +8,8 @@
 //   the network          (plasmon-bench fetch) a TCP ping-pong and iperf3
 //                        between two network namespaces, over the link the
 //                        stores use
+//   RDMA                 (plasmon-bench fetch --transport verbs) perftest's
+//                        ib_read_lat and ib_read_bw over rdma_cm
 #pragma once
 
 #include <sys/types.h>
@@ -126,6 +128,38 @@ struct Iperf3Result {
 // Never fails hard: a failure is reported in `error`.
 Iperf3Result MeasureIperf3(const NetHost& client, const NetHost& server, int port, int streams,
                            int seconds);
+
+// ---- RDMA READ: perftest over rdma_cm ----
+
+// ib_read_lat: RDMA READ round trips of one size. Times in microseconds;
+// typical is perftest's median.
+struct RdmaReadLatency {
+  uint64_t size = 0;
+  uint64_t iterations = 0;
+  std::string device;  // the client's RDMA device, as perftest names it
+  double min_us = 0, typical_us = 0, avg_us = 0, stdev_us = 0, p99_us = 0, p999_us = 0,
+         max_us = 0;
+};
+// `ib_read_lat -R -F -s size -n iterations -p port` as the server in
+// `server`'s namespace (it serves the reads), the same plus server.address as
+// the client in `client`'s (it reads), each pinned to its host's CPU if it
+// has one. The client is retried until the server takes its connection.
+// Fails, with both sides' output, if perftest is missing, either side fails,
+// or it takes too long.
+Result<RdmaReadLatency> MeasureIbReadLat(const NetHost& client, const NetHost& server, int port,
+                                         uint64_t size, uint64_t iterations);
+
+// ib_read_bw: RDMA READs of one size, many outstanding.
+struct RdmaReadBandwidth {
+  uint64_t size = 0;
+  uint64_t iterations = 0;
+  std::string device;
+  double peak_bits_per_second = 0, avg_bits_per_second = 0;  // perftest's MiB/s, converted
+  double msg_rate_mpps = 0;
+};
+// `ib_read_bw -R -F -s size -n iterations -p port`, as MeasureIbReadLat runs it.
+Result<RdmaReadBandwidth> MeasureIbReadBw(const NetHost& client, const NetHost& server, int port,
+                                          uint64_t size, uint64_t iterations);
 
 // The processes the references fork (echo servers, iperf3) are tracked here
 // so that a signal handler can stop them: KillTrackedChildren is
