@@ -5,7 +5,8 @@
 #   3. a TSan build, all tests (the client is used from several threads);
 #   4. the RDMA tests of the release build on Soft-RoCE, in QEMU VMs
 #      (tests/verbs_in_vm.sh; its harness installs QEMU and fetches Debian's
-#      kernel on first use, and fails loudly where a VM cannot run).
+#      kernel on first use, and fails loudly where a VM cannot run), and the
+#      verbs transport's tests of the TSan build in a VM too.
 # Exits non-zero if anything fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,4 +28,8 @@ ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1
   run_suite build-asan -DPLASMON_SANITIZE=address,undefined
 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
   run_suite build-tsan -DPLASMON_SANITIZE=thread
+echo "==> the verbs transport under TSan (Soft-RoCE in QEMU)"
+tools/rxe-vm/run.sh --mem 4096 --timeout 1800 \
+  --env TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+  -- build-tsan/tests/plasmon_verbs_tests --gtest_filter='VerbsWire*:VerbsTransport*'
 echo "==> all test suites passed"
