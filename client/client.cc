@@ -146,7 +146,12 @@ Status ClientImpl::Connect(const std::string& path) {
   p::FrameHeader h;
   std::string body;
   UniqueFd arena_fd;
-  PLASMON_RETURN_IF_ERROR(reader_.Read(sock_.get(), &h, &body, &arena_fd));
+  if (Status st = reader_.Read(sock_.get(), &h, &body, &arena_fd); !st.ok()) {
+    if (st.IsDisconnected())
+      return Status::Disconnected("the store at " + path + " closed the connection before "
+                                  "answering (out of file descriptors, or shutting down?)");
+    return st;
+  }
   p::ConnectReply rep;
   if (h.type != p::ReplyType(p::MessageType::kConnect) || !p::ParseBody(body, &rep))
     return Status::ProtocolError("malformed Connect reply from " + path);

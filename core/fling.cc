@@ -5,6 +5,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "core/unix_socket.h"
+
 namespace plasmon {
 
 Result<size_t> SendWithFd(int sock, std::string_view data, int fd) {
@@ -48,7 +50,7 @@ Result<size_t> RecvWithFd(int sock, char* buf, size_t len, UniqueFd* fd) {
   do {
     n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
   } while (n < 0 && errno == EINTR);
-  if (n < 0) return Status::FromErrno("recvmsg", errno);
+  if (n < 0) return SocketError("recvmsg", errno);  // a reset peer is Disconnected
   for (struct cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm != nullptr; cm = CMSG_NXTHDR(&msg, cm)) {
     if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
     size_t nfds = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);

@@ -16,7 +16,7 @@ ObjectInfo ObjectEntry::Info() const {
   o.state = state;
   o.data_size = data_size;
   o.metadata_size = metadata_size;
-  o.ref_count = ref_count;
+  o.ref_count = static_cast<uint32_t>(std::min<uint64_t>(ref_count, UINT32_MAX));  // saturates
   o.digest_valid = digest_valid;
   o.digest = digest;
   o.create_time_us = create_time_us;

@@ -26,7 +26,7 @@ struct ObjectEntry {
   uint64_t data_size = 0;
   uint64_t metadata_size = 0;
   uint32_t creator = 0;        // client that created it
-  uint32_t ref_count = 0;      // references held by all clients
+  uint64_t ref_count = 0;      // references held by all clients (64 bits: never wraps)
   bool delete_pending = false; // deleted while referenced: goes at ref_count 0
   bool digest_valid = false;
   uint64_t digest = 0;

@@ -34,7 +34,7 @@ struct Session {
   size_t out_bytes = 0;
 
   // What this client holds, released when it goes away.
-  std::unordered_map<ObjectID, uint32_t, ObjectIDHash> refs;  // id -> references
+  std::unordered_map<ObjectID, uint64_t, ObjectIDHash> refs;  // id -> references (never wraps)
   std::unordered_set<ObjectID, ObjectIDHash> creating;        // created, unsealed
   uint32_t pending_gets = 0;
   uint32_t pending_fetches = 0;

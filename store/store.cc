@@ -1213,7 +1213,8 @@ void Store::Impl::Send(Session* s, std::string frame, int pass_fd) {
   s->out_bytes += frame.size();
   s->out.push_back(OutFrame{std::move(frame), pass_fd, 0});
   if (s->out.size() == 1 && !Flush(s)) return;  // closed later by the caller's read path
-  size_t limit = s->subscriber ? kMaxSubscriberBacklog : opts_.max_client_backlog;
+  size_t limit = s->subscriber ? std::min(kMaxSubscriberBacklog, opts_.max_client_backlog)
+                                : opts_.max_client_backlog;
   if (s->out_bytes > limit) {
     // Never block the loop on a client that does not read.
     spdlog::warn("client {} (pid {}) is not reading its replies ({} queued): disconnecting it",

@@ -44,6 +44,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, off")
       ->capture_default_str();
+  std::string backlog = "64M";
+  app.add_option("--max-client-backlog", backlog,
+                 "A client whose unread replies exceed this is disconnected, so that one that "
+                 "never reads cannot stall the store (subscribers: at most 16M)")
+      ->capture_default_str();
   plasmon::DirectoryOptions dir;
   char host[256] = "node";
   ::gethostname(host, sizeof(host) - 1);
@@ -94,6 +99,13 @@ int main(int argc, char** argv) {
     return 2;
   }
   opts.arena.size = *size;
+  std::optional<uint64_t> max_backlog = plasmon::ParseSize(backlog);
+  if (!max_backlog || *max_backlog < 4096) {
+    std::fprintf(stderr, "plasmon-store: invalid --max-client-backlog '%s' (at least 4K)\n",
+                 backlog.c_str());
+    return 2;
+  }
+  opts.max_client_backlog = *max_backlog;
   char* end = nullptr;
   unsigned long mode = std::strtoul(socket_mode.c_str(), &end, 8);
   if (end == socket_mode.c_str() || *end != '\0' || mode > 0777) {
