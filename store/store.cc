@@ -4,6 +4,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <spdlog/spdlog.h>
@@ -1320,8 +1321,22 @@ const Arena& Store::arena() const { return impl_->arena(); }
 Result<std::unique_ptr<Store>> Store::Create(const StoreOptions& o) {
   Result<Arena> arena = Arena::Create(o.arena);
   if (!arena.ok()) return arena.status();
-  Result<UniqueFd> listen_fd = ListenUnix(o.socket_path, o.socket_mode);
+  // With a group, the socket is created for its owner alone, given to the
+  // group, and only then opened to it: no window where others connect.
+  Result<UniqueFd> listen_fd =
+      ListenUnix(o.socket_path, o.socket_group >= 0 ? (o.socket_mode & 0700) : o.socket_mode);
   if (!listen_fd.ok()) return listen_fd.status();
+  if (o.socket_group >= 0) {
+    if (::chown(o.socket_path.c_str(), static_cast<uid_t>(-1), static_cast<gid_t>(o.socket_group)) !=
+            0 ||
+        ::chmod(o.socket_path.c_str(), o.socket_mode) != 0) {
+      Status st = Status::FromErrno("giving " + o.socket_path + " to group " +
+                                        std::to_string(o.socket_group),
+                                    errno);
+      ::unlink(o.socket_path.c_str());
+      return st;
+    }
+  }
   UniqueFd epfd(::epoll_create1(EPOLL_CLOEXEC));
   if (!epfd.valid()) return Status::FromErrno("epoll_create1", errno);
   UniqueFd wake(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));

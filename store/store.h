@@ -22,6 +22,9 @@ struct StoreOptions {
   std::string socket_path;
   ArenaOptions arena;
   unsigned socket_mode = 0600;
+  // If >= 0, the socket's group (chown'd before the mode opens it to the
+  // group): clients of that group may connect when socket_mode allows.
+  int socket_group = -1;
   // A client whose unread replies exceed this is disconnected.
   size_t max_client_backlog = 64u << 20;
   // Join a cluster: publish locations in Redis. Without it, a single node.

@@ -1,5 +1,6 @@
 // plasmon-store as a process: flags, start-up, socket handling, shutdown,
 // and the capacity it really offers.
+#include <grp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -40,6 +41,22 @@ TEST(StoreDaemonTest, SocketIsPrivateToItsOwnerByDefault) {
   struct stat st;
   ASSERT_EQ(::stat(store.socket().c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
+}
+
+TEST(StoreDaemonTest, SocketGroupOpensItToThatGroupOnly) {
+  // nogroup exists on Debian; any group this process may chown to will do.
+  struct group* g = ::getgrnam("nogroup");
+  ASSERT_NE(g, nullptr);
+  StoreProcess store({"-m", "16M", "--socket-group", "nogroup"});
+  ASSERT_TRUE(store.started());
+  struct stat st;
+  ASSERT_EQ(::stat(store.socket().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0660u);
+  EXPECT_EQ(st.st_gid, g->gr_gid);
+  auto r = RunCommand({StoreBinary(), "-s", testing::TempDir() + "/x.sock", "-m", "16M",
+                       "--socket-group", "no-such-group-here"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("no group"), std::string::npos) << r.err;
 }
 
 TEST(StoreDaemonTest, ALiveStoreOnTheSocketStopsASecondOne) {

@@ -1,4 +1,5 @@
 // plasmon-store: the per-node store daemon.
+#include <grp.h>
 #include <signal.h>
 #include <sys/resource.h>
 
@@ -20,9 +21,14 @@
 #include "transport/verbs_transport.h"
 
 namespace {
-plasmon::Store* g_store = nullptr;
+plasmon::Store* volatile g_store = nullptr;
+volatile sig_atomic_t g_stop_requested = 0;
+// Installed before the socket exists: a SIGTERM that comes while the store
+// starts is remembered (not the default action, which would leave the socket).
 void OnSignal(int) {
-  if (g_store != nullptr) g_store->Stop();
+  g_stop_requested = 1;
+  plasmon::Store* s = g_store;
+  if (s != nullptr) s->Stop();
 }
 }  // namespace
 
@@ -40,6 +46,10 @@ int main(int argc, char** argv) {
   app.add_flag("--hugepages", opts.arena.hugepages, "Use 2 MiB huge pages (MFD_HUGETLB)");
   app.add_flag("--prefault", opts.arena.prefault,
                "Populate every arena page at start (first writes then run at memory speed)");
+  std::string socket_group;
+  app.add_option("--socket-group", socket_group,
+                 "Let this group's members connect: the socket gets this group and mode 0660 "
+                 "(unless --socket-mode says otherwise)");
   app.add_option("--socket-mode", socket_mode, "Octal file mode of the socket")
       ->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, off")
@@ -113,6 +123,15 @@ int main(int argc, char** argv) {
     return 2;
   }
   opts.socket_mode = static_cast<unsigned>(mode);
+  if (!socket_group.empty()) {
+    struct group* g = ::getgrnam(socket_group.c_str());
+    if (g == nullptr) {
+      std::fprintf(stderr, "plasmon-store: no group '%s' (--socket-group)\n", socket_group.c_str());
+      return 2;
+    }
+    opts.socket_group = static_cast<int>(g->gr_gid);
+    if (app.count("--socket-mode") == 0) opts.socket_mode = 0660;
+  }
   if (!password_file.empty()) {
     std::ifstream f(password_file);
     if (!f || !std::getline(f, dir.password)) {
@@ -225,17 +244,18 @@ int main(int argc, char** argv) {
   }
 
   signal(SIGPIPE, SIG_IGN);  // before any thread starts: peers and Redis may hang up
+  struct sigaction sa {};
+  sa.sa_handler = OnSignal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
   auto store = plasmon::Store::Create(opts);
   if (!store.ok()) {
     std::fprintf(stderr, "plasmon-store: %s\n", store.status().ToString().c_str());
     return 1;
   }
   g_store = store->get();
-  struct sigaction sa {};
-  sa.sa_handler = OnSignal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGTERM, &sa, nullptr);
-  sigaction(SIGINT, &sa, nullptr);
+  if (g_stop_requested) (*store)->Stop();  // a signal came while it started
   plasmon::Status st = (*store)->Run();
   g_store = nullptr;
   if (!st.ok()) {
