@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <fstream>
 #include <thread>
 
 #include "plasmon/client.h"
@@ -136,6 +137,41 @@ TEST(ClusterDirectorySingleNodeTest, AStoreStartsEvenWhenRedisIsDown) {
   EXPECT_TRUE(c.CreateAndSeal(id, "works").ok());
   EXPECT_TRUE(*c.Contains(id));
   EXPECT_TRUE(c.Where(id).status().IsDisconnected());
+}
+
+TEST(ClusterDirectorySingleNodeTest, RedisAuthWithTheRightPasswordAndAClearErrorWithAWrongOne) {
+  testing::RedisProcess redis("a redis password");
+  ASSERT_TRUE(redis.started());
+  std::string pw = testing::TempDir() + "/pw";
+  std::ofstream(pw) << "a redis password\n";
+  StoreProcess good({"-m", "16M", "--redis", redis.address(), "--redis-password-file", pw,
+                     "--node-id", "authed"});
+  ASSERT_TRUE(good.started());
+  Client c;
+  ASSERT_TRUE(c.Connect(good.socket()).ok());
+  ObjectID id = ObjectID::Random();
+  ASSERT_TRUE(c.CreateAndSeal(id, "published").ok());
+  bool listed = false;
+  for (int i = 0; i < 500 && !listed; i++) {
+    auto w = c.Where(id);
+    listed = w.ok() && w->size() == 1 && (*w)[0].node_id == "authed";
+    if (!listed) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(listed) << good.Log();
+  // A wrong password: local work goes on, and the log says why Redis is out.
+  StoreProcess bad({"-m", "16M", "--redis", redis.address(), "--redis-password", "wrong",
+                    "--node-id", "intruder"});
+  ASSERT_TRUE(bad.started());
+  Client cb;
+  ASSERT_TRUE(cb.Connect(bad.socket()).ok());
+  EXPECT_TRUE(cb.CreateAndSeal(ObjectID::Random(), "local").ok());
+  bool logged = false;
+  for (int i = 0; i < 500 && !logged; i++) {
+    logged = bad.Log().find("refused the password") != std::string::npos;
+    if (!logged) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(logged) << bad.Log();
+  EXPECT_FALSE(cb.Where(id).ok());
 }
 
 }  // namespace

@@ -11,12 +11,13 @@
 #include <chrono>
 #include <filesystem>
 #include <thread>
+#include <vector>
 
 #include "tests/store_process.h"
 
 namespace plasmon::testing {
 
-RedisProcess::RedisProcess() {
+RedisProcess::RedisProcess(std::string password) : password_(std::move(password)) {
   // hiredis writes with write(): a process that talks to Redis must ignore
   // SIGPIPE (plasmon-store does), or a Redis going away kills it.
   ::signal(SIGPIPE, SIG_IGN);
@@ -27,20 +28,27 @@ RedisProcess::RedisProcess() {
 
 bool RedisProcess::Start() {
   std::string sock_arg = socket_, dir_arg = dir_;
+  // Built before fork: the child only execs.
+  std::vector<const char*> argv = {"redis-server", "--port",       "0",  "--unixsocket",
+                                   sock_arg.c_str(), "--save",     "",   "--appendonly",
+                                   "no",             "--dir",      dir_arg.c_str(),
+                                   "--loglevel",     "warning"};
+  if (!password_.empty()) argv.insert(argv.end(), {"--requirepass", password_.c_str()});
+  argv.push_back(nullptr);
   int log_fd = ::open((dir_ + "/redis.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   pid_ = ::fork();
   if (pid_ == 0) {
     ::dup2(log_fd, 1);
     ::dup2(log_fd, 2);
-    ::execlp("redis-server", "redis-server", "--port", "0", "--unixsocket", sock_arg.c_str(),
-             "--save", "", "--appendonly", "no", "--dir", dir_arg.c_str(), "--loglevel", "warning",
-             nullptr);
+    ::execvp("redis-server", const_cast<char* const*>(argv.data()));
     ::_exit(127);
   }
   ::close(log_fd);
   for (int i = 0; i < 2000; i++) {
     redisContext* c = redisConnectUnix(socket_.c_str());
     if (c != nullptr && c->err == 0) {
+      if (!password_.empty())
+        freeReplyObject(redisCommand(c, "AUTH %s", password_.c_str()));
       auto* r = static_cast<redisReply*>(redisCommand(c, "PING"));
       bool ok = r != nullptr && r->type == REDIS_REPLY_STATUS;
       if (r != nullptr) freeReplyObject(r);

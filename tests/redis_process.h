@@ -9,7 +9,8 @@ namespace plasmon::testing {
 
 class RedisProcess {
  public:
-  RedisProcess();  // starts it and waits until it answers PING
+  // Starts it (requiring `password` if not empty) and waits until it answers PING.
+  explicit RedisProcess(std::string password = {});
   ~RedisProcess();
 
   bool started() const { return pid_ > 0; }
@@ -20,7 +21,7 @@ class RedisProcess {
   bool Start();
 
  private:
-  std::string dir_, socket_;
+  std::string password_, dir_, socket_;
   pid_t pid_ = -1;
 };
 
