@@ -91,8 +91,9 @@ void ExpectPulled(Puller* p, Holder* h, const ObjectID& id, uint64_t data, uint6
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->digest, h->source.RealDigest(id));
   std::vector<uint8_t> want = h->source.Bytes(id);
-  if (!want.empty())  // memcmp wants valid pointers even for 0 bytes
+  if (!want.empty()) {  // memcmp wants valid pointers even for 0 bytes
     EXPECT_EQ(0, std::memcmp(p->memory.data() + at, want.data(), want.size())) << "bytes differ";
+  }
 }
 
 TEST(VerbsWireTest, MessagesRoundTrip) {
