@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <charconv>
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
@@ -48,6 +49,17 @@ Result<Reply> Command(redisContext* c, const std::vector<std::string>& args) {
   return reply;
 }
 
+// The elements of an array reply as strings ("" for one that has none).
+std::vector<std::string> Strings(const redisReply* array) {
+  std::vector<std::string> out;
+  out.reserve(array->elements);
+  for (size_t i = 0; i < array->elements; i++) {
+    const redisReply* e = array->element[i];
+    out.push_back(e->str != nullptr ? std::string(e->str, e->len) : std::string());
+  }
+  return out;
+}
+
 // Appends commands, then reads every reply: one round trip for the batch.
 Status Pipeline(redisContext* c, const std::vector<std::vector<std::string>>& cmds) {
   for (const auto& args : cmds) {
@@ -72,7 +84,14 @@ Status Pipeline(redisContext* c, const std::vector<std::vector<std::string>>& cm
   return first_error;
 }
 
-// "DATA_SIZE:METADATA_SIZE:DIGEST", the digest in hex or "-" if not known yet.
+// All of `s`: digits in `base` whose value fits 64 bits (no sign, space or prefix).
+bool ParseU64(std::string_view s, int base, uint64_t* v) {
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), *v, base);
+  return ec == std::errc() && end == s.data() + s.size();
+}
+
+}  // namespace
+
 std::string LocationValue(uint64_t data_size, uint64_t metadata_size, bool digest_valid,
                           uint64_t digest) {
   char buf[80];
@@ -85,27 +104,27 @@ std::string LocationValue(uint64_t data_size, uint64_t metadata_size, bool diges
   return buf;
 }
 
-bool ParseLocationValue(const std::string& v, ObjectLocationRecord* out) {
-  unsigned long long d, m, g = 0;
-  int used = 0;
-  if (std::sscanf(v.c_str(), "%llu:%llu:-%n", &d, &m, &used) == 2 &&
-      static_cast<size_t>(used) == v.size()) {
-    out->digest_valid = false;
-  } else if (std::sscanf(v.c_str(), "%llu:%llu:%llx%n", &d, &m, &g, &used) == 3 &&
-             static_cast<size_t>(used) == v.size()) {
-    out->digest_valid = true;
-  } else {
+bool ParseLocationValue(std::string_view v, ObjectLocationRecord* out) {
+  size_t c1 = v.find(':');
+  size_t c2 = c1 == std::string_view::npos ? c1 : v.find(':', c1 + 1);
+  if (c2 == std::string_view::npos) return false;
+  std::string_view digest = v.substr(c2 + 1);
+  bool digest_valid = digest != "-";
+  uint64_t d, m, g = 0;
+  if (!ParseU64(v.substr(0, c1), 10, &d) || !ParseU64(v.substr(c1 + 1, c2 - c1 - 1), 10, &m) ||
+      (digest_valid && !ParseU64(digest, 16, &g)))
     return false;
-  }
   out->data_size = d;
   out->metadata_size = m;
+  out->digest_valid = digest_valid;
   out->digest = g;
   return true;
 }
 
-}  // namespace
-
 Status ParseRedisAddress(const std::string& addr, std::string* host, int* port, std::string* path) {
+  // Host and path go to hiredis as C strings.
+  if (addr.find('\0') != std::string::npos)
+    return Status::InvalidArgument("a NUL byte in the Redis address");
   if (addr.rfind("unix:", 0) == 0) {
     *path = addr.substr(5);
     if (path->empty()) return Status::InvalidArgument("empty Redis socket path in '" + addr + "'");
@@ -114,11 +133,10 @@ Status ParseRedisAddress(const std::string& addr, std::string* host, int* port, 
   size_t colon = addr.rfind(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 == addr.size())
     return Status::InvalidArgument("Redis address '" + addr + "' is not HOST:PORT or unix:PATH");
-  *host = addr.substr(0, colon);
-  char* end = nullptr;
-  long p = std::strtol(addr.c_str() + colon + 1, &end, 10);
-  if (*end != '\0' || p <= 0 || p > 65535)
+  uint64_t p;
+  if (!ParseU64(std::string_view(addr).substr(colon + 1), 10, &p) || p == 0 || p > 65535)
     return Status::InvalidArgument("bad port in Redis address '" + addr + "'");
+  *host = addr.substr(0, colon);
   *port = static_cast<int>(p);
   return Status::OK();
 }
@@ -346,25 +364,35 @@ Result<std::vector<ObjectLocationRecord>> Directory::Lookup(const ObjectID& id) 
   if (all->type != REDIS_REPLY_ARRAY || all->elements < 1 ||
       all->element[0]->type != REDIS_REPLY_ARRAY)
     return Status::ProtocolError("unexpected reply to the lookup script");
-  const redisReply* obj = all->element[0];
+  LookupReply reply;
+  reply.object = Strings(all->element[0]);
+  for (size_t i = 1; i < all->elements; i++) {
+    if (all->element[i]->type == REDIS_REPLY_ARRAY) {
+      reply.nodes.push_back(Strings(all->element[i]));
+    } else {
+      reply.nodes.push_back(std::nullopt);
+    }
+  }
+  return ParseLookupReply(id, reply);
+}
+
+std::vector<ObjectLocationRecord> ParseLookupReply(const ObjectID& id, const LookupReply& reply) {
+  const std::vector<std::string>& obj = reply.object;
   std::vector<ObjectLocationRecord> out;
-  for (size_t i = 0; i + 1 < obj->elements; i += 2) {
+  for (size_t i = 0; i + 1 < obj.size(); i += 2) {
     ObjectLocationRecord rec;
-    rec.node_id.assign(obj->element[i]->str, obj->element[i]->len);
-    std::string value(obj->element[i + 1]->str, obj->element[i + 1]->len);
-    const size_t node_index = 1 + i / 2;
+    rec.node_id = obj[i];
+    const std::string& value = obj[i + 1];
     if (!ParseLocationValue(value, &rec)) {
       spdlog::warn("ignoring malformed location '{}' of {} on node {}", value, id.Hex(), rec.node_id);
       continue;
     }
-    if (node_index < all->elements && all->element[node_index]->type == REDIS_REPLY_ARRAY) {
-      const redisReply* node = all->element[node_index];
-      rec.alive = node->elements > 0;  // the record expires with its heartbeat
-      for (size_t j = 0; j + 1 < node->elements; j += 2) {
-        std::string field(node->element[j]->str, node->element[j]->len);
-        if (field.rfind("ep:", 0) == 0)
-          rec.endpoints[field.substr(3)].assign(node->element[j + 1]->str,
-                                                node->element[j + 1]->len);
+    const size_t node_index = i / 2;
+    if (node_index < reply.nodes.size() && reply.nodes[node_index]) {
+      const std::vector<std::string>& node = *reply.nodes[node_index];
+      rec.alive = !node.empty();  // the record expires with its heartbeat
+      for (size_t j = 0; j + 1 < node.size(); j += 2) {
+        if (node[j].rfind("ep:", 0) == 0) rec.endpoints[node[j].substr(3)] = node[j + 1];
       }
     }
     out.push_back(std::move(rec));

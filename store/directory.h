@@ -18,7 +18,9 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -76,8 +78,28 @@ inline std::string SealedChannelPrefix(const std::string& key_prefix) {
   return key_prefix + ":sealed:";
 }
 
-// Parses "HOST:PORT" or "unix:PATH"; InvalidArgument otherwise.
+// Parses "HOST:PORT" (PORT: 1 to 65535, digits only) or "unix:PATH";
+// InvalidArgument otherwise, and for a NUL byte anywhere.
 Status ParseRedisAddress(const std::string& addr, std::string* host, int* port, std::string* path);
+
+// An object's location value in Redis: "DATA_SIZE:METADATA_SIZE:DIGEST", the
+// digest in hex or "-" if not known yet.
+std::string LocationValue(uint64_t data_size, uint64_t metadata_size, bool digest_valid,
+                          uint64_t digest);
+// Sets the sizes and digest of *out; false if `v` is not exactly a location
+// value (no signs, spaces or prefixes; each number fits 64 bits).
+bool ParseLocationValue(std::string_view v, ObjectLocationRecord* out);
+
+// Directory::Lookup's script reply, as plain strings: the object's hash
+// (node ID, location value, ...), then one entry per node of it, in order:
+// its node record (field, value, ...), or nullopt where the reply had no list.
+struct LookupReply {
+  std::vector<std::string> object;
+  std::vector<std::optional<std::vector<std::string>>> nodes;
+};
+// The holders in `reply`; malformed locations are logged (naming `id`) and
+// skipped.
+std::vector<ObjectLocationRecord> ParseLookupReply(const ObjectID& id, const LookupReply& reply);
 
 class Directory {
  public:

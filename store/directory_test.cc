@@ -44,6 +44,53 @@ TEST(DirectoryTest, ParsesRedisAddresses) {
   EXPECT_EQ(path, "/tmp/r.sock");
   for (const char* bad : {"", "host", "host:", ":1", "h:0", "h:70000", "h:12x", "unix:"})
     EXPECT_TRUE(ParseRedisAddress(bad, &host, &port, &path).IsInvalidArgument()) << bad;
+  // Found by directory_fuzz: a NUL cut the path hiredis gets, and strtol took
+  // spaces (and signs) before the port.
+  using namespace std::string_literals;
+  for (const std::string& bad : {"h:\t1"s, "h: 80"s, "h:+80"s, "h:-1"s, "h:80\0x"s, "h\0x:80"s,
+                                 "unix:/tmp/a\0b"s})
+    EXPECT_TRUE(ParseRedisAddress(bad, &host, &port, &path).IsInvalidArgument()) << bad;
+  EXPECT_TRUE(ParseRedisAddress("::1:6379", &host, &port, &path).ok());
+  EXPECT_EQ(host, "::1");
+}
+
+TEST(DirectoryTest, LocationValuesRoundTripAndAreParsedStrictly) {
+  ObjectLocationRecord r;
+  ASSERT_TRUE(ParseLocationValue(LocationValue(100, 4, true, 0xabcdef), &r));
+  EXPECT_EQ(r.data_size, 100u);
+  EXPECT_EQ(r.metadata_size, 4u);
+  EXPECT_TRUE(r.digest_valid);
+  EXPECT_EQ(r.digest, 0xabcdefu);
+  ASSERT_TRUE(ParseLocationValue(LocationValue(UINT64_MAX, 0, false, 0), &r));
+  EXPECT_EQ(r.data_size, UINT64_MAX);
+  EXPECT_FALSE(r.digest_valid);
+  // Found by directory_fuzz: sscanf took leading spaces; and signs (a "-1"
+  // size wrapped), a 0x prefix and, saturating, numbers past 64 bits.
+  for (const char* bad : {" 0:0:9", "0: 0:9", "0:0: 9", "-1:0:-", "+1:0:-", "1:2:0x10", "1:2:-5",
+                          "18446744073709551616:0:-", "1:2:10000000000000000", "1:2", "1:2:",
+                          "1:2:-:", "1:2:g", ":2:-", "1::-", "1:2:- "})
+    EXPECT_FALSE(ParseLocationValue(bad, &r)) << bad;
+}
+
+TEST(DirectoryTest, LookupRepliesPairNodesWithTheirRecords) {
+  LookupReply reply;
+  reply.object = {"a", "10:2:ff", "b", "bad", "c", "10:2:-", "d", "1:1:-", "odd"};
+  reply.nodes = {std::vector<std::string>{"node_id", "a", "ep:tcp", "10.0.0.1:7000", "ep:"},
+                 std::vector<std::string>{"ep:tcp", "unused"},  // b's: b is skipped
+                 std::vector<std::string>{},                    // c's record expired
+                 std::nullopt};
+  std::vector<ObjectLocationRecord> out = ParseLookupReply(ObjectID(), reply);
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(out[0].node_id, "a");
+  EXPECT_TRUE(out[0].alive);
+  EXPECT_EQ(out[0].digest, 0xffu);
+  EXPECT_EQ(out[0].endpoints, (std::map<std::string, std::string>{{"tcp", "10.0.0.1:7000"}}));
+  EXPECT_EQ(out[1].node_id, "c");
+  EXPECT_FALSE(out[1].alive);
+  EXPECT_FALSE(out[1].digest_valid);
+  EXPECT_EQ(out[2].node_id, "d");
+  EXPECT_FALSE(out[2].alive);
+  EXPECT_TRUE(out[2].endpoints.empty());
 }
 
 TEST(DirectoryTest, PublishedLocationsAreFoundWithTheirNodesEndpoints) {

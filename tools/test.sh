@@ -6,8 +6,9 @@
 #   4. the RDMA tests of the release build on Soft-RoCE, in QEMU VMs
 #      (tests/verbs_in_vm.sh; its harness installs QEMU and fetches Debian's
 #      kernel on first use, and fails loudly where a VM cannot run), and the
-#      verbs transport's tests of the TSan build in a VM too.
-# Exits non-zero if anything fails.
+#      RDMA tests of the ASan and TSan builds (transport only for TSan) in a VM too;
+#   5. every libFuzzer target for 20 s, under ASan+UBSan (tools/fuzz.sh, clang).
+# See docs/TESTING.md. Exits non-zero if anything fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS="${JOBS:-$(nproc)}"
@@ -26,10 +27,17 @@ echo "==> RDMA tests (Soft-RoCE in QEMU)"
 tests/verbs_in_vm.sh build
 ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
   run_suite build-asan -DPLASMON_SANITIZE=address,undefined
+echo "==> the RDMA tests under ASan+UBSan (Soft-RoCE in QEMU)"
+tools/rxe-vm/run.sh --mem 6144 --timeout 3000 \
+  --env ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" \
+  --env UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
+  -- build-asan/tests/plasmon_verbs_tests
 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
   run_suite build-tsan -DPLASMON_SANITIZE=thread
 echo "==> the verbs transport under TSan (Soft-RoCE in QEMU)"
 tools/rxe-vm/run.sh --mem 4096 --timeout 1800 \
   --env TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
   -- build-tsan/tests/plasmon_verbs_tests --gtest_filter='VerbsWire*:VerbsTransport*'
+echo "==> fuzzing (libFuzzer, ASan+UBSan)"
+tools/fuzz.sh 20
 echo "==> all test suites passed"

@@ -151,7 +151,8 @@ class ControlSlots {
   }
   Status Init(ibv_pd* pd) {
     buf_.assign(size_t{kRecvSlots + kSendSlots} * verbs::kMaxMessage, 0);
-    mr_ = ibv_reg_mr(pd, buf_.data(), buf_.size(), IBV_ACCESS_LOCAL_WRITE);
+    // An int: ibv_reg_mr's macro masks it with another enum's value.
+    mr_ = ibv_reg_mr(pd, buf_.data(), buf_.size(), static_cast<int>(IBV_ACCESS_LOCAL_WRITE));
     if (mr_ == nullptr) return RegistrationError(buf_.size(), errno);
     busy_.assign(kSendSlots, false);
     return Status::OK();
@@ -366,7 +367,6 @@ class VerbsTransport::Impl {
   ObjectSource* source_ = nullptr;
   rdma_event_channel* listen_events_ = nullptr;
   rdma_cm_id* listen_id_ = nullptr;
-  ibv_comp_channel* server_comp_ = nullptr;  // of the listening device's context
   std::unordered_map<ibv_context*, ibv_comp_channel*> comp_channels_;
   std::thread serve_thread_;
   uint64_t next_conn_id_ = 1;

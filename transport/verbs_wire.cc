@@ -45,7 +45,9 @@ std::string Refusal::Encode() const {
 }
 bool Refusal::Decode(std::string_view in) {
   Decoder d(in);
-  return d.GetU32(&magic) && magic == kMagic && d.GetU16(&code);
+  // A code past the last StatusCode would be cut to a wrong one when cast.
+  return d.GetU32(&magic) && magic == kMagic && d.GetU16(&code) &&
+         code <= static_cast<uint16_t>(StatusCode::kCorruption);
 }
 
 void ProofMessage::Encode(Encoder* e) const {

@@ -73,7 +73,7 @@ struct Challenge {
 // Reject private data: why the holder refused the connection.
 struct Refusal {
   uint32_t magic = kMagic;
-  uint16_t code = 0;  // a StatusCode
+  uint16_t code = 0;  // a StatusCode; Decode refuses anything else
   static constexpr size_t kSize = 6;
   std::string Encode() const;
   bool Decode(std::string_view in);
