@@ -88,7 +88,8 @@ class Store::Impl : public TableListener, public ObjectSource {
         listen_fd_(std::move(listen_fd)),
         epoll_fd_(std::move(epoll_fd)),
         wake_fd_(std::move(wake_fd)),
-        spare_fd_(::open("/dev/null", O_RDONLY | O_CLOEXEC)) {}
+        spare_fd_(::open("/dev/null", O_RDONLY | O_CLOEXEC)),
+        spare_fd2_(::open("/dev/null", O_RDONLY | O_CLOEXEC)) {}
 
   ~Impl() override {
     for (auto& t : transports_) t->Shutdown();  // no more Pin/Unpin calls
@@ -202,7 +203,11 @@ class Store::Impl : public TableListener, public ObjectSource {
   StoreOptions opts_;
   Arena arena_;
   ObjectTable table_;
-  UniqueFd listen_fd_, epoll_fd_, wake_fd_, spare_fd_;
+  UniqueFd listen_fd_, epoll_fd_, wake_fd_;
+  // Held in reserve for running out of descriptors: freed, they let the store
+  // accept-and-close a client it cannot serve, and leave the logger (and a
+  // sanitizer's runtime, whose memory probes open a pipe) room to work.
+  UniqueFd spare_fd_, spare_fd2_;
   bool stopping_ = false;
   std::atomic<bool> stop_requested_{false};
   std::mutex posted_mu_;
@@ -812,11 +817,13 @@ void Store::Impl::Accept() {
       if (errno == EINTR) continue;
       if (errno == EMFILE || errno == ENFILE) {
         // Out of descriptors: refuse this one cleanly instead of spinning on it.
-        spdlog::warn("out of file descriptors: refusing a client");
         spare_fd_.Reset();
+        spare_fd2_.Reset();
+        spdlog::warn("out of file descriptors: refusing a client");
         int f = ::accept(listen_fd_.get(), nullptr, nullptr);
         if (f >= 0) ::close(f);
         spare_fd_.Reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+        spare_fd2_.Reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
         if (f < 0) return;  // could not even refuse it: back to epoll, never spin
         continue;
       }

@@ -106,9 +106,9 @@ TEST(ResourceLimitsTest, OutOfFileDescriptorsRefusesNewClientsAndKeepsServing) {
   }
   EXPECT_GT(refused, 0) << "48 descriptors cannot serve 81 clients";
   EXPECT_GT(clients.size(), 20u);
-  EXPECT_TRUE(WaitForLog(store, "out of file descriptors"));
+  EXPECT_TRUE(WaitForLog(store, "out of file descriptors")) << store.Log();
   // The store and the clients it kept still work.
-  ASSERT_TRUE(store.Alive());
+  ASSERT_TRUE(store.Alive()) << store.Log();
   auto got = first.Get({kept}, 0);
   ASSERT_TRUE(got.ok() && (*got)[0].valid());
   EXPECT_EQ((*got)[0].view(), "still here");
