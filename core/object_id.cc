@@ -4,6 +4,8 @@
 
 #include <random>
 
+#include "core/keyed_hash.h"
+
 namespace plasmon {
 
 ObjectID ObjectID::FromBinary(std::string_view binary) {
@@ -11,6 +13,8 @@ ObjectID ObjectID::FromBinary(std::string_view binary) {
   std::memcpy(id.bytes_.data(), binary.data(), std::min(binary.size(), kSize));
   return id;
 }
+
+size_t ObjectID::Hash() const { return static_cast<size_t>(KeyedHash(bytes_.data(), kSize)); }
 
 static int HexValue(char c) {
   if (c >= '0' && c <= '9') return c - '0';

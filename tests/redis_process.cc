@@ -66,6 +66,27 @@ bool RedisProcess::Start() {
   return false;
 }
 
+std::optional<long long> RedisProcess::Integer(const std::vector<std::string>& argv) const {
+  redisContext* c = redisConnectUnix(socket_.c_str());
+  if (c == nullptr) return std::nullopt;
+  std::optional<long long> out;
+  if (c->err == 0) {
+    if (!password_.empty()) freeReplyObject(redisCommand(c, "AUTH %s", password_.c_str()));
+    std::vector<const char*> args;
+    std::vector<size_t> lens;
+    for (const std::string& a : argv) {
+      args.push_back(a.data());
+      lens.push_back(a.size());
+    }
+    auto* r = static_cast<redisReply*>(
+        redisCommandArgv(c, static_cast<int>(args.size()), args.data(), lens.data()));
+    if (r != nullptr && r->type == REDIS_REPLY_INTEGER) out = r->integer;
+    if (r != nullptr) freeReplyObject(r);
+  }
+  redisFree(c);
+  return out;
+}
+
 void RedisProcess::Kill() {
   if (pid_ <= 0) return;
   ::kill(pid_, SIGKILL);

@@ -3,7 +3,9 @@
 
 #include <sys/types.h>
 
+#include <optional>
 #include <string>
+#include <vector>
 
 namespace plasmon::testing {
 
@@ -19,6 +21,9 @@ class RedisProcess {
   // Stops the server (SIGKILL: no goodbye), and starts it again empty.
   void Kill();
   bool Start();
+  // Runs one command on a connection of its own and returns its integer
+  // reply (e.g. {"SCARD", key}); nullopt for an error or another reply type.
+  std::optional<long long> Integer(const std::vector<std::string>& argv) const;
 
  private:
   std::string password_, dir_, socket_;

@@ -4,6 +4,7 @@
 //   plasmon-bench local [--socket PATH] [--sizes 64,4K,64K,1M,8M,64M] [--iterations N]
 //                       [--warmup N] [--clients N] [--json] [--redis-socket PATH]
 //                       [--ops create_seal,create_and_seal,get_release,contains,delete]
+//                       [--fill 40000[,1000000...]]
 //
 // It connects to a store that is already running (it never starts one) and
 // times, for each object size, after a warm-up:
@@ -15,6 +16,13 @@
 //    (get_release)     destruction (which sends the one-way release)
 //   contains           Contains(id) of a present object
 //   delete             Delete({id}) of an object created and sealed just before, untimed
+//
+// and, with --fill N (40000 by default, 0 for none), the throughput of
+// filling the store with N CreateAndSeal of 1-byte objects, kept until the
+// fill ends, with structured IDs (a fixed 8-byte prefix, a counter in bytes
+// 8-15, a fixed index in bytes 16-19, as job/task ID schemes make them)
+// beside random IDs: random, structured, structured, random, so that a drift
+// of the machine weighs on both kinds alike. Each fill is deleted, untimed.
 //
 // and measures in the same run the references the figures are judged against:
 // a 64-byte ping-pong over a Unix socketpair between two processes (the IPC
@@ -52,6 +60,8 @@
 //            | {"socket": str, "version": str, "error": str|null, "results": [ROW, ...]}
 //   },
 //   "results": [ROW, ...],
+//   "fill": [{"objects": int, "ids": "random" | "structured", "runs": int, "seconds": num,
+//             "ops_per_s": num}],                    // seconds: the mean of the runs
 //   "targets": [{"name": str, "value": num|null, "value_vs_floor_after": num|null,
 //                "comparison": "<=" | "<" | ">=", "bound": num, "met": bool|null, "note": str}]
 //   ("met" judges "value"; ratios to the floor use the floor measured first,
@@ -72,6 +82,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -145,6 +156,7 @@ struct Config {
   std::vector<Op> ops;
   int pin_client = -1;  // --pin: CPU of the benchmark's clients
   int pin_peer = -1;    // --pin: CPU of the ping-pong's echo process (and the store's)
+  std::vector<uint64_t> fill = {40000};  // --fill: object counts (none: empty)
 };
 
 // Iterations (per client) and warm-up for one size: the configured counts,
@@ -365,6 +377,75 @@ std::string ConnectError(const std::string& socket, const Status& st) {
   return "cannot connect to the store at " + socket + ": " + st.ToString() +
          " (is plasmon-store running? start one with: plasmon-store -s " + socket +
          " -m 1G --prefault)";
+}
+
+// ---- filling the store: structured IDs beside random ones ----
+
+// Each fill's objects take one allocation unit (64 B) of the store.
+constexpr uint64_t kFillUnit = 64;
+
+struct FillRow {
+  uint64_t objects = 0;
+  bool structured = false;
+  unsigned runs = 0;
+  double seconds = 0;  // mean over the runs
+  double ops_per_s() const { return seconds > 0 ? static_cast<double>(objects) / seconds : 0; }
+};
+
+// The ID of the i-th object of a fill: structured IDs share every byte with
+// `base` but a little-endian counter in bytes 8-15.
+ObjectID FillId(const ObjectID& base, bool structured, uint64_t i) {
+  if (!structured) return ObjectID::Random();
+  ObjectID id = base;
+  for (int k = 0; k < 8; k++) id.mutable_data()[8 + k] = static_cast<uint8_t>(i >> (8 * k));
+  return id;
+}
+
+// One timed fill of `n` objects (seconds), then its untimed deletion.
+double FillOnce(Client* c, uint64_t n, bool structured) {
+  const std::string what = std::string("fill ") + std::to_string(n) +
+                           (structured ? " structured" : " random") + " IDs";
+  const ObjectID base = ObjectID::Random();
+  std::vector<ObjectID> ids;
+  ids.reserve(n);
+  for (uint64_t i = 0; i < n; i++) ids.push_back(FillId(base, structured, i));
+  Progress("measuring " + what);
+  uint64_t t0 = b::NowNs();
+  for (uint64_t i = 0; i < n; i++) {
+    if (Status st = c->CreateAndSeal(ids[i], "x"); !st.ok())
+      Die(what + ": CreateAndSeal of object " + std::to_string(i), st);
+  }
+  uint64_t t1 = b::NowNs();
+  Progress("deleting " + what);
+  constexpr size_t kBatch = 4096;
+  for (size_t at = 0; at < ids.size(); at += kBatch) {
+    std::vector<ObjectID> batch(ids.begin() + static_cast<ptrdiff_t>(at),
+                                ids.begin() + static_cast<ptrdiff_t>(std::min(ids.size(), at + kBatch)));
+    auto res = c->Delete(batch);
+    if (!res.ok()) Die(what + ": Delete", res.status());
+  }
+  return static_cast<double>(t1 - t0) * 1e-9;
+}
+
+// For each count: random, structured, structured, random.
+std::vector<FillRow> MeasureFill(const Config& cfg) {
+  std::vector<FillRow> rows;
+  if (cfg.fill.empty()) return rows;
+  Client c;
+  if (Status st = c.Connect(cfg.socket); !st.ok()) Die(ConnectError(cfg.socket, st));
+  for (uint64_t n : cfg.fill) {
+    FillRow random{n, false, 0, 0}, structured{n, true, 0, 0};
+    for (bool s : {false, true, true, false}) {
+      FillRow& r = s ? structured : random;
+      r.seconds += FillOnce(&c, n, s);
+      r.runs++;
+    }
+    random.seconds /= random.runs;
+    structured.seconds /= structured.runs;
+    rows.push_back(random);
+    rows.push_back(structured);
+  }
+  return rows;
 }
 
 PhaseSamples RunInProcess(Client* c, const std::vector<Phase>& phases, const uint8_t* src) {
@@ -599,8 +680,17 @@ const Row* FindRow(const std::vector<Row>& rows, const std::string& op, uint64_t
 std::vector<Target> ComputeTargets(const std::vector<Row>& results, const Row& floor,
                                    const Row& floor_after,
                                    const std::vector<b::MemcpyRow>& memcpy_rows,
-                                   const b::RedisReference* redis) {
+                                   const b::RedisReference* redis,
+                                   const std::vector<FillRow>& fill) {
   std::vector<Target> t;
+  for (size_t i = 0; i + 1 < fill.size(); i += 2) {
+    Target x;
+    x.name = "fill " + std::to_string(fill[i].objects) + ": structured IDs s / random IDs s";
+    x.cmp = "<=";
+    x.bound = 1.10;
+    if (fill[i].seconds > 0) x.value = fill[i + 1].seconds / fill[i].seconds;
+    t.push_back(x);
+  }
   const double floor_p50 = floor.s.p50_us;
   auto p50_of = [&](const char* op, uint64_t size) {
     const Row* r = FindRow(results, op, size);
@@ -806,6 +896,13 @@ int main(int argc, char** argv) {
                     "(Create + write every byte + Seal), create_and_seal (CreateAndSeal, sizes "
                     "up to 1 MiB), get_release (Get + dropping the buffer), contains, delete")
       ->delimiter(',');
+  std::vector<std::string> fill_arg;
+  local->add_option("--fill", fill_arg,
+                    "Comma-separated object counts: for each, time filling the store with that "
+                    "many CreateAndSeal of 1-byte objects with structured IDs (a prefix, a "
+                    "counter in bytes 8-15, an index) beside random IDs, interleaved (default: "
+                    "40000; 0: none). Each object takes 64 B of the store")
+      ->delimiter(',');
   local->footer(
       "Latencies are nearest-rank percentiles in microseconds after the warm-up. Throughput is "
       "derived from the median: ops/s = clients / p50, GB/s = clients x size / p50 (GB = 1e9 "
@@ -823,6 +920,16 @@ int main(int argc, char** argv) {
 
   std::string err;
   if (!ParseConfig(sizes_arg, ops_arg, &cfg, &err)) Die(err);
+  if (!fill_arg.empty()) {
+    cfg.fill.clear();
+    for (const std::string& f : fill_arg) {
+      uint64_t n = 0;
+      auto [end, ec] = std::from_chars(f.data(), f.data() + f.size(), n);
+      if (ec != std::errc() || end != f.data() + f.size() || n > (uint64_t{1} << 32))
+        Die("invalid --fill count '" + f + "': expected object counts such as 40000,1000000, or 0");
+      if (n > 0) cfg.fill.push_back(n);
+    }
+  }
   if (!pin_arg.empty()) {
     int a = -1, b2 = -1;
     char extra;
@@ -854,6 +961,11 @@ int main(int argc, char** argv) {
     Die(std::to_string(cfg.clients) + " client(s) with objects of " + plasmon::FormatSize(max_size) +
         " need more than the store's capacity of " + plasmon::FormatSize(stats->capacity) +
         ": use smaller --sizes, fewer --clients, or a larger store (-m)");
+  for (uint64_t n : cfg.fill)
+    if (static_cast<double>(n) * kFillUnit > static_cast<double>(stats->capacity))
+      Die("--fill " + std::to_string(n) + " needs " + plasmon::FormatSize(n * kFillUnit) +
+          " of the store, more than its capacity of " + plasmon::FormatSize(stats->capacity) +
+          ": use a smaller count or a larger store (-m)");
   if (stats->object_count > 0)
     std::fprintf(stderr,
                  "plasmon-bench: warning: the store already holds %llu objects (%s); they may "
@@ -942,6 +1054,7 @@ int main(int argc, char** argv) {
     probe.reset();  // before the fork: the clients connect on their own
     samples = RunForked(cfg, phases, src.get());
   }
+  std::vector<FillRow> fill = MeasureFill(cfg);
   Progress("measuring the IPC floor again");
   auto pingpong_after =
       b::MeasurePingPong(kPingPongBytes, {cfg.iterations, cfg.warmup}, cfg.pin_peer);
@@ -962,7 +1075,7 @@ int main(int argc, char** argv) {
                               b::Summarize(&samples[i]), info.copies_data));
   }
   std::vector<Target> targets =
-      ComputeTargets(results, floor, floor_after, memcpy_rows, redis ? &*redis : nullptr);
+      ComputeTargets(results, floor, floor_after, memcpy_rows, redis ? &*redis : nullptr, fill);
 
   if (!cfg.json) {
     std::printf("\nresults%s\n",
@@ -976,6 +1089,16 @@ int main(int argc, char** argv) {
     for (Op op : cfg.ops)
       if (op == Op::kCreateAndSeal && max_size > kMaxCreateAndSeal) skipped_cas = true;
     if (skipped_cas) std::printf("  (create_and_seal takes objects up to 1 MiB only)\n");
+    if (!fill.empty()) {
+      std::printf("\nfill: CreateAndSeal of 1-byte objects kept until the fill ends (mean of %u "
+                  "runs each, interleaved)\n",
+                  fill[0].runs);
+      std::printf("  %-12s %10s %10s %10s\n", "ids", "objects", "seconds", "ops/s");
+      for (const FillRow& f : fill)
+        std::printf("  %-12s %10llu %10.3f %10s\n", f.structured ? "structured" : "random",
+                    static_cast<unsigned long long>(f.objects), f.seconds,
+                    b::FormatRate(f.ops_per_s()).c_str());
+    }
     PrintTargets(targets, floor, floor_after, cfg.clients);
     return 0;
   }
@@ -1017,6 +1140,13 @@ int main(int argc, char** argv) {
   j += "\n  },\n  \"results\": [";
   for (size_t i = 0; i < results.size(); i++)
     j += std::string(i > 0 ? "," : "") + "\n    " + RowJson(results[i]);
+  j += "\n  ],\n  \"fill\": [";
+  for (size_t i = 0; i < fill.size(); i++)
+    j += std::string(i > 0 ? "," : "") + "\n    {\"objects\": " + std::to_string(fill[i].objects) +
+         ", \"ids\": " + (fill[i].structured ? "\"structured\"" : "\"random\"") +
+         ", \"runs\": " + std::to_string(fill[i].runs) +
+         ", \"seconds\": " + b::JsonNumber(fill[i].seconds) +
+         ", \"ops_per_s\": " + b::JsonNumber(fill[i].ops_per_s()) + "}";
   j += "\n  ],\n  \"targets\": " + TargetsJson(targets) + "\n}\n";
   std::fputs(j.c_str(), stdout);
   return 0;

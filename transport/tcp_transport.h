@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "core/fd.h"
+#include "core/keyed_hash.h"
 #include "plasmon/status.h"
 #include "transport/transport.h"
 
@@ -133,7 +134,7 @@ class TcpTransport : public Transport {
   // Client side: every open client socket (pooled or in use), so Shutdown can
   // break them, and the idle ones by endpoint.
   std::unordered_set<int> client_fds_;
-  std::unordered_map<std::string, std::vector<UniqueFd>> idle_;
+  std::unordered_map<std::string, std::vector<UniqueFd>, KeyedStringHash> idle_;  // endpoints come from the directory
   size_t pulls_in_flight_ = 0;
 };
 

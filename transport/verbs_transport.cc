@@ -32,6 +32,7 @@
 #include "core/clock.h"
 #include "core/digest.h"
 #include "core/fd.h"
+#include "core/keyed_hash.h"
 #include "core/size.h"
 #include "transport/address.h"
 #include "transport/verbs_wire.h"
@@ -357,7 +358,7 @@ class VerbsTransport::Impl {
   bool shut_down_ = false;
   std::vector<MemoryRegion> regions_;
   std::unordered_map<ibv_context*, std::unique_ptr<Device>> devices_;
-  std::unordered_map<std::string, std::vector<std::unique_ptr<Peer>>> idle_;
+  std::unordered_map<std::string, std::vector<std::unique_ptr<Peer>>, KeyedStringHash> idle_;
   size_t pulls_in_flight_ = 0;
   uint64_t accepted_ = 0;
   std::map<PinKey, HeldPin> pins_;
@@ -1375,7 +1376,7 @@ void VerbsTransport::Impl::Shutdown() {
   }
   uint64_t one = 1;
   if (shutdown_fd_.valid()) (void)!::write(shutdown_fd_.get(), &one, sizeof(one));
-  std::unordered_map<std::string, std::vector<std::unique_ptr<Peer>>> idle;
+  std::unordered_map<std::string, std::vector<std::unique_ptr<Peer>>, KeyedStringHash> idle;
   {
     std::unique_lock<std::mutex> l(mu_);
     cv_.wait(l, [&] { return pulls_in_flight_ == 0; });

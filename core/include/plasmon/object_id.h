@@ -33,15 +33,12 @@ class ObjectID {
   bool operator!=(const ObjectID& o) const { return !(*this == o); }
   bool operator<(const ObjectID& o) const { return bytes_ < o.bytes_; }
 
-  // IDs are chosen by applications and are often random: the first 8 bytes
-  // hash well enough on their own.
-  size_t Hash() const {
-    uint64_t h;
-    std::memcpy(&h, bytes_.data(), sizeof(h));
-    uint32_t t;
-    std::memcpy(&t, bytes_.data() + 16, sizeof(t));
-    return static_cast<size_t>(h ^ (uint64_t{t} * 0x9E3779B97F4A7C15ull));
-  }
+  // A keyed hash of all 20 bytes (xxh3-64 seeded with a random key drawn
+  // once per process). IDs are chosen by applications, and many schemes make
+  // them a prefix, a counter and an index, so no byte can be left out; the
+  // key keeps anyone outside from choosing IDs that collide. The value
+  // differs from process to process: use it only for in-process tables.
+  size_t Hash() const;
 
  private:
   std::array<uint8_t, kSize> bytes_;
