@@ -110,8 +110,14 @@ void ObjectTable::AddRef(ObjectEntry* e) {
   e->last_access_us = WallMicros();
 }
 
-void ObjectTable::Release(ObjectEntry* e) {
-  if (--e->ref_count > 0) return;
+void ObjectTable::Release(ObjectEntry* e, uint64_t count) {
+  if (count == 0) return;
+  if (count > e->ref_count) {
+    spdlog::error("release of {} references to {}, which has {}", count, e->id.Hex(), e->ref_count);
+    count = e->ref_count;
+  }
+  e->ref_count -= count;
+  if (e->ref_count > 0) return;
   if (e->delete_pending) {
     Remove(e, Notification::Kind::kDeleted);
   } else if (e->state == ObjectState::kSealed) {

@@ -75,8 +75,9 @@ class ObjectTable {
 
   // Takes a reference: the object will not be evicted until released.
   void AddRef(ObjectEntry* e);
-  // Drops a reference. May remove the object (a deferred delete).
-  void Release(ObjectEntry* e);
+  // Drops `count` references (at most as many as it has). May remove the
+  // object (a deferred delete): `e` must not be used afterwards.
+  void Release(ObjectEntry* e, uint64_t count = 1);
 
   // kOk: deleted now; kObjectInUse: referenced, deleted at the last release;
   // kObjectNotFound; kObjectNotSealed: still being created (refused).

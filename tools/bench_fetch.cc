@@ -157,7 +157,7 @@ constexpr uint64_t kTargetSmall = 4 * kKiB;  // the latency targets' object size
 constexpr uint64_t kLatencyBudget = 2 * kGiB;
 constexpr uint64_t kLargeMinIterations = 5;
 constexpr uint64_t kPatternBytes = 4 * kMiB;  // objects are filled from this
-// The location cache keeps an entry 10 s (store/fetch.h); the cached mode
+// The location cache keeps an entry 10 s (store/fetcher.h); the cached mode
 // replaces its object well before.
 constexpr uint64_t kRefreshNs = 5'000'000'000ull;
 // ib_read_lat runs at the measured sizes up to this, at most kPerftestLatBytes

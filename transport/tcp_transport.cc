@@ -779,7 +779,7 @@ Result<PullResult> TcpTransport::PullWhole(const std::string& endpoint,
     return Status::Corruption("pull of " + request.id.Hex() + " from " + endpoint +
                               ": digest mismatch: received " + Hex64(d) + ", holder says " +
                               Hex64(rep.digest));
-  return PullResult{d};
+  return PullResult{d, TransportKind::kTcp};
 }
 
 Result<PullResult> TcpTransport::PullChunked(const std::string& endpoint,
@@ -881,7 +881,7 @@ Result<PullResult> TcpTransport::PullChunked(const std::string& endpoint,
     return Status::Corruption("pull of " + request.id.Hex() + " from " + endpoint +
                               ": digest mismatch: received " + Hex64(d) + ", holder says " +
                               Hex64(rep.digest));
-  return PullResult{d};
+  return PullResult{d, TransportKind::kTcp};
 }
 
 }  // namespace plasmon

@@ -63,8 +63,12 @@ struct PullRequest {
   uint8_t* destination = nullptr;
 };
 
+// Which kind of transport carried a pull (for the store's counters).
+enum class TransportKind : uint8_t { kTcp, kVerbs };
+
 struct PullResult {
   uint64_t digest = 0;  // xxh3-64 of what arrived; equal to the holder's
+  TransportKind carried_by = TransportKind::kTcp;
 };
 
 class Transport {

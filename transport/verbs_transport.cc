@@ -1327,7 +1327,7 @@ Result<PullResult> VerbsTransport::Impl::PullOn(Peer* p, const PullRequest& req)
   if (r.digest_state != verbs::DigestState::kNone && got != expected)
     return Status::Corruption("object " + req.id.Hex() + " from " + p->endpoint +
                               ": digest mismatch");
-  return PullResult{got};
+  return PullResult{got, TransportKind::kVerbs};
 }
 
 Result<PullResult> VerbsTransport::Impl::Pull(const std::string& endpoint,
