@@ -199,5 +199,25 @@ TEST_F(ObjectTableTest, ListPagesInIdOrder) {
   EXPECT_EQ(seen, ids);
 }
 
+TEST_F(ObjectTableTest, ReleasingMoreThanTwoToThe32ReferencesAtOnce) {
+  // A client that goes away holding more than 2^32 references to an object
+  // (a 64-bit count): they are all released in one call, and the deferred
+  // delete completes. (Taking that many through the socket would take hours;
+  // the count is set directly.)
+  ObjectID id = Put(100);
+  ObjectEntry* e = table_.Find(id);
+  table_.AddRef(e);
+  const uint64_t kRefs = (uint64_t{1} << 32) + 3;
+  e->ref_count = kRefs;
+  EXPECT_EQ(table_.Delete(id), StatusCode::kObjectInUse);
+  table_.Release(e, kRefs - 1);
+  ASSERT_NE(table_.Find(id), nullptr);
+  EXPECT_EQ(table_.Find(id)->ref_count, 1u);
+  table_.Release(e, 1);
+  EXPECT_EQ(table_.Find(id), nullptr);  // deleted at the last release
+  EXPECT_EQ(rec_.events.back().kind, Notification::Kind::kDeleted);
+  EXPECT_EQ(table_.Stats().used, 0u);
+}
+
 }  // namespace
 }  // namespace plasmon

@@ -157,5 +157,35 @@ TEST(StoreDaemonTest, OneGiBStoreHolds8MiBObjectsUpToCapacity) {
   EXPECT_GE(static_cast<double>(st->used), 0.95 * static_cast<double>(st->capacity));
 }
 
+// -m is the capacity objects get, not the arena rounded up to a page: a
+// store started with -m 10000 offers 10000 bytes rounded down to whole
+// allocation units (64 B), 9984, and never allocates past it (it once
+// reported and handed out 12288).
+TEST(StoreDaemonTest, CapacityIsExactlyWhatMemoryAsked) {
+  StoreProcess store({"-m", "10000"});
+  ASSERT_TRUE(store.started());
+  Client c;
+  ASSERT_TRUE(c.Connect(store.socket()).ok());
+  auto st = c.Stats();
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->capacity, 10000 / Allocator::kAlignment * Allocator::kAlignment);
+  // Objects of one allocation unit each, unsealed (never evicted), until full.
+  uint64_t n = 0;
+  for (;;) {
+    auto b = c.Create(ObjectID::Random(), Allocator::kAlignment);
+    if (!b.ok()) {
+      EXPECT_TRUE(b.status().IsOutOfMemory()) << b.status().ToString();
+      break;
+    }
+    n++;
+  }
+  EXPECT_EQ(n, 10000 / Allocator::kAlignment);
+  st = c.Stats();
+  ASSERT_TRUE(st.ok());
+  EXPECT_LE(st->used, 10000u);
+  EXPECT_TRUE(c.Create(ObjectID::Random(), 10001).status().IsOutOfMemory() ||
+              c.Create(ObjectID::Random(), 10001).status().IsInvalidArgument());
+}
+
 }  // namespace
 }  // namespace plasmon

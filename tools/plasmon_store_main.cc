@@ -39,7 +39,10 @@ int main(int argc, char** argv) {
   std::string memory = "1G", log_level = "info", socket_mode = "0600";
   app.add_option("-s,--socket", opts.socket_path, "Unix socket clients connect to")
       ->capture_default_str();
-  app.add_option("-m,--memory", memory, "Arena capacity, e.g. 512M, 4G")->capture_default_str();
+  app.add_option("-m,--memory", memory,
+                 "Capacity for objects, e.g. 512M, 4G (used exactly, in whole 64-byte allocation "
+                 "units; the arena behind it is rounded up to a page)")
+      ->capture_default_str();
   app.add_option("-d,--directory", opts.arena.directory,
                  "Back the arena with a file in this directory (e.g. a hugetlbfs mount) "
                  "instead of an anonymous memfd");

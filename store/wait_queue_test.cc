@@ -1,0 +1,126 @@
+// The wait queue Gets and Fetches share: slots settle by ID, a request
+// completes when its last slot does, expires at its deadline with what it
+// has, and goes silently with its session.
+#include "store/wait_queue.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "core/clock.h"
+
+namespace plasmon {
+namespace {
+
+struct Req : WaitingRequest {
+  std::vector<std::string> got;  // per slot
+};
+
+class WaitQueueTest : public ::testing::Test {
+ protected:
+  WaitQueueTest()
+      : loop_(std::move(*EventLoop::Create())),
+        q_(loop_.get(), [this](Req& r) { completed_.push_back(r); },
+           [this](Req& r) { expired_.push_back(r); }) {}
+
+  Req Make(uint32_t session, std::vector<ObjectID> ids) {
+    Req r;
+    r.session = session;
+    r.InitSlots(std::move(ids));
+    r.got.resize(r.ids.size());
+    return r;
+  }
+  // Runs the loop until `us` from now.
+  void RunFor(int64_t us) {
+    loop_->AddTimerAfter(us, [this] { loop_->Stop(); });
+    ASSERT_TRUE(loop_->Run().ok());
+  }
+
+  std::unique_ptr<EventLoop> loop_;
+  WaitQueue<Req> q_;
+  std::vector<Req> completed_, expired_;
+};
+
+TEST_F(WaitQueueTest, ARequestCompletesWhenEverySlotSettles) {
+  ObjectID a = ObjectID::Random(), b = ObjectID::Random();
+  q_.Add(Make(2, {a, b, a}), -1);  // `a` twice: both slots settle together
+  EXPECT_TRUE(q_.Waiting(a));
+  EXPECT_EQ(q_.CountFor(2), 1u);
+  q_.Resolve(a, [](Req& r, size_t i) {
+    r.got[i] = "a";
+    return true;
+  });
+  EXPECT_TRUE(completed_.empty());
+  EXPECT_FALSE(q_.Waiting(a));
+  q_.Resolve(b, [](Req& r, size_t i) {
+    r.got[i] = "b";
+    return true;
+  });
+  ASSERT_EQ(completed_.size(), 1u);
+  EXPECT_EQ(completed_[0].got, (std::vector<std::string>{"a", "b", "a"}));
+  EXPECT_EQ(q_.size(), 0u);
+  EXPECT_EQ(q_.CountFor(2), 0u);
+  EXPECT_FALSE(q_.Waiting(b));
+}
+
+TEST_F(WaitQueueTest, ASlotThatDoesNotSettleKeepsWaiting) {
+  ObjectID a = ObjectID::Random();
+  q_.Add(Make(2, {a}), -1);
+  q_.Add(Make(3, {a}), -1);
+  // Only session 3's request takes this answer (as no-wait Fetches do).
+  q_.Resolve(a, [](Req& r, size_t) { return r.session == 3; });
+  ASSERT_EQ(completed_.size(), 1u);
+  EXPECT_EQ(completed_[0].session, 3u);
+  EXPECT_TRUE(q_.Waiting(a));
+  EXPECT_EQ(q_.CountFor(2), 1u);
+}
+
+TEST_F(WaitQueueTest, ExpiresAtItsDeadlineWithTheSlotsItHas) {
+  ObjectID a = ObjectID::Random(), b = ObjectID::Random();
+  const int64_t deadline = MonoMicros() + 20000;
+  q_.Add(Make(2, {a, b}), deadline);
+  q_.Add(Make(2, {b}), -1);  // no deadline: never expires
+  q_.Resolve(a, [](Req& r, size_t i) {
+    r.got[i] = "a";
+    return true;
+  });
+  RunFor(60000);
+  ASSERT_EQ(expired_.size(), 1u);
+  EXPECT_GE(MonoMicros(), deadline);
+  EXPECT_TRUE(expired_[0].done[0]);
+  EXPECT_FALSE(expired_[0].done[1]);
+  EXPECT_EQ(expired_[0].got[0], "a");
+  EXPECT_EQ(q_.size(), 1u);
+  EXPECT_TRUE(q_.Waiting(b));
+  EXPECT_FALSE(q_.Waiting(a));
+}
+
+TEST_F(WaitQueueTest, ACompletedRequestNeverExpires) {
+  ObjectID a = ObjectID::Random();
+  q_.Add(Make(2, {a}), MonoMicros() + 10000);
+  q_.Resolve(a, [](Req&, size_t) { return true; });
+  EXPECT_EQ(loop_->timers(), 0u);  // its timer went with it
+  RunFor(30000);
+  EXPECT_EQ(completed_.size(), 1u);
+  EXPECT_TRUE(expired_.empty());
+}
+
+TEST_F(WaitQueueTest, ASessionsRequestsGoWithoutAnAnswer) {
+  ObjectID a = ObjectID::Random(), b = ObjectID::Random();
+  q_.Add(Make(2, {a}), MonoMicros() + 10000);
+  q_.Add(Make(2, {a, b}), -1);
+  q_.Add(Make(3, {a}), -1);
+  q_.DropSession(2);
+  EXPECT_EQ(q_.CountFor(2), 0u);
+  EXPECT_FALSE(q_.Waiting(b));
+  EXPECT_EQ(loop_->timers(), 0u);
+  q_.Resolve(a, [](Req&, size_t) { return true; });
+  ASSERT_EQ(completed_.size(), 1u);
+  EXPECT_EQ(completed_[0].session, 3u);
+  RunFor(20000);
+  EXPECT_TRUE(expired_.empty());
+}
+
+}  // namespace
+}  // namespace plasmon
