@@ -1,9 +1,7 @@
 #include "store/seal_watcher.h"
 
 #include <hiredis/hiredis.h>
-#include <poll.h>
 #include <spdlog/spdlog.h>
-#include <sys/eventfd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -30,26 +28,39 @@ Status SendCommand(redisContext* c, const std::vector<std::string>& args) {
 }  // namespace
 
 SealWatcher::SealWatcher(DirectoryOptions opts, Callback cb)
-    : opts_(std::move(opts)), cb_(std::move(cb)), wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+    : opts_(std::move(opts)), cb_(std::move(cb)), conn_(opts_) {
+  Result<std::unique_ptr<EventLoop>> loop = EventLoop::Create();
+  if (loop.ok()) {
+    loop_ = std::move(*loop);
+  } else {
+    spdlog::error("seal watcher: {}; fetches will find new holders only by looking again",
+                  loop.status().ToString());
+  }
+}
 
 SealWatcher::~SealWatcher() { Stop(); }
 
-void SealWatcher::Start() { thread_ = std::thread([this] { Run(); }); }
+void SealWatcher::Start() {
+  if (!loop_ || thread_.joinable()) return;
+  loop_->Post([this] { Connect(); });
+  thread_ = std::thread([this] {
+    Status st = loop_->Run();
+    if (!st.ok()) spdlog::error("seal watcher: {}", st.ToString());
+  });
+}
 
 void SealWatcher::Stop() {
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    stop_ = true;
-  }
-  cv_.notify_all();
-  Wake();
+  if (!loop_) return;
+  loop_->Stop();
   if (thread_.joinable()) thread_.join();
 }
 
-void SealWatcher::Wake() {
-  uint64_t one = 1;
-  ssize_t n = ::write(wake_fd_.get(), &one, sizeof(one));
-  (void)n;
+void SealWatcher::ScheduleSend() {
+  if (!loop_ || send_posted_.exchange(true)) return;
+  loop_->Post([this] {
+    send_posted_.store(false);
+    SendChanges();
+  });
 }
 
 void SealWatcher::Watch(const ObjectID& id) {
@@ -58,7 +69,7 @@ void SealWatcher::Watch(const ObjectID& id) {
     if (!watched_.insert(id).second) return;
     changed_.insert(id);
   }
-  Wake();
+  ScheduleSend();
 }
 
 void SealWatcher::Unwatch(const ObjectID& id) {
@@ -67,101 +78,97 @@ void SealWatcher::Unwatch(const ObjectID& id) {
     if (watched_.erase(id) == 0) return;
     changed_.insert(id);
   }
-  Wake();
+  ScheduleSend();
 }
 
-void SealWatcher::Run() {
-  RedisConnection conn(opts_);
-  bool was_down = false;
-  for (;;) {
-    {
-      std::unique_lock<std::mutex> l(mu_);
-      if (stop_) return;
-    }
-    Status st = conn.Ensure(kConnectTimeoutMs);
-    if (st.ok()) {
-      {
-        // A fresh connection subscribes to everything watched.
-        std::lock_guard<std::mutex> l(mu_);
-        subscribed_.clear();
-        changed_ = watched_;
-      }
-      if (was_down) spdlog::info("seal watcher: connected to Redis again");
-      was_down = false;
-      st = Serve(&conn);
-      conn.Drop();
-    }
-    std::unique_lock<std::mutex> l(mu_);
-    if (stop_) return;
-    if (!was_down) spdlog::warn("seal watcher: {}; retrying", st.ToString());
-    was_down = true;
-    cv_.wait_for(l, std::chrono::milliseconds(kRetryMs), [&] { return stop_; });
+void SealWatcher::Connect() {
+  if (loop_->stopping()) return;
+  Status st = conn_.Ensure(kConnectTimeoutMs);
+  if (st.ok()) {
+    st = loop_->Add(conn_.get()->fd, EPOLLIN, [this](uint32_t) { OnReadable(); });
   }
+  if (!st.ok()) {
+    Fail(st);
+    return;
+  }
+  {
+    // A fresh connection subscribes to everything watched.
+    std::lock_guard<std::mutex> l(mu_);
+    subscribed_.clear();
+    changed_ = watched_;
+  }
+  if (was_down_) spdlog::info("seal watcher: connected to Redis again");
+  was_down_ = false;
+  SendChanges();
 }
 
-Status SealWatcher::Serve(RedisConnection* conn) {
-  redisContext* c = conn->get();
-  const std::string channel_prefix = SealedChannelPrefix(opts_.prefix);
-  for (;;) {
-    // What changed since the last round, netted against what Redis has: an
-    // Unwatch and a Watch of one ID in between cancel out.
-    std::vector<ObjectID> sub, unsub;
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      if (stop_) return Status::OK();
-      for (const ObjectID& id : changed_) {
-        bool want = watched_.count(id) > 0, have = subscribed_.count(id) > 0;
-        if (want && !have) {
-          sub.push_back(id);
-          subscribed_.insert(id);
-        } else if (!want && have) {
-          unsub.push_back(id);
-          subscribed_.erase(id);
-        }
-      }
-      changed_.clear();
-    }
-    // Batches of channels per command; the replies come back as events.
-    auto send = [&](const char* verb, const std::vector<ObjectID>& ids) -> Status {
-      for (size_t i = 0; i < ids.size(); i += kMaxPerCommand) {
-        std::vector<std::string> args{verb};
-        for (size_t j = i; j < ids.size() && j < i + kMaxPerCommand; j++)
-          args.push_back(channel_prefix + ids[j].Hex());
-        PLASMON_RETURN_IF_ERROR(SendCommand(c, args));
-      }
-      return Status::OK();
-    };
-    PLASMON_RETURN_IF_ERROR(send("SUBSCRIBE", sub));
-    PLASMON_RETURN_IF_ERROR(send("UNSUBSCRIBE", unsub));
-    int done = 0;
-    while (!done) {
-      if (redisBufferWrite(c, &done) != REDIS_OK)
-        return Status::Disconnected(std::string("redis write: ") + c->errstr);
-    }
+void SealWatcher::Fail(const Status& st) {
+  if (conn_.connected()) {
+    loop_->Remove(conn_.get()->fd);
+    conn_.Drop();
+  }
+  if (!was_down_) spdlog::warn("seal watcher: {}; retrying", st.ToString());
+  was_down_ = true;
+  loop_->AddTimerAfter(int64_t{kRetryMs} * 1000, [this] { Connect(); });
+}
 
-    pollfd fds[2] = {{c->fd, POLLIN, 0}, {wake_fd_.get(), POLLIN, 0}};
-    int n = ::poll(fds, 2, -1);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Status::FromErrno("poll", errno);
-    }
-    if (fds[1].revents & POLLIN) {
-      uint64_t count;
-      ssize_t r = ::read(wake_fd_.get(), &count, sizeof(count));
-      (void)r;
-    }
-    if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
-      if (redisBufferRead(c) != REDIS_OK)
-        return Status::Disconnected(std::string("redis read: ") + c->errstr);
-      for (;;) {
-        void* reply = nullptr;
-        if (redisGetReplyFromReader(c, &reply) != REDIS_OK)
-          return Status::ProtocolError(std::string("redis reply: ") + c->errstr);
-        if (reply == nullptr) break;
-        HandleReply(reply);
-        freeReplyObject(reply);
+void SealWatcher::SendChanges() {
+  if (!conn_.connected()) return;  // Connect sends everything
+  redisContext* c = conn_.get();
+  const std::string channel_prefix = SealedChannelPrefix(opts_.prefix);
+  // What changed since the last round, netted against what Redis has: an
+  // Unwatch and a Watch of one ID in between cancel out.
+  std::vector<ObjectID> sub, unsub;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (const ObjectID& id : changed_) {
+      bool want = watched_.count(id) > 0, have = subscribed_.count(id) > 0;
+      if (want && !have) {
+        sub.push_back(id);
+        subscribed_.insert(id);
+      } else if (!want && have) {
+        unsub.push_back(id);
+        subscribed_.erase(id);
       }
     }
+    changed_.clear();
+  }
+  if (sub.empty() && unsub.empty()) return;
+  // Batches of channels per command; the replies come back as events.
+  auto send = [&](const char* verb, const std::vector<ObjectID>& ids) -> Status {
+    for (size_t i = 0; i < ids.size(); i += kMaxPerCommand) {
+      std::vector<std::string> args{verb};
+      for (size_t j = i; j < ids.size() && j < i + kMaxPerCommand; j++)
+        args.push_back(channel_prefix + ids[j].Hex());
+      PLASMON_RETURN_IF_ERROR(SendCommand(c, args));
+    }
+    return Status::OK();
+  };
+  Status st = send("SUBSCRIBE", sub);
+  if (st.ok()) st = send("UNSUBSCRIBE", unsub);
+  int done = 0;
+  while (st.ok() && !done) {
+    if (redisBufferWrite(c, &done) != REDIS_OK)
+      st = Status::Disconnected(std::string("redis write: ") + c->errstr);
+  }
+  if (!st.ok()) Fail(st);
+}
+
+void SealWatcher::OnReadable() {
+  redisContext* c = conn_.get();
+  if (redisBufferRead(c) != REDIS_OK) {
+    Fail(Status::Disconnected(std::string("redis read: ") + c->errstr));
+    return;
+  }
+  for (;;) {
+    void* reply = nullptr;
+    if (redisGetReplyFromReader(c, &reply) != REDIS_OK) {
+      Fail(Status::ProtocolError(std::string("redis reply: ") + c->errstr));
+      return;
+    }
+    if (reply == nullptr) return;
+    HandleReply(reply);
+    freeReplyObject(reply);
   }
 }
 

@@ -4,18 +4,24 @@
 // node publishes there).
 //
 // Events may be missed while Redis is away; after every (re)connection the
-// watcher reports kResubscribed for every watched ID, so the caller looks
-// them up again instead of trusting that nothing happened meanwhile.
+// watcher subscribes again to every watched ID, and Redis's confirmation of
+// each comes as kSubscribed, so the caller looks them up again instead of
+// trusting that nothing happened meanwhile.
+//
+// The thread runs its own EventLoop (core/event_loop.h): the Redis socket's
+// readiness, Watch/Unwatch changes posted from other threads, and a timer
+// for reconnecting.
 #pragma once
 
-#include <condition_variable>
+#include <atomic>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <unordered_set>
 #include <vector>
 
-#include "core/fd.h"
+#include "core/event_loop.h"
 #include "store/directory.h"
 
 namespace plasmon {
@@ -42,20 +48,23 @@ class SealWatcher {
   void Unwatch(const ObjectID& id);
 
  private:
-  void Run();
-  // Sends pending (UN)SUBSCRIBEs and handles what Redis sent; returns when
-  // the connection fails or Stop() is called.
-  Status Serve(RedisConnection* c);
+  // All on the watcher's thread:
+  void Connect();      // and subscribe to everything watched; retries on failure
+  void SendChanges();  // (UN)SUBSCRIBE what changed since the last call
+  void OnReadable();   // what Redis sent
+  void Fail(const Status& st);  // drops the connection; reconnects later
   void HandleReply(void* reply);
-  void Wake();
+  // Asks the thread to send changes (coalesced: one post until it runs).
+  void ScheduleSend();
 
   DirectoryOptions opts_;
   Callback cb_;
-  UniqueFd wake_fd_;
+  std::unique_ptr<EventLoop> loop_;  // null if it could not be made (logged)
+  RedisConnection conn_;             // the thread's alone
+  bool was_down_ = false;
+  std::atomic<bool> send_posted_{false};
 
   std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;
   std::unordered_set<ObjectID, ObjectIDHash> watched_;
   std::unordered_set<ObjectID, ObjectIDHash> changed_;     // watched or unwatched since last sent
   std::unordered_set<ObjectID, ObjectIDHash> subscribed_;  // what Redis was asked for
