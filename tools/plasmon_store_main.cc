@@ -16,9 +16,7 @@
 
 #include "core/size.h"
 #include "store/store.h"
-#include "transport/address.h"
-#include "transport/tcp_transport.h"
-#include "transport/verbs_transport.h"
+#include "transport/factory.h"
 
 namespace {
 plasmon::Store* volatile g_store = nullptr;
@@ -162,17 +160,22 @@ int main(int argc, char** argv) {
     opts.directory = dir;
   }
 
-  if (!listen.empty() || transport == "verbs" || !rdma_addr.empty()) {
+  plasmon::TransportConfig tc;
+  tc.mode = transport;
+  tc.listen = listen;
+  tc.rdma_addr = rdma_addr;
+  tc.node_name = dir.node_id;
+  tc.tcp = tcp;
+  if (plasmon::WantsTransports(tc)) {
     if (!opts.directory) {
       std::fprintf(stderr, "plasmon-store: --listen and --rdma-addr need --redis (peers find "
                            "this store there)\n");
       return 2;
     }
-    std::string secret;
-    if (const char* env = std::getenv("PLASMON_CLUSTER_SECRET")) secret = env;
+    if (const char* env = std::getenv("PLASMON_CLUSTER_SECRET")) tc.secret = env;
     if (!secret_file.empty()) {
       std::ifstream f(secret_file);
-      if (!f || !std::getline(f, secret) || secret.empty()) {
+      if (!f || !std::getline(f, tc.secret) || tc.secret.empty()) {
         std::fprintf(stderr, "plasmon-store: cannot read a secret from --cluster-secret-file %s\n",
                      secret_file.c_str());
         return 2;
@@ -184,59 +187,14 @@ int main(int argc, char** argv) {
                    "plasmon-store: --transfer-streams must be 1..64, --transfer-threads 1..256\n");
       return 2;
     }
-    if (secret.empty())
-      spdlog::warn("no cluster secret: any host that reaches this store's transports can read "
-                   "every object here (use --cluster-secret-file)");
-    // RDMA first: a pull prefers it where the holder has it too.
-    if (transport != "tcp") {
-      std::string addr = rdma_addr;
-      if (addr.empty()) {
-        std::string h, p;
-        if (!plasmon::SplitHostPort(listen, &h, &p)) {
-          std::fprintf(stderr, "plasmon-store: --transport verbs needs --rdma-addr ADDR[:PORT]\n");
-          return 2;
-        }
-        addr = plasmon::JoinHostPort(h, "0");
-      }
-      auto device = plasmon::VerbsTransport::DeviceFor(addr);
-      if (!device.ok()) {
-        if (transport == "verbs") {
-          std::fprintf(stderr, "plasmon-store: --transport verbs: %s\n",
-                       device.status().message().c_str());
-          return 1;
-        }
-        spdlog::info("no RDMA here ({}): fetching over TCP only", device.status().message());
-      } else {
-        plasmon::VerbsTransportOptions v;
-        v.listen = addr;
-        v.advertise = tcp.advertise.empty() ? "" : tcp.advertise;
-        if (!v.advertise.empty()) {
-          std::string h, p;
-          if (plasmon::SplitHostPort(v.advertise, &h, &p)) v.advertise = h;  // its own port
-        }
-        v.secret = secret;
-        v.node_name = dir.node_id;
-        auto t = plasmon::VerbsTransport::Create(v);
-        if (!t.ok()) {
-          std::fprintf(stderr, "plasmon-store: %s\n", t.status().ToString().c_str());
-          return 1;
-        }
-        spdlog::info("RDMA device {} owns {}: pulling by RDMA READ where peers have it too",
-                     *device, addr);
-        opts.transports.push_back(std::shared_ptr<plasmon::Transport>(std::move(*t)));
-      }
+    auto transports = plasmon::MakeTransports(tc);
+    if (!transports.ok()) {
+      std::fprintf(stderr, "plasmon-store: %s\n", transports.status().IsInvalidArgument()
+                                                      ? transports.status().message().c_str()
+                                                      : transports.status().ToString().c_str());
+      return transports.status().IsInvalidArgument() ? 2 : 1;
     }
-    if (!listen.empty()) {
-      tcp.listen = listen;
-      tcp.node_name = dir.node_id;
-      tcp.secret = secret;
-      auto t = plasmon::TcpTransport::Create(tcp);
-      if (!t.ok()) {
-        std::fprintf(stderr, "plasmon-store: %s\n", t.status().ToString().c_str());
-        return 1;
-      }
-      opts.transports.push_back(std::shared_ptr<plasmon::Transport>(std::move(*t)));
-    }
+    opts.transports = std::move(*transports);
   }
 
   // Each client is a descriptor: allow as many as the hard limit permits.

@@ -164,19 +164,13 @@ Status TcpTransport::RegisterMemory(const MemoryRegion& region) {
     return Status::InvalidArgument("empty memory region");
   std::lock_guard<std::mutex> l(mu_);
   if (listening_) return Status::InvalidArgument("RegisterMemory after Listen");
-  regions_.push_back(region);
+  memory_.Add(region);
   return Status::OK();
 }
 
 bool TcpTransport::InRegisteredMemory(const uint8_t* p, uint64_t n) const {
   std::lock_guard<std::mutex> l(mu_);
-  if (regions_.empty() || n == 0) return true;
-  auto addr = reinterpret_cast<uintptr_t>(p);
-  for (const MemoryRegion& r : regions_) {
-    auto base = reinterpret_cast<uintptr_t>(r.base);
-    if (addr >= base && addr - base <= r.size && n <= r.size - (addr - base)) return true;
-  }
-  return false;
+  return memory_.empty() || memory_.Contains(p, n);
 }
 
 // ---------------------------------------------------------------- serving
@@ -223,17 +217,10 @@ Result<std::string> TcpTransport::Listen(ObjectSource* source) {
   if (::getnameinfo(reinterpret_cast<sockaddr*>(&ss), len, bound_host, sizeof(bound_host),
                     bound_port, sizeof(bound_port), NI_NUMERICHOST | NI_NUMERICSERV) != 0)
     return Status::IOError("getnameinfo of the listening socket failed");
-  std::string endpoint;
-  if (!opts_.advertise.empty()) {
-    std::string h, p;
-    endpoint = SplitHostPort(opts_.advertise, &h, &p) ? opts_.advertise
-                                                      : JoinHostPort(opts_.advertise, bound_port);
-  } else if (IsWildcard(ss)) {
-    return Status::InvalidArgument("listening on the wildcard address " + opts_.listen +
-                                   " needs an advertise address for peers to connect to");
-  } else {
-    endpoint = JoinHostPort(bound_host, bound_port);
-  }
+  Result<std::string> advertised =
+      AdvertisedEndpoint(opts_.listen, opts_.advertise, bound_host, bound_port, IsWildcard(ss));
+  if (!advertised.ok()) return advertised.status();
+  const std::string endpoint = *advertised;
 
   std::lock_guard<std::mutex> l(mu_);
   if (shut_down_) return Status::Disconnected("the transport is shut down");
@@ -499,12 +486,10 @@ void TcpTransport::Shutdown() {
     shut_down_ = true;
     if (listen_fd_.valid()) ::shutdown(listen_fd_.get(), SHUT_RDWR);  // wakes accept()
     for (int fd : client_fds_) ::shutdown(fd, SHUT_RDWR);
-    for (auto& [endpoint, fds] : idle_) {
-      for (UniqueFd& fd : fds) client_fds_.erase(fd.get());
-    }
-    idle_.clear();
+    for (UniqueFd& fd : idle_.Close()) client_fds_.erase(fd.get());
     cv_.notify_all();
   }
+  pulls_.Close();
   if (accept_thread_.joinable()) accept_thread_.join();
   std::unordered_map<uint64_t, std::unique_ptr<Served>> served;
   {
@@ -517,9 +502,11 @@ void TcpTransport::Shutdown() {
   }
   for (auto& [id, s] : served) s->thread.join();
   served.clear();
-  std::unique_lock<std::mutex> l(mu_);
-  listen_fd_.Reset();
-  cv_.wait(l, [this] { return pulls_in_flight_ == 0; });
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    listen_fd_.Reset();
+  }
+  pulls_.WaitIdle();
 }
 
 // ---------------------------------------------------------------- pulling
@@ -529,30 +516,24 @@ Result<UniqueFd> TcpTransport::Acquire(const std::string& endpoint) {
     std::lock_guard<std::mutex> l(mu_);
     if (shut_down_)
       return Status::Disconnected("pull from " + endpoint + ": the transport is shut down");
-    auto it = idle_.find(endpoint);
-    while (it != idle_.end() && !it->second.empty()) {
-      UniqueFd fd = std::move(it->second.back());
-      it->second.pop_back();
-      // An idle connection has nothing to read: readable means the peer
-      // closed it (or sent garbage).
-      pollfd p{fd.get(), POLLIN, 0};
-      if (::poll(&p, 1, 0) == 0) return fd;
-      client_fds_.erase(fd.get());
-    }
   }
+  // An idle connection has nothing to read: readable means the peer closed
+  // it (or sent garbage).
+  std::optional<UniqueFd> fd = idle_.Take(
+      endpoint,
+      [](const UniqueFd& f) {
+        pollfd p{f.get(), POLLIN, 0};
+        return ::poll(&p, 1, 0) == 0;
+      },
+      [this](UniqueFd f) { Discard(std::move(f)); });
+  if (fd) return std::move(*fd);
   return Connect(endpoint);
 }
 
 void TcpTransport::Release(const std::string& endpoint, UniqueFd fd) {
-  std::lock_guard<std::mutex> l(mu_);
   const size_t max_idle = std::max<size_t>(8, 2 * static_cast<size_t>(opts_.streams));
-  std::vector<UniqueFd>& pool = idle_[endpoint];
-  if (shut_down_ || pool.size() >= max_idle) {
-    client_fds_.erase(fd.get());
-    fd.Reset();
-    return;
-  }
-  pool.push_back(std::move(fd));
+  std::optional<UniqueFd> refused = idle_.Put(endpoint, std::move(fd), max_idle);
+  if (refused) Discard(std::move(*refused));
 }
 
 void TcpTransport::Discard(UniqueFd fd) {
@@ -747,16 +728,9 @@ Result<PullResult> TcpTransport::Pull(const std::string& endpoint, const PullReq
   if (total > 0 && request.destination == nullptr) return Status::InvalidArgument("no destination");
   if (!InRegisteredMemory(request.destination, total))
     return Status::InvalidArgument("the destination lies outside registered memory");
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    if (shut_down_) return Status::Disconnected("the transport is shut down");
-    pulls_in_flight_++;
-  }
-  Result<PullResult> r =
-      total <= opts_.chunk_size ? PullWhole(endpoint, request) : PullChunked(endpoint, request);
-  std::lock_guard<std::mutex> l(mu_);
-  if (--pulls_in_flight_ == 0) cv_.notify_all();
-  return r;
+  Result<PullGate::Ticket> in_flight = pulls_.Enter();
+  if (!in_flight.ok()) return in_flight.status();
+  return total <= opts_.chunk_size ? PullWhole(endpoint, request) : PullChunked(endpoint, request);
 }
 
 Result<PullResult> TcpTransport::PullWhole(const std::string& endpoint,

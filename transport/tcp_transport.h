@@ -27,8 +27,8 @@
 #include <vector>
 
 #include "core/fd.h"
-#include "core/keyed_hash.h"
 #include "plasmon/status.h"
+#include "transport/plumbing.h"
 #include "transport/transport.h"
 
 namespace plasmon {
@@ -113,17 +113,18 @@ class TcpTransport : public Transport {
                    bool hold = false);
   Result<PullResult> PullWhole(const std::string& endpoint, const PullRequest& request);
   Result<PullResult> PullChunked(const std::string& endpoint, const PullRequest& request);
+  // Inside registered memory (anywhere, if none was registered).
   bool InRegisteredMemory(const uint8_t* p, uint64_t n) const;
 
   const TcpTransportOptions opts_;
   std::atomic<uint64_t> next_request_id_{1};
 
   mutable std::mutex mu_;
-  std::condition_variable cv_;  // pulls_in_flight_ reaching 0; accept backoff
+  std::condition_variable cv_;  // accept backoff
   bool listening_ = false;
   bool shut_down_ = false;
   ObjectSource* source_ = nullptr;
-  std::vector<MemoryRegion> regions_;
+  RegisteredMemory memory_;
   UniqueFd listen_fd_;
   std::thread accept_thread_;
   uint64_t accepted_ = 0;
@@ -134,8 +135,8 @@ class TcpTransport : public Transport {
   // Client side: every open client socket (pooled or in use), so Shutdown can
   // break them, and the idle ones by endpoint.
   std::unordered_set<int> client_fds_;
-  std::unordered_map<std::string, std::vector<UniqueFd>, KeyedStringHash> idle_;  // endpoints come from the directory
-  size_t pulls_in_flight_ = 0;
+  IdlePool<UniqueFd> idle_;
+  PullGate pulls_;
 };
 
 }  // namespace plasmon

@@ -10,7 +10,6 @@
 #include <poll.h>
 #include <rdma/rdma_cma.h>
 #include <spdlog/spdlog.h>
-#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -31,10 +30,11 @@
 
 #include "core/clock.h"
 #include "core/digest.h"
+#include "core/event_loop.h"
 #include "core/fd.h"
-#include "core/keyed_hash.h"
 #include "core/size.h"
 #include "transport/address.h"
+#include "transport/plumbing.h"
 #include "transport/verbs_wire.h"
 
 namespace plasmon {
@@ -47,6 +47,12 @@ constexpr int kRecvSlots = 8;   // control messages a connection can receive ahe
 constexpr int kSendSlots = 8;   // control messages in flight from one side
 constexpr size_t kMaxPinsPerConnection = 16;
 constexpr uint64_t kMinChunkSize = 4096;
+// Idle connections kept per peer (each holds a QP, a CQ and registered
+// control buffers); more than the store's transfer threads is never needed.
+constexpr size_t kMaxIdlePerEndpoint = 16;
+// How often the serving thread looks for connections that did not
+// authenticate in time and pins held past their timeout.
+constexpr int64_t kHousekeepUs = 500000;
 
 // What a work request was, in the top bits of its wr_id; the slot below.
 enum class WrKind : uint64_t { kRecv = 1, kSend = 2, kRead = 3 };
@@ -338,6 +344,9 @@ class VerbsTransport::Impl {
   void OnCmEvent(rdma_cm_event* ev, rdma_cm_id** destroy_after_ack);
   void OnConnectRequest(rdma_cm_event* ev, rdma_cm_id** destroy_after_ack);
   void OnServerCq();
+  void OnCmChannel();
+  void ArmHousekeeping();  // Housekeep every kHousekeepUs
+  void ReapDoomed();       // destroys connections marked doomed
   void OnMessage(Served* s, std::string_view msg);
   void OnDescribe(Served* s, uint64_t request_id, const verbs::Describe& d);
   void OnRelease(Served* s, uint64_t request_id);
@@ -354,12 +363,11 @@ class VerbsTransport::Impl {
   std::atomic<uint64_t> next_request_id_{1};
 
   mutable std::mutex mu_;
-  std::condition_variable cv_;
   bool shut_down_ = false;
-  std::vector<MemoryRegion> regions_;
+  RegisteredMemory memory_;
   std::unordered_map<ibv_context*, std::unique_ptr<Device>> devices_;
-  std::unordered_map<std::string, std::vector<std::unique_ptr<Peer>>, KeyedStringHash> idle_;
-  size_t pulls_in_flight_ = 0;
+  IdlePool<std::unique_ptr<Peer>> idle_;
+  PullGate pulls_;
   uint64_t accepted_ = 0;
   std::map<PinKey, HeldPin> pins_;
 
@@ -371,7 +379,7 @@ class VerbsTransport::Impl {
   std::thread serve_thread_;
   uint64_t next_conn_id_ = 1;
   std::unordered_map<uint64_t, std::unique_ptr<Served>> served_;
-  UniqueFd epoll_fd_;
+  std::unique_ptr<EventLoop> serve_loop_;
 
   // Hashing.
   std::mutex hash_mu_;
@@ -439,7 +447,7 @@ Result<Device*> VerbsTransport::Impl::GetDevice(ibv_context* ctx) {
   if (dev->pd == nullptr) return Status::IOError("ibv_alloc_pd: " + Errno(errno));
   int64_t t0 = MonoMicros();
   uint64_t bytes = 0;
-  for (const MemoryRegion& r : regions_) {
+  for (const MemoryRegion& r : memory_.regions()) {
     PLASMON_RETURN_IF_ERROR(RegisterOn(dev.get(), r));
     bytes += r.size;
   }
@@ -459,7 +467,7 @@ Status VerbsTransport::Impl::RegisterMemory(const MemoryRegion& region) {
   std::lock_guard<std::mutex> l(mu_);
   if (shut_down_) return Status::Disconnected("the transport is shut down");
   for (auto& [ctx, dev] : devices_) PLASMON_RETURN_IF_ERROR(RegisterOn(dev.get(), region));
-  regions_.push_back(region);
+  memory_.Add(region);
   return Status::OK();
 }
 
@@ -495,31 +503,24 @@ Result<std::string> VerbsTransport::Impl::Listen(ObjectSource* source) {
 
   std::string port = std::to_string(ntohs(rdma_get_src_port(listen_id_)));
   std::string bound = FormatSockaddr(rdma_get_local_addr(listen_id_));
-  std::string endpoint;
-  if (!opts_.advertise.empty()) {
-    std::string h, p;
-    endpoint = SplitHostPort(opts_.advertise, &h, &p) ? opts_.advertise
-                                                      : JoinHostPort(opts_.advertise, port);
-  } else if (IsWildcard(addr)) {
-    return Status::InvalidArgument("listening on the wildcard address " + opts_.listen +
-                                   " needs an advertise address for peers to connect to");
-  } else {
-    endpoint = bound;
-  }
+  std::string bound_host, bound_port;
+  if (!SplitHostPort(bound, &bound_host, &bound_port)) bound_host = bound;
+  Result<std::string> advertised =
+      AdvertisedEndpoint(opts_.listen, opts_.advertise, bound_host, port, IsWildcard(addr));
+  if (!advertised.ok()) return advertised.status();
+  const std::string endpoint = *advertised;
 
-  epoll_fd_.Reset(::epoll_create1(EPOLL_CLOEXEC));
-  if (!epoll_fd_.valid()) return Status::FromErrno("epoll_create1", errno);
-  auto watch = [&](int fd, uint64_t tag) {
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.u64 = tag;
-    return ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, fd, &ev) == 0
-               ? Status::OK()
-               : Status::FromErrno("epoll_ctl", errno);
-  };
-  PLASMON_RETURN_IF_ERROR(watch(listen_events_->fd, 1));
-  PLASMON_RETURN_IF_ERROR(watch(shutdown_fd_.get(), 2));
-  PLASMON_RETURN_IF_ERROR(watch(hash_fd_.get(), 3));
+  Result<std::unique_ptr<EventLoop>> loop = EventLoop::Create();
+  if (!loop.ok()) return loop.status();
+  serve_loop_ = std::move(*loop);
+  PLASMON_RETURN_IF_ERROR(serve_loop_->Add(listen_events_->fd, EPOLLIN, [this](uint32_t) {
+    OnCmChannel();
+    ReapDoomed();
+  }));
+  PLASMON_RETURN_IF_ERROR(serve_loop_->Add(hash_fd_.get(), EPOLLIN, [this](uint32_t) {
+    OnHashed();
+    ReapDoomed();
+  }));
 
   std::lock_guard<std::mutex> l(mu_);
   if (shut_down_) return Status::Disconnected("the transport is shut down");
@@ -531,45 +532,40 @@ Result<std::string> VerbsTransport::Impl::Listen(ObjectSource* source) {
 }
 
 void VerbsTransport::Impl::ServeLoop() {
-  epoll_event evs[16];
-  for (;;) {
-    int n = ::epoll_wait(epoll_fd_.get(), evs, 16, 500);
-    if (n < 0 && errno != EINTR) {
-      spdlog::error("verbs transport: epoll_wait: {}", Errno(errno));
-      break;
-    }
-    bool stop = false;
-    for (int i = 0; i < n; i++) {
-      uint64_t tag = evs[i].data.u64;
-      if (tag == 1) {
-        rdma_cm_event* ev = nullptr;
-        while (rdma_get_cm_event(listen_events_, &ev) == 0) {
-          rdma_cm_id* destroy = nullptr;
-          OnCmEvent(ev, &destroy);
-          rdma_ack_cm_event(ev);
-          if (destroy != nullptr) rdma_destroy_id(destroy);
-        }
-      } else if (tag == 2) {
-        stop = true;
-      } else if (tag == 3) {
-        OnHashed();
-      } else {
-        OnServerCq();
-      }
-    }
-    if (stop) break;
-    Housekeep();
-    for (auto it = served_.begin(); it != served_.end();) {
-      if (it->second->doomed) {
-        DestroyServed(it->second.get());
-        it = served_.erase(it);
-      } else {
-        ++it;
-      }
-    }
-  }
+  ArmHousekeeping();
+  Status st = serve_loop_->Run();  // until Shutdown stops it
+  if (!st.ok()) spdlog::error("verbs transport: {}", st.ToString());
   for (auto& [id, s] : served_) DestroyServed(s.get());
   served_.clear();
+}
+
+void VerbsTransport::Impl::OnCmChannel() {
+  rdma_cm_event* ev = nullptr;
+  while (rdma_get_cm_event(listen_events_, &ev) == 0) {
+    rdma_cm_id* destroy = nullptr;
+    OnCmEvent(ev, &destroy);
+    rdma_ack_cm_event(ev);
+    if (destroy != nullptr) rdma_destroy_id(destroy);
+  }
+}
+
+void VerbsTransport::Impl::ArmHousekeeping() {
+  serve_loop_->AddTimerAfter(kHousekeepUs, [this] {
+    Housekeep();
+    ReapDoomed();
+    ArmHousekeeping();
+  });
+}
+
+void VerbsTransport::Impl::ReapDoomed() {
+  for (auto it = served_.begin(); it != served_.end();) {
+    if (it->second->doomed) {
+      DestroyServed(it->second.get());
+      it = served_.erase(it);
+    } else {
+      ++it;
+    }
+  }
 }
 
 void VerbsTransport::Impl::OnCmEvent(rdma_cm_event* ev, rdma_cm_id** destroy_after_ack) {
@@ -648,10 +644,11 @@ void VerbsTransport::Impl::OnConnectRequest(rdma_cm_event* ev, rdma_cm_id** dest
     comp = ibv_create_comp_channel(id->verbs);
     if (comp == nullptr) return fail("ibv_create_comp_channel: " + Errno(errno));
     Status st = SetNonBlocking(comp->fd);
-    epoll_event pev{};
-    pev.events = EPOLLIN;
-    pev.data.u64 = 4 + comp_channels_.size();
-    if (!st.ok() || ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, comp->fd, &pev) != 0)
+    if (st.ok()) st = serve_loop_->Add(comp->fd, EPOLLIN, [this](uint32_t) {
+      OnServerCq();
+      ReapDoomed();
+    });
+    if (!st.ok())
       return fail("cannot watch the completion channel");
   }
   s->cq = ibv_create_cq(id->verbs, CqSize(**dev, 0), s.get(), comp, 0);
@@ -943,24 +940,16 @@ void VerbsTransport::Impl::DestroyServed(Served* s) {
 
 Result<std::unique_ptr<VerbsTransport::Impl::Peer>> VerbsTransport::Impl::Acquire(
     const std::string& endpoint, bool* pooled) {
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    auto it = idle_.find(endpoint);
-    if (it != idle_.end() && !it->second.empty()) {
-      std::unique_ptr<Peer> p = std::move(it->second.back());
-      it->second.pop_back();
-      *pooled = true;
-      return p;
-    }
-  }
-  *pooled = false;
+  std::optional<std::unique_ptr<Peer>> p = idle_.Take(endpoint);
+  *pooled = p.has_value();
+  if (p) return std::move(*p);
   return Connect(endpoint);
 }
 
 void VerbsTransport::Impl::Return(std::unique_ptr<Peer> p) {
-  std::lock_guard<std::mutex> l(mu_);
-  if (shut_down_ || p->broken) return;  // destroyed on the way out
-  idle_[p->endpoint].push_back(std::move(p));
+  if (p->broken) return;  // destroyed here
+  const std::string endpoint = p->endpoint;  // not p->endpoint: p is moved from in the call
+  idle_.Put(endpoint, std::move(p), kMaxIdlePerEndpoint);  // destroyed if refused
 }
 
 Status VerbsTransport::Impl::WaitCm(Peer* p, rdma_cm_event_type want, int64_t deadline_us,
@@ -1337,14 +1326,11 @@ Result<PullResult> VerbsTransport::Impl::Pull(const std::string& endpoint,
   {
     std::lock_guard<std::mutex> l(mu_);
     if (shut_down_) return Status::Disconnected("the transport is shut down");
-    bool inside = total == 0;
-    for (const MemoryRegion& r : regions_)
-      if (request.destination >= r.base && request.destination - r.base <= int64_t(r.size) &&
-          total <= r.size - static_cast<uint64_t>(request.destination - r.base))
-        inside = true;
-    if (!inside) return Status::InvalidArgument("the destination is not in registered memory");
-    pulls_in_flight_++;
+    if (!memory_.Contains(request.destination, total))
+      return Status::InvalidArgument("the destination is not in registered memory");
   }
+  Result<PullGate::Ticket> in_flight = pulls_.Enter();
+  if (!in_flight.ok()) return in_flight.status();
   Result<PullResult> result = Status::Disconnected("not tried");
   for (int attempt = 0; attempt < 2; attempt++) {
     bool pooled = false;
@@ -1360,11 +1346,6 @@ Result<PullResult> VerbsTransport::Impl::Pull(const std::string& endpoint,
     // one fresh try before giving up on this holder.
     if (!stale) break;
   }
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    pulls_in_flight_--;
-  }
-  cv_.notify_all();
   return result;
 }
 
@@ -1376,13 +1357,10 @@ void VerbsTransport::Impl::Shutdown() {
   }
   uint64_t one = 1;
   if (shutdown_fd_.valid()) (void)!::write(shutdown_fd_.get(), &one, sizeof(one));
-  std::unordered_map<std::string, std::vector<std::unique_ptr<Peer>>, KeyedStringHash> idle;
-  {
-    std::unique_lock<std::mutex> l(mu_);
-    cv_.wait(l, [&] { return pulls_in_flight_ == 0; });
-    idle.swap(idle_);
-  }
-  idle.clear();
+  if (serve_loop_) serve_loop_->Stop();
+  pulls_.Close();
+  pulls_.WaitIdle();
+  idle_.Close();  // destroys the idle connections
   if (serve_thread_.joinable()) serve_thread_.join();  // destroys served connections
   {
     std::lock_guard<std::mutex> l(hash_mu_);
