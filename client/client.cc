@@ -460,6 +460,37 @@ Status Client::CreateAndSeal(const ObjectID& id, std::string_view data, std::str
   return rep.status;
 }
 
+Result<std::vector<Status>> Client::CreateAndSeal(const std::vector<ObjectID>& ids,
+                                                  const std::vector<std::string_view>& data,
+                                                  const std::vector<std::string_view>& metadata) {
+  PLASMON_REQUIRE_CONNECTED();
+  if (data.size() != ids.size() || (!metadata.empty() && metadata.size() != ids.size()))
+    return Status::InvalidArgument("CreateAndSeal of a batch needs one data (and none or one "
+                                   "metadata) per ID");
+  if (ids.size() > p::kMaxBatch)
+    return Status::InvalidArgument("at most " + std::to_string(p::kMaxBatch) +
+                                   " objects per CreateAndSeal batch");
+  p::CreateAndSealBatchRequest req;
+  req.items.reserve(ids.size());
+  uint64_t total = 0;
+  for (size_t i = 0; i < ids.size(); i++) {
+    std::string_view m = metadata.empty() ? std::string_view() : metadata[i];
+    total += data[i].size() + m.size();
+    req.items.push_back({ids[i], data[i], m});
+  }
+  if (total > p::kMaxInlineObject)
+    return Status::InvalidArgument("a CreateAndSeal batch takes at most " +
+                                   std::to_string(p::kMaxInlineObject) +
+                                   " bytes in all; use several batches or Create and Seal");
+  if (ids.empty()) return std::vector<Status>{};
+  p::StatusListReply rep;
+  PLASMON_RETURN_IF_ERROR(impl_->Call(p::MessageType::kCreateAndSealBatch, req, &rep));
+  PLASMON_RETURN_IF_ERROR(rep.status);
+  if (rep.results.size() != ids.size())
+    return Status::ProtocolError("CreateAndSeal batch reply has the wrong size");
+  return std::move(rep.results);
+}
+
 Result<std::vector<ObjectBuffer>> Client::Get(const std::vector<ObjectID>& ids,
                                               int64_t timeout_ms, const GetOptions& options) {
   PLASMON_REQUIRE_CONNECTED();
@@ -569,6 +600,49 @@ Result<std::vector<Status>> Client::Delete(const std::vector<ObjectID>& ids) {
     }
   }
   return out;
+}
+
+Result<std::vector<Status>> Client::Refresh(const std::vector<ObjectID>& ids) {
+  PLASMON_REQUIRE_CONNECTED();
+  if (ids.size() > p::kMaxBatch)
+    return Status::InvalidArgument("at most " + std::to_string(p::kMaxBatch) + " IDs per Refresh");
+  p::DeleteReply rep;
+  PLASMON_RETURN_IF_ERROR(impl_->Call(p::MessageType::kRefresh, p::DeleteRequest{ids}, &rep));
+  PLASMON_RETURN_IF_ERROR(rep.status);
+  if (rep.codes.size() != ids.size())
+    return Status::ProtocolError("Refresh reply has the wrong size");
+  std::vector<Status> out;
+  out.reserve(ids.size());
+  for (size_t i = 0; i < ids.size(); i++) {
+    switch (rep.codes[i]) {
+      case StatusCode::kOk: out.emplace_back(); break;
+      case StatusCode::kObjectNotSealed:
+        out.push_back(Status::ObjectNotSealed("object " + ids[i].Hex() + " is not sealed yet"));
+        break;
+      case StatusCode::kObjectNotFound:
+        out.push_back(Status::ObjectNotFound("object " + ids[i].Hex() + " is not in the store"));
+        break;
+      default:
+        return Status::ProtocolError("Refresh reply has an unexpected code");
+    }
+  }
+  return out;
+}
+
+Result<uint64_t> Client::Digest(const ObjectID& id) {
+  PLASMON_REQUIRE_CONNECTED();
+  p::DigestReply rep;
+  PLASMON_RETURN_IF_ERROR(impl_->Call(p::MessageType::kDigest, p::IdRequest{id}, &rep));
+  PLASMON_RETURN_IF_ERROR(rep.status);
+  return rep.digest;
+}
+
+Status Client::SetOptions(const ClientOptions& options) {
+  PLASMON_REQUIRE_CONNECTED();
+  p::StatusReply rep;
+  PLASMON_RETURN_IF_ERROR(impl_->Call(p::MessageType::kSetOptions,
+                                      p::SetOptionsRequest{options.memory_quota}, &rep));
+  return rep.status;
 }
 
 Result<uint64_t> Client::Evict(uint64_t bytes) {

@@ -91,6 +91,40 @@ bool CreateAndSealRequest::Decode(Decoder* d) {
          data.size() + metadata.size() <= kMaxInlineObject;
 }
 
+void CreateAndSealBatchRequest::Encode(Encoder* e) const {
+  e->PutU32(static_cast<uint32_t>(items.size()));
+  for (const Item& it : items) {
+    e->PutID(it.id);
+    e->PutBytes(it.data);
+    e->PutBytes(it.metadata);
+  }
+}
+bool CreateAndSealBatchRequest::Decode(Decoder* d) {
+  uint32_t n;
+  // Each item takes at least its ID and two lengths.
+  if (!d->GetU32(&n) || n > kMaxBatch || n * (ObjectID::kSize + 8ull) > d->remaining())
+    return false;
+  items.resize(n);
+  uint64_t total = 0;
+  for (Item& it : items) {
+    if (!d->GetID(&it.id) || !d->GetBytes(&it.data, kMaxInlineObject) ||
+        !d->GetBytes(&it.metadata, kMaxInlineObject))
+      return false;
+    total += it.data.size() + it.metadata.size();
+    if (total > kMaxInlineObject) return false;
+  }
+  return true;
+}
+
+void SetOptionsRequest::Encode(Encoder* e) const { e->PutU64(memory_quota); }
+bool SetOptionsRequest::Decode(Decoder* d) { return d->GetU64(&memory_quota); }
+
+void DigestReply::Encode(Encoder* e) const {
+  EncodeStatus(status, e);
+  e->PutU64(digest);
+}
+bool DigestReply::Decode(Decoder* d) { return DecodeStatus(d, &status) && d->GetU64(&digest); }
+
 static void EncodeIds(const std::vector<ObjectID>& ids, Encoder* e) {
   e->PutU32(static_cast<uint32_t>(ids.size()));
   for (const ObjectID& id : ids) e->PutID(id);
@@ -205,14 +239,16 @@ bool DeleteReply::Decode(Decoder* d) {
   return true;
 }
 
-void FetchReply::Encode(Encoder* e) const {
+void StatusListReply::Encode(Encoder* e) const {
   EncodeStatus(status, e);
   e->PutU32(static_cast<uint32_t>(results.size()));
   for (const Status& r : results) EncodeStatus(r, e, kMaxResultMessage);
 }
-bool FetchReply::Decode(Decoder* d) {
+bool StatusListReply::Decode(Decoder* d) {
   uint32_t n;
-  if (!DecodeStatus(d, &status) || !d->GetU32(&n) || n > kMaxBatch) return false;
+  // Each status takes at least 5 bytes (code and message length).
+  if (!DecodeStatus(d, &status) || !d->GetU32(&n) || n > kMaxBatch || n * 5ull > d->remaining())
+    return false;
   results.assign(n, Status());
   for (Status& r : results)
     if (!DecodeStatus(d, &r, kMaxResultMessage)) return false;
@@ -229,12 +265,14 @@ static void EncodeInfo(const ObjectInfo& o, Encoder* e) {
   e->PutU64(o.digest);
   e->PutI64(o.create_time_us);
   e->PutI64(o.last_access_us);
+  e->PutI64(o.seal_time_us);
 }
 static bool DecodeInfo(Decoder* d, ObjectInfo* o) {
   uint8_t state, dv;
   if (!d->GetID(&o->id) || !d->GetU8(&state) || !d->GetU64(&o->data_size) ||
       !d->GetU64(&o->metadata_size) || !d->GetU32(&o->ref_count) || !d->GetU8(&dv) ||
-      !d->GetU64(&o->digest) || !d->GetI64(&o->create_time_us) || !d->GetI64(&o->last_access_us))
+      !d->GetU64(&o->digest) || !d->GetI64(&o->create_time_us) || !d->GetI64(&o->last_access_us) ||
+      !d->GetI64(&o->seal_time_us))
     return false;
   if (state != static_cast<uint8_t>(ObjectState::kCreated) &&
       state != static_cast<uint8_t>(ObjectState::kSealed))

@@ -18,7 +18,7 @@
 namespace plasmon::protocol {
 
 constexpr uint32_t kMagic = 0x4d534c50;  // "PLSM" on the wire
-constexpr uint16_t kVersion = 1;
+constexpr uint16_t kVersion = 2;  // 2: Refresh, batches, Digest, SetOptions; seal times in List
 constexpr size_t kHeaderSize = 16;
 
 // Limits. A request body over kMaxRequestBody closes the connection before the
@@ -51,6 +51,10 @@ enum class MessageType : uint16_t {
   kNotification = 14,  // store -> subscriber, unsolicited
   kWhere = 15,         // which nodes hold an object (cluster only)
   kFetch = 16,         // make objects local, pulling them from other nodes
+  kRefresh = 17,       // mark objects as just used (LRU), without getting them
+  kCreateAndSealBatch = 18,  // several small objects in one round trip
+  kDigest = 19,        // a sealed object's xxh3-64, computed if not known yet
+  kSetOptions = 20,    // this client's options (its memory quota)
 };
 constexpr uint16_t kReplyBit = 0x8000;
 inline uint16_t ReplyType(MessageType t) { return static_cast<uint16_t>(t) | kReplyBit; }
@@ -139,6 +143,26 @@ struct GetRequest {
 // Fetch: the same body as Get (a timeout and IDs).
 using FetchRequest = GetRequest;
 
+// Several objects created and sealed in one round trip; their data and
+// metadata together at most kMaxInlineObject.
+struct CreateAndSealBatchRequest {
+  struct Item {
+    ObjectID id;
+    std::string_view data;  // views into the frame being decoded
+    std::string_view metadata;
+  };
+  std::vector<Item> items;
+  void Encode(Encoder* e) const;
+  bool Decode(Decoder* d);
+};
+
+struct SetOptionsRequest {
+  uint64_t memory_quota = 0;  // bytes; 0: none
+  void Encode(Encoder* e) const;
+  bool Decode(Decoder* d);
+};
+
+// Delete and Refresh name several objects.
 struct DeleteRequest {
   std::vector<ObjectID> ids;
   void Encode(Encoder* e) const;
@@ -202,6 +226,7 @@ struct GetReply {
   bool Decode(Decoder* d);
 };
 
+// Delete and Refresh.
 struct DeleteReply {
   Status status;
   std::vector<StatusCode> codes;  // one per requested ID
@@ -209,9 +234,18 @@ struct DeleteReply {
   bool Decode(Decoder* d);
 };
 
-struct FetchReply {
+// One Status per requested ID (Fetch, CreateAndSealBatch).
+struct StatusListReply {
   Status status;
   std::vector<Status> results;  // one per requested ID; messages cut at kMaxResultMessage
+  void Encode(Encoder* e) const;
+  bool Decode(Decoder* d);
+};
+using FetchReply = StatusListReply;
+
+struct DigestReply {
+  Status status;
+  uint64_t digest = 0;  // xxh3-64 of data then metadata
   void Encode(Encoder* e) const;
   bool Decode(Decoder* d);
 };

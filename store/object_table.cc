@@ -21,6 +21,7 @@ ObjectInfo ObjectEntry::Info() const {
   o.digest = digest;
   o.create_time_us = create_time_us;
   o.last_access_us = last_access_us;
+  o.seal_time_us = state == ObjectState::kSealed ? seal_time_us : 0;
   return o;
 }
 
@@ -43,23 +44,44 @@ Result<ObjectEntry*> ObjectTable::Create(const ObjectID& id, uint64_t data_size,
                                " is larger than the store's capacity of " +
                                FormatSize(alloc_.capacity()));
   }
-  uint64_t size = data_size + metadata_size;
-  std::optional<uint64_t> offset = alloc_.Allocate(size);
+  const uint64_t size = data_size + metadata_size;
+  const uint64_t need = Allocator::RoundUp(size);
   uint64_t freed = 0, count = 0;
-  while (!offset && !lru_.empty()) {
-    ObjectEntry* victim = &objects_.at(lru_.Oldest());
-    freed += Allocator::RoundUp(victim->total_size());
-    count++;
-    Remove(victim, Notification::Kind::kEvicted);
-    offset = alloc_.Allocate(size);
+  auto quota = quotas_.find(creator);
+  if (quota != quotas_.end()) {
+    // Room within the creator's quota, from its own objects only.
+    Quota& q = quota->second;
+    if (need > q.limit)
+      return Status::OutOfMemory("object " + id.Hex() + " of " + FormatSize(size) +
+                                 " is larger than this client's memory quota of " +
+                                 FormatSize(q.limit));
+    if (!EvictUntil(&q.lru, [&] { return q.used + need <= q.limit; }, &freed, &count))
+      return Status::OutOfMemory("no room for object " + id.Hex() + " of " + FormatSize(size) +
+                                 " in this client's memory quota of " + FormatSize(q.limit) +
+                                 ": its referenced or unsealed objects hold " +
+                                 FormatSize(q.used));
+  } else {
+    const uint64_t shared = alloc_.capacity() - reserved_;
+    if (need > shared)
+      return Status::OutOfMemory("object " + id.Hex() + " of " + FormatSize(size) +
+                                 " is larger than the " + FormatSize(shared) +
+                                 " that clients' memory quotas leave to share");
+    EvictUntil(&lru_, [&] { return shared_used_ + need <= shared; }, &freed, &count);
   }
+  // Then a free range: the quota's own objects first, then the shared ones
+  // (a quota reserves bytes, not addresses).
+  std::optional<uint64_t> offset = alloc_.Allocate(size);
+  auto allocated = [&] { return (offset = alloc_.Allocate(size)).has_value(); };
+  if (!offset && quota != quotas_.end()) EvictUntil(&quota->second.lru, allocated, &freed, &count);
+  if (!offset) EvictUntil(&lru_, allocated, &freed, &count);
   if (count > 0) {
     spdlog::debug("evicted {} objects ({}) for create of {}", count, FormatSize(freed), id.Hex());
   }
   if (!offset) {
     return Status::OutOfMemory("no room for object " + id.Hex() + " of " + FormatSize(size) +
                                ": " + FormatSize(alloc_.capacity() - alloc_.used()) +
-                               " free, the rest held by referenced or unsealed objects");
+                               " free, the rest held by referenced or unsealed objects" +
+                               (reserved_ > 0 ? " or reserved by clients' memory quotas" : ""));
   }
   ObjectEntry& e = objects_[id];
   e.id = id;
@@ -68,6 +90,11 @@ Result<ObjectEntry*> ObjectTable::Create(const ObjectID& id, uint64_t data_size,
   e.metadata_size = metadata_size;
   e.creator = creator;
   e.create_time_us = e.last_access_us = WallMicros();
+  if (quota != quotas_.end()) {
+    e.quota_owner = creator;
+    quota->second.members.insert(id);
+  }
+  Account(e, true);
   return &e;
 }
 
@@ -79,7 +106,7 @@ Status ObjectTable::Seal(const ObjectID& id, uint32_t client) {
   if (e->creator != client)
     return Status::InvalidArgument("object " + id.Hex() + " was created by another client");
   e->state = ObjectState::kSealed;
-  e->last_access_us = WallMicros();
+  e->seal_time_us = e->last_access_us = WallMicros();
   if (!e->digest_valid && e->total_size() <= kDigestAtSealMax) ComputeDigest(e);
   sealed_count_++;
   if (e->ref_count == 0) MakeEvictable(e);
@@ -95,6 +122,7 @@ Status ObjectTable::Abort(const ObjectID& id, uint32_t client) {
   if (e->creator != client)
     return Status::InvalidArgument("object " + id.Hex() + " was created by another client");
   alloc_.Free(e->offset, e->total_size());
+  Account(*e, false);
   ObjectID key = id;  // `id` may alias the entry being erased
   objects_.erase(key);
   return Status::OK();
@@ -138,14 +166,98 @@ StatusCode ObjectTable::Delete(const ObjectID& id) {
 }
 
 std::pair<uint64_t, uint64_t> ObjectTable::Evict(uint64_t bytes) {
+  // The shared part first, then the quotas.
   uint64_t freed = 0, count = 0;
-  while (freed < bytes && !lru_.empty()) {
-    ObjectEntry* victim = &objects_.at(lru_.Oldest());
-    freed += Allocator::RoundUp(victim->total_size());
-    count++;
-    Remove(victim, Notification::Kind::kEvicted);
+  auto enough = [&] { return freed >= bytes; };
+  if (!EvictUntil(&lru_, enough, &freed, &count)) {
+    for (auto& [client, q] : quotas_)
+      if (EvictUntil(&q.lru, enough, &freed, &count)) break;
   }
   return {freed, count};
+}
+
+template <typename Fits>
+bool ObjectTable::EvictUntil(LruPolicy* lru, Fits fits, uint64_t* freed, uint64_t* count) {
+  while (!fits()) {
+    if (lru->empty()) return false;
+    ObjectEntry* victim = &objects_.at(lru->Oldest());
+    *freed += Allocator::RoundUp(victim->total_size());
+    ++*count;
+    Remove(victim, Notification::Kind::kEvicted);
+  }
+  return true;
+}
+
+void ObjectTable::Account(const ObjectEntry& e, bool add) {
+  const uint64_t units = Allocator::RoundUp(e.total_size());
+  uint64_t* used = &shared_used_;
+  if (e.quota_owner != 0) {
+    auto q = quotas_.find(e.quota_owner);
+    if (q != quotas_.end()) {
+      used = &q->second.used;
+      if (!add) q->second.members.erase(e.id);
+    }
+  }
+  *used = add ? *used + units : *used - units;
+}
+
+LruPolicy& ObjectTable::LruOf(const ObjectEntry& e) {
+  if (e.quota_owner != 0) {
+    auto q = quotas_.find(e.quota_owner);
+    if (q != quotas_.end()) return q->second.lru;
+  }
+  return lru_;
+}
+
+void ObjectTable::Touch(ObjectEntry* e) {
+  e->last_access_us = WallMicros();
+  if (!e->in_lru) return;  // referenced: not evictable anyway
+  MakeUnevictable(e);
+  MakeEvictable(e);  // at the young end
+}
+
+Status ObjectTable::SetQuota(uint32_t client, uint64_t bytes) {
+  if (quotas_.count(client) > 0)
+    return Status::InvalidArgument("this client's memory quota is set already (" +
+                                   FormatSize(quotas_.at(client).limit) + ")");
+  if (bytes == 0) return Status::InvalidArgument("a memory quota must be more than 0 bytes");
+  // Its objects already created stay in the shared part: count what that
+  // part really holds against what would be left to it.
+  const uint64_t unreserved = alloc_.capacity() - reserved_;
+  if (bytes > unreserved)
+    return Status::InvalidArgument("a memory quota of " + FormatSize(bytes) + " is more than the " +
+                                   FormatSize(unreserved) + " not reserved by other clients' quotas");
+  Quota& q = quotas_[client];
+  q.limit = bytes;
+  reserved_ += bytes;
+  return Status::OK();
+}
+
+uint64_t ObjectTable::QuotaOf(uint32_t client) const {
+  auto q = quotas_.find(client);
+  return q == quotas_.end() ? 0 : q->second.limit;
+}
+
+void ObjectTable::DropClient(uint32_t client) {
+  auto it = quotas_.find(client);
+  if (it == quotas_.end()) return;
+  Quota q = std::move(it->second);
+  quotas_.erase(it);
+  reserved_ -= q.limit;
+  // Its evictable objects join the shared LRU as its youngest, in the order
+  // they had among themselves.
+  std::vector<ObjectID> order;
+  while (!q.lru.empty()) {
+    order.push_back(q.lru.Oldest());
+    q.lru.Remove(objects_.at(order.back()).lru);
+  }
+  for (const ObjectID& id : q.members) {
+    ObjectEntry& e = objects_.at(id);
+    e.quota_owner = 0;
+    e.in_lru = false;
+  }
+  shared_used_ += q.used;
+  for (const ObjectID& id : order) MakeEvictable(&objects_.at(id));
 }
 
 uint64_t ObjectTable::EnsureDigest(ObjectEntry* e) {
@@ -167,6 +279,7 @@ void ObjectTable::Remove(ObjectEntry* e, Notification::Kind kind) {
     evicted_bytes_ += Allocator::RoundUp(e->total_size());
   }
   alloc_.Free(e->offset, e->total_size());
+  Account(*e, false);
   listener_->OnRemoved(*e, kind);
   ObjectID id = e->id;  // erase must not read the key it is destroying
   objects_.erase(id);
@@ -174,13 +287,13 @@ void ObjectTable::Remove(ObjectEntry* e, Notification::Kind kind) {
 
 void ObjectTable::MakeEvictable(ObjectEntry* e) {
   if (e->in_lru || e->delete_pending) return;
-  e->lru = lru_.Add(e->id);
+  e->lru = LruOf(*e).Add(e->id);
   e->in_lru = true;
 }
 
 void ObjectTable::MakeUnevictable(ObjectEntry* e) {
   if (!e->in_lru) return;
-  lru_.Remove(e->lru);
+  LruOf(*e).Remove(e->lru);
   e->in_lru = false;
 }
 

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "core/allocator.h"
@@ -26,12 +27,14 @@ struct ObjectEntry {
   uint64_t data_size = 0;
   uint64_t metadata_size = 0;
   uint32_t creator = 0;        // client that created it
+  uint32_t quota_owner = 0;    // the client whose quota it counts against; 0: shared
   uint64_t ref_count = 0;      // references held by all clients (64 bits: never wraps)
   bool delete_pending = false; // deleted while referenced: goes at ref_count 0
   bool digest_valid = false;
   uint64_t digest = 0;
   int64_t create_time_us = 0;
   int64_t last_access_us = 0;
+  int64_t seal_time_us = 0;
   bool in_lru = false;
   LruPolicy::Handle lru;
 
@@ -90,6 +93,23 @@ class ObjectTable {
   // Computes the digest now if it was deferred.
   uint64_t EnsureDigest(ObjectEntry* e);
 
+  // Marks a sealed object as just used: last in line for eviction.
+  void Touch(ObjectEntry* e);
+
+  // Per-client memory quotas (Arrow Plasma's SetClientOptions). A client
+  // with a quota has that many bytes reserved for the objects it creates:
+  // they count against its quota, not against the shared rest of the store,
+  // and when it needs room it evicts its own objects, least recently used
+  // first, never other clients'. A client that creates and holds objects can
+  // then fill its quota and no more. Clients without a quota share what the
+  // quotas leave (capacity minus their sum), evicting among themselves.
+  // InvalidArgument if the client has a quota already, or if `bytes` is 0 or
+  // more than what is not reserved yet.
+  Status SetQuota(uint32_t client, uint64_t bytes);
+  // The client is gone: its quota ends and its objects join the shared part.
+  void DropClient(uint32_t client);
+  uint64_t QuotaOf(uint32_t client) const;
+
   // Up to `max` objects with IDs greater than `cursor` (all if !has_cursor),
   // in ID order; *more says whether any remain after them.
   std::vector<ObjectInfo> List(bool has_cursor, const ObjectID& cursor, uint32_t max,
@@ -100,16 +120,31 @@ class ObjectTable {
   const Allocator& allocator() const { return alloc_; }
 
  private:
+  struct Quota {
+    uint64_t limit = 0;
+    uint64_t used = 0;  // allocation units of its objects
+    LruPolicy lru;      // its evictable objects
+    std::unordered_set<ObjectID, ObjectIDHash> members;
+  };
   void Remove(ObjectEntry* e, Notification::Kind kind);
   void MakeEvictable(ObjectEntry* e);
   void MakeUnevictable(ObjectEntry* e);
   void ComputeDigest(ObjectEntry* e);
+  // The LRU `e` belongs in: its quota's, or the shared one.
+  LruPolicy& LruOf(const ObjectEntry& e);
+  // Evicts the oldest of `lru` until `fits()`; false if it ran out first.
+  template <typename Fits>
+  bool EvictUntil(LruPolicy* lru, Fits fits, uint64_t* freed, uint64_t* count);
+  void Account(const ObjectEntry& e, bool add);
 
   uint8_t* base_;
   Allocator alloc_;
   TableListener* listener_;
   std::unordered_map<ObjectID, ObjectEntry, ObjectIDHash> objects_;
-  LruPolicy lru_;
+  LruPolicy lru_;  // evictable objects of the shared part
+  std::unordered_map<uint32_t, Quota> quotas_;
+  uint64_t reserved_ = 0;     // the quotas' limits together
+  uint64_t shared_used_ = 0;  // allocation units of objects outside quotas
   uint64_t sealed_count_ = 0;
   uint64_t evictions_ = 0;
   uint64_t evicted_bytes_ = 0;

@@ -72,6 +72,18 @@ struct MutableBuffer {
   uint64_t size = 0;
 };
 
+// Options of one client connection (Client::SetOptions).
+struct ClientOptions {
+  // Bytes reserved for the objects this client creates (Arrow Plasma's
+  // output memory quota); 0: none. Its objects count against the quota, not
+  // against the rest of the store; when it needs room it evicts its own
+  // objects, least recently used first, never other clients'. A client that
+  // creates and holds objects can fill its quota and no more. Clients
+  // without a quota share what the quotas leave. The quota ends with the
+  // connection; its objects then stay, shared.
+  uint64_t memory_quota = 0;
+};
+
 struct GetOptions {
   // Pull objects that are not in the local store from other nodes first
   // (cluster only; see Client::Fetch). The timeout covers the fetch.
@@ -125,6 +137,13 @@ class Client {
   // Create, copy in and seal, in one round trip. For objects up to 1 MiB
   // (data and metadata together); InvalidArgument beyond.
   Status CreateAndSeal(const ObjectID& id, std::string_view data, std::string_view metadata = {});
+  // Several objects at once, in one round trip: one Status per object, as
+  // CreateAndSeal would return it. `metadata` is empty (none) or one per
+  // object. Data and metadata of all objects together up to 1 MiB, and at
+  // most 16384 objects; InvalidArgument beyond.
+  Result<std::vector<Status>> CreateAndSeal(const std::vector<ObjectID>& ids,
+                                            const std::vector<std::string_view>& data,
+                                            const std::vector<std::string_view>& metadata = {});
 
   // One buffer per ID, in order, each holding a reference. Waits until each
   // object is sealed or `timeout_ms` passes (0 polls, -1 waits forever). A
@@ -147,6 +166,19 @@ class Client {
   // deleted when the last reference goes; invisible from now on),
   // ObjectNotFound, ObjectNotSealed (still being created; not deleted).
   Result<std::vector<Status>> Delete(const std::vector<ObjectID>& ids);
+  // Marks sealed objects as just used, so that eviction takes them last,
+  // without getting them (Arrow Plasma's Refresh). One Status per ID: OK,
+  // ObjectNotFound, ObjectNotSealed.
+  Result<std::vector<Status>> Refresh(const std::vector<ObjectID>& ids);
+  // The xxh3-64 digest of a sealed object's data followed by its metadata
+  // (Arrow Plasma's Hash), for objects of every size: computed when first
+  // asked for if the store did not compute it at seal. ObjectNotFound,
+  // ObjectNotSealed.
+  Result<uint64_t> Digest(const ObjectID& id);
+  // Sets this connection's options (once). InvalidArgument if the quota is
+  // set already or is more than what other clients' quotas leave.
+  Status SetOptions(const ClientOptions& options);
+
   // Evicts unreferenced objects, least recently used first, until at least
   // `bytes` are freed or none is left. Returns the bytes freed.
   Result<uint64_t> Evict(uint64_t bytes);

@@ -24,6 +24,12 @@ struct ObjectInfo {
   uint64_t digest = 0;           // xxh3-64 of data then metadata
   int64_t create_time_us = 0;    // wall clock, microseconds since the epoch
   int64_t last_access_us = 0;    // wall clock, microseconds since the epoch
+  int64_t seal_time_us = 0;      // wall clock when sealed; 0 while unsealed
+
+  // How long the object took from Create to Seal (-1 while unsealed).
+  int64_t create_to_seal_us() const {
+    return state == ObjectState::kSealed ? seal_time_us - create_time_us : -1;
+  }
 };
 
 // Client::Stats().
