@@ -134,9 +134,13 @@ class Client {
   Result<std::vector<ObjectBuffer>> Get(const std::vector<ObjectID>& ids, int64_t timeout_ms,
                                         const GetOptions& options = {});
   // Drops one reference this client holds (taken by Get), before the buffer
-  // holding it goes. The buffer must not be read afterwards. Like a buffer's
-  // release, it reaches the store with the next request or within 1 ms.
-  // InvalidArgument if this client holds no reference to `id`.
+  // holding it goes. With several held (several Gets of `id`), it is the
+  // newest one still held: that of the latest of those Gets, so that Get,
+  // read, Release leaves a buffer kept from an earlier Get valid. The released
+  // buffer (and its copies) must not be read afterwards, and its end sends
+  // nothing; every other buffer still releases its own reference when it goes.
+  // Like a buffer's release, it reaches the store with the next request or
+  // within 1 ms. InvalidArgument if this client holds no reference to `id`.
   Status Release(const ObjectID& id);
 
   // Whether a sealed object with this ID is in the store.
