@@ -346,6 +346,11 @@ void ClientImpl::Unlink(Reference* ref) {
 
 Status ClientImpl::Release(const ObjectID& id) {
   {
+    std::lock_guard<std::mutex> l(mu_);
+    // As every other call after Disconnect (or a lost connection) says.
+    if (broken_) return broken_status_;
+  }
+  {
     std::lock_guard<std::mutex> l(refs_mu_);
     auto it = held_.find(id);
     if (it == held_.end())

@@ -265,6 +265,20 @@ TEST_F(ClientTest, AGetAfterAnExplicitReleaseIsReleasedWhenItsBufferGoes) {
   EXPECT_FALSE(*client_.Contains(id));
 }
 
+TEST_F(ClientTest, ReleaseWhenNotConnectedSaysDisconnected) {
+  ObjectID id = ObjectID::Random();
+  Put(id, 10);
+  auto got = client_.Get({id}, 0);
+  ASSERT_TRUE(got.ok() && (*got)[0].valid());
+  client_.Disconnect();
+  EXPECT_TRUE(client_.Contains(id).status().IsDisconnected());
+  Status st = client_.Release(id);  // a reference it held before the Disconnect
+  EXPECT_TRUE(st.IsDisconnected()) << st.ToString();
+  Client never;
+  st = never.Release(id);
+  EXPECT_TRUE(st.IsDisconnected()) << st.ToString();
+}
+
 TEST_F(ClientTest, AWaitingGetNamingOneIdManyTimesGetsAReferenceForEach) {
   ObjectID id = ObjectID::Random();
   std::thread sealer([&] {

@@ -140,7 +140,8 @@ class Client {
   // buffer (and its copies) must not be read afterwards, and its end sends
   // nothing; every other buffer still releases its own reference when it goes.
   // Like a buffer's release, it reaches the store with the next request or
-  // within 1 ms. InvalidArgument if this client holds no reference to `id`.
+  // within 1 ms. InvalidArgument if this client holds no reference to `id`;
+  // Disconnected when not connected (never, or no longer).
   Status Release(const ObjectID& id);
 
   // Whether a sealed object with this ID is in the store.
