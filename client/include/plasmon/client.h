@@ -1,12 +1,14 @@
 // plasmon::Client: the library applications use to talk to their node's store.
 //
 //   plasmon::Client c;
-//   if (auto st = c.Connect("/tmp/plasmon.sock"); !st.ok()) ...
-//   auto buf = c.Create(id, size);          // writable shared memory
-//   fill(buf->data(), buf->size());
-//   c.Seal(id);                             // now immutable and visible
+//   if (plasmon::Status st = c.Connect("/tmp/plasmon.sock"); !st.ok()) ...
+//   plasmon::Result<plasmon::MutableBuffer> buf = c.Create(id, size);  // writable shared memory
+//   if (!buf.ok()) ...                      // buf.status(): ObjectExists, OutOfMemory, ...
+//   fill(buf->data, buf->size);             // fields: the bytes to write, in place
+//   if (plasmon::Status st = c.Seal(id); !st.ok()) ...  // now immutable and visible
 //   auto got = c.Get({id}, /*timeout_ms=*/1000);
-//   use((*got)[0].data(), (*got)[0].size());  // no copy: the store's memory
+//   if (got.ok() && (*got)[0].valid())      // a missing object is an invalid buffer
+//     use((*got)[0].data(), (*got)[0].size());  // no copy: the store's memory
 //
 // Thread safety: one Client may be used from several threads at once; each
 // call blocks only its own thread (a Get waiting for a seal does not hold up
