@@ -27,12 +27,20 @@ class Reference {
  public:
   Reference(std::weak_ptr<ClientImpl> client, std::shared_ptr<const Mapping> map, ObjectID id)
       : client_(std::move(client)), map_(std::move(map)), id_(id) {}
-  ~Reference();
+  ~Reference();  // releases it, unless Client::Release did already
 
  private:
+  friend class ClientImpl;
   std::weak_ptr<ClientImpl> client_;
   std::shared_ptr<const Mapping> map_;
   ObjectID id_;
+  // Guarded by the client's refs_mu_. While the store counts this reference
+  // for us it is linked into the client's list of references to id_, in the
+  // order of the Gets; an explicit Release unlinks it, and then its end sends
+  // nothing.
+  bool held_ = false;
+  Reference* older_ = nullptr;
+  Reference* newer_ = nullptr;
 };
 
 class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
@@ -75,13 +83,21 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
   }
   Result<MutableBuffer> Create(const ObjectID& id, uint64_t data_size, std::string_view metadata);
   Result<std::vector<ObjectBuffer>> Get(const std::vector<ObjectID>& ids, int64_t timeout_ms);
-  Status Release(const ObjectID& id, bool quiet);
+  // Client::Release: gives up the newest reference to `id` still held.
+  Status Release(const ObjectID& id);
+  // A Reference going away: releases it if it is still held.
+  void Drop(Reference* ref);
   Result<Subscription> Subscribe();
 
  private:
   Status Send(const std::string& frame);
   Status WaitReply(uint64_t id, uint16_t type, std::string* body);
   Status Fail(Status st);
+  // Queues a Release of one reference to `id` for the store.
+  Status SendRelease(const ObjectID& id);
+  // The list of held references (refs_mu_ held).
+  void Link(Reference* ref);
+  void Unlink(Reference* ref);
   // Checks that a location the store sent lies inside the mapping.
   bool InArena(const p::ObjectLocation& loc) const {
     uint64_t size = map_->size();
@@ -120,19 +136,21 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
   std::unordered_map<uint64_t, std::pair<uint16_t, std::string>> replies_;
   FrameReader reader_;  // used only by the thread in the reader role
 
-  // References from Get that the store still counts for us, and how many of
-  // the buffers holding them were released early by an explicit Release (their
-  // destruction then sends nothing: each reference is released exactly once).
+  // The references from Get that the store still counts for us, per ID, in
+  // the order of the Gets. Each is released exactly once: by the explicit
+  // Release that unlinks it, or else when its last buffer goes. Tracking the
+  // references themselves (not a count per ID) keeps an early Release of one
+  // buffer from being charged to another buffer of the same object.
+  struct HeldList {
+    Reference* oldest = nullptr;
+    Reference* newest = nullptr;
+  };
   std::mutex refs_mu_;
-  std::unordered_map<ObjectID, uint32_t, ObjectIDHash> held_;
-  std::unordered_map<ObjectID, uint32_t, ObjectIDHash> released_early_;
+  std::unordered_map<ObjectID, HeldList, ObjectIDHash> held_;
 };
 
 Reference::~Reference() {
-  if (auto c = client_.lock()) {
-    Status st = c->Release(id_, /*quiet=*/true);
-    (void)st;
-  }
+  if (auto c = client_.lock()) c->Drop(this);
 }
 
 Status ClientImpl::Connect(const std::string& path) {
@@ -293,11 +311,11 @@ Result<std::vector<ObjectBuffer>> ClientImpl::Get(const std::vector<ObjectID>& i
                                      : "object " + ids[i].Hex() + " is not in the store");
       continue;
     }
+    b.ref_ = std::make_shared<Reference>(self, map_, ids[i]);
     {
       std::lock_guard<std::mutex> l(refs_mu_);
-      held_[ids[i]]++;
+      Link(b.ref_.get());
     }
-    b.ref_ = std::make_shared<Reference>(self, map_, ids[i]);
     if (!InArena(e.location)) return Fail(Status::ProtocolError("the store sent an object outside its arena"));
     b.data_ = map_->base() + e.location.offset;
     b.size_ = e.location.data_size;
@@ -307,25 +325,54 @@ Result<std::vector<ObjectBuffer>> ClientImpl::Get(const std::vector<ObjectID>& i
   return out;
 }
 
-Status ClientImpl::Release(const ObjectID& id, bool quiet) {
-  // quiet: a buffer going away; otherwise an explicit Client::Release.
+void ClientImpl::Link(Reference* ref) {
+  HeldList& list = held_[ref->id_];
+  ref->held_ = true;
+  ref->older_ = list.newest;
+  ref->newer_ = nullptr;
+  (list.newest ? list.newest->newer_ : list.oldest) = ref;
+  list.newest = ref;
+}
+
+void ClientImpl::Unlink(Reference* ref) {
+  auto it = held_.find(ref->id_);
+  HeldList& list = it->second;
+  (ref->older_ ? ref->older_->newer_ : list.oldest) = ref->newer_;
+  (ref->newer_ ? ref->newer_->older_ : list.newest) = ref->older_;
+  ref->held_ = false;
+  ref->older_ = ref->newer_ = nullptr;
+  if (list.oldest == nullptr) held_.erase(it);
+}
+
+Status ClientImpl::Release(const ObjectID& id) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    // As every other call after Disconnect (or a lost connection) says.
+    if (broken_) return broken_status_;
+  }
   {
     std::lock_guard<std::mutex> l(refs_mu_);
-    if (quiet) {
-      auto early = released_early_.find(id);
-      if (early != released_early_.end()) {
-        if (--early->second == 0) released_early_.erase(early);
-        return Status::OK();  // its reference went with the explicit Release
-      }
-    }
     auto it = held_.find(id);
-    if (it == held_.end()) {
-      return quiet ? Status::OK()
-                   : Status::InvalidArgument("this client holds no reference to " + id.Hex());
-    }
-    if (--it->second == 0) held_.erase(it);
-    if (!quiet) released_early_[id]++;
+    if (it == held_.end())
+      return Status::InvalidArgument("this client holds no reference to " + id.Hex());
+    // The newest: Get, read, Release pairs up like a scope, and leaves alone
+    // a buffer of the same object kept from an earlier Get.
+    Unlink(it->second.newest);  // its buffer's end now sends nothing
   }
+  return SendRelease(id);
+}
+
+void ClientImpl::Drop(Reference* ref) {
+  {
+    std::lock_guard<std::mutex> l(refs_mu_);
+    if (!ref->held_) return;  // released already, by an explicit Release
+    Unlink(ref);
+  }
+  Status st = SendRelease(ref->id_);
+  (void)st;  // a buffer's end has no one to tell; a broken connection freed it anyway
+}
+
+Status ClientImpl::SendRelease(const ObjectID& id) {
   // One-way (the store never answers a Release), and deferred: see kReleaseDelay.
   std::string frame =
       p::MakeFrame(static_cast<uint16_t>(p::MessageType::kRelease), 0, p::IdRequest{id});
@@ -339,7 +386,7 @@ Status ClientImpl::Release(const ObjectID& id, bool quiet) {
     if (pending_releases_.size() >= 64 * 1024) {
       Status st = WriteAll(sock_.get(), pending_releases_);
       pending_releases_.clear();
-      if (!quiet) return st;
+      return st;
     }
   }
   if (wake) flusher_cv_.notify_one();
@@ -545,7 +592,7 @@ Result<std::vector<Status>> Client::Fetch(const std::vector<ObjectID>& ids, int6
 
 Status Client::Release(const ObjectID& id) {
   PLASMON_REQUIRE_CONNECTED();
-  return impl_->Release(id, /*quiet=*/false);
+  return impl_->Release(id);
 }
 
 Result<bool> Client::Contains(const ObjectID& id) {

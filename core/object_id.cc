@@ -8,9 +8,12 @@
 
 namespace plasmon {
 
-ObjectID ObjectID::FromBinary(std::string_view binary) {
+Result<ObjectID> ObjectID::FromBinary(std::string_view binary) {
+  if (binary.size() != kSize)
+    return Status::InvalidArgument("an object ID is " + std::to_string(kSize) + " bytes, not " +
+                                   std::to_string(binary.size()));
   ObjectID id;
-  std::memcpy(id.bytes_.data(), binary.data(), std::min(binary.size(), kSize));
+  std::memcpy(id.bytes_.data(), binary.data(), kSize);
   return id;
 }
 

@@ -227,6 +227,8 @@ TEST_F(ClientTest, BuffersReleaseTheirReferenceWhenTheLastCopyGoes) {
   EXPECT_TRUE(client_.Release(id).IsInvalidArgument());
 }
 
+// Release takes the newest reference: Get, read, Release leaves a buffer
+// kept from an earlier Get referenced (as tools/soak.cc's clients expect).
 TEST_F(ClientTest, ExplicitReleaseThenBufferDestructionReleasesOnlyOnce) {
   ObjectID id = ObjectID::Random();
   Put(id, 10);
@@ -236,11 +238,45 @@ TEST_F(ClientTest, ExplicitReleaseThenBufferDestructionReleasesOnlyOnce) {
   ASSERT_EQ(ref_count(), 2u);
   ASSERT_TRUE(client_.Release(id).ok());
   EXPECT_EQ(ref_count(), 1u);
-  b1.reset();  // its reference already went with the Release
+  b2.reset();  // its reference already went with the Release
   EXPECT_EQ(ref_count(), 1u);
-  EXPECT_EQ(b2->size(), 10u);
-  b2.reset();
+  EXPECT_EQ(b1->view(), std::string(10, 'x'));
+  b1.reset();
   EXPECT_EQ(ref_count(), 0u);
+}
+
+// Issue 9: the early Release was credited to the ID, so the next buffer of
+// the object to go spent it and sent nothing, and the store kept counting a
+// reference nobody held.
+TEST_F(ClientTest, AGetAfterAnExplicitReleaseIsReleasedWhenItsBufferGoes) {
+  ObjectID id = ObjectID::Random();
+  Put(id, 10);
+  auto b1 = std::make_unique<ObjectBuffer>((*client_.Get({id}, 0))[0]);
+  ASSERT_TRUE(b1->valid());
+  ASSERT_TRUE(client_.Release(id).ok());  // b1's reference; b1 is not read from here on
+  auto b2 = std::make_unique<ObjectBuffer>((*client_.Get({id}, 0))[0]);
+  ASSERT_TRUE(b2->valid());
+  EXPECT_EQ(b2->view(), std::string(10, 'x'));
+  b2.reset();  // the only reference left goes with it, though b1 is still around
+  auto deleted = client_.Delete({id});
+  ASSERT_TRUE(deleted.ok()) << deleted.status().ToString();
+  EXPECT_TRUE((*deleted)[0].ok()) << "still referenced: " << (*deleted)[0].ToString();
+  b1.reset();
+  EXPECT_FALSE(*client_.Contains(id));
+}
+
+TEST_F(ClientTest, ReleaseWhenNotConnectedSaysDisconnected) {
+  ObjectID id = ObjectID::Random();
+  Put(id, 10);
+  auto got = client_.Get({id}, 0);
+  ASSERT_TRUE(got.ok() && (*got)[0].valid());
+  client_.Disconnect();
+  EXPECT_TRUE(client_.Contains(id).status().IsDisconnected());
+  Status st = client_.Release(id);  // a reference it held before the Disconnect
+  EXPECT_TRUE(st.IsDisconnected()) << st.ToString();
+  Client never;
+  st = never.Release(id);
+  EXPECT_TRUE(st.IsDisconnected()) << st.ToString();
 }
 
 TEST_F(ClientTest, AWaitingGetNamingOneIdManyTimesGetsAReferenceForEach) {

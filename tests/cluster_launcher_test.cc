@@ -4,9 +4,13 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <optional>
+#include <sstream>
 #include <string>
+#include <vector>
 
 #include "tests/store_process.h"
 
@@ -31,15 +35,56 @@ std::string Env(const std::string& file, const std::string& key) {
   return {};
 }
 
+std::vector<std::string> Words(const std::string& s) {
+  std::istringstream in(s);
+  std::vector<std::string> words;
+  for (std::string w; in >> w;) words.push_back(w);
+  return words;
+}
+
+// The network namespaces named PREFIX-* that `ip netns list` shows, sorted;
+// nullopt if it cannot list them (no `ip` on the PATH, or no netns support).
+std::optional<std::vector<std::string>> NamespacesNamed(const std::string& prefix) {
+  auto r = RunCommand({"/usr/bin/env", "ip", "netns", "list"});
+  if (r.exit_code != 0) return std::nullopt;
+  std::vector<std::string> found;
+  std::istringstream in(r.out);
+  for (std::string line; std::getline(in, line);) {
+    std::string ns = line.substr(0, line.find(' '));  // "NAME" or "NAME (id: N)"
+    if (ns.rfind(prefix + "-", 0) == 0) found.push_back(ns);
+  }
+  std::sort(found.begin(), found.end());
+  return found;
+}
+
 TEST(ClusterLauncherTest, UpFetchAcrossNodesDown) {
   std::string dir = TempDir() + "/cluster";
   std::string name = "lt" + std::to_string(::getpid() % 100000);
+  std::optional<std::vector<std::string>> before = NamespacesNamed(name);
   auto up = RunCommand({"/bin/bash", kScript, "up", "--nodes", "2", "--dir", dir, "--name", name,
                         "--subnet", "216", "--memory", "64M", "--build", PLASMON_BINARY_DIR});
   ASSERT_EQ(up.exit_code, 0) << up.out << up.err;
   std::string s1 = Env(dir + "/cluster.env", "PLASMON_SOCKET_1");
   std::string s2 = Env(dir + "/cluster.env", "PLASMON_SOCKET_2");
   ASSERT_FALSE(s1.empty() || s2.empty()) << up.out;
+  // Without --mode the launcher picks netns when it can make namespaces here,
+  // else loopback; only in netns mode is there something to leave behind.
+  const std::string mode = Env(dir + "/cluster.env", "PLASMON_CLUSTER_MODE");
+  EXPECT_TRUE(mode == "netns" || mode == "loopback") << "mode '" << mode << "'\n" << up.out;
+  std::vector<std::string> made = Words(Env(dir + "/cluster.env", "PLASMON_NAMESPACES"));
+  std::sort(made.begin(), made.end());
+  if (mode == "netns") {
+    EXPECT_TRUE(before.has_value()) << "netns mode, but `ip netns list` failed before up";
+    EXPECT_EQ(before.value_or(std::vector<std::string>{}), std::vector<std::string>{})
+        << "namespaces named " << name << "-* before up";
+    EXPECT_EQ(made.size(), 3u) << "a hub and one per node";
+    // The listing sees what the launcher made: its silence after down means something.
+    std::optional<std::vector<std::string>> during = NamespacesNamed(name);
+    EXPECT_TRUE(during.has_value()) << "`ip netns list` failed while the cluster was up";
+    EXPECT_EQ(during.value_or(std::vector<std::string>{}), made);
+  } else {
+    EXPECT_TRUE(made.empty()) << "loopback mode with namespaces";
+  }
 
   std::string data(100000, 'p');
   auto put = RunCommand({CliBinary(), "-s", s1, "put", "-"}, data);
@@ -53,11 +98,17 @@ TEST(ClusterLauncherTest, UpFetchAcrossNodesDown) {
 
   auto down = RunCommand({"/bin/bash", kScript, "down", "--dir", dir});
   EXPECT_EQ(down.exit_code, 0) << down.out << down.err;
-  auto ns = RunCommand({"/usr/sbin/ip", "netns", "list"});
-  EXPECT_EQ(ns.out.find(name + "-"), std::string::npos) << ns.out;
   EXPECT_FALSE(std::filesystem::exists(s1));
   std::error_code ec;
   std::filesystem::remove_all(std::filesystem::path(dir).parent_path(), ec);
+  if (mode != "netns") {
+    GTEST_SKIP() << "the launcher fell back to loopback mode (not root, no `ip`, or no "
+                    "namespaces allowed here): that down leaves no namespace behind is "
+                    "not checked; up, fetch and down passed";
+  }
+  std::optional<std::vector<std::string>> after = NamespacesNamed(name);
+  ASSERT_TRUE(after.has_value()) << "`ip netns list` failed after down";
+  EXPECT_TRUE(after->empty()) << "left behind: " << ::testing::PrintToString(*after);
 }
 
 // Hosts mode: no namespaces, each store on its own address of this host.

@@ -42,5 +42,25 @@ TEST(SoakTest, ShortRunWithEveryFaultHoldsEveryCheck) {
   EXPECT_EQ(Figure(r.out, "violations"), 0) << r.out;
 }
 
+// Issue 9: waitpid's ECHILD was taken for a clean exit. Started with SIGCHLD
+// ignored (bash's `trap '' CHLD` is inherited across exec), the soak's
+// children are reaped by the kernel and it cannot learn how store A ended, so
+// it must not report that A exited cleanly.
+TEST(SoakTest, AStoreExitItCannotObserveIsAFailureNotACleanExit) {
+  const std::string soak = std::string(PLASMON_BINARY_DIR) + "/tools/plasmon-soak";
+  ASSERT_EQ(::access(soak.c_str(), X_OK), 0) << soak << " is not built";
+  testing::CommandResult r = testing::RunCommand(
+      {"/bin/bash", "-c", "trap '' CHLD; exec \"$0\" \"$@\"", soak, "--seconds", "1",
+       "--clients", "1", "--seed", "20240601", "--kill-interval-ms", "0",
+       "--b-restart-interval-ms", "0", "--redis-restart-interval-ms", "0", "--dir",
+       testing::TempDir(), "--store-binary", testing::StoreBinary()});
+  EXPECT_NE(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("RESULT: FAIL"), std::string::npos) << r.out << r.err;
+  EXPECT_NE(r.out.find("[FAIL] 7. store A exits cleanly on SIGTERM (no wait status (waitpid: "),
+            std::string::npos)
+      << r.out << r.err;
+  EXPECT_NE(r.out.find("store A ended with no wait status"), std::string::npos) << r.out;
+}
+
 }  // namespace
 }  // namespace plasmon

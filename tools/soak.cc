@@ -625,15 +625,49 @@ pid_t Spawn(const std::vector<std::string>& args, const std::string& log) {
   return pid;
 }
 
-// Waits up to `timeout_ms` for `pid`; its wait status, or -1 if it still runs.
-int WaitExit(pid_t pid, int timeout_ms) {
+std::string DescribeExit(int status) {
+  if (WIFEXITED(status)) return "exit " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return std::string("signal ") + strsignal(WTERMSIG(status));
+  return "status " + std::to_string(status);
+}
+
+// How waiting for a child ended.
+struct Exit {
+  enum class Kind {
+    kExited,   // `status` is its wait status
+    kRunning,  // still running when the time was up
+    kLost,     // waitpid failed (`error`): nothing is known of how it ended
+  };
+  Kind kind = Kind::kRunning;
+  int status = 0;
+  int error = 0;
+  bool Clean() const {
+    return kind == Kind::kExited && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  }
+};
+
+// "exit 0", "signal Killed", "still running", "no wait status (waitpid: ...)".
+std::string DescribeExit(const Exit& e) {
+  switch (e.kind) {
+    case Exit::Kind::kExited: return DescribeExit(e.status);
+    case Exit::Kind::kRunning: return "still running";
+    case Exit::Kind::kLost:
+      return std::string("no wait status (waitpid: ") + std::strerror(e.error) + ")";
+  }
+  return "?";
+}
+
+// Waits up to `timeout_ms` for `pid`. A child that cannot be waited for
+// (ECHILD: reaped elsewhere, or SIGCHLD ignored by whoever started the soak)
+// is kLost, never taken for a clean exit: the soak cannot vouch for it.
+Exit WaitExit(pid_t pid, int timeout_ms) {
   auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   for (;;) {
     int status;
     pid_t r = ::waitpid(pid, &status, WNOHANG);
-    if (r == pid) return status;
-    if (r < 0 && errno != EINTR) return 0;  // not ours any more
-    if (Clock::now() >= deadline) return -1;
+    if (r == pid) return {Exit::Kind::kExited, status, 0};
+    if (r < 0 && errno != EINTR) return {Exit::Kind::kLost, 0, errno};
+    if (Clock::now() >= deadline) return {};
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
 }
@@ -644,12 +678,6 @@ void KillAndReap(pid_t pid) {
   int status;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
-}
-
-std::string DescribeExit(int status) {
-  if (WIFEXITED(status)) return "exit " + std::to_string(WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return std::string("signal ") + strsignal(WTERMSIG(status));
-  return "status " + std::to_string(status);
 }
 
 bool RedisAnswers(const std::string& socket) {
@@ -849,7 +877,7 @@ class Controller {
   StoreStats final_{};
   size_t final_objects_ = 0;
   uint64_t checked_ = 0, logged_sealed_ = 0, logged_fetched_ = 0, logged_deleted_ = 0;
-  int a_exit_ = -1;
+  Exit a_exit_;
   std::vector<Recovery> recovering_;
   double worst_[2] = {-1, -1};  // slowest recovery (s) after a restart of Redis, of B
   int recovered_[2] = {0, 0};
@@ -1068,13 +1096,14 @@ bool Controller::RestartRedis() {
 // Clients never exit by themselves: one that did was dropped by A or crashed.
 void Controller::ReapClients() {
   for (size_t i = 0; i < live_.size();) {
-    int status;
-    if (::waitpid(live_[i].pid, &status, WNOHANG) != live_[i].pid) {
+    Exit e = WaitExit(live_[i].pid, 0);
+    if (e.kind == Exit::Kind::kRunning) {
       i++;
       continue;
     }
+    // kLost too: a client that is no longer ours to wait for is gone, somehow.
     Violation("client " + std::to_string(live_[i].index) + " exited by itself (" +
-              DescribeExit(status) + "; see " + dir_ + "/client-" + std::to_string(live_[i].index) +
+              DescribeExit(e) + "; see " + dir_ + "/client-" + std::to_string(live_[i].index) +
               ".{log,err})");
     live_.erase(live_.begin() + static_cast<ptrdiff_t>(i));
     SpawnClient();
@@ -1093,19 +1122,19 @@ void Controller::StopChildren() {
   for (const ClientProc& p : live_) ::kill(p.pid, SIGTERM);
   if (feeder_ > 0) ::kill(feeder_, SIGTERM);
   for (const ClientProc& p : live_) {
-    int status = WaitExit(p.pid, 60000);
-    if (status == -1) {
+    Exit e = WaitExit(p.pid, 60000);
+    if (e.kind == Exit::Kind::kRunning) {
       hung_++;
       Violation("client " + std::to_string(p.index) + " did not stop within 60 s of SIGTERM");
       KillAndReap(p.pid);
-    } else if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0) &&
-               !(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM)) {
-      Violation("client " + std::to_string(p.index) + " ended with " + DescribeExit(status) +
+    } else if (!e.Clean() && !(e.kind == Exit::Kind::kExited && WIFSIGNALED(e.status) &&
+                               WTERMSIG(e.status) == SIGTERM)) {
+      Violation("client " + std::to_string(p.index) + " ended with " + DescribeExit(e) +
                 " (see " + dir_ + "/client-" + std::to_string(p.index) + ".{log,err})");
     }
   }
   live_.clear();
-  if (feeder_ > 0 && WaitExit(feeder_, 30000) == -1) KillAndReap(feeder_);
+  if (feeder_ > 0 && WaitExit(feeder_, 30000).kind == Exit::Kind::kRunning) KillAndReap(feeder_);
   feeder_ = -1;
 }
 
@@ -1193,10 +1222,10 @@ int Controller::Run() {
   if (a_ > 0) {
     ::kill(a_, SIGTERM);
     a_exit_ = WaitExit(a_, 60000);
-    if (a_exit_ == -1) {
+    if (a_exit_.kind == Exit::Kind::kRunning) {
       Violation("store A did not exit within 60 s of SIGTERM");
       KillAndReap(a_);
-    } else if (!(WIFEXITED(a_exit_) && WEXITSTATUS(a_exit_) == 0)) {
+    } else if (!a_exit_.Clean()) {
       Violation("store A ended with " + DescribeExit(a_exit_) + " after SIGTERM");
     }
   }
@@ -1220,9 +1249,8 @@ int Controller::Run() {
       }
     }
   }
-  std::printf("  [%s] 7. store A exits cleanly on SIGTERM (%s)\n",
-              a_exit_ != -1 && WIFEXITED(a_exit_) && WEXITSTATUS(a_exit_) == 0 ? "ok" : "FAIL",
-              a_exit_ == -1 ? "no exit" : DescribeExit(a_exit_).c_str());
+  std::printf("  [%s] 7. store A exits cleanly on SIGTERM (%s)\n", a_exit_.Clean() ? "ok" : "FAIL",
+              a_exit_.kind == Exit::Kind::kRunning ? "no exit" : DescribeExit(a_exit_).c_str());
   std::printf(
       "summary: client_kills=%d b_restarts=%d redis_restarts=%d fetches_ok=%llu "
       "ops=%llu violations=%zu\n",

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Sets up, builds and runs the whole plasmon test suite:
+# Sets up, builds and runs the whole plasmon test suite, in this order:
 #   1. a release build (RelWithDebInfo), all tests;
-#   2. an ASan+UBSan build, all tests;
-#   3. a TSan build, all tests (the client is used from several threads);
-#   4. the RDMA tests of the release build on Soft-RoCE, in QEMU VMs
+#   2. the RDMA tests of the release build on Soft-RoCE, in QEMU VMs
 #      (tests/verbs_in_vm.sh; its harness installs QEMU and fetches Debian's
-#      kernel on first use, and fails loudly where a VM cannot run), and the
-#      RDMA tests of the ASan and TSan builds (transport only for TSan) in a VM too;
+#      kernel on first use, and fails loudly where a VM cannot run);
+#   3. an ASan+UBSan build, all tests, then its RDMA tests in a VM;
+#   4. a TSan build, all tests (the client is used from several threads), then
+#      its verbs transport tests in a VM;
 #   5. every libFuzzer target for 20 s, under ASan+UBSan (tools/fuzz.sh, clang).
 # See docs/TESTING.md. Exits non-zero if anything fails.
 set -euo pipefail

@@ -1,12 +1,14 @@
 // plasmon::Client: the library applications use to talk to their node's store.
 //
 //   plasmon::Client c;
-//   if (auto st = c.Connect("/tmp/plasmon.sock"); !st.ok()) ...
-//   auto buf = c.Create(id, size);          // writable shared memory
-//   fill(buf->data(), buf->size());
-//   c.Seal(id);                             // now immutable and visible
+//   if (plasmon::Status st = c.Connect("/tmp/plasmon.sock"); !st.ok()) ...
+//   plasmon::Result<plasmon::MutableBuffer> buf = c.Create(id, size);  // writable shared memory
+//   if (!buf.ok()) ...                      // buf.status(): ObjectExists, OutOfMemory, ...
+//   fill(buf->data, buf->size);             // fields: the bytes to write, in place
+//   if (plasmon::Status st = c.Seal(id); !st.ok()) ...  // now immutable and visible
 //   auto got = c.Get({id}, /*timeout_ms=*/1000);
-//   use((*got)[0].data(), (*got)[0].size());  // no copy: the store's memory
+//   if (got.ok() && (*got)[0].valid())      // a missing object is an invalid buffer
+//     use((*got)[0].data(), (*got)[0].size());  // no copy: the store's memory
 //
 // Thread safety: one Client may be used from several threads at once; each
 // call blocks only its own thread (a Get waiting for a seal does not hold up
@@ -153,9 +155,14 @@ class Client {
   Result<std::vector<ObjectBuffer>> Get(const std::vector<ObjectID>& ids, int64_t timeout_ms,
                                         const GetOptions& options = {});
   // Drops one reference this client holds (taken by Get), before the buffer
-  // holding it goes. The buffer must not be read afterwards. Like a buffer's
-  // release, it reaches the store with the next request or within 1 ms.
-  // InvalidArgument if this client holds no reference to `id`.
+  // holding it goes. With several held (several Gets of `id`), it is the
+  // newest one still held: that of the latest of those Gets, so that Get,
+  // read, Release leaves a buffer kept from an earlier Get valid. The released
+  // buffer (and its copies) must not be read afterwards, and its end sends
+  // nothing; every other buffer still releases its own reference when it goes.
+  // Like a buffer's release, it reaches the store with the next request or
+  // within 1 ms. InvalidArgument if this client holds no reference to `id`;
+  // Disconnected when not connected (never, or no longer).
   Status Release(const ObjectID& id);
 
   // Whether a sealed object with this ID is in the store.

@@ -9,6 +9,8 @@
 #include <string>
 #include <string_view>
 
+#include "plasmon/status.h"
+
 namespace plasmon {
 
 class ObjectID {
@@ -17,8 +19,11 @@ class ObjectID {
 
   ObjectID() { bytes_.fill(0); }
 
-  // The first kSize bytes of `binary`. REQUIRES: binary.size() == kSize.
-  static ObjectID FromBinary(std::string_view binary);
+  // The ID made of `binary`, which must be exactly kSize bytes; otherwise
+  // InvalidArgument naming its length. A check, not a precondition: the bytes
+  // often come from outside (a file, a peer), and a name padded or cut
+  // without a word would name another object.
+  static Result<ObjectID> FromBinary(std::string_view binary);
   // Parses 40 hex digits (either case); nullopt for anything else.
   static std::optional<ObjectID> FromHex(std::string_view hex);
   // A uniformly random ID (for tests and tools).

@@ -115,11 +115,22 @@ class [[nodiscard]] Result {
   std::variant<T, Status> v_;
 };
 
+namespace internal {
+// What PLASMON_RETURN_IF_ERROR looks at: a Status itself, or a Result's.
+inline Status StatusOf(Status s) { return s; }
+template <typename T>
+Status StatusOf(const Result<T>& r) {
+  return r.status();
+}
+}  // namespace internal
+
 }  // namespace plasmon
 
-// Propagates a non-OK Status (or the Status of a failed Result) to the caller.
-#define PLASMON_RETURN_IF_ERROR(expr)        \
-  do {                                       \
-    ::plasmon::Status _st = (expr);          \
-    if (!_st.ok()) return _st;               \
+// Propagates a non-OK Status, or the Status of a failed Result, to the
+// caller (a Result's value, if any, is dropped: for calls made for their
+// effect). The caller may return a Status or any Result.
+#define PLASMON_RETURN_IF_ERROR(expr)                                \
+  do {                                                               \
+    ::plasmon::Status _st = ::plasmon::internal::StatusOf((expr));   \
+    if (!_st.ok()) return _st;                                       \
   } while (0)
