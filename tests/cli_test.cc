@@ -5,6 +5,7 @@
 
 #include "plasmon/client.h"
 #include "tests/store_process.h"
+#include "core/digest.h"
 #include "tools/content_id.h"
 
 namespace plasmon {
@@ -78,6 +79,27 @@ TEST_F(CliTest, LsStatsAndRm) {
   auto rm = Cli({"rm", id});
   EXPECT_EQ(rm.exit_code, 0) << rm.err;
   EXPECT_EQ(Cli({"ls"}).out.find(id), std::string::npos);
+}
+
+TEST_F(CliTest, DigestAndRefresh) {
+  std::string id = Cli({"put", "-"}, "hello").out.substr(0, 40);
+  auto d = Cli({"digest", id});
+  ASSERT_EQ(d.exit_code, 0) << d.err;
+  char hex[17];
+  std::snprintf(hex, sizeof(hex), "%016llx",
+                static_cast<unsigned long long>(
+                    ObjectDigest(reinterpret_cast<const uint8_t*>("hello"), 5, nullptr, 0)));
+  EXPECT_EQ(d.out, id + "\t" + hex + "\n");
+  EXPECT_EQ(Cli({"refresh", id}).exit_code, 0);
+  std::string missing = ObjectID::Random().Hex();
+  auto bad = Cli({"digest", missing});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("ObjectNotFound"), std::string::npos) << bad.err;
+  EXPECT_EQ(Cli({"refresh", missing}).exit_code, 1);
+  // ls says how long the object took from create to seal.
+  auto ls = Cli({"ls"});
+  EXPECT_NE(ls.out.find("SEALED_AFTER"), std::string::npos);
+  EXPECT_NE(ls.out.find(" ms\n"), std::string::npos) << ls.out;
 }
 
 TEST_F(CliTest, ErrorsAreOneClearLineAndNonZero) {

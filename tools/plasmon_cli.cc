@@ -4,6 +4,8 @@
 //   plasmon get ID [-o FILE]    write an object's data to stdout or FILE
 //   plasmon ls                  list objects
 //   plasmon rm ID...            delete objects
+//   plasmon digest ID...        the xxh3-64 digest of each object
+//   plasmon refresh ID...       mark objects as just used (evicted last)
 //   plasmon stats               store statistics
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -113,6 +115,14 @@ int main(int argc, char** argv) {
   std::vector<std::string> rm_ids;
   auto* rm = app.add_subcommand("rm", "Delete objects");
   rm->add_option("ID", rm_ids, "Object IDs")->required();
+  std::vector<std::string> digest_ids;
+  auto* digest_cmd = app.add_subcommand(
+      "digest", "Print each object's xxh3-64 digest (of its data, then its metadata)");
+  digest_cmd->add_option("ID", digest_ids, "Object IDs")->required();
+  std::vector<std::string> refresh_ids;
+  auto* refresh = app.add_subcommand(
+      "refresh", "Mark objects as just used, so that eviction takes them last");
+  refresh->add_option("ID", refresh_ids, "Object IDs")->required();
   auto* stats = app.add_subcommand("stats", "Print store statistics");
   std::string where_id;
   auto* where = app.add_subcommand("where", "Which nodes of the cluster hold an object");
@@ -170,8 +180,8 @@ int main(int argc, char** argv) {
   if (*ls) {
     auto list = client.List();
     if (!list.ok()) return Fail(list.status().ToString());
-    std::printf("%-40s  %-7s  %12s  %8s  %4s  %-16s  %s\n", "ID", "STATE", "DATA", "METADATA",
-                "REFS", "DIGEST", "CREATED");
+    std::printf("%-40s  %-7s  %12s  %8s  %4s  %-16s  %-20s  %s\n", "ID", "STATE", "DATA",
+                "METADATA", "REFS", "DIGEST", "CREATED", "SEALED_AFTER");
     for (const plasmon::ObjectInfo& o : *list) {
       char created[32];
       time_t t = static_cast<time_t>(o.create_time_us / 1000000);
@@ -181,10 +191,15 @@ int main(int argc, char** argv) {
       char digest[17] = "-";
       if (o.digest_valid)
         std::snprintf(digest, sizeof(digest), "%016llx", static_cast<unsigned long long>(o.digest));
-      std::printf("%-40s  %-7s  %12llu  %8llu  %4u  %-16s  %s\n", o.id.Hex().c_str(),
+      char sealed_after[32] = "-";  // from Create to Seal
+      if (o.create_to_seal_us() >= 0)
+        std::snprintf(sealed_after, sizeof(sealed_after), "%.3f ms",
+                      static_cast<double>(o.create_to_seal_us()) / 1000.0);
+      std::printf("%-40s  %-7s  %12llu  %8llu  %4u  %-16s  %-20s  %s\n", o.id.Hex().c_str(),
                   o.state == plasmon::ObjectState::kSealed ? "sealed" : "created",
                   static_cast<unsigned long long>(o.data_size),
-                  static_cast<unsigned long long>(o.metadata_size), o.ref_count, digest, created);
+                  static_cast<unsigned long long>(o.metadata_size), o.ref_count, digest, created,
+                  sealed_after);
     }
     return 0;
   }
@@ -202,6 +217,40 @@ int main(int argc, char** argv) {
       if (st.ok()) continue;
       std::fprintf(stderr, "plasmon: %s\n", st.ToString().c_str());
       if (!st.IsObjectNotFound() || rc == 0) rc = 1;
+    }
+    return rc;
+  }
+  if (*digest_cmd) {
+    int rc = 0;
+    for (const std::string& s : digest_ids) {
+      auto id = ParseId(s);
+      if (!id) return Fail(BadId(s));
+      auto d = client.Digest(*id);
+      if (d.ok()) {
+        std::printf("%s\t%016llx\n", id->Hex().c_str(), static_cast<unsigned long long>(*d));
+      } else if (d.status().IsDisconnected()) {
+        return Fail(d.status().ToString());
+      } else {
+        std::fprintf(stderr, "plasmon: %s\n", d.status().ToString().c_str());
+        rc = 1;
+      }
+    }
+    return rc;
+  }
+  if (*refresh) {
+    std::vector<plasmon::ObjectID> ids;
+    for (const std::string& s : refresh_ids) {
+      auto id = ParseId(s);
+      if (!id) return Fail(BadId(s));
+      ids.push_back(*id);
+    }
+    auto res = client.Refresh(ids);
+    if (!res.ok()) return Fail(res.status().ToString());
+    int rc = 0;
+    for (const plasmon::Status& st : *res) {
+      if (st.ok()) continue;
+      std::fprintf(stderr, "plasmon: %s\n", st.ToString().c_str());
+      rc = 1;
     }
     return rc;
   }
