@@ -126,6 +126,15 @@ TEST_F(CliTest, ErrorsAreOneClearLineAndNonZero) {
   EXPECT_NE(big.err.find("OutOfMemory"), std::string::npos) << big.err;
 }
 
+// examples/hello.cc, built as an application that sees only plasmon/*.h.
+TEST_F(CliTest, TheExampleApplicationRunsAgainstAStore) {
+  auto r = RunCommand({std::string(PLASMON_BINARY_DIR) + "/examples/plasmon-hello", store_.socket()});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("\"hello, plasmon\" (digest "), std::string::npos) << r.out;
+  auto stats = Cli({"stats"});
+  EXPECT_NE(stats.out.find("objects        0 (0 sealed)"), std::string::npos) << stats.out;
+}
+
 TEST_F(CliTest, NoStoreIsAClearError) {
   auto r = RunCommand({CliBinary(), "--socket", "/tmp/plasmon-no-such.sock", "stats"});
   EXPECT_EQ(r.exit_code, 1);
