@@ -38,7 +38,22 @@ void Request(MessageType type, std::string_view body, bool prefix) {
     case MessageType::kAbort:
     case MessageType::kRelease:
     case MessageType::kContains:
+    case MessageType::kDigest:
     case MessageType::kWhere: Check<IdRequest>(body, prefix, true); return;
+    case MessageType::kSetOptions: Check<SetOptionsRequest>(body, prefix, true); return;
+    case MessageType::kCreateAndSealBatch: {
+      auto r = Check<CreateAndSealBatchRequest>(body, prefix, true);
+      if (!r) return;
+      FUZZ_CHECK(r->items.size() <= kMaxBatch);
+      uint64_t total = 0;
+      for (const CreateAndSealBatchRequest::Item& it : r->items) {
+        FUZZ_CHECK(it.data.data() >= body.data() && it.data.end() <= body.end());
+        FUZZ_CHECK(it.metadata.data() >= body.data() && it.metadata.end() <= body.end());
+        total += it.data.size() + it.metadata.size();
+      }
+      FUZZ_CHECK(total <= kMaxInlineObject);
+      return;
+    }
     case MessageType::kCreateAndSeal: {
       auto r = Check<CreateAndSealRequest>(body, prefix, true);
       if (!r) return;
@@ -54,7 +69,8 @@ void Request(MessageType type, std::string_view body, bool prefix) {
       if (r) FUZZ_CHECK(r->timeout_ms >= -1 && r->ids.size() <= kMaxBatch);
       return;
     }
-    case MessageType::kDelete: {
+    case MessageType::kDelete:
+    case MessageType::kRefresh: {
       auto r = Check<DeleteRequest>(body, prefix, true);
       if (r) FUZZ_CHECK(r->ids.size() <= kMaxBatch);
       return;
@@ -80,6 +96,7 @@ void Reply(MessageType type, std::string_view body, bool prefix) {
     case MessageType::kSeal:
     case MessageType::kAbort:
     case MessageType::kCreateAndSeal:
+    case MessageType::kSetOptions:
     case MessageType::kSubscribe: {
       auto r = Check<StatusReply>(body, prefix, false);
       if (r) FUZZ_CHECK(r->status.message().size() <= kMaxMessage);
@@ -91,7 +108,9 @@ void Reply(MessageType type, std::string_view body, bool prefix) {
       return;
     }
     case MessageType::kContains: Check<ContainsReply>(body, prefix, false); return;
-    case MessageType::kDelete: {
+    case MessageType::kDigest: Check<DigestReply>(body, prefix, false); return;
+    case MessageType::kDelete:
+    case MessageType::kRefresh: {
       auto r = Check<DeleteReply>(body, prefix, false);
       if (r) FUZZ_CHECK(r->codes.size() <= kMaxBatch);
       return;
@@ -110,8 +129,9 @@ void Reply(MessageType type, std::string_view body, bool prefix) {
       for (const WhereReply::Holder& h : r->holders) FUZZ_CHECK(h.node_id.size() <= kMaxNodeId);
       return;
     }
-    case MessageType::kFetch: {
-      auto r = Check<FetchReply>(body, prefix, false);
+    case MessageType::kFetch:
+    case MessageType::kCreateAndSealBatch: {
+      auto r = Check<StatusListReply>(body, prefix, false);
       if (!r) return;
       FUZZ_CHECK(r->results.size() <= kMaxBatch);
       for (const Status& s : r->results) FUZZ_CHECK(s.message().size() <= kMaxResultMessage);

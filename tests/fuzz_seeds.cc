@@ -59,6 +59,11 @@ void ProtocolSeeds() {
   requests += Frame(T::kStats, 10, p::EmptyRequest{});
   requests += Frame(T::kWhere, 11, p::IdRequest{a});
   requests += Frame(T::kFetch, 12, p::FetchRequest{-1, {b}});
+  requests += Frame(T::kRefresh, 13, p::DeleteRequest{{a}});
+  requests += Frame(T::kDigest, 14, p::IdRequest{a});
+  requests += Frame(T::kSetOptions, 15, p::SetOptionsRequest{1 << 20});
+  requests += Frame(T::kCreateAndSealBatch, 16,
+                    p::CreateAndSealBatchRequest{{{a, "one", ""}, {b, "two", "meta"}}});
   Write(kTarget, "requests", requests);
   Write(kTarget, "create_and_seal",
         connect + Frame(T::kCreateAndSeal, 2, p::CreateAndSealRequest{a, "hello", "meta"}));
@@ -106,6 +111,8 @@ void ProtocolSeeds() {
   p::FetchReply fr;
   fr.results = {Status(), Status::Timeout("no holder answered")};
   Write(kTarget, "fetch_reply", Frame(T::kFetch, 12, fr, true));
+  Write(kTarget, "batch_reply", Frame(T::kCreateAndSealBatch, 16, fr, true));
+  Write(kTarget, "digest_reply", Frame(T::kDigest, 14, p::DigestReply{Status(), 0xfeed}, true));
   Write(kTarget, "msg_create_and_seal",
         Message(static_cast<uint16_t>(T::kCreateAndSeal), p::CreateAndSealRequest{a, "hello", ""}));
   Write(kTarget, "msg_get", Message(static_cast<uint16_t>(T::kGet), p::GetRequest{0, {a}}));
