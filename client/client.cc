@@ -619,18 +619,28 @@ Result<std::vector<ObjectInfo>> Client::List() {
   return all;
 }
 
+// Delete and Refresh: IDs in, one code per ID out.
+static Result<std::vector<StatusCode>> CallWithIds(internal::ClientImpl* impl, p::MessageType type,
+                                            const std::vector<ObjectID>& ids, const char* what) {
+  if (ids.size() > p::kMaxBatch)
+    return Status::InvalidArgument("at most " + std::to_string(p::kMaxBatch) + " IDs per " + what);
+  p::DeleteReply rep;
+  PLASMON_RETURN_IF_ERROR(impl->Call(type, p::DeleteRequest{ids}, &rep));
+  PLASMON_RETURN_IF_ERROR(rep.status);
+  if (rep.codes.size() != ids.size())
+    return Status::ProtocolError(std::string(what) + " reply has the wrong size");
+  return std::move(rep.codes);
+}
+
 Result<std::vector<Status>> Client::Delete(const std::vector<ObjectID>& ids) {
   PLASMON_REQUIRE_CONNECTED();
-  if (ids.size() > p::kMaxBatch)
-    return Status::InvalidArgument("at most " + std::to_string(p::kMaxBatch) + " IDs per Delete");
-  p::DeleteReply rep;
-  PLASMON_RETURN_IF_ERROR(impl_->Call(p::MessageType::kDelete, p::DeleteRequest{ids}, &rep));
-  PLASMON_RETURN_IF_ERROR(rep.status);
-  if (rep.codes.size() != ids.size()) return Status::ProtocolError("Delete reply has the wrong size");
+  Result<std::vector<StatusCode>> codes =
+      CallWithIds(impl_.get(), p::MessageType::kDelete, ids, "Delete");
+  if (!codes.ok()) return codes.status();
   std::vector<Status> out;
   out.reserve(ids.size());
   for (size_t i = 0; i < ids.size(); i++) {
-    switch (rep.codes[i]) {
+    switch ((*codes)[i]) {
       case StatusCode::kOk: out.emplace_back(); break;
       case StatusCode::kObjectInUse:
         out.push_back(Status::ObjectInUse("object " + ids[i].Hex() +
@@ -643,7 +653,7 @@ Result<std::vector<Status>> Client::Delete(const std::vector<ObjectID>& ids) {
       case StatusCode::kObjectNotFound:
         out.push_back(Status::ObjectNotFound("object " + ids[i].Hex() + " is not in the store"));
         break;
-      default: out.emplace_back(rep.codes[i], "deleting " + ids[i].Hex() + " failed"); break;
+      default: out.emplace_back((*codes)[i], "deleting " + ids[i].Hex() + " failed"); break;
     }
   }
   return out;
@@ -651,17 +661,13 @@ Result<std::vector<Status>> Client::Delete(const std::vector<ObjectID>& ids) {
 
 Result<std::vector<Status>> Client::Refresh(const std::vector<ObjectID>& ids) {
   PLASMON_REQUIRE_CONNECTED();
-  if (ids.size() > p::kMaxBatch)
-    return Status::InvalidArgument("at most " + std::to_string(p::kMaxBatch) + " IDs per Refresh");
-  p::DeleteReply rep;
-  PLASMON_RETURN_IF_ERROR(impl_->Call(p::MessageType::kRefresh, p::DeleteRequest{ids}, &rep));
-  PLASMON_RETURN_IF_ERROR(rep.status);
-  if (rep.codes.size() != ids.size())
-    return Status::ProtocolError("Refresh reply has the wrong size");
+  Result<std::vector<StatusCode>> codes =
+      CallWithIds(impl_.get(), p::MessageType::kRefresh, ids, "Refresh");
+  if (!codes.ok()) return codes.status();
   std::vector<Status> out;
   out.reserve(ids.size());
   for (size_t i = 0; i < ids.size(); i++) {
-    switch (rep.codes[i]) {
+    switch ((*codes)[i]) {
       case StatusCode::kOk: out.emplace_back(); break;
       case StatusCode::kObjectNotSealed:
         out.push_back(Status::ObjectNotSealed("object " + ids[i].Hex() + " is not sealed yet"));
@@ -669,8 +675,7 @@ Result<std::vector<Status>> Client::Refresh(const std::vector<ObjectID>& ids) {
       case StatusCode::kObjectNotFound:
         out.push_back(Status::ObjectNotFound("object " + ids[i].Hex() + " is not in the store"));
         break;
-      default:
-        return Status::ProtocolError("Refresh reply has an unexpected code");
+      default: return Status::ProtocolError("Refresh reply has an unexpected code");
     }
   }
   return out;

@@ -209,11 +209,16 @@ LruPolicy& ObjectTable::LruOf(const ObjectEntry& e) {
   return lru_;
 }
 
-void ObjectTable::Touch(ObjectEntry* e) {
+StatusCode ObjectTable::Refresh(const ObjectID& id) {
+  ObjectEntry* e = Find(id);
+  if (e == nullptr || e->delete_pending) return StatusCode::kObjectNotFound;
+  if (e->state != ObjectState::kSealed) return StatusCode::kObjectNotSealed;
   e->last_access_us = WallMicros();
-  if (!e->in_lru) return;  // referenced: not evictable anyway
-  MakeUnevictable(e);
-  MakeEvictable(e);  // at the young end
+  if (e->in_lru) {  // referenced objects are not evictable anyway
+    MakeUnevictable(e);
+    MakeEvictable(e);  // at the young end
+  }
+  return StatusCode::kOk;
 }
 
 Status ObjectTable::SetQuota(uint32_t client, uint64_t bytes) {

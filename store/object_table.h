@@ -94,7 +94,8 @@ class ObjectTable {
   uint64_t EnsureDigest(ObjectEntry* e);
 
   // Marks a sealed object as just used: last in line for eviction.
-  void Touch(ObjectEntry* e);
+  // kOk; kObjectNotFound (absent or being deleted); kObjectNotSealed.
+  StatusCode Refresh(const ObjectID& id);
 
   // Per-client memory quotas (Arrow Plasma's SetClientOptions). A client
   // with a quota has that many bytes reserved for the objects it creates:

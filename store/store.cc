@@ -444,17 +444,7 @@ bool Store::Impl::HandleFrame(Session* s, const p::FrameHeader& h, std::string_v
       if (!p::ParseBody(body, &r)) return bad("malformed Refresh");
       p::DeleteReply rep;
       rep.codes.reserve(r.ids.size());
-      for (const ObjectID& id : r.ids) {
-        ObjectEntry* e = table_.Find(id);
-        if (e == nullptr || e->delete_pending) {
-          rep.codes.push_back(StatusCode::kObjectNotFound);
-        } else if (e->state != ObjectState::kSealed) {
-          rep.codes.push_back(StatusCode::kObjectNotSealed);
-        } else {
-          table_.Touch(e);
-          rep.codes.push_back(StatusCode::kOk);
-        }
-      }
+      for (const ObjectID& id : r.ids) rep.codes.push_back(table_.Refresh(id));
       Reply(s, h, rep);
       return true;
     }

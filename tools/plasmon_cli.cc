@@ -74,6 +74,31 @@ std::string BadId(const std::string& s) {
   return "invalid object ID '" + s + "': expected 40 hex digits";
 }
 
+// Parses every ID; false (naming the first bad one in *bad) if one is not.
+bool ParseIds(const std::vector<std::string>& hex, std::vector<plasmon::ObjectID>* ids,
+              std::string* bad) {
+  for (const std::string& h : hex) {
+    std::optional<plasmon::ObjectID> id = ParseId(h);
+    if (!id) {
+      *bad = h;
+      return false;
+    }
+    ids->push_back(*id);
+  }
+  return true;
+}
+
+// One line on stderr for each failed Status; exit code 1 if any failed.
+int ReportEach(const std::vector<plasmon::Status>& results) {
+  int rc = 0;
+  for (const plasmon::Status& st : results) {
+    if (st.ok()) continue;
+    std::fprintf(stderr, "plasmon: %s\n", st.ToString().c_str());
+    rc = 1;
+  }
+  return rc;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -205,20 +230,11 @@ int main(int argc, char** argv) {
   }
   if (*rm) {
     std::vector<plasmon::ObjectID> ids;
-    for (const std::string& s : rm_ids) {
-      auto id = ParseId(s);
-      if (!id) return Fail(BadId(s));
-      ids.push_back(*id);
-    }
+    std::string bad;
+    if (!ParseIds(rm_ids, &ids, &bad)) return Fail(BadId(bad));
     auto res = client.Delete(ids);
     if (!res.ok()) return Fail(res.status().ToString());
-    int rc = 0;
-    for (const plasmon::Status& st : *res) {
-      if (st.ok()) continue;
-      std::fprintf(stderr, "plasmon: %s\n", st.ToString().c_str());
-      if (!st.IsObjectNotFound() || rc == 0) rc = 1;
-    }
-    return rc;
+    return ReportEach(*res);
   }
   if (*digest_cmd) {
     int rc = 0;
@@ -239,20 +255,11 @@ int main(int argc, char** argv) {
   }
   if (*refresh) {
     std::vector<plasmon::ObjectID> ids;
-    for (const std::string& s : refresh_ids) {
-      auto id = ParseId(s);
-      if (!id) return Fail(BadId(s));
-      ids.push_back(*id);
-    }
+    std::string bad;
+    if (!ParseIds(refresh_ids, &ids, &bad)) return Fail(BadId(bad));
     auto res = client.Refresh(ids);
     if (!res.ok()) return Fail(res.status().ToString());
-    int rc = 0;
-    for (const plasmon::Status& st : *res) {
-      if (st.ok()) continue;
-      std::fprintf(stderr, "plasmon: %s\n", st.ToString().c_str());
-      rc = 1;
-    }
-    return rc;
+    return ReportEach(*res);
   }
   if (*fetch) {
     std::vector<plasmon::ObjectID> ids;
