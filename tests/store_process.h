@@ -51,7 +51,7 @@ using cluster::CommandResult;
 inline CommandResult RunCommand(const std::vector<std::string>& argv,
                                 const std::string& stdin_data = {},
                                 const std::vector<std::string>& env = {}) {
-  return cluster::RunCommand(argv, cluster::RunOptions{stdin_data, env, false});
+  return cluster::RunCommand(argv, cluster::RunOptions{stdin_data, env, false, {}});
 }
 
 }  // namespace plasmon::testing

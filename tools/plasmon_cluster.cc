@@ -282,10 +282,14 @@ void Teardown(const Config& c) {
   }
 }
 
-// One up or down at a time per DIR (the lock goes with this process).
+// One up or down at a time per DIR (the lock goes with this process; one
+// that was just killed may take a moment to let it go).
 bool LockDir(const Config& c) {
   int fd = ::open(Path(c, ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd >= 0 && ::flock(fd, LOCK_EX | LOCK_NB) == 0) return true;
+  for (int i = 0; fd >= 0 && i < 40; i++) {
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
   Note("another plasmon-cluster up/down is running on " + c.dir);
   return false;
 }
@@ -690,7 +694,7 @@ int StatusCmd(Config c) {
       if ((*rec)[k].rfind("ep:", 0) == 0) eps.push_back((*rec)[k].substr(3) + "=" + (*rec)[k + 1]);
     std::printf("n%d  up (pid %d)  namespace %s  socket %s  endpoints: %s\n", i, id->pid, ns.c_str(),
                 sock.c_str(), eps.empty() ? "none published" : Join(eps).c_str());
-    CommandResult stats = RunCommand({c.bin + "/plasmon", "-s", sock, "stats"}, RunOptions{{}, {}, true});
+    CommandResult stats = RunCommand({c.bin + "/plasmon", "-s", sock, "stats"}, RunOptions{{}, {}, true, {}});
     if (!stats.ok()) bad = 1;
     for (const std::string& l : Split(stats.out, '\n')) std::printf("    %s\n", l.c_str());
   }

@@ -213,6 +213,7 @@ CommandResult RunCommand(const std::vector<std::string>& args, const RunOptions&
     for (int fd : {in[1], out[0], err[0]}) ::close(fd);
     return r;
   }
+  if (o.started) o.started(pid);
   // Its stdin is fed from a thread, so that a large input cannot deadlock
   // against its output.
   std::thread feeder([&] {

@@ -13,6 +13,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -76,6 +77,7 @@ struct RunOptions {
   std::string input;             // written to its stdin
   std::vector<std::string> env;  // NAME=VALUE, before (so over) ours
   bool merge_err = false;        // stderr into `out`
+  std::function<void(pid_t)> started;  // told its pid, while it runs
 };
 CommandResult RunCommand(const std::vector<std::string>& argv, const RunOptions& o = {});
 

@@ -230,7 +230,7 @@ Status Network::Create() {
 Status Network::LimitRate(int i, const std::string& rate) {
   CommandResult r = RunCommand({"ip", "netns", "exec", ns(i), "tc", "qdisc", "replace", "dev", "eth0",
                                 "root", "tbf", "rate", rate, "burst", "64kb", "latency", "1s"},
-                               RunOptions{{}, {}, true});
+                               RunOptions{{}, {}, true, {}});
   return r.ok() ? Status::OK() : Status::IOError("tc in " + ns(i) + " failed: " + r.out);
 }
 
