@@ -636,18 +636,6 @@ double PingPongSpread(const Row& before, const Row& after, const std::vector<Row
   return lo > 0 ? hi / lo : 0;
 }
 
-struct Target {
-  std::string name;
-  double value = NAN;
-  const char* cmp = "<=";
-  double bound = 0;
-  std::string note;
-  std::optional<bool> met() const {
-    if (!std::isfinite(value)) return std::nullopt;
-    return std::strcmp(cmp, "<=") == 0 ? value <= bound : value >= bound;
-  }
-};
-
 std::string NodeJson(const Node& n) {
   return "{\"node_id\": " + JsonString(n.node_id) + ", \"socket\": " + JsonString(n.socket) +
          ", \"netns\": " + JsonString(n.host.netns) + ", \"address\": " + JsonString(n.host.address) +
@@ -1245,14 +1233,8 @@ int RunFetch(FetchConfig cfg) {
                   100 * (kMaxSpread - 1));
     int width = 48;
     for (const Target& t : targets) width = std::max(width, static_cast<int>(t.name.size()));
-    for (const Target& t : targets) {
-      std::optional<bool> met = t.met();
-      char value[32] = "n/a", bound[32];
-      if (std::isfinite(t.value)) std::snprintf(value, sizeof(value), "%.2f", t.value);
-      std::snprintf(bound, sizeof(bound), "%s %.2f", t.cmp, t.bound);
-      std::printf("  %-*s %6s  (target %-7s)  %-7s  %s\n", width, t.name.c_str(), value, bound,
-                  !met ? "n/a" : *met ? "met" : "not met", t.note.c_str());
-    }
+    for (const Target& t : targets)
+      std::printf("%s  %s\n", TargetLine(t, width).c_str(), t.note.c_str());
     std::fflush(stdout);
   } else {
     std::string j = "{\n  \"tool\": \"plasmon-bench fetch\", \"schema\": 1,\n";
@@ -1318,17 +1300,7 @@ int RunFetch(FetchConfig cfg) {
       j += "], \"median_gbit_per_s\": " + JsonNumber(tput_median) +
            ", \"median_gb_per_s\": " + JsonNumber(tput_median / 8) + "}";
     }
-    j += ",\n  \"targets\": [";
-    for (size_t i = 0; i < targets.size(); i++) {
-      const Target& t = targets[i];
-      std::optional<bool> met = t.met();
-      j += std::string(i > 0 ? "," : "") + "\n    {\"name\": " + JsonString(t.name) +
-           ", \"value\": " + JsonNumber(t.value) + ", \"comparison\": " + JsonString(t.cmp) +
-           ", \"bound\": " + JsonNumber(t.bound) +
-           ", \"met\": " + (!met ? "null" : *met ? "true" : "false") +
-           ", \"note\": " + JsonString(t.note) + "}";
-    }
-    j += "\n  ]\n}\n";
+    j += ",\n  \"targets\": " + TargetsJson(targets, false) + "\n}\n";
     std::fputs(j.c_str(), stdout);
     std::fflush(stdout);
   }

@@ -1,9 +1,11 @@
 #include "tools/bench_refs.h"
 
 #include "core/unix_socket.h"
+#include "tools/cluster/process.h"
 
 #include <fcntl.h>
 #include <hiredis/hiredis.h>
+#include <nlohmann/json.hpp>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -31,22 +33,8 @@ namespace plasmon::bench {
 
 namespace {
 
-// Sends all of [p, p+n). False on error or a closed peer.
 std::string_view AsView(const std::vector<uint8_t>& b) {
   return {reinterpret_cast<const char*>(b.data()), b.size()};
-}
-
-// Receives exactly n bytes. 1: done; 0: the peer closed first; -1: error.
-int RecvAll(int fd, uint8_t* p, size_t n) {
-  while (n > 0) {
-    ssize_t r = ::recv(fd, p, n, 0);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) return -1;
-    if (r == 0) return 0;
-    p += r;
-    n -= static_cast<size_t>(r);
-  }
-  return 1;
 }
 
 // Keeps the compiler from dropping a copy whose result is never read.
@@ -81,7 +69,7 @@ Result<Summary> MeasurePingPong(uint64_t bytes, Counts counts, int peer_cpu) {
     ::close(sv[0]);
     if (peer_cpu >= 0 && !PinToCpu(peer_cpu).ok()) ::_exit(1);
     for (;;) {
-      int r = RecvAll(sv[1], buf.data(), buf.size());
+      int r = ReadFull(sv[1], buf.data(), buf.size());
       if (r <= 0) ::_exit(r == 0 ? 0 : 1);
       if (!WriteAll(sv[1], AsView(buf)).ok()) ::_exit(1);
     }
@@ -93,7 +81,7 @@ Result<Summary> MeasurePingPong(uint64_t bytes, Counts counts, int peer_cpu) {
   Status st;
   for (uint64_t i = 0; i < counts.warmup + counts.iterations; i++) {
     uint64_t t0 = NowNs();
-    bool ok = WriteAll(fd, AsView(buf)).ok() && RecvAll(fd, buf.data(), buf.size()) == 1;
+    bool ok = WriteAll(fd, AsView(buf)).ok() && ReadFull(fd, buf.data(), buf.size()) == 1;
     uint64_t t1 = NowNs();
     if (!ok) {
       st = Status::IOError("the ping-pong echo process stopped answering");
@@ -275,12 +263,6 @@ int WaitChild(pid_t pid, int timeout_ms) {
   return ws;
 }
 
-std::string DescribeWait(int ws) {
-  if (WIFEXITED(ws)) return "exit status " + std::to_string(WEXITSTATUS(ws));
-  if (WIFSIGNALED(ws)) return std::string("killed by signal ") + strsignal(WTERMSIG(ws));
-  return "status " + std::to_string(ws);
-}
-
 // Resolves a numeric address and port.
 Status Resolve(const std::string& address, uint16_t port, sockaddr_storage* ss, socklen_t* len) {
   addrinfo hints{};
@@ -378,29 +360,10 @@ bool Listening(pid_t pid, uint16_t port) {
   return false;
 }
 
-// The number after "key": following the last occurrence of `section` in an
-// iperf3 JSON report; NaN if absent.
-double JsonNumberAfter(const std::string& json, const std::string& section, const std::string& key) {
-  size_t at = json.rfind("\"" + section + "\"");
-  if (at == std::string::npos) return std::nan("");
-  size_t k = json.find("\"" + key + "\"", at);
-  if (k == std::string::npos) return std::nan("");
-  size_t colon = json.find(':', k);
-  if (colon == std::string::npos) return std::nan("");
-  const char* begin = json.c_str() + colon + 1;
-  char* end = nullptr;
-  double v = std::strtod(begin, &end);
-  return end == begin ? std::nan("") : v;
-}
-
-// iperf3's "error": "..." message, if its report has one.
-std::string JsonError(const std::string& json) {
-  size_t at = json.find("\"error\"");
-  if (at == std::string::npos) return "";
-  size_t q1 = json.find('"', json.find(':', at) + 1);
-  if (q1 == std::string::npos) return "";
-  size_t q2 = json.find('"', q1 + 1);
-  return q2 == std::string::npos ? "" : json.substr(q1 + 1, q2 - q1 - 1);
+// The number at `pointer` in an iperf3 -J report; NaN if there is none.
+double NumberAt(const nlohmann::json& report, const char* pointer) {
+  const nlohmann::json::json_pointer p(pointer);
+  return report.contains(p) && report.at(p).is_number() ? report.at(p).get<double>() : std::nan("");
 }
 
 // Points stdin (and, unless keep_output, stdout and stderr) of a forked child at /dev/null.
@@ -531,7 +494,7 @@ Result<std::unique_ptr<TcpPingPong>> TcpPingPong::Start(const NetHost& client,
     ::close(l);
     (void)NoDelay(c);
     for (;;) {
-      int r = RecvAll(c, buf.data(), buf.size());
+      int r = ReadFull(c, buf.data(), buf.size());
       if (r <= 0) ::_exit(r == 0 ? 0 : 1);
       if (!WriteAll(c, AsView(buf)).ok()) ::_exit(1);
     }
@@ -574,7 +537,7 @@ TcpPingPong::~TcpPingPong() {
 
 Result<uint64_t> TcpPingPong::RoundTrip() {
   uint64_t t0 = NowNs();
-  bool ok = WriteAll(fd_, AsView(buf_)).ok() && RecvAll(fd_, buf_.data(), buf_.size()) == 1;
+  bool ok = WriteAll(fd_, AsView(buf_)).ok() && ReadFull(fd_, buf_.data(), buf_.size()) == 1;
   uint64_t t1 = NowNs();
   if (!ok) return Status::IOError("the TCP echo server stopped answering");
   return t1 - t0;
@@ -628,7 +591,7 @@ Iperf3Result MeasureIperf3(const NetHost& client, const NetHost& server, int por
       UntrackChild(server_pid);
       res.error = WIFEXITED(ws) && WEXITSTATUS(ws) == 127
                       ? "cannot run iperf3 (install it: apt-get install iperf3; tools/setup.sh does)"
-                      : "iperf3 -s ended at once (" + DescribeWait(ws) + "; port " + port_s +
+                      : "iperf3 -s ended at once (" + cluster::DescribeExit(ws) + "; port " + port_s +
                             " in use?)";
       return res;
     }
@@ -670,15 +633,19 @@ Iperf3Result MeasureIperf3(const NetHost& client, const NetHost& server, int por
     bool done = ReadUntilEof(out_fd.get(), &json, NowNs() + (seconds + 30) * 1'000'000'000ull);
     if (!done) ::kill(client_pid, SIGKILL);
     int ws = WaitChild(client_pid, 5000);
-    res.bits_per_second = JsonNumberAfter(json, "sum_received", "bits_per_second");
-    double retr = JsonNumberAfter(json, "sum_sent", "retransmits");
+    // {"end": {"sum_received": {"bits_per_second": ..}, "sum_sent": {"retransmits": ..}},
+    //  "error": ".." (when it failed)}; not a JSON document: discarded, no exception.
+    const nlohmann::json report = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
+    res.bits_per_second = NumberAt(report, "/end/sum_received/bits_per_second");
+    double retr = NumberAt(report, "/end/sum_sent/retransmits");
     if (std::isfinite(retr) && retr >= 0) res.retransmits = static_cast<uint64_t>(retr);
+    const nlohmann::json::json_pointer error("/error");
     if (!done) {
       res.error = "iperf3 -c did not finish within " + std::to_string(seconds + 30) + " s";
-    } else if (std::string e = JsonError(json); !e.empty()) {
-      res.error = "iperf3: " + e;
+    } else if (report.contains(error) && report.at(error).is_string()) {
+      res.error = "iperf3: " + report.at(error).get<std::string>();
     } else if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0 || !std::isfinite(res.bits_per_second)) {
-      res.error = "iperf3 -c failed (" + DescribeWait(ws) + ")";
+      res.error = "iperf3 -c failed (" + cluster::DescribeExit(ws) + ")";
     }
   }
   if (!res.error.empty()) res.bits_per_second = 0;
@@ -882,12 +849,12 @@ Result<PerftestRun> RunPerftest(const std::string& tool, const NetHost& client,
     if (::waitpid(server_pid, &sws, WNOHANG) == server_pid) {
       UntrackChild(server_pid);
       server_reaped = true;
-      return fail("the client failed (" + DescribeWait(ws) + ") and the server ended (" +
-                  DescribeWait(sws) + ")");
+      return fail("the client failed (" + cluster::DescribeExit(ws) + ") and the server ended (" +
+                  cluster::DescribeExit(sws) + ")");
     }
     if (NowNs() >= connect_deadline)
       return fail("the client failed " + std::to_string(attempt) + " times in 30 s (last: " +
-                  DescribeWait(ws) + ")");
+                  cluster::DescribeExit(ws) + ")");
     ::usleep(200000);
   }
   finish_server(10000);  // it ends after the test
