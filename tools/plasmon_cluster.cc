@@ -1,33 +1,16 @@
 // plasmon-cluster: a plasmon cluster on one machine, for trying Fetch out
-// (tools/plasmon-cluster runs this command of a build).
-//
-//   plasmon-cluster up [--nodes N] [--dir DIR] [--mode netns|loopback|hosts]
-//                      [--addresses A1,A2,...] [--memory SIZE] [--build BUILD_DIR]
-//                      [--prefault] [--secret-file F] [--name NAME] [--subnet BYTE]
-//                      [--port PORT] [--wait SECONDS] [--log-level LEVEL]
-//                      [-- extra plasmon-store flags...]
-//   plasmon-cluster status [--dir DIR]
-//   plasmon-cluster exec [--dir DIR] I [-- CMD...]     # CMD as node I (in its netns)
-//   plasmon-cluster down [--dir DIR] [--name NAME]
-//
-// One redis-server (on a Unix socket in DIR, no TCP port) and N plasmon-store
-// daemons. In netns mode (the default as root) each store runs in its own
-// network namespace NAME-n<i> with address 10.SUBNET.0.<i>/24 on eth0, joined
-// by a veth pair to a bridge in the hub namespace NAME-hub, as separate hosts
-// on one switch; stores talk to each other over TCP on those addresses only.
-// Unix sockets cross namespaces, so Redis and every store's client socket are
-// reachable from the host. In loopback mode the stores listen on
-// 127.0.0.1:PORT+i instead. In hosts mode store i listens on A_i:PORT+i, the
-// i-th of --addresses (addresses this host already has, e.g. the ones RDMA
-// devices own: `-- --transport verbs`), in the host's own network namespace.
-// Only the namespaces named NAME-* are created or deleted.
-//
-// DIR holds everything: cluster.env (shell-sourceable), secret (0600), the
-// sockets n<i>.sock and redis.sock, the logs n<i>.log and redis.log, and the
-// pid files ("PID START_TIME": a reused pid is never taken for ours). The
-// processes outlive `up`; status and down find them by those pid files (a
-// store whose pid file exists but which has not exec'd yet is 'starting'),
-// or, when DIR lost them, by their sockets and working directory.
+// (tools/plasmon-cluster runs this command of a build; --help for the flags).
+//   up [--nodes N] [--dir DIR] [--mode netns|loopback|hosts] [--addresses A1,...] ...
+//      [-- plasmon-store flags]; status; exec I [-- CMD]; down [--name NAME]
+// One redis-server on a Unix socket in DIR and N plasmon-store daemons: in
+// netns mode (the default as root) store i in namespace NAME-n<i> at
+// 10.SUBNET.0.<i>/24, its veth on a bridge in NAME-hub; in loopback mode on
+// 127.0.0.1:PORT+i; in hosts mode on A_i:PORT+i. Only namespaces NAME-* are
+// touched. DIR holds cluster.env (shell-sourceable), the secret, sockets,
+// logs and pid files ("PID START_TIME": a reused pid is never ours). status
+// and down find the processes by them (a store whose pid file exists but
+// that has not exec'd yet is 'starting'), or by their sockets and working
+// directory when DIR lost them.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -39,9 +22,9 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
-#include <cstring>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -82,7 +65,9 @@ struct Config {
 
 std::string Ns(const Config& c, int i) { return c.name + "-n" + std::to_string(i); }
 std::string Endpoint(const Config& c, int i) {
-  if (c.mode == "netns") return "10." + std::to_string(c.subnet) + ".0." + std::to_string(i) + ":" + std::to_string(c.port);
+  if (c.mode == "netns")
+    return "10." + std::to_string(c.subnet) + ".0." + std::to_string(i) + ":" +
+           std::to_string(c.port);
   std::string host = c.mode == "hosts" ? c.hosts[static_cast<size_t>(i - 1)] : "127.0.0.1";
   return host + ":" + std::to_string(c.port + i);
 }
@@ -102,7 +87,8 @@ bool AllOf(const std::string& s, const char* chars) {
   return !s.empty() && s.find_first_not_of(chars) == std::string::npos;
 }
 bool IsName(const std::string& s) {
-  return s.size() <= 8 && AllOf(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789");
+  return s.size() <= 8 &&
+         AllOf(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789");
 }
 // "n<digits>" + suffix
 bool IsNodeFile(const std::string& f, const std::string& suffix) {
@@ -123,8 +109,11 @@ void WriteEnv(const Config& c, const std::string& state) {
   std::time_t now = std::time(nullptr);
   std::strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
   std::ofstream f(Path(c, "cluster.env.tmp"), std::ios::trunc);
-  f << "# plasmon-cluster " << state << " " << when << "; source it: . " << c.dir << "/cluster.env\n";
-  auto var = [&](const std::string& k, const std::string& v) { f << k << "=" << ShellQuote(v) << "\n"; };
+  f << "# plasmon-cluster " << state << " " << when << "; source it: . " << c.dir
+    << "/cluster.env\n";
+  auto var = [&](const std::string& k, const std::string& v) {
+    f << k << "=" << ShellQuote(v) << "\n";
+  };
   var("PLASMON_CLUSTER_STATE", state);
   var("PLASMON_CLUSTER_DIR", c.dir);
   var("PLASMON_CLUSTER_NAME", c.name);
@@ -159,23 +148,19 @@ bool LoadEnv(Config* c) {
     Note(env.status().message());
     std::exit(1);
   }
-  auto get = [&](const char* k, const std::string& dflt) {
-    auto it = env->find(k);
-    return it != env->end() && !it->second.empty() ? it->second : dflt;
-  };
-  auto num = [&](const char* k, int dflt) { return std::atoi(get(k, std::to_string(dflt)).c_str()); };
-  c->name = get("PLASMON_CLUSTER_NAME", c->name);
-  c->mode = get("PLASMON_CLUSTER_MODE", "loopback");
-  c->nodes = num("PLASMON_NODES", 0);
-  c->bin = get("PLASMON_BIN", c->bin);
-  c->subnet = num("PLASMON_SUBNET", c->subnet);
-  c->port = num("PLASMON_PORT", c->port);
-  c->hosts = Split(get("PLASMON_ADDRESSES", ""), ',');
-  c->secret_file = get("PLASMON_SECRET_FILE", "");
-  c->secret_generated = get("PLASMON_SECRET_GENERATED", "0") == "1";
-  c->state = get("PLASMON_CLUSTER_STATE", "");
-  c->prefix = get("PLASMON_REDIS_PREFIX", "plasmon");
-  c->namespaces = Split(get("PLASMON_NAMESPACES", ""), ' ');
+  std::map<std::string, std::string>& e = *env;
+  c->name = e["PLASMON_CLUSTER_NAME"];
+  c->mode = e["PLASMON_CLUSTER_MODE"];
+  c->nodes = std::atoi(e["PLASMON_NODES"].c_str());
+  if (!e["PLASMON_BIN"].empty()) c->bin = e["PLASMON_BIN"];
+  c->subnet = std::atoi(e["PLASMON_SUBNET"].c_str());
+  c->port = std::atoi(e["PLASMON_PORT"].c_str());
+  c->hosts = Split(e["PLASMON_ADDRESSES"], ',');
+  c->secret_file = e["PLASMON_SECRET_FILE"];
+  c->secret_generated = e["PLASMON_SECRET_GENERATED"] == "1";
+  c->state = e["PLASMON_CLUSTER_STATE"];
+  c->prefix = e["PLASMON_REDIS_PREFIX"];
+  c->namespaces = Split(e["PLASMON_NAMESPACES"], ' ');
   return true;
 }
 
@@ -201,13 +186,13 @@ std::optional<ProcessId> NodeProcess(const Config& c, int i, bool* store) {
 // Every live plasmon-store of DIR: by pid file, or serving a socket DIR/n<i>.sock.
 std::vector<ProcessId> StoreProcesses(const Config& c) {
   std::vector<ProcessId> ids;
-  std::vector<pid_t> seen;
   for (int i = 1; i <= c.nodes; i++) {
     bool store;
     if (std::optional<ProcessId> id = NodeProcess(c, i, &store)) ids.push_back(*id);
   }
   for (pid_t pid : ProcessesNamed("plasmon-store")) {
-    bool known = std::any_of(ids.begin(), ids.end(), [&](const ProcessId& id) { return id.pid == pid; });
+    bool known =
+        std::any_of(ids.begin(), ids.end(), [&](const ProcessId& id) { return id.pid == pid; });
     if (!known && ServesDirSocket(c, pid))
       if (std::optional<ProcessId> id = Identify(pid)) ids.push_back(*id);
   }
@@ -241,10 +226,10 @@ std::string Pids(const std::vector<ProcessId>& ids) {
 }
 
 void Stop(const std::vector<ProcessId>& ids, int grace_s) {
-  std::vector<pid_t> killed = StopProcesses(ids, grace_s * 1000);
-  std::vector<std::string> k;
-  for (pid_t p : killed) k.push_back(std::to_string(p));
-  if (!k.empty()) Note("killing " + Join(k) + " (still running " + std::to_string(grace_s) + "s after SIGTERM)");
+  std::vector<ProcessId> killed = StopProcesses(ids, grace_s * 1000);
+  if (!killed.empty())
+    Note("killing " + Pids(killed) + " (still running " + std::to_string(grace_s) +
+         "s after SIGTERM)");
 }
 
 // down, and what a failed up leaves: the stores, whatever else runs in the
@@ -309,14 +294,10 @@ void LogTail(const std::string& f) {
   std::ifstream in(f);
   std::vector<std::string> lines;
   for (std::string l; std::getline(in, l);) lines.push_back(l);
-  if (lines.empty()) {
-    std::fprintf(stderr, "(%s is empty)\n", f.c_str());
-    return;
-  }
-  std::fprintf(stderr, "---- last lines of %s ----\n", f.c_str());
+  std::fprintf(stderr, lines.empty() ? "(%s is empty)\n" : "---- last lines of %s ----\n",
+               f.c_str());
   for (size_t i = lines.size() > 20 ? lines.size() - 20 : 0; i < lines.size(); i++)
-    std::fprintf(stderr, "    %s\n", lines[i].c_str());
-  std::fprintf(stderr, "----\n");
+    std::fprintf(stderr, "    %s\n%s", lines[i].c_str(), i + 1 == lines.size() ? "----\n" : "");
 }
 
 bool PortInUse(int port) {
@@ -325,7 +306,8 @@ bool PortInUse(int port) {
   a.sin_family = AF_INET;
   a.sin_port = htons(static_cast<uint16_t>(port));
   a.sin_addr.s_addr = htonl(INADDR_ANY);  // collides with a listener on any address
-  bool used = fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 && errno == EADDRINUSE;
+  bool used =
+      fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 && errno == EADDRINUSE;
   if (fd >= 0) ::close(fd);
   return used;
 }
@@ -373,7 +355,8 @@ std::string NodeReady(const Config& c, int i) {
 }
 
 void PrintSummary(const Config& c) {
-  std::string cli = Short(c.bin + "/plasmon"), me = Short(std::string(PLASMON_SOURCE_DIR) + "/tools/plasmon-cluster");
+  std::string cli = Short(c.bin + "/plasmon"),
+              me = Short(std::string(PLASMON_SOURCE_DIR) + "/tools/plasmon-cluster");
   std::printf("plasmon cluster '%s' is up: %d node(s), %s mode, in %s\n", c.name.c_str(), c.nodes,
               c.mode.c_str(), c.dir.c_str());
   std::printf("  redis  unix:%s/redis.sock  (log %s/redis.log)\n", c.dir.c_str(), c.dir.c_str());
@@ -391,14 +374,15 @@ void PrintSummary(const Config& c) {
         Path(c, Node(i, ".log")));
   const char* d = c.dir.c_str();
   int last = c.nodes > 1 ? 2 : 1;
-  std::printf("Try:\n  id=$(%s -s %s/n1.sock put FILE)\n  %s -s %s/n1.sock where $id\n", cli.c_str(), d,
-              cli.c_str(), d);
-  std::printf("  %s -s %s/n%d.sock fetch $id\n  %s -s %s/n%d.sock get $id | sha256sum\n", cli.c_str(),
-              d, last, cli.c_str(), d, last);
-  std::printf("  %s exec --dir %s %d -- ip addr   # a command on node %d (%s)\n", me.c_str(), d, last,
-              last, c.mode.c_str());
+  std::printf("Try:\n  id=$(%s -s %s/n1.sock put FILE)\n  %s -s %s/n1.sock where $id\n",
+              cli.c_str(), d, cli.c_str(), d);
+  std::printf("  %s -s %s/n%d.sock fetch $id\n  %s -s %s/n%d.sock get $id | sha256sum\n",
+              cli.c_str(), d, last, cli.c_str(), d, last);
+  std::printf("  %s exec --dir %s %d -- ip addr   # a command on node %d (%s)\n", me.c_str(), d,
+              last, last, c.mode.c_str());
   std::printf("  %s status --dir %s\n  %s down --dir %s\n", me.c_str(), d, me.c_str(), d);
-  std::printf("  . %s/cluster.env       # sets PLASMON_SOCKET_1..%d, PLASMON_REDIS, ...\n", d, c.nodes);
+  std::printf("  . %s/cluster.env       # sets PLASMON_SOCKET_1..%d, PLASMON_REDIS, ...\n", d,
+              c.nodes);
 }
 
 // What up starts, owned until it is all up: a failure stops it all.
@@ -415,7 +399,8 @@ int StartAll(Config& c, bool mode_given, Started* s) {
     if (!hub.ok()) {
       // Without an explicit --mode, a host where namespaces cannot be made
       // (a container without CAP_SYS_ADMIN) gets a loopback cluster instead.
-      if (mode_given) return Fail("cannot create network namespace " + c.name + "-hub: " + hub.message());
+      if (mode_given)
+        return Fail("cannot create network namespace " + c.name + "-hub: " + hub.message());
       Note("cannot create network namespaces (" + hub.message() + "); using --mode loopback");
       s->net.reset();
       c.mode = "loopback";
@@ -434,9 +419,9 @@ int StartAll(Config& c, bool mode_given, Started* s) {
     std::random_device rd;
     char hex[65];
     for (int i = 0; i < 32; i++) std::snprintf(hex + 2 * i, 3, "%02x", rd() & 0xff);
-    ::umask(077);
+    mode_t old = ::umask(077);
     std::ofstream(c.secret_file, std::ios::trunc) << hex << "\n";
-    ::chmod(c.secret_file.c_str(), 0600);
+    ::umask(old);
     WriteEnv(c, "starting");
   }
 
@@ -462,10 +447,11 @@ int StartAll(Config& c, bool mode_given, Started* s) {
     StoreOptions so;
     so.binary = c.bin + "/plasmon-store";
     so.socket = Path(c, Node(i, ".sock"));
-    so.args = {"-m", c.memory, "--redis", "unix:" + Path(c, "redis.sock"), "--node-id", Node(i, ""),
-               "--log-level", c.log_level};
+    so.args = {"-m",        c.memory,    "--redis",     "unix:" + Path(c, "redis.sock"),
+               "--node-id", Node(i, ""), "--log-level", c.log_level};
     if (c.prefault) so.args.push_back("--prefault");
-    so.args.insert(so.args.end(), {"--listen", Endpoint(c, i), "--cluster-secret-file", c.secret_file});
+    so.args.insert(so.args.end(),
+                   {"--listen", Endpoint(c, i), "--cluster-secret-file", c.secret_file});
     so.args.insert(so.args.end(), c.extra.begin(), c.extra.end());
     if (c.mode == "netns") so.netns = Ns(c, i);
     so.log = Path(c, Node(i, ".log"));
@@ -475,8 +461,10 @@ int StartAll(Config& c, bool mode_given, Started* s) {
     for (const std::string& a : StoreArgv(so)) shown.push_back(ShellQuote(a));
     std::ofstream(Path(c, Node(i, ".cmd")), std::ios::trunc) << Join(shown) << "\n";
     s->stores.emplace_back(so);
-    if (Status sp = s->stores.back().Spawn(); !sp.ok()) return Fail("store n" + std::to_string(i) + ": " + sp.message());
-    if (Status pf = WritePidFile(Path(c, Node(i, ".pid")), s->stores.back().process().pid()); !pf.ok())
+    if (Status sp = s->stores.back().Spawn(); !sp.ok())
+      return Fail("store n" + std::to_string(i) + ": " + sp.message());
+    if (Status pf = WritePidFile(Path(c, Node(i, ".pid")), s->stores.back().process().pid());
+        !pf.ok())
       return Fail(pf.message());
   }
   Note("started " + std::to_string(c.nodes) + " store(s); waiting for them to answer (at most " +
@@ -515,14 +503,19 @@ int Up(Config c, bool mode_given) {
   if (c.nodes < 1 || c.nodes > 200) return Fail("--nodes must be 1..200");
   if (!IsName(c.name)) return Fail("--name must be 1 to 8 letters or digits");
   if (c.subnet < 0 || c.subnet > 255) return Fail("--subnet must be 0..255");
-  if (c.port < 1 || c.port + c.nodes > 65535) return Fail("--port must be 1.." + std::to_string(65535 - c.nodes));
+  if (c.port < 1 || c.port + c.nodes > 65535)
+    return Fail("--port must be 1.." + std::to_string(65535 - c.nodes));
   if (c.wait_s < 1) return Fail("--wait must be a whole number of seconds");
-  const std::vector<std::string> ours = {"-s", "--socket", "-m", "--memory", "--redis", "--node-id",
-      "--listen", "--cluster-secret-file", "--prefault", "--log-level"};
+  const std::vector<std::string> ours = {
+      "-s",         "--socket",   "-m",       "--memory",
+      "--redis",    "--node-id",  "--listen", "--cluster-secret-file",
+      "--prefault", "--log-level"};
   for (size_t i = 0; i < c.extra.size(); i++) {
     const std::string& a = c.extra[i];
     if (std::find(ours.begin(), ours.end(), a.substr(0, a.find('='))) != ours.end())
-      return Fail("'" + a + "' after --: the launcher sets it (use its own flags: --memory, --prefault, --secret-file, --log-level)");
+      return Fail("'" + a +
+                  "' after --: the launcher sets it (use its own flags: --memory, --prefault, "
+                  "--secret-file, --log-level)");
     if (a == "--redis-prefix" && i + 1 < c.extra.size()) c.prefix = c.extra[i + 1];
     if (a.rfind("--redis-prefix=", 0) == 0) c.prefix = a.substr(15);
   }
@@ -535,22 +528,28 @@ int Up(Config c, bool mode_given) {
     c.mode = netns_works ? "netns" : "loopback";
   } else if (c.mode == "netns") {
     if (::geteuid() != 0) return Fail("needs root for network namespaces; use --mode loopback");
-    if (!netns_works) return Fail("'ip netns' does not work here (apt-get install iproute2); use --mode loopback");
+    if (!netns_works)
+      return Fail("'ip netns' does not work here (apt-get install iproute2); use --mode loopback");
   } else if (c.mode == "hosts") {
     if (c.addresses.empty()) return Fail("--mode hosts needs --addresses A1,A2,...");
     if (std::string why = CheckAddresses(&c); !why.empty()) return Fail(why);
   } else if (c.mode != "loopback") {
     return Fail("--mode must be netns, loopback or hosts");
   }
-  if (FindExecutable("redis-server").empty()) return Fail("needs redis-server (tools/setup.sh installs it)");
+  if (FindExecutable("redis-server").empty())
+    return Fail("needs redis-server (tools/setup.sh installs it)");
   if (!c.build.empty()) {
     std::string b = c.build;
-    if (b[0] != '/' && !fs::is_directory(b) && fs::is_directory(std::string(PLASMON_SOURCE_DIR) + "/" + b))
+    if (b[0] != '/' && !fs::is_directory(b) &&
+        fs::is_directory(std::string(PLASMON_SOURCE_DIR) + "/" + b))
       b = std::string(PLASMON_SOURCE_DIR) + "/" + b;
-    if (!fs::is_directory(b)) return Fail("no build directory " + b + " (run tools/setup.sh to build, or pass --build DIR)");
+    if (!fs::is_directory(b))
+      return Fail("no build directory " + b +
+                  " (run tools/setup.sh to build, or pass --build DIR)");
     c.bin = Absolute(b) + "/tools";
   }
-  if (::access((c.bin + "/plasmon-store").c_str(), X_OK) != 0 || ::access((c.bin + "/plasmon").c_str(), X_OK) != 0)
+  if (::access((c.bin + "/plasmon-store").c_str(), X_OK) != 0 ||
+      ::access((c.bin + "/plasmon").c_str(), X_OK) != 0)
     return Fail("no plasmon-store/plasmon in " + c.bin + " (build first)");
 
   // DIR: ours, and nobody else's to write in.
@@ -559,21 +558,25 @@ int Up(Config c, bool mode_given) {
     if (!S_ISDIR(st.st_mode)) return Fail(c.dir + " exists and is not a directory");
     if (st.st_uid != ::geteuid()) return Fail(c.dir + " is not owned by us");
     if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0)
-      return Fail(c.dir + " is writable by others; use a directory of its own (e.g. " + c.dir + "/plasmon-cluster)");
+      return Fail(c.dir + " is writable by others; use a directory of its own (e.g. " + c.dir +
+                  "/plasmon-cluster)");
   } else {
     std::error_code ec;
     fs::create_directories(fs::path(c.dir).parent_path(), ec);
-    if (::mkdir(c.dir.c_str(), 0700) != 0) return Fail("cannot create " + c.dir + ": " + std::strerror(errno));
+    if (::mkdir(c.dir.c_str(), 0700) != 0)
+      return Fail("cannot create " + c.dir + ": " + std::strerror(errno));
   }
   c.dir = Absolute(c.dir);
-  if (c.dir.size() > 90) return Fail("--dir " + c.dir + " is too long for Unix socket paths (at most 90 characters)");
+  if (c.dir.size() > 90)
+    return Fail("--dir " + c.dir + " is too long for Unix socket paths (at most 90 characters)");
   if (!LockDir(c)) return 1;
 
   // A cluster already there?
   Config old = c;
   if (LoadEnv(&old)) {
     if (ClusterRemains(old))
-      return Fail("a cluster is running in " + c.dir + " (state: " + (old.state.empty() ? "?" : old.state) +
+      return Fail("a cluster is running in " + c.dir +
+                  " (state: " + (old.state.empty() ? "?" : old.state) +
                   "); 'plasmon-cluster down --dir " + c.dir + "' first");
     Note("cleaning up after a cluster in " + c.dir + " that did not go down");
     Teardown(old);
@@ -583,13 +586,15 @@ int Up(Config c, bool mode_given) {
     c.namespaces = names.names();
     for (const std::string& ns : c.namespaces)
       if (Network::Exists(ns))
-        return Fail("network namespace " + ns + " already exists (another cluster with --name " + c.name +
+        return Fail("network namespace " + ns + " already exists (another cluster with --name " +
+                    c.name +
                     "? down it with 'plasmon-cluster down --dir ITS_DIR', or pick another --name)");
   } else if (std::string why = CheckPorts(c); !why.empty()) {
     return Fail(why);
   }
   if (!c.secret_file.empty()) {
-    if (::access(c.secret_file.c_str(), R_OK) != 0 || fs::file_size(c.secret_file) == 0)
+    std::error_code ec;
+    if (::access(c.secret_file.c_str(), R_OK) != 0 || fs::file_size(c.secret_file, ec) == 0)
       return Fail("--secret-file " + c.secret_file + " is not a readable, non-empty file");
     c.secret_file = Absolute(c.secret_file);
   }
@@ -637,7 +642,8 @@ int Down(Config c) {
     if (!IsName(c.name)) return Fail("--name must be 1 to 8 letters or digits");
     std::error_code ec;
     for (const auto& e : fs::directory_iterator("/run/netns", ec)) {
-      std::string ns = e.path().filename().string(), rest = ns.substr(std::min(ns.size(), c.name.size() + 1));
+      std::string ns = e.path().filename().string(),
+                  rest = ns.substr(std::min(ns.size(), c.name.size() + 1));
       if (ns.rfind(c.name + "-", 0) == 0 && (rest == "hub" || IsNodeFile(rest, "")) &&
           std::find(c.namespaces.begin(), c.namespaces.end(), ns) == c.namespaces.end())
         c.namespaces.push_back(ns);
@@ -683,18 +689,20 @@ int StatusCmd(Config c) {
     std::optional<ProcessId> id = NodeProcess(c, i, &store);
     if (!store) {
       std::printf("n%d  %s  namespace %s  socket %s  (log %s)\n", i,
-                  id ? ("starting (pid " + std::to_string(id->pid) + ")").c_str() : "DOWN", ns.c_str(),
-                  sock.c_str(), Path(c, Node(i, ".log")).c_str());
+                  id ? ("starting (pid " + std::to_string(id->pid) + ")").c_str() : "DOWN",
+                  ns.c_str(), sock.c_str(), Path(c, Node(i, ".log")).c_str());
       bad = 1;
       continue;
     }
     std::vector<std::string> eps;
-    Result<std::vector<std::string>> rec = RedisQuery(rsock, {"HGETALL", c.prefix + ":node:" + Node(i, "")});
+    Result<std::vector<std::string>> rec =
+        RedisQuery(rsock, {"HGETALL", c.prefix + ":node:" + Node(i, "")});
     for (size_t k = 0; rec.ok() && k + 1 < rec->size(); k += 2)
       if ((*rec)[k].rfind("ep:", 0) == 0) eps.push_back((*rec)[k].substr(3) + "=" + (*rec)[k + 1]);
-    std::printf("n%d  up (pid %d)  namespace %s  socket %s  endpoints: %s\n", i, id->pid, ns.c_str(),
-                sock.c_str(), eps.empty() ? "none published" : Join(eps).c_str());
-    CommandResult stats = RunCommand({c.bin + "/plasmon", "-s", sock, "stats"}, RunOptions{{}, {}, true, {}});
+    std::printf("n%d  up (pid %d)  namespace %s  socket %s  endpoints: %s\n", i, id->pid,
+                ns.c_str(), sock.c_str(), eps.empty() ? "none published" : Join(eps).c_str());
+    CommandResult stats =
+        RunCommand({c.bin + "/plasmon", "-s", sock, "stats"}, RunOptions{{}, {}, true, {}});
     if (!stats.ok()) bad = 1;
     for (const std::string& l : Split(stats.out, '\n')) std::printf("    %s\n", l.c_str());
   }
@@ -705,16 +713,19 @@ int Exec(Config c, int node, std::vector<std::string> cmd) {
   if (fs::is_directory(c.dir)) c.dir = Absolute(c.dir);
   if (!fs::is_directory(c.dir) || !LoadEnv(&c)) return Fail("no cluster in " + c.dir);
   if (node < 1 || node > c.nodes)
-    return Fail("node " + std::to_string(node) + ": the cluster has nodes 1.." + std::to_string(c.nodes));
+    return Fail("node " + std::to_string(node) + ": the cluster has nodes 1.." +
+                std::to_string(c.nodes));
   if (cmd.empty()) cmd = {std::getenv("SHELL") != nullptr ? std::getenv("SHELL") : "/bin/bash"};
   ::setenv("PLASMON_SOCKET", Path(c, Node(node, ".sock")).c_str(), 1);
   ::setenv("PLASMON_NODE", Node(node, "").c_str(), 1);
   if (c.mode == "netns") {
     if (!Network::Exists(Ns(c, node)))
-      return Fail("namespace " + Ns(c, node) + " is gone; 'plasmon-cluster down --dir " + c.dir + "' and up again");
+      return Fail("namespace " + Ns(c, node) + " is gone; 'plasmon-cluster down --dir " + c.dir +
+                  "' and up again");
     cmd.insert(cmd.begin(), {"ip", "netns", "exec", Ns(c, node)});
   }
-  std::string exe = FindExecutable(cmd[0]);  // loopback, hosts: every node shares the host's network
+  std::string exe =
+      FindExecutable(cmd[0]);  // loopback, hosts: every node shares the host's network
   std::vector<char*> argv;
   for (std::string& a : cmd) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -733,39 +744,54 @@ int main(int argc, char** argv) {
   c.dir = env_dir != nullptr && *env_dir != '\0' ? env_dir : "/tmp/plasmon-cluster";
   std::error_code ec;
   c.bin = fs::read_symlink("/proc/self/exe", ec).parent_path().string();  // this build's tools/
-  CLI::App app{"Redis and N plasmon-store daemons on one machine, each store in its "
-               "own network namespace (netns mode, as root), on loopback ports, or on addresses of "
-               "this host (hosts mode). Its state, sockets and logs are in --dir.", "plasmon-cluster"};
+  CLI::App app{
+      "Redis and N plasmon-store daemons on one machine, each store in its "
+      "own network namespace (netns mode, as root), on loopback ports, or on addresses of "
+      "this host (hosts mode). Its state, sockets and logs are in --dir.",
+      "plasmon-cluster"};
   app.require_subcommand(1);
   auto dir_opt = [&](CLI::App* s) {
-    s->add_option("--dir", c.dir, "State, sockets and logs [$PLASMON_CLUSTER_DIR or /tmp/plasmon-cluster]");
+    s->add_option("--dir", c.dir,
+                  "State, sockets and logs [$PLASMON_CLUSTER_DIR or /tmp/plasmon-cluster]");
   };
   CLI::App* up = app.add_subcommand("up", "Start a cluster");
   dir_opt(up);
   up->add_option("--nodes", c.nodes, "Stores to start [2]");
-  up->add_option("--mode", c.mode, "netns, loopback or hosts [hosts with --addresses; else netns as root with `ip netns`, else loopback]");
-  up->add_option("--addresses", c.addresses, "Hosts mode: comma-separated IPv4 addresses of this host, one per node; node i listens on the i-th at PORT+i");
+  up->add_option("--mode", c.mode,
+                 "netns, loopback or hosts [hosts with --addresses; else netns as root with `ip "
+                 "netns`, else loopback]");
+  up->add_option("--addresses", c.addresses,
+                 "Hosts mode: comma-separated IPv4 addresses of this host, one per node; node i "
+                 "listens on the i-th at PORT+i");
   up->add_option("--name", c.name, "Namespace prefix, 1-8 letters/digits [plc]");
   up->add_option("--subnet", c.subnet, "Nodes get 10.BYTE.0.<i> in netns mode [213]");
-  up->add_option("--port", c.port, "Transfer port: PORT in each namespace, PORT+i on loopback/hosts [7400]");
+  up->add_option("--port", c.port,
+                 "Transfer port: PORT in each namespace, PORT+i on loopback/hosts [7400]");
   up->add_option("-m,--memory", c.memory, "Arena of each store [1G]");
-  up->add_option("--build", c.build, "Build directory holding tools/plasmon-store [this command's build]");
+  up->add_option("--build", c.build,
+                 "Build directory holding tools/plasmon-store [this command's build]");
   up->add_flag("--prefault", c.prefault, "Pass --prefault to the stores");
-  up->add_option("--secret-file", c.secret_file, "Cluster secret to use [a random one, written to DIR/secret]");
+  up->add_option("--secret-file", c.secret_file,
+                 "Cluster secret to use [a random one, written to DIR/secret]");
   up->add_option("--wait", c.wait_s, "How long a store may take to answer, in seconds [10]");
   up->add_option("--log-level", c.log_level, "Stores' log level [info]");
-  up->footer("After --: more plasmon-store flags, for every store (e.g. -- --transfer-streams 4, or "
-             "--transport verbs: --rdma-addr defaults to each store's listen address)");
-  CLI::App* status = app.add_subcommand("status", "Show the cluster's processes and stores' stats (exit 1 if any is down)");
+  up->footer(
+      "After --: more plasmon-store flags, for every store (e.g. -- --transfer-streams 4, or "
+      "--transport verbs: --rdma-addr defaults to each store's listen address)");
+  CLI::App* status = app.add_subcommand(
+      "status", "Show the cluster's processes and stores' stats (exit 1 if any is down)");
   dir_opt(status);
-  CLI::App* exec = app.add_subcommand("exec", "Run CMD (default: $SHELL) as node I: in its namespace, with PLASMON_SOCKET set");
+  CLI::App* exec = app.add_subcommand(
+      "exec", "Run CMD (default: $SHELL) as node I: in its namespace, with PLASMON_SOCKET set");
   dir_opt(exec);
   int node = 0;
   exec->add_option("node", node, "I")->required();
   exec->prefix_command();
-  CLI::App* down = app.add_subcommand("down", "Stop the cluster and delete its namespaces (logs stay)");
+  CLI::App* down =
+      app.add_subcommand("down", "Stop the cluster and delete its namespaces (logs stay)");
   dir_opt(down);
-  down->add_option("--name", c.name, "Also delete the namespaces NAME-hub and NAME-n<i> (e.g. after DIR was deleted)")
+  down->add_option("--name", c.name,
+                   "Also delete the namespaces NAME-hub and NAME-n<i> (e.g. after DIR was deleted)")
       ->each([&](const std::string&) { c.name_given = true; });
   if (argc < 2) {
     std::fprintf(stderr, "%s", app.help().c_str());

@@ -182,15 +182,10 @@ CommandResult RunCommand(const std::vector<std::string>& args, const RunOptions&
     r.err = "cannot find " + args[0] + "\n";
     return r;
   }
-  int in[2], out[2], err[2];
-  if (::pipe2(in, O_CLOEXEC) != 0) return r;
-  if (::pipe2(out, O_CLOEXEC) != 0) {
-    ::close(in[0]);
-    ::close(in[1]);
-    return r;
-  }
-  if (::pipe2(err, O_CLOEXEC) != 0) {
-    for (int fd : {in[0], in[1], out[0], out[1]}) ::close(fd);
+  int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
+  if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) {
+    for (int fd : {in[0], in[1], out[0], out[1], err[0], err[1]})
+      if (fd >= 0) ::close(fd);
     return r;
   }
   std::vector<char*> cargv = CArgv(argv);
@@ -312,7 +307,7 @@ std::vector<pid_t> ProcessesNamed(const std::string& comm) {
   return pids;
 }
 
-std::vector<pid_t> StopProcesses(const std::vector<ProcessId>& ids, int grace_ms) {
+std::vector<ProcessId> StopProcesses(const std::vector<ProcessId>& ids, int grace_ms) {
   for (const ProcessId& id : ids)
     if (SameProcess(id)) ::kill(id.pid, SIGTERM);
   auto left = [&] {
@@ -326,19 +321,16 @@ std::vector<pid_t> StopProcesses(const std::vector<ProcessId>& ids, int grace_ms
     while (!left().empty() && Clock::now() < deadline) SleepMs(20);
   };
   wait_all(grace_ms);
-  std::vector<pid_t> killed;
-  for (const ProcessId& id : left()) {
-    ::kill(id.pid, SIGKILL);
-    killed.push_back(id.pid);
-  }
+  std::vector<ProcessId> killed = left();
+  for (const ProcessId& id : killed) ::kill(id.pid, SIGKILL);
   if (!killed.empty()) wait_all(2000);
   return killed;
 }
 
 Result<std::string> MakeTempDir(const std::string& prefix) {
   const char* base = std::getenv("TMPDIR");
-  std::string templ = std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/" +
-                      prefix + "-XXXXXX";
+  std::string templ =
+      std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/" + prefix + "-XXXXXX";
   if (::mkdtemp(templ.data()) == nullptr) return Status::FromErrno("mkdtemp " + templ, errno);
   return templ;
 }

@@ -29,7 +29,7 @@ std::string DescribeExit(int wait_status);
 std::string FindExecutable(const std::string& name);
 
 struct SpawnOptions {
-  std::string log;          // stdout and stderr go here (appended); empty: ours
+  std::string log;  // stdout and stderr go here (appended); empty: ours
   bool truncate_log = false;
   bool die_with_parent = false;  // SIGKILLed when the process that started it ends
   bool new_session = false;      // setsid: outlives its starter and its terminal
@@ -74,9 +74,9 @@ struct CommandResult {
   bool ok() const { return exit_code == 0; }
 };
 struct RunOptions {
-  std::string input;             // written to its stdin
-  std::vector<std::string> env;  // NAME=VALUE, before (so over) ours
-  bool merge_err = false;        // stderr into `out`
+  std::string input;                   // written to its stdin
+  std::vector<std::string> env;        // NAME=VALUE, before (so over) ours
+  bool merge_err = false;              // stderr into `out`
   std::function<void(pid_t)> started;  // told its pid, while it runs
 };
 CommandResult RunCommand(const std::vector<std::string>& argv, const RunOptions& o = {});
@@ -95,13 +95,13 @@ Status WritePidFile(const std::string& path, pid_t pid);
 // The process in a pid file, if it is still that process.
 std::optional<ProcessId> LiveFromPidFile(const std::string& path);
 bool SameProcess(const ProcessId& id);
-std::string Comm(pid_t pid);                   // its /proc/PID/comm
-std::vector<std::string> Cmdline(pid_t pid);   // its argv
+std::string Comm(pid_t pid);                  // its /proc/PID/comm
+std::vector<std::string> Cmdline(pid_t pid);  // its argv
 std::vector<pid_t> ProcessesNamed(const std::string& comm);
 // Signals every process of `ids` still alive, waits up to `grace_ms` for all
-// to go, then SIGKILLs the rest (and waits up to 2 s more). Returns the
-// pids it had to kill.
-std::vector<pid_t> StopProcesses(const std::vector<ProcessId>& ids, int grace_ms);
+// to go, then SIGKILLs the rest (and waits up to 2 s more). Returns those
+// it had to kill.
+std::vector<ProcessId> StopProcesses(const std::vector<ProcessId>& ids, int grace_ms);
 
 // A fresh, empty directory $TMPDIR/PREFIX-XXXXXX (mode 0700).
 Result<std::string> MakeTempDir(const std::string& prefix);

@@ -1,9 +1,8 @@
 #include "tools/cluster/services.h"
 
+#include <hiredis/hiredis.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#include <hiredis/hiredis.h>
 
 #include <cerrno>
 #include <chrono>
@@ -72,14 +71,16 @@ Redis::Redis(RedisOptions o) : o_(std::move(o)), socket_(o_.dir + "/redis.sock")
 
 Status Redis::Start() {
   ::unlink(socket_.c_str());
-  std::vector<std::string> argv = {o_.binary, "--port", "0", "--unixsocket", socket_, "--save", "",
-                                   "--appendonly", "no", "--dir", o_.dir};
+  std::vector<std::string> argv = {o_.binary, "--port", "0",   "--unixsocket",
+                                   socket_,   "--save", "",    "--appendonly",
+                                   "no",      "--dir",  o_.dir};
   if (!o_.password.empty()) argv.insert(argv.end(), {"--requirepass", o_.password});
   argv.insert(argv.end(), o_.extra.begin(), o_.extra.end());
   SpawnOptions so = o_.spawn;
   so.log = o_.log;
   Result<Process> p = Process::Spawn(argv, so);
-  if (!p.ok()) return Status::IOError(p.status().message() + " (tools/setup.sh installs redis-server)");
+  if (!p.ok())
+    return Status::IOError(p.status().message() + " (tools/setup.sh installs redis-server)");
   process_ = std::move(*p);
   auto deadline = Clock::now() + std::chrono::milliseconds(o_.wait_ms);
   while (Clock::now() < deadline) {
@@ -109,17 +110,21 @@ Result<std::vector<std::string>> RedisQuery(const std::string& socket,
   Reply r = Command(c->get(), argv);
   if (r == nullptr) return Status::Disconnected("redis at " + socket + ": " + (*c)->errstr);
   switch (r->type) {
-    case REDIS_REPLY_INTEGER: return std::vector<std::string>{std::to_string(r->integer)};
+    case REDIS_REPLY_INTEGER:
+      return std::vector<std::string>{std::to_string(r->integer)};
     case REDIS_REPLY_STATUS:
-    case REDIS_REPLY_STRING: return std::vector<std::string>{std::string(r->str, r->len)};
+    case REDIS_REPLY_STRING:
+      return std::vector<std::string>{std::string(r->str, r->len)};
     case REDIS_REPLY_ARRAY: {
       std::vector<std::string> out;
       for (size_t i = 0; i < r->elements; i++)
         out.emplace_back(r->element[i]->str != nullptr ? r->element[i]->str : "");
       return out;
     }
-    case REDIS_REPLY_ERROR: return Status::ProtocolError("redis: " + std::string(r->str, r->len));
-    default: return std::vector<std::string>{};
+    case REDIS_REPLY_ERROR:
+      return Status::ProtocolError("redis: " + std::string(r->str, r->len));
+    default:
+      return std::vector<std::string>{};
   }
 }
 
@@ -194,7 +199,9 @@ std::vector<std::string> Network::names() const {
   return n;
 }
 
-bool Network::Exists(const std::string& ns) { return ::access(("/run/netns/" + ns).c_str(), F_OK) == 0; }
+bool Network::Exists(const std::string& ns) {
+  return ::access(("/run/netns/" + ns).c_str(), F_OK) == 0;
+}
 
 Status Network::CreateHub() {
   if (Status st = RunIp({"netns", "add", hub()}); !st.ok()) return st;
@@ -228,9 +235,10 @@ Status Network::Create() {
 }
 
 Status Network::LimitRate(int i, const std::string& rate) {
-  CommandResult r = RunCommand({"ip", "netns", "exec", ns(i), "tc", "qdisc", "replace", "dev", "eth0",
-                                "root", "tbf", "rate", rate, "burst", "64kb", "latency", "1s"},
-                               RunOptions{{}, {}, true, {}});
+  CommandResult r =
+      RunCommand({"ip", "netns", "exec", ns(i), "tc", "qdisc", "replace", "dev", "eth0", "root",
+                  "tbf", "rate", rate, "burst", "64kb", "latency", "1s"},
+                 RunOptions{{}, {}, true, {}});
   return r.ok() ? Status::OK() : Status::IOError("tc in " + ns(i) + " failed: " + r.out);
 }
 
@@ -270,10 +278,14 @@ Result<std::map<std::string, std::string>> ReadEnvFile(const std::string& path) 
     char quote = 0;
     for (size_t i = eq + 1; i < line.size(); i++) {
       char c = line[i];
-      if (quote != 0 && c == quote) quote = 0;
-      else if (quote == 0 && (c == '\'' || c == '"')) quote = c;
-      else if (c == '\\' && quote != '\'' && i + 1 < line.size()) v += line[++i];
-      else v += c;
+      if (quote != 0 && c == quote)
+        quote = 0;
+      else if (quote == 0 && (c == '\'' || c == '"'))
+        quote = c;
+      else if (c == '\\' && quote != '\'' && i + 1 < line.size())
+        v += line[++i];
+      else
+        v += c;
     }
     vars[line.substr(0, eq)] = v;
   }

@@ -15,10 +15,10 @@
 namespace plasmon::cluster {
 
 struct RedisOptions {
-  std::string dir;     // its working directory; the socket is DIR/redis.sock
+  std::string dir;  // its working directory; the socket is DIR/redis.sock
   std::string binary = "redis-server";
-  std::string password;  // --requirepass, if not empty
-  std::string log;       // its output; empty: DIR/redis.log
+  std::string password;            // --requirepass, if not empty
+  std::string log;                 // its output; empty: DIR/redis.log
   std::vector<std::string> extra;  // more redis-server flags
   SpawnOptions spawn;              // (its log field is set from `log`)
   int wait_ms = 30000;             // for it to answer PING
@@ -36,7 +36,6 @@ class Redis {
   // Starts it (again, empty) and waits until it answers PING.
   Status Start();
   void Kill();  // SIGKILL: no goodbye; the socket goes
-  Result<int> Stop(int grace_ms = 5000) { return process_.Stop(grace_ms); }
   bool Ping() const;
   // One command on a connection of its own; its integer reply.
   Result<long long> Integer(const std::vector<std::string>& argv) const;
@@ -101,7 +100,7 @@ class Network {
 
   std::string hub() const { return prefix_ + "-hub"; }
   std::string ns(int i) const { return prefix_ + "-n" + std::to_string(i); }
-  std::string address(int i) const;  // 10.SUBNET.0.i
+  std::string address(int i) const;        // 10.SUBNET.0.i
   std::vector<std::string> names() const;  // the hub first
   // Limits what node i sends to `rate` (tc tbf, e.g. "200mbit").
   Status LimitRate(int i, const std::string& rate);
