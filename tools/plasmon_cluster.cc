@@ -500,12 +500,9 @@ int StartAll(Config& c, bool mode_given, Started* s) {
 
 int Up(Config c, bool mode_given) {
   // Check everything before touching anything.
-  if (c.nodes < 1 || c.nodes > 200) return Fail("--nodes must be 1..200");
-  if (!IsName(c.name)) return Fail("--name must be 1 to 8 letters or digits");
-  if (c.subnet < 0 || c.subnet > 255) return Fail("--subnet must be 0..255");
+  // (--nodes, --name, --subnet, --wait and --mode are checked as they are parsed.)
   if (c.port < 1 || c.port + c.nodes > 65535)
     return Fail("--port must be 1.." + std::to_string(65535 - c.nodes));
-  if (c.wait_s < 1) return Fail("--wait must be a whole number of seconds");
   const std::vector<std::string> ours = {
       "-s",         "--socket",   "-m",       "--memory",
       "--redis",    "--node-id",  "--listen", "--cluster-secret-file",
@@ -533,8 +530,6 @@ int Up(Config c, bool mode_given) {
   } else if (c.mode == "hosts") {
     if (c.addresses.empty()) return Fail("--mode hosts needs --addresses A1,A2,...");
     if (std::string why = CheckAddresses(&c); !why.empty()) return Fail(why);
-  } else if (c.mode != "loopback") {
-    return Fail("--mode must be netns, loopback or hosts");
   }
   if (FindExecutable("redis-server").empty())
     return Fail("needs redis-server (tools/setup.sh installs it)");
@@ -639,7 +634,6 @@ int Down(Config c) {
   }
   // With --name (e.g. after DIR was deleted), also the namespaces NAME-hub and NAME-n<i>.
   if (c.name_given) {
-    if (!IsName(c.name)) return Fail("--name must be 1 to 8 letters or digits");
     std::error_code ec;
     for (const auto& e : fs::directory_iterator("/run/netns", ec)) {
       std::string ns = e.path().filename().string(),
@@ -664,9 +658,14 @@ int Down(Config c) {
   return 0;
 }
 
+// The cluster in c->dir, if there is one.
+bool Open(Config* c) {
+  if (fs::is_directory(c->dir)) c->dir = Absolute(c->dir);
+  return fs::is_directory(c->dir) && LoadEnv(c);
+}
+
 int StatusCmd(Config c) {
-  if (fs::is_directory(c.dir)) c.dir = Absolute(c.dir);
-  if (!fs::is_directory(c.dir) || !LoadEnv(&c)) {
+  if (!Open(&c)) {
     std::printf("no cluster in %s\n", c.dir.c_str());
     return 1;
   }
@@ -710,8 +709,7 @@ int StatusCmd(Config c) {
 }
 
 int Exec(Config c, int node, std::vector<std::string> cmd) {
-  if (fs::is_directory(c.dir)) c.dir = Absolute(c.dir);
-  if (!fs::is_directory(c.dir) || !LoadEnv(&c)) return Fail("no cluster in " + c.dir);
+  if (!Open(&c)) return Fail("no cluster in " + c.dir);
   if (node < 1 || node > c.nodes)
     return Fail("node " + std::to_string(node) + ": the cluster has nodes 1.." +
                 std::to_string(c.nodes));
@@ -744,54 +742,45 @@ int main(int argc, char** argv) {
   c.dir = env_dir != nullptr && *env_dir != '\0' ? env_dir : "/tmp/plasmon-cluster";
   std::error_code ec;
   c.bin = fs::read_symlink("/proc/self/exe", ec).parent_path().string();  // this build's tools/
-  CLI::App app{
-      "Redis and N plasmon-store daemons on one machine, each store in its "
-      "own network namespace (netns mode, as root), on loopback ports, or on addresses of "
-      "this host (hosts mode). Its state, sockets and logs are in --dir.",
-      "plasmon-cluster"};
+  CLI::App app{"Redis and N plasmon-store daemons on this machine (see tools/plasmon_cluster.cc)",
+               "plasmon-cluster"};
   app.require_subcommand(1);
+  const CLI::Validator name(
+      [](std::string& v) { return IsName(v) ? "" : "1 to 8 letters or digits"; }, "NAME");
   auto dir_opt = [&](CLI::App* s) {
     s->add_option("--dir", c.dir,
-                  "State, sockets and logs [$PLASMON_CLUSTER_DIR or /tmp/plasmon-cluster]");
+                  "State, sockets, logs [$PLASMON_CLUSTER_DIR, /tmp/plasmon-cluster]");
   };
   CLI::App* up = app.add_subcommand("up", "Start a cluster");
   dir_opt(up);
-  up->add_option("--nodes", c.nodes, "Stores to start [2]");
-  up->add_option("--mode", c.mode,
-                 "netns, loopback or hosts [hosts with --addresses; else netns as root with `ip "
-                 "netns`, else loopback]");
+  up->add_option("--nodes", c.nodes, "Stores to start [2]")->check(CLI::Range(1, 200));
+  up->add_option("--mode", c.mode, "netns (default as root), loopback or hosts (with --addresses)")
+      ->check(CLI::IsMember({"auto", "netns", "loopback", "hosts"}));
   up->add_option("--addresses", c.addresses,
-                 "Hosts mode: comma-separated IPv4 addresses of this host, one per node; node i "
-                 "listens on the i-th at PORT+i");
-  up->add_option("--name", c.name, "Namespace prefix, 1-8 letters/digits [plc]");
-  up->add_option("--subnet", c.subnet, "Nodes get 10.BYTE.0.<i> in netns mode [213]");
-  up->add_option("--port", c.port,
-                 "Transfer port: PORT in each namespace, PORT+i on loopback/hosts [7400]");
+                 "A1,A2,...: node i listens on A_i:PORT+i (hosts mode)");
+  up->add_option("--name", c.name, "Namespace prefix [plc]")->check(name);
+  up->add_option("--subnet", c.subnet, "Nodes at 10.BYTE.0.<i> in netns mode [213]")
+      ->check(CLI::Range(0, 255));
+  up->add_option("--port", c.port, "Transfer port in each namespace, PORT+i otherwise [7400]");
   up->add_option("-m,--memory", c.memory, "Arena of each store [1G]");
-  up->add_option("--build", c.build,
-                 "Build directory holding tools/plasmon-store [this command's build]");
+  up->add_option("--build", c.build, "Build directory of the stores [this command's]");
   up->add_flag("--prefault", c.prefault, "Pass --prefault to the stores");
-  up->add_option("--secret-file", c.secret_file,
-                 "Cluster secret to use [a random one, written to DIR/secret]");
-  up->add_option("--wait", c.wait_s, "How long a store may take to answer, in seconds [10]");
+  up->add_option("--secret-file", c.secret_file, "Cluster secret [a random one, DIR/secret]");
+  up->add_option("--wait", c.wait_s, "Seconds a store may take to answer [10]")
+      ->check(CLI::Range(1, 86400));
   up->add_option("--log-level", c.log_level, "Stores' log level [info]");
-  up->footer(
-      "After --: more plasmon-store flags, for every store (e.g. -- --transfer-streams 4, or "
-      "--transport verbs: --rdma-addr defaults to each store's listen address)");
-  CLI::App* status = app.add_subcommand(
-      "status", "Show the cluster's processes and stores' stats (exit 1 if any is down)");
+  up->footer("After --: more plasmon-store flags for every store (e.g. --transport verbs)");
+  CLI::App* status = app.add_subcommand("status", "Processes and stats (exit 1 if any is down)");
   dir_opt(status);
-  CLI::App* exec = app.add_subcommand(
-      "exec", "Run CMD (default: $SHELL) as node I: in its namespace, with PLASMON_SOCKET set");
+  CLI::App* exec = app.add_subcommand("exec", "Run CMD [$SHELL] as node I (in its namespace)");
   dir_opt(exec);
   int node = 0;
   exec->add_option("node", node, "I")->required();
   exec->prefix_command();
-  CLI::App* down =
-      app.add_subcommand("down", "Stop the cluster and delete its namespaces (logs stay)");
+  CLI::App* down = app.add_subcommand("down", "Stop it, delete its namespaces (logs stay)");
   dir_opt(down);
-  down->add_option("--name", c.name,
-                   "Also delete the namespaces NAME-hub and NAME-n<i> (e.g. after DIR was deleted)")
+  down->add_option("--name", c.name, "Also the namespaces NAME-hub, NAME-n<i> (DIR lost)")
+      ->check(name)
       ->each([&](const std::string&) { c.name_given = true; });
   if (argc < 2) {
     std::fprintf(stderr, "%s", app.help().c_str());
