@@ -26,7 +26,8 @@ class StoreProcess {
   // it logs at warn) and waits until it accepts connections. Fails the
   // current test if it does not. With `netns`, it runs inside that network
   // namespace (ip netns exec).
-  explicit StoreProcess(std::vector<std::string> args = {"-m", "64M"}, const std::string& netns = {});
+  explicit StoreProcess(std::vector<std::string> args = {"-m", "64M"},
+                        const std::string& netns = {});
   ~StoreProcess();  // SIGTERM, then SIGKILL if it does not exit
 
   const std::string& socket() const { return store_.socket(); }

@@ -392,6 +392,9 @@ Cluster StartCluster(const FetchConfig& cfg, uint64_t memory) {
     args.insert(args.end(), {"--mode", "hosts", "--addresses", cfg.addresses, "--port",
                              std::to_string(port)});
   }
+  // The stores of the build this binary belongs to (also when --cluster-script
+  // names another plasmon-cluster, e.g. the tools/plasmon-cluster wrapper).
+  args.insert(args.end(), {"--build", std::filesystem::path(ExeDir()).parent_path().string()});
   std::vector<std::string> store_args = cfg.store_args;
   if (!cfg.transport.empty()) store_args.insert(store_args.end(), {"--transport", cfg.transport});
   if (!store_args.empty()) {
