@@ -1,35 +1,29 @@
-// Test fixture: nodes in their own network namespaces, joined by veth pairs
-// to a bridge in a hub namespace, the way separate hosts share a switch.
-// Only namespaces and links this object creates are touched; it deletes
-// them when it goes. Needs root (CAP_NET_ADMIN).
+// Test fixture: nodes in their own network namespaces (pt<pid>-n<i>, node i
+// at 10.99.0.i/24), joined by veth pairs to a bridge in pt<pid>-hub, the way
+// separate hosts share a switch (tools/cluster/services.h). Deleted when it
+// goes. Needs root (CAP_NET_ADMIN).
 #pragma once
+
+#include <unistd.h>
 
 #include <string>
 
+#include "tools/cluster/services.h"
+
 namespace plasmon::testing {
 
-class NetNamespaces {
+class NetNamespaces : public cluster::Network {
  public:
-  // Creates `nodes` namespaces; node i (from 1) has address 10.99.0.i/24.
-  explicit NetNamespaces(int nodes);
-  ~NetNamespaces();
-  NetNamespaces(const NetNamespaces&) = delete;
-  NetNamespaces& operator=(const NetNamespaces&) = delete;
-
-  bool ok() const { return ok_; }
-  const std::string& error() const { return error_; }
-  std::string ns(int i) const;       // node i's namespace name
-  std::string address(int i) const;  // node i's IPv4 address
+  explicit NetNamespaces(int nodes)
+      : Network("pt" + std::to_string(::getpid() % 1000000), nodes, 99), status_(Create()) {}
+  bool ok() const { return status_.ok(); }
+  const std::string& error() const { return status_.message(); }
   // Limits what node i sends to `rate` (tc tbf, e.g. "200mbit"): makes
   // transfers slow enough to act on them while they run.
-  bool LimitRate(int i, const std::string& rate);
+  bool LimitRate(int i, const std::string& rate) { return Network::LimitRate(i, rate).ok(); }
 
  private:
-  bool Run(const std::string& cmd);
-  std::string prefix_;
-  int nodes_;
-  bool ok_ = false;
-  std::string error_;
+  Status status_;
 };
 
 }  // namespace plasmon::testing

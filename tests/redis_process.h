@@ -1,11 +1,12 @@
-// Test fixture: a real redis-server on a Unix socket in a temporary directory.
+// Test fixture: a real redis-server on a Unix socket in a temporary
+// directory, started by the cluster supervisor (tools/cluster/).
 #pragma once
-
-#include <sys/types.h>
 
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "tools/cluster/services.h"
 
 namespace plasmon::testing {
 
@@ -15,19 +16,19 @@ class RedisProcess {
   explicit RedisProcess(std::string password = {});
   ~RedisProcess();
 
-  bool started() const { return pid_ > 0; }
-  const std::string& socket() const { return socket_; }
-  std::string address() const { return "unix:" + socket_; }
+  bool started() const { return redis_.process().pid() > 0; }
+  const std::string& socket() const { return redis_.socket(); }
+  std::string address() const { return redis_.address(); }
   // Stops the server (SIGKILL: no goodbye), and starts it again empty.
-  void Kill();
+  void Kill() { redis_.Kill(); }
   bool Start();
   // Runs one command on a connection of its own and returns its integer
   // reply (e.g. {"SCARD", key}); nullopt for an error or another reply type.
   std::optional<long long> Integer(const std::vector<std::string>& argv) const;
 
  private:
-  std::string password_, dir_, socket_;
-  pid_t pid_ = -1;
+  std::string dir_;
+  cluster::Redis redis_;
 };
 
 }  // namespace plasmon::testing

@@ -130,6 +130,7 @@
 #include <filesystem>
 #include <functional>
 #include <limits>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -140,10 +141,8 @@
 #include "plasmon/client.h"
 #include "tools/bench_refs.h"
 #include "tools/bench_stats.h"
-
-#ifndef PLASMON_SOURCE_DIR
-#define PLASMON_SOURCE_DIR ""
-#endif
+#include "tools/cluster/process.h"
+#include "tools/cluster/services.h"
 
 namespace plasmon::bench {
 
@@ -229,7 +228,7 @@ void TearDownAtExit() {
 }
 
 void ArmTeardown(const std::string& script, const std::string& dir) {
-  g_down_args = {"/bin/bash", script, "down", "--dir", dir};
+  g_down_args = {script, "down", "--dir", dir};
   size_t i = 0;
   for (std::string& a : g_down_args) g_down_argv[i++] = a.data();
   g_down_argv[i] = nullptr;
@@ -239,47 +238,18 @@ void ArmTeardown(const std::string& script, const std::string& dir) {
 
 // ---- running commands ----
 
-// Runs argv with stdin from /dev/null and stdout+stderr into *output (or,
-// with output null, to this process's stderr). Returns the wait status, -1
-// if it could not run.
-int RunCommand(const std::vector<std::string>& args, std::string* output, bool track) {
-  std::vector<char*> argv;
-  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  int out[2] = {-1, -1};
-  if (output != nullptr && ::pipe2(out, O_CLOEXEC) != 0) return -1;
-  std::fflush(nullptr);
-  pid_t pid = ::fork();
-  if (pid < 0) return -1;
-  if (pid == 0) {
-    int null = ::open("/dev/null", O_RDONLY);
-    if (null >= 0) ::dup2(null, STDIN_FILENO);
-    ::dup2(output != nullptr ? out[1] : STDERR_FILENO, STDOUT_FILENO);
-    if (output != nullptr) ::dup2(out[1], STDERR_FILENO);
-    ::execv(argv[0], argv.data());
-    std::fprintf(stderr, "cannot run %s: %s\n", argv[0], std::strerror(errno));
-    ::_exit(127);
-  }
-  if (track) TrackChild(pid);
-  if (output != nullptr) {
-    ::close(out[1]);
-    char buf[4096];
-    for (;;) {
-      ssize_t n = ::read(out[0], buf, sizeof(buf));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      output->append(buf, static_cast<size_t>(n));
-    }
-    ::close(out[0]);
-  }
-  int ws = 0;
-  while (::waitpid(pid, &ws, 0) < 0 && errno == EINTR) {
-  }
-  if (track) UntrackChild(pid);
-  return ws;
+// Runs argv (stdout and stderr into *output), tracked while it runs so that
+// a signal handler can stop it. Whether it exited 0.
+bool Run(const std::vector<std::string>& args, std::string* output) {
+  pid_t pid = -1;
+  cluster::RunOptions ro;
+  ro.merge_err = true;
+  ro.started = [&](pid_t p) { TrackChild(pid = p); };
+  cluster::CommandResult r = cluster::RunCommand(args, ro);
+  UntrackChild(pid);
+  *output = r.out;
+  return r.ok();
 }
-
-bool Succeeded(int ws) { return ws != -1 && WIFEXITED(ws) && WEXITSTATUS(ws) == 0; }
 
 std::string Indent(const std::string& text) {
   std::string out = "    ";
@@ -307,19 +277,8 @@ struct Cluster {
 
 // The pid in DIR/FILE if that process is still `comm`; -1 otherwise.
 pid_t PidOf(const std::string& dir, const std::string& file, const std::string& comm) {
-  FILE* f = std::fopen((dir + "/" + file).c_str(), "r");
-  if (f == nullptr) return -1;
-  long pid = -1;
-  if (std::fscanf(f, "%ld", &pid) != 1) pid = -1;
-  std::fclose(f);
-  if (pid <= 0) return -1;
-  FILE* c = std::fopen(("/proc/" + std::to_string(pid) + "/comm").c_str(), "r");
-  if (c == nullptr) return -1;
-  char name[64] = {};
-  bool same = std::fgets(name, sizeof(name), c) != nullptr &&
-              std::string(name).substr(0, comm.size()) == comm;
-  std::fclose(c);
-  return same ? static_cast<pid_t>(pid) : -1;
+  std::optional<cluster::ProcessId> id = cluster::LiveFromPidFile(dir + "/" + file);
+  return id && cluster::Comm(id->pid) == comm ? id->pid : -1;
 }
 
 // Pins node 1's processes to cpu1 and node 2's to cpu2 (see FetchConfig::pin);
@@ -364,20 +323,6 @@ std::string ExeDir() {
   return ec ? "" : exe.parent_path().string();
 }
 
-std::string FindScript(const std::string& given) {
-  if (!given.empty()) return given;
-  std::vector<std::string> candidates;
-  if (std::strlen(PLASMON_SOURCE_DIR) > 0)
-    candidates.push_back(std::string(PLASMON_SOURCE_DIR) + "/tools/plasmon-cluster");
-  std::string exe_dir = ExeDir();
-  if (!exe_dir.empty()) candidates.push_back(exe_dir + "/../../tools/plasmon-cluster");
-  for (const std::string& c : candidates)
-    if (::access(c.c_str(), R_OK) == 0) return c;
-  Die("cannot find tools/plasmon-cluster (looked in " +
-      (candidates.empty() ? std::string("no place") : candidates[0]) +
-      "); pass --cluster-script PATH, or --cluster-dir DIR for a cluster already up");
-}
-
 // "10.215.0.2:7400" -> "10.215.0.2"; "[::1]:7400" -> "::1".
 std::string HostOf(const std::string& endpoint) {
   if (!endpoint.empty() && endpoint[0] == '[') {
@@ -388,44 +333,31 @@ std::string HostOf(const std::string& endpoint) {
   return colon == std::string::npos ? endpoint : endpoint.substr(0, colon);
 }
 
-// Reads DIR/cluster.env through bash (it is shell syntax).
 Cluster LoadCluster(const std::string& dir) {
   std::string env = dir + "/cluster.env";
   if (::access(env.c_str(), R_OK) != 0)
     Die("no cluster in " + dir + " (no readable " + env + "; start one with tools/plasmon-cluster up)");
-  const char* vars[] = {"PLASMON_CLUSTER_STATE", "PLASMON_CLUSTER_NAME", "PLASMON_CLUSTER_MODE",
-                        "PLASMON_NODES",         "PLASMON_REDIS_SOCKET", "PLASMON_NODE_ID_1",
-                        "PLASMON_SOCKET_1",      "PLASMON_ENDPOINT_1",   "PLASMON_NS_1",
-                        "PLASMON_NODE_ID_2",     "PLASMON_SOCKET_2",     "PLASMON_ENDPOINT_2",
-                        "PLASMON_NS_2"};
-  std::string script = ". \"$1/cluster.env\" || exit 1; printf '%s\\0'";
-  for (const char* v : vars) script += std::string(" \"${") + v + ":-}\"";
-  std::string out;
-  int ws = RunCommand({"/bin/bash", "-c", script, "bash", dir}, &out, false);
-  if (!Succeeded(ws)) Die("cannot read " + env + ":\n" + Indent(out));
-  std::vector<std::string> values;
-  size_t start = 0;
-  for (size_t i = 0; i < out.size(); i++) {
-    if (out[i] == '\0') {
-      values.push_back(out.substr(start, i - start));
-      start = i + 1;
-    }
-  }
-  if (values.size() != std::size(vars)) Die("cannot read " + env + ": unexpected output");
+  Result<std::map<std::string, std::string>> vars = cluster::ReadEnvFile(env);
+  if (!vars.ok()) Die("cannot read " + env, vars.status());
+  auto var = [&](const std::string& k) {
+    auto it = vars->find(k);
+    return it == vars->end() ? std::string() : it->second;
+  };
   Cluster c;
   c.dir = dir;
-  if (values[0] != "up") Die("the cluster in " + dir + " is not up (state '" + values[0] + "')");
-  c.name = values[1];
-  c.mode = values[2];
-  int nodes = std::atoi(values[3].c_str());
-  if (nodes < 2) Die("the cluster in " + dir + " has " + values[3] + " node(s); fetch needs 2");
-  c.redis_socket = values[4];
+  std::string state = var("PLASMON_CLUSTER_STATE"), nodes = var("PLASMON_NODES");
+  if (state != "up") Die("the cluster in " + dir + " is not up (state '" + state + "')");
+  c.name = var("PLASMON_CLUSTER_NAME");
+  c.mode = var("PLASMON_CLUSTER_MODE");
+  if (std::atoi(nodes.c_str()) < 2) Die("the cluster in " + dir + " has " + nodes + " node(s); fetch needs 2");
+  c.redis_socket = var("PLASMON_REDIS_SOCKET");
   for (int i = 0; i < 2; i++) {
     Node& n = c.nodes[i];
-    n.node_id = values[5 + 4 * i];
-    n.socket = values[6 + 4 * i];
-    n.endpoint = values[7 + 4 * i];
-    n.host.netns = values[8 + 4 * i];
+    const std::string k = std::to_string(i + 1);
+    n.node_id = var("PLASMON_NODE_ID_" + k);
+    n.socket = var("PLASMON_SOCKET_" + k);
+    n.endpoint = var("PLASMON_ENDPOINT_" + k);
+    n.host.netns = var("PLASMON_NS_" + k);
     n.host.address = HostOf(n.endpoint);
     if (n.endpoint.empty())
       Die("node " + std::to_string(i + 1) + " of the cluster in " + dir +
@@ -439,12 +371,13 @@ Cluster LoadCluster(const std::string& dir) {
 }
 
 Cluster StartCluster(const FetchConfig& cfg, uint64_t memory) {
-  std::string script = FindScript(cfg.cluster_script);
+  // The plasmon-cluster of the build this binary belongs to, unless told.
+  std::string script = cfg.cluster_script.empty() ? ExeDir() + "/plasmon-cluster" : cfg.cluster_script;
   char tmpl[] = "/tmp/pbf-XXXXXX";
   if (::mkdtemp(tmpl) == nullptr) Die(std::string("mkdtemp: ") + std::strerror(errno));
   std::string dir = tmpl;
   std::string name = cfg.name.empty() ? "pbf" + std::to_string(::getpid() % 100000) : cfg.name;
-  std::vector<std::string> args = {"/bin/bash", script, "up", "--nodes", "2", "--dir", dir,
+  std::vector<std::string> args = {script, "up", "--nodes", "2", "--dir", dir,
                                    "--name", name, "--subnet", std::to_string(cfg.subnet),
                                    "--prefault", "--memory",
                                    cfg.memory.empty() ? std::to_string(memory / kMiB) + "M"
@@ -459,10 +392,9 @@ Cluster StartCluster(const FetchConfig& cfg, uint64_t memory) {
     args.insert(args.end(), {"--mode", "hosts", "--addresses", cfg.addresses, "--port",
                              std::to_string(port)});
   }
-  // The build this binary belongs to holds the stores to start.
-  std::string exe_dir = ExeDir();
-  if (!exe_dir.empty() && ::access((exe_dir + "/plasmon-store").c_str(), X_OK) == 0)
-    args.insert(args.end(), {"--build", std::filesystem::path(exe_dir).parent_path().string()});
+  // The stores of the build this binary belongs to (also when --cluster-script
+  // names another plasmon-cluster, e.g. the tools/plasmon-cluster wrapper).
+  args.insert(args.end(), {"--build", std::filesystem::path(ExeDir()).parent_path().string()});
   std::vector<std::string> store_args = cfg.store_args;
   if (!cfg.transport.empty()) store_args.insert(store_args.end(), {"--transport", cfg.transport});
   if (!store_args.empty()) {
@@ -472,8 +404,7 @@ Cluster StartCluster(const FetchConfig& cfg, uint64_t memory) {
   ArmTeardown(script, dir);
   Progress("starting a 2-node cluster in " + dir + " (stores prefault their arenas)");
   std::string out;
-  int ws = RunCommand(args, &out, /*track=*/true);
-  if (!Succeeded(ws)) {
+  if (!Run(args, &out)) {
     std::string shown;
     for (const std::string& a : args) shown += a + " ";
     Die("could not start the cluster: " + shown + "\n" + Indent(out));
@@ -487,9 +418,9 @@ void StopCluster(const Cluster& c) {
   if (!c.started || !g_down_armed.exchange(false)) return;
   Progress("tearing down the cluster");
   std::string out;
-  int ws = RunCommand(g_down_args, &out, /*track=*/false);
+  bool ok = Run(g_down_args, &out);
   ClearProgress();
-  if (!Succeeded(ws)) {
+  if (!ok) {
     Note("tearing down the cluster failed:\n" + Indent(out) + "\n" + g_cluster_dir_note);
     return;
   }
@@ -708,18 +639,6 @@ double PingPongSpread(const Row& before, const Row& after, const std::vector<Row
   return lo > 0 ? hi / lo : 0;
 }
 
-struct Target {
-  std::string name;
-  double value = NAN;
-  const char* cmp = "<=";
-  double bound = 0;
-  std::string note;
-  std::optional<bool> met() const {
-    if (!std::isfinite(value)) return std::nullopt;
-    return std::strcmp(cmp, "<=") == 0 ? value <= bound : value >= bound;
-  }
-};
-
 std::string NodeJson(const Node& n) {
   return "{\"node_id\": " + JsonString(n.node_id) + ", \"socket\": " + JsonString(n.socket) +
          ", \"netns\": " + JsonString(n.host.netns) + ", \"address\": " + JsonString(n.host.address) +
@@ -784,8 +703,8 @@ CLI::App* AddFetchCommand(CLI::App* app, FetchConfig* cfg) {
                 "DIR; nodes 1 and 2) instead of starting one. Its stores should run with "
                 "--prefault and hold twice the largest size");
   f->add_option("--cluster-script", cfg->cluster_script,
-                "tools/plasmon-cluster to start the cluster with (default: the one in the "
-                "source tree this binary was built from)");
+                "plasmon-cluster command to start the cluster with (default: the one beside "
+                "this binary, in its build)");
   f->add_option("--name", cfg->name,
                 "Namespace prefix of the cluster it starts, 1-8 letters/digits (default: pbf "
                 "and this process's ID)");
@@ -1317,14 +1236,8 @@ int RunFetch(FetchConfig cfg) {
                   100 * (kMaxSpread - 1));
     int width = 48;
     for (const Target& t : targets) width = std::max(width, static_cast<int>(t.name.size()));
-    for (const Target& t : targets) {
-      std::optional<bool> met = t.met();
-      char value[32] = "n/a", bound[32];
-      if (std::isfinite(t.value)) std::snprintf(value, sizeof(value), "%.2f", t.value);
-      std::snprintf(bound, sizeof(bound), "%s %.2f", t.cmp, t.bound);
-      std::printf("  %-*s %6s  (target %-7s)  %-7s  %s\n", width, t.name.c_str(), value, bound,
-                  !met ? "n/a" : *met ? "met" : "not met", t.note.c_str());
-    }
+    for (const Target& t : targets)
+      std::printf("%s  %s\n", TargetLine(t, width).c_str(), t.note.c_str());
     std::fflush(stdout);
   } else {
     std::string j = "{\n  \"tool\": \"plasmon-bench fetch\", \"schema\": 1,\n";
@@ -1390,17 +1303,7 @@ int RunFetch(FetchConfig cfg) {
       j += "], \"median_gbit_per_s\": " + JsonNumber(tput_median) +
            ", \"median_gb_per_s\": " + JsonNumber(tput_median / 8) + "}";
     }
-    j += ",\n  \"targets\": [";
-    for (size_t i = 0; i < targets.size(); i++) {
-      const Target& t = targets[i];
-      std::optional<bool> met = t.met();
-      j += std::string(i > 0 ? "," : "") + "\n    {\"name\": " + JsonString(t.name) +
-           ", \"value\": " + JsonNumber(t.value) + ", \"comparison\": " + JsonString(t.cmp) +
-           ", \"bound\": " + JsonNumber(t.bound) +
-           ", \"met\": " + (!met ? "null" : *met ? "true" : "false") +
-           ", \"note\": " + JsonString(t.note) + "}";
-    }
-    j += "\n  ]\n}\n";
+    j += ",\n  \"targets\": " + TargetsJson(targets, false) + "\n}\n";
     std::fputs(j.c_str(), stdout);
     std::fflush(stdout);
   }

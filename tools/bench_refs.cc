@@ -1,7 +1,5 @@
 #include "tools/bench_refs.h"
 
-#include "core/unix_socket.h"
-
 #include <fcntl.h>
 #include <hiredis/hiredis.h>
 #include <netdb.h>
@@ -25,28 +23,18 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <sstream>
+
+#include "core/unix_socket.h"
+#include "tools/cluster/process.h"
 
 namespace plasmon::bench {
 
 namespace {
 
-// Sends all of [p, p+n). False on error or a closed peer.
 std::string_view AsView(const std::vector<uint8_t>& b) {
   return {reinterpret_cast<const char*>(b.data()), b.size()};
-}
-
-// Receives exactly n bytes. 1: done; 0: the peer closed first; -1: error.
-int RecvAll(int fd, uint8_t* p, size_t n) {
-  while (n > 0) {
-    ssize_t r = ::recv(fd, p, n, 0);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) return -1;
-    if (r == 0) return 0;
-    p += r;
-    n -= static_cast<size_t>(r);
-  }
-  return 1;
 }
 
 // Keeps the compiler from dropping a copy whose result is never read.
@@ -81,7 +69,7 @@ Result<Summary> MeasurePingPong(uint64_t bytes, Counts counts, int peer_cpu) {
     ::close(sv[0]);
     if (peer_cpu >= 0 && !PinToCpu(peer_cpu).ok()) ::_exit(1);
     for (;;) {
-      int r = RecvAll(sv[1], buf.data(), buf.size());
+      int r = ReadFull(sv[1], buf.data(), buf.size());
       if (r <= 0) ::_exit(r == 0 ? 0 : 1);
       if (!WriteAll(sv[1], AsView(buf)).ok()) ::_exit(1);
     }
@@ -93,7 +81,7 @@ Result<Summary> MeasurePingPong(uint64_t bytes, Counts counts, int peer_cpu) {
   Status st;
   for (uint64_t i = 0; i < counts.warmup + counts.iterations; i++) {
     uint64_t t0 = NowNs();
-    bool ok = WriteAll(fd, AsView(buf)).ok() && RecvAll(fd, buf.data(), buf.size()) == 1;
+    bool ok = WriteAll(fd, AsView(buf)).ok() && ReadFull(fd, buf.data(), buf.size()) == 1;
     uint64_t t1 = NowNs();
     if (!ok) {
       st = Status::IOError("the ping-pong echo process stopped answering");
@@ -120,7 +108,7 @@ std::vector<MemcpyRow> MeasureMemcpy(const std::vector<uint64_t>& sizes) {
   for (uint64_t i = 0; i < max_size; i++) src[i] = static_cast<uint8_t>(i * 131 + 7);
   std::memset(dst.get(), 1, max_size);
 
-  constexpr uint64_t kBatchBytes = 1u << 20;   // small sizes: copies per timed repetition
+  constexpr uint64_t kBatchBytes = 1u << 20;    // small sizes: copies per timed repetition
   constexpr uint64_t kTotalBytes = 256u << 20;  // bytes copied per size, roughly
   for (uint64_t size : sizes) {
     MemcpyRow row;
@@ -168,7 +156,8 @@ std::string CheckReply(redisContext* c, const redisReply* r, int want_type, size
   if (r->type == REDIS_REPLY_ERROR) return std::string(r->str, r->len);
   if (r->type != want_type) return "unexpected reply type " + std::to_string(r->type);
   if (want_type == REDIS_REPLY_STRING && r->len != want_len)
-    return "GET returned " + std::to_string(r->len) + " bytes, expected " + std::to_string(want_len);
+    return "GET returned " + std::to_string(r->len) + " bytes, expected " +
+           std::to_string(want_len);
   return "";
 }
 
@@ -275,12 +264,6 @@ int WaitChild(pid_t pid, int timeout_ms) {
   return ws;
 }
 
-std::string DescribeWait(int ws) {
-  if (WIFEXITED(ws)) return "exit status " + std::to_string(WEXITSTATUS(ws));
-  if (WIFSIGNALED(ws)) return std::string("killed by signal ") + strsignal(WTERMSIG(ws));
-  return "status " + std::to_string(ws);
-}
-
 // Resolves a numeric address and port.
 Status Resolve(const std::string& address, uint16_t port, sockaddr_storage* ss, socklen_t* len) {
   addrinfo hints{};
@@ -378,29 +361,10 @@ bool Listening(pid_t pid, uint16_t port) {
   return false;
 }
 
-// The number after "key": following the last occurrence of `section` in an
-// iperf3 JSON report; NaN if absent.
-double JsonNumberAfter(const std::string& json, const std::string& section, const std::string& key) {
-  size_t at = json.rfind("\"" + section + "\"");
-  if (at == std::string::npos) return std::nan("");
-  size_t k = json.find("\"" + key + "\"", at);
-  if (k == std::string::npos) return std::nan("");
-  size_t colon = json.find(':', k);
-  if (colon == std::string::npos) return std::nan("");
-  const char* begin = json.c_str() + colon + 1;
-  char* end = nullptr;
-  double v = std::strtod(begin, &end);
-  return end == begin ? std::nan("") : v;
-}
-
-// iperf3's "error": "..." message, if its report has one.
-std::string JsonError(const std::string& json) {
-  size_t at = json.find("\"error\"");
-  if (at == std::string::npos) return "";
-  size_t q1 = json.find('"', json.find(':', at) + 1);
-  if (q1 == std::string::npos) return "";
-  size_t q2 = json.find('"', q1 + 1);
-  return q2 == std::string::npos ? "" : json.substr(q1 + 1, q2 - q1 - 1);
+// The number at `pointer` in an iperf3 -J report; NaN if there is none.
+double NumberAt(const nlohmann::json& report, const char* pointer) {
+  const nlohmann::json::json_pointer p(pointer);
+  return report.contains(p) && report.at(p).is_number() ? report.at(p).get<double>() : std::nan("");
 }
 
 // Points stdin (and, unless keep_output, stdout and stderr) of a forked child at /dev/null.
@@ -413,6 +377,46 @@ void Quiet(bool keep_output) {
     ::dup2(null, STDERR_FILENO);
   }
   if (null > STDERR_FILENO) ::close(null);
+}
+
+// Forks `args` (argv[0] looked up in PATH) into `host`'s namespace, pinned to
+// its CPU if it has one, stdin from /dev/null, stdout (and, with `with_stderr`,
+// stderr; else /dev/null) into *out_fd. Returns its pid (tracked), or -1.
+pid_t SpawnIn(const NetHost& host, const std::vector<std::string>& args, UniqueFd* out_fd,
+              bool with_stderr = true) {
+  int out[2];
+  if (::pipe2(out, O_CLOEXEC) != 0) return -1;
+  std::vector<char*> argv;
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  std::fflush(nullptr);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    Quiet(/*keep_output=*/!with_stderr);
+    ::dup2(out[1], STDOUT_FILENO);
+    if (with_stderr) ::dup2(out[1], STDERR_FILENO);
+    if (Status st = EnterNetns(host.netns); !st.ok()) {
+      std::fprintf(stderr, "%s\n", st.ToString().c_str());
+      ::_exit(126);
+    }
+    if (host.cpu >= 0) {
+      if (Status st = PinToCpu(host.cpu); !st.ok()) {
+        std::fprintf(stderr, "%s\n", st.ToString().c_str());
+        ::_exit(126);
+      }
+    }
+    ::execvp(argv[0], argv.data());
+    std::fprintf(stderr, "cannot run %s: %s\n", argv[0], std::strerror(errno));
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  if (pid < 0) {
+    ::close(out[0]);
+    return -1;
+  }
+  TrackChild(pid);
+  out_fd->Reset(out[0]);
+  return pid;
 }
 
 }  // namespace
@@ -531,7 +535,7 @@ Result<std::unique_ptr<TcpPingPong>> TcpPingPong::Start(const NetHost& client,
     ::close(l);
     (void)NoDelay(c);
     for (;;) {
-      int r = RecvAll(c, buf.data(), buf.size());
+      int r = ReadFull(c, buf.data(), buf.size());
       if (r <= 0) ::_exit(r == 0 ? 0 : 1);
       if (!WriteAll(c, AsView(buf)).ok()) ::_exit(1);
     }
@@ -561,9 +565,9 @@ Result<std::unique_ptr<TcpPingPong>> TcpPingPong::Start(const NetHost& client,
     rc = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), addr_len);
   } while (rc != 0 && errno == EINTR);
   if (rc != 0)
-    return stop(Status::FromErrno("connecting to the TCP echo server at " + server.address + ":" +
-                                      std::to_string(port),
-                                  errno));
+    return stop(Status::FromErrno(
+        "connecting to the TCP echo server at " + server.address + ":" + std::to_string(port),
+        errno));
   return std::unique_ptr<TcpPingPong>(new TcpPingPong(pid, sock->Release(), bytes));
 }
 
@@ -574,7 +578,7 @@ TcpPingPong::~TcpPingPong() {
 
 Result<uint64_t> TcpPingPong::RoundTrip() {
   uint64_t t0 = NowNs();
-  bool ok = WriteAll(fd_, AsView(buf_)).ok() && RecvAll(fd_, buf_.data(), buf_.size()) == 1;
+  bool ok = WriteAll(fd_, AsView(buf_)).ok() && ReadFull(fd_, buf_.data(), buf_.size()) == 1;
   uint64_t t1 = NowNs();
   if (!ok) return Status::IOError("the TCP echo server stopped answering");
   return t1 - t0;
@@ -603,131 +607,63 @@ Iperf3Result MeasureIperf3(const NetHost& client, const NetHost& server, int por
   Iperf3Result res;
   res.streams = streams;
   res.seconds = seconds;
-  const std::string port_s = std::to_string(port), streams_s = std::to_string(streams),
-                    secs_s = std::to_string(seconds);
-  std::fflush(nullptr);
-  pid_t server_pid = ::fork();
-  if (server_pid < 0) {
-    res.error = std::string("fork: ") + std::strerror(errno);
+  const std::string port_s = std::to_string(port);
+  UniqueFd server_fd, client_fd;
+  std::string server_out, json;
+  pid_t server_pid =
+      SpawnIn(server, {"iperf3", "-s", "-1", "-B", server.address, "-p", port_s}, &server_fd);
+  auto fail = [&](const std::string& why) {
+    res.error = why;
+    res.bits_per_second = 0;
+    if (server_pid > 0) WaitChild(server_pid, 0);  // SIGKILLed if it still runs
     return res;
-  }
-  if (server_pid == 0) {
-    Quiet(/*keep_output=*/false);
-    if (!EnterNetns(server.netns).ok()) ::_exit(126);
-    if (server.cpu >= 0 && !PinToCpu(server.cpu).ok()) ::_exit(126);
-    ::execlp("iperf3", "iperf3", "-s", "-1", "-B", server.address.c_str(), "-p", port_s.c_str(),
-             static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  TrackChild(server_pid);
+  };
+  if (server_pid < 0) return fail(std::string("fork: ") + std::strerror(errno));
   // Ready when its namespace has a socket listening on the port.
-  uint64_t deadline = NowNs() + 5'000'000'000ull;
-  for (;;) {
+  for (uint64_t deadline = NowNs() + 5'000'000'000ull;
+       !Listening(server_pid, static_cast<uint16_t>(port));) {
     int ws = 0;
     if (::waitpid(server_pid, &ws, WNOHANG) == server_pid) {
       UntrackChild(server_pid);
-      res.error = WIFEXITED(ws) && WEXITSTATUS(ws) == 127
-                      ? "cannot run iperf3 (install it: apt-get install iperf3; tools/setup.sh does)"
-                      : "iperf3 -s ended at once (" + DescribeWait(ws) + "; port " + port_s +
-                            " in use?)";
-      return res;
+      server_pid = -1;
+      return fail(
+          WIFEXITED(ws) && WEXITSTATUS(ws) == 127
+              ? "cannot run iperf3 (install it: apt-get install iperf3; tools/setup.sh does)"
+              : "iperf3 -s ended at once (" + cluster::DescribeExit(ws) + "; port " + port_s +
+                    " in use?)");
     }
-    if (Listening(server_pid, static_cast<uint16_t>(port))) break;
-    if (NowNs() >= deadline) {
-      ::kill(server_pid, SIGKILL);
-      WaitChild(server_pid, -1);
-      res.error = "iperf3 -s did not listen on port " + port_s + " within 5 s";
-      return res;
-    }
+    if (NowNs() >= deadline)
+      return fail("iperf3 -s did not listen on port " + port_s + " within 5 s");
     ::usleep(10000);
   }
-
-  int out[2];
-  if (::pipe2(out, O_CLOEXEC) != 0) {
-    res.error = std::string("pipe: ") + std::strerror(errno);
-    ::kill(server_pid, SIGKILL);
-    WaitChild(server_pid, -1);
-    return res;
-  }
-  std::fflush(nullptr);
-  pid_t client_pid = ::fork();
-  if (client_pid == 0) {
-    Quiet(/*keep_output=*/false);
-    ::dup2(out[1], STDOUT_FILENO);
-    if (!EnterNetns(client.netns).ok()) ::_exit(126);
-    if (client.cpu >= 0 && !PinToCpu(client.cpu).ok()) ::_exit(126);
-    ::execlp("iperf3", "iperf3", "-c", server.address.c_str(), "-p", port_s.c_str(), "-P",
-             streams_s.c_str(), "-t", secs_s.c_str(), "-J", static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  ::close(out[1]);
-  UniqueFd out_fd(out[0]);
-  std::string json;
-  if (client_pid < 0) {
-    res.error = std::string("fork: ") + std::strerror(errno);
-  } else {
-    TrackChild(client_pid);
-    bool done = ReadUntilEof(out_fd.get(), &json, NowNs() + (seconds + 30) * 1'000'000'000ull);
-    if (!done) ::kill(client_pid, SIGKILL);
-    int ws = WaitChild(client_pid, 5000);
-    res.bits_per_second = JsonNumberAfter(json, "sum_received", "bits_per_second");
-    double retr = JsonNumberAfter(json, "sum_sent", "retransmits");
-    if (std::isfinite(retr) && retr >= 0) res.retransmits = static_cast<uint64_t>(retr);
-    if (!done) {
-      res.error = "iperf3 -c did not finish within " + std::to_string(seconds + 30) + " s";
-    } else if (std::string e = JsonError(json); !e.empty()) {
-      res.error = "iperf3: " + e;
-    } else if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0 || !std::isfinite(res.bits_per_second)) {
-      res.error = "iperf3 -c failed (" + DescribeWait(ws) + ")";
-    }
-  }
-  if (!res.error.empty()) res.bits_per_second = 0;
-  WaitChild(server_pid, 5000);  // -1: it ends after one test
+  pid_t client_pid = SpawnIn(client,
+                             {"iperf3", "-c", server.address, "-p", port_s, "-P",
+                              std::to_string(streams), "-t", std::to_string(seconds), "-J"},
+                             &client_fd, /*with_stderr=*/false);
+  if (client_pid < 0) return fail(std::string("fork: ") + std::strerror(errno));
+  bool done = ReadUntilEof(client_fd.get(), &json, NowNs() + (seconds + 30) * 1'000'000'000ull);
+  int ws = WaitChild(client_pid, done ? 5000 : 0);
+  // {"end": {"sum_received": {"bits_per_second": ..}, "sum_sent": {"retransmits": ..}},
+  //  "error": ".." (when it failed)}; not a JSON document: discarded, no exception.
+  const nlohmann::json report = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
+  res.bits_per_second = NumberAt(report, "/end/sum_received/bits_per_second");
+  double retr = NumberAt(report, "/end/sum_sent/retransmits");
+  if (std::isfinite(retr) && retr >= 0) res.retransmits = static_cast<uint64_t>(retr);
+  const nlohmann::json::json_pointer error("/error");
+  if (!done) return fail("iperf3 -c did not finish within " + std::to_string(seconds + 30) + " s");
+  if (report.contains(error) && report.at(error).is_string())
+    return fail("iperf3: " + report.at(error).get<std::string>());
+  if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0 || !std::isfinite(res.bits_per_second))
+    return fail("iperf3 -c failed (" + cluster::DescribeExit(ws) + ")");
+  // It ends after one test; its output (the same report) is not needed.
+  ReadUntilEof(server_fd.get(), &server_out, NowNs() + 5'000'000'000ull);
+  WaitChild(server_pid, 5000);
   return res;
 }
 
 // ---------------------------------------------------------------- RDMA
 
 namespace {
-
-// Forks `args` (argv[0] looked up in PATH) into `host`'s namespace, pinned to
-// its CPU if it has one, stdin from /dev/null, stdout and stderr into *out_fd.
-// Returns its pid (tracked), or -1.
-pid_t SpawnIn(const NetHost& host, const std::vector<std::string>& args, UniqueFd* out_fd) {
-  int out[2];
-  if (::pipe2(out, O_CLOEXEC) != 0) return -1;
-  std::vector<char*> argv;
-  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  std::fflush(nullptr);
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    Quiet(/*keep_output=*/true);
-    ::dup2(out[1], STDOUT_FILENO);
-    ::dup2(out[1], STDERR_FILENO);
-    if (Status st = EnterNetns(host.netns); !st.ok()) {
-      std::fprintf(stderr, "%s\n", st.ToString().c_str());
-      ::_exit(126);
-    }
-    if (host.cpu >= 0) {
-      if (Status st = PinToCpu(host.cpu); !st.ok()) {
-        std::fprintf(stderr, "%s\n", st.ToString().c_str());
-        ::_exit(126);
-      }
-    }
-    ::execvp(argv[0], argv.data());
-    std::fprintf(stderr, "cannot run %s: %s\n", argv[0], std::strerror(errno));
-    ::_exit(127);
-  }
-  ::close(out[1]);
-  if (pid < 0) {
-    ::close(out[0]);
-    return -1;
-  }
-  TrackChild(pid);
-  out_fd->Reset(out[0]);
-  return pid;
-}
 
 // The last lines of a tool's output, indented, for an error message.
 std::string OutputTail(const std::string& who, const std::string& out) {
@@ -832,10 +768,17 @@ struct PerftestRun {
 // One perftest run over rdma_cm (see MeasureIbReadLat). `timeout_s` bounds
 // each client run.
 Result<PerftestRun> RunPerftest(const std::string& tool, const NetHost& client,
-                                const NetHost& server, int port, uint64_t size,
-                                uint64_t iterations, int timeout_s) {
-  const std::vector<std::string> base = {tool, "-R", "-F", "-s", std::to_string(size), "-n",
-                                         std::to_string(iterations), "-p", std::to_string(port)};
+                                const NetHost& server, int port, uint64_t size, uint64_t iterations,
+                                int timeout_s) {
+  const std::vector<std::string> base = {tool,
+                                         "-R",
+                                         "-F",
+                                         "-s",
+                                         std::to_string(size),
+                                         "-n",
+                                         std::to_string(iterations),
+                                         "-p",
+                                         std::to_string(port)};
   const std::string what = tool + " -R -s " + std::to_string(size) + " -n " +
                            std::to_string(iterations) + " -p " + std::to_string(port);
   PerftestRun run;
@@ -882,19 +825,18 @@ Result<PerftestRun> RunPerftest(const std::string& tool, const NetHost& client,
     if (::waitpid(server_pid, &sws, WNOHANG) == server_pid) {
       UntrackChild(server_pid);
       server_reaped = true;
-      return fail("the client failed (" + DescribeWait(ws) + ") and the server ended (" +
-                  DescribeWait(sws) + ")");
+      return fail("the client failed (" + cluster::DescribeExit(ws) + ") and the server ended (" +
+                  cluster::DescribeExit(sws) + ")");
     }
     if (NowNs() >= connect_deadline)
-      return fail("the client failed " + std::to_string(attempt) + " times in 30 s (last: " +
-                  DescribeWait(ws) + ")");
+      return fail("the client failed " + std::to_string(attempt) +
+                  " times in 30 s (last: " + cluster::DescribeExit(ws) + ")");
     ::usleep(200000);
   }
   finish_server(10000);  // it ends after the test
   Result<Columns> table = ParsePerftestTable(run.client_out);
   if (!table.ok())
-    return Status::IOError(what + ": cannot read the client's output: " +
-                           table.status().message() +
+    return Status::IOError(what + ": cannot read the client's output: " + table.status().message() +
                            OutputTail("the client (" + client.address + ")", run.client_out));
   run.table = std::move(*table);
   return run;
@@ -924,8 +866,8 @@ Result<RdmaReadLatency> MeasureIbReadLat(const NetHost& client, const NetHost& s
     Result<double> v = Column(run->table, c.prefix, &unit);
     if (!v.ok()) return Status::IOError("ib_read_lat: " + v.status().message());
     if (unit != "usec")
-      return Status::IOError(std::string("ib_read_lat: column ") + c.prefix + "... is in '" +
-                             unit + "', not usec");
+      return Status::IOError(std::string("ib_read_lat: column ") + c.prefix + "... is in '" + unit +
+                             "', not usec");
     *c.v = *v;
   }
   return r;

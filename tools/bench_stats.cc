@@ -4,8 +4,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 
 namespace plasmon::bench {
@@ -92,6 +94,62 @@ std::string JsonSummaryFields(const Summary& s) {
          ", \"p99_us\": " + JsonNumber(s.p99_us) + ", \"p999_us\": " + JsonNumber(s.p999_us) +
          ", \"max_us\": " + JsonNumber(s.max_us) + ", \"min_us\": " + JsonNumber(s.min_us) +
          ", \"mean_us\": " + JsonNumber(s.mean_us);
+}
+
+std::optional<bool> Target::met() const {
+  if (!std::isfinite(value)) return std::nullopt;
+  if (std::strcmp(cmp, "<=") == 0) return value <= bound;
+  if (std::strcmp(cmp, "<") == 0) return value < bound;
+  return value >= bound;
+}
+
+std::string TargetLine(const Target& t, int name_width) {
+  std::optional<bool> met = t.met();
+  char value[32] = "n/a", bound[32], line[512];
+  if (std::isfinite(t.value)) std::snprintf(value, sizeof(value), "%.2f", t.value);
+  std::snprintf(bound, sizeof(bound), "%s %.2f", t.cmp, t.bound);
+  std::snprintf(line, sizeof(line), "  %-*s %6s  (target %-7s)  %-7s", name_width, t.name.c_str(),
+                value, bound, !met ? "n/a" : *met ? "met" : "not met");
+  return line;
+}
+
+std::string TargetsJson(const std::vector<Target>& targets, bool with_after) {
+  std::string out = "[";
+  for (size_t i = 0; i < targets.size(); i++) {
+    const Target& t = targets[i];
+    std::optional<bool> met = t.met();
+    out += std::string(i > 0 ? "," : "") + "\n    {\"name\": " + JsonString(t.name) +
+           ", \"value\": " + JsonNumber(t.value) +
+           (with_after ? ", \"value_vs_floor_after\": " + JsonNumber(t.value_after) : "") +
+           ", \"comparison\": " + JsonString(t.cmp) + ", \"bound\": " + JsonNumber(t.bound) +
+           ", \"met\": " + (!met ? "null" : *met ? "true" : "false") +
+           ", \"note\": " + JsonString(t.note) + "}";
+  }
+  return out + "\n  ]";
+}
+
+bool WriteFull(int fd, const void* data, size_t n) {
+  auto* p = static_cast<const uint8_t*>(data);
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
+int ReadFull(int fd, void* data, size_t n) {
+  auto* p = static_cast<uint8_t*>(data);
+  while (n > 0) {
+    ssize_t r = ::read(fd, p, n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return r == 0 ? 0 : -1;
+    p += r;
+    n -= static_cast<size_t>(r);
+  }
+  return 1;
 }
 
 Machine DescribeMachine() {

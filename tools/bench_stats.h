@@ -1,8 +1,13 @@
-// plasmon-bench helpers: the clock, percentiles, number and JSON formatting.
+// The bench module, shared by plasmon-bench local (plasmon_bench.cc), fetch
+// (bench_fetch.cc) and the references (bench_refs.cc): the clock,
+// percentiles, number and JSON formatting, targets, full reads and writes.
 #pragma once
 
 #include <chrono>
+#include <limits>
+#include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -49,6 +54,28 @@ std::string JsonString(std::string_view s);
 // A number with enough digits; "null" if not finite.
 std::string JsonNumber(double v);
 std::string JsonSummaryFields(const Summary& s);  // "p50_us": .., ..., "mean_us": ..
+
+// A target: a figure (usually a ratio to its reference) against a bound.
+struct Target {
+  std::string name;
+  double value = std::numeric_limits<double>::quiet_NaN();  // NaN: not measured
+  // plasmon-bench local's ratios to the floor: the same against the floor
+  // measured at the end.
+  double value_after = std::numeric_limits<double>::quiet_NaN();
+  const char* cmp = "<=";  // "<=", "<" or ">="
+  double bound = 0;
+  std::string note;
+  std::optional<bool> met() const;  // nullopt: not measured
+};
+// "  NAME  VALUE  (target >= BOUND)  met": a table line, without the note.
+std::string TargetLine(const Target& t, int name_width);
+// The JSON array of them (with "value_vs_floor_after" if `with_after`).
+std::string TargetsJson(const std::vector<Target>& targets, bool with_after);
+
+// All of [p, p+n) to fd / exactly n bytes from it, through EINTR and short
+// transfers. Read: 1 done, 0 the peer closed first, -1 an error.
+bool WriteFull(int fd, const void* p, size_t n);
+int ReadFull(int fd, void* p, size_t n);
 
 // What the figures were measured on.
 struct Machine {

@@ -98,6 +98,7 @@
 #include "tools/bench_fetch.h"
 #include "tools/bench_refs.h"
 #include "tools/bench_stats.h"
+#include "tools/cluster/process.h"
 
 namespace {
 
@@ -201,29 +202,8 @@ using b::ClearProgress;
 using b::g_progress;
 using b::Progress;
 
-bool WriteFull(int fd, const void* data, size_t n) {
-  auto* p = static_cast<const uint8_t*>(data);
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
-}
-
-bool ReadFull(int fd, void* data, size_t n) {
-  auto* p = static_cast<uint8_t*>(data);
-  while (n > 0) {
-    ssize_t r = ::read(fd, p, n);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    p += r;
-    n -= static_cast<size_t>(r);
-  }
-  return true;
-}
+using b::ReadFull;
+using b::WriteFull;
 
 // Messages from a forked client to the parent: one tag byte, then
 //   'R'  ready for the next phase (no payload)
@@ -475,7 +455,7 @@ PhaseSamples RunInProcess(Client* c, const std::vector<Phase>& phases, const uin
     for (size_t i = 0; i < phases.size(); i++) {
       r.Prepare(phases[i]);
       char go = 0;
-      if (!WriteFull(report_fd, &kMsgReady, 1) || !ReadFull(ctl_fd, &go, 1) || go != kMsgGo)
+      if (!WriteFull(report_fd, &kMsgReady, 1) || ReadFull(ctl_fd, &go, 1) != 1 || go != kMsgGo)
         ::_exit(1);  // the parent is gone
       samples[i] = r.Run(phases[i]);
       r.Finish(phases[i]);
@@ -496,11 +476,7 @@ struct Child {
   int data = -1;  // child -> parent
 };
 
-std::string DescribeExit(int wstatus) {
-  if (WIFEXITED(wstatus)) return "exit status " + std::to_string(WEXITSTATUS(wstatus));
-  if (WIFSIGNALED(wstatus)) return std::string("killed by signal ") + strsignal(WTERMSIG(wstatus));
-  return "status " + std::to_string(wstatus);
-}
+using plasmon::cluster::DescribeExit;
 
 [[noreturn]] void StopChildren(std::vector<Child>* kids, const std::string& msg) {
   for (Child& k : *kids)
@@ -520,7 +496,7 @@ std::string DescribeExit(int wstatus) {
 char ReadTag(std::vector<Child>* kids, size_t i) {
   Child& k = (*kids)[i];
   char tag = 0;
-  if (!ReadFull(k.data, &tag, 1)) {
+  if (ReadFull(k.data, &tag, 1) != 1) {
     int ws = 0;
     while (::waitpid(k.pid, &ws, 0) < 0 && errno == EINTR) {
     }
@@ -531,9 +507,9 @@ char ReadTag(std::vector<Child>* kids, size_t i) {
   if (tag == kMsgError) {
     uint32_t len = 0;
     std::string msg = "client " + std::to_string(i + 1) + " failed";
-    if (ReadFull(k.data, &len, sizeof(len))) {
+    if (ReadFull(k.data, &len, sizeof(len)) == 1) {
       msg.assign(len, '\0');
-      if (!ReadFull(k.data, msg.data(), len)) msg = "client " + std::to_string(i + 1) + " failed";
+      if (ReadFull(k.data, msg.data(), len) != 1) msg = "client " + std::to_string(i + 1) + " failed";
     }
     StopChildren(kids, msg);
   }
@@ -583,11 +559,11 @@ PhaseSamples RunForked(const Config& cfg, const std::vector<Phase>& phases, cons
       StopChildren(&kids, "client " + std::to_string(i + 1) + " sent an unexpected message");
     for (size_t p = 0; p < phases.size(); p++) {
       uint64_t n = 0;
-      if (!ReadFull(kids[i].data, &n, sizeof(n)) || n > phases[p].counts.iterations)
+      if (ReadFull(kids[i].data, &n, sizeof(n)) != 1 || n > phases[p].counts.iterations)
         StopChildren(&kids, "client " + std::to_string(i + 1) + " sent malformed samples");
       size_t old = merged[p].size();
       merged[p].resize(old + n);
-      if (!ReadFull(kids[i].data, merged[p].data() + old, n * sizeof(uint64_t)))
+      if (ReadFull(kids[i].data, merged[p].data() + old, n * sizeof(uint64_t)) != 1)
         StopChildren(&kids, "client " + std::to_string(i + 1) + " sent malformed samples");
     }
   }
@@ -654,22 +630,7 @@ std::string RowJson(const Row& r) {
          ", \"gb_per_s\": " + b::JsonNumber(r.gb_per_s) + "}";
 }
 
-struct Target {
-  std::string name;
-  double value = std::numeric_limits<double>::quiet_NaN();  // NaN: not measured
-  // For ratios to the floor: the same against the floor measured at the end.
-  double value_after = std::numeric_limits<double>::quiet_NaN();
-  const char* cmp = "<=";
-  double bound = 0;
-  std::string note;
-
-  std::optional<bool> met() const {
-    if (!std::isfinite(value)) return std::nullopt;
-    if (std::strcmp(cmp, "<=") == 0) return value <= bound;
-    if (std::strcmp(cmp, "<") == 0) return value < bound;
-    return value >= bound;
-  }
-};
+using b::Target;
 
 const Row* FindRow(const std::vector<Row>& rows, const std::string& op, uint64_t size) {
   for (const Row& r : rows)
@@ -769,33 +730,12 @@ void PrintTargets(const std::vector<Target>& targets, const Row& floor, const Ro
                 "the ratios below are unreliable; run again on a quieter machine\n",
                 100 * kMaxFloorDrift);
   for (const Target& t : targets) {
-    std::optional<bool> met = t.met();
-    char value[32] = "n/a";
-    if (std::isfinite(t.value)) std::snprintf(value, sizeof(value), "%.2f", t.value);
-    char bound[32];
-    std::snprintf(bound, sizeof(bound), "%s %.2f", t.cmp, t.bound);
-    std::printf("  %-52s %6s  (target %-7s)  %-7s", t.name.c_str(), value, bound,
-                !met ? "n/a" : *met ? "met" : "not met");
+    std::printf("%s", b::TargetLine(t, 52).c_str());
     if (std::fabs(drift) > kMaxFloorDrift && std::isfinite(t.value_after))
       std::printf("  (%.2f against the floor measured after)", t.value_after);
     if (!t.note.empty()) std::printf("  %s", t.note.c_str());
     std::printf("\n");
   }
-}
-
-std::string TargetsJson(const std::vector<Target>& targets) {
-  std::string out = "[";
-  for (size_t i = 0; i < targets.size(); i++) {
-    const Target& t = targets[i];
-    std::optional<bool> met = t.met();
-    if (i > 0) out += ",";
-    out += "\n    {\"name\": " + b::JsonString(t.name) + ", \"value\": " + b::JsonNumber(t.value) +
-           ", \"value_vs_floor_after\": " + b::JsonNumber(t.value_after) +
-           ", \"comparison\": " + b::JsonString(t.cmp) + ", \"bound\": " + b::JsonNumber(t.bound) +
-           ", \"met\": " + (!met ? "null" : *met ? "true" : "false") +
-           ", \"note\": " + b::JsonString(t.note) + "}";
-  }
-  return out + "\n  ]";
 }
 
 // ---- command line ----
@@ -1147,7 +1087,7 @@ int main(int argc, char** argv) {
          ", \"runs\": " + std::to_string(fill[i].runs) +
          ", \"seconds\": " + b::JsonNumber(fill[i].seconds) +
          ", \"ops_per_s\": " + b::JsonNumber(fill[i].ops_per_s()) + "}";
-  j += "\n  ],\n  \"targets\": " + TargetsJson(targets) + "\n}\n";
+  j += "\n  ],\n  \"targets\": " + b::TargetsJson(targets, true) + "\n}\n";
   std::fputs(j.c_str(), stdout);
   return 0;
 }

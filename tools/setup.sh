@@ -13,7 +13,7 @@ PACKAGES=(
   libibverbs-dev librdmacm-dev                         # the RDMA verbs transport (rdma-core)
   libgtest-dev libgmock-dev                            # tests
   procps iproute2                                      # pgrep/pkill; ip netns and tc for cluster tests
-  iperf3                                               # plasmon-bench fetch's link reference
+  iperf3 nlohmann-json3-dev                            # plasmon-bench fetch's link reference, its -J
 )
 
 tools/install-packages.sh setup "${PACKAGES[@]}"

@@ -20,10 +20,8 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -37,6 +35,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <set>
@@ -48,8 +47,8 @@
 
 #include "core/allocator.h"
 #include "core/size.h"
-#include "core/unix_socket.h"
 #include "plasmon/client.h"
+#include "tools/cluster/services.h"
 
 namespace plasmon::soak {
 namespace {
@@ -604,25 +603,13 @@ std::string SelfExe() {
 }
 
 // Starts `args` with stdout and stderr appended to `log`. The child dies with
-// this process (PR_SET_PDEATHSIG): no store or Redis outlives a killed soak.
+// this process (PR_SET_PDEATHSIG): no client outlives a killed soak.
 pid_t Spawn(const std::vector<std::string>& args, const std::string& log) {
-  std::vector<char*> argv;
-  for (const std::string& s : args) argv.push_back(const_cast<char*>(s.c_str()));
-  argv.push_back(nullptr);
-  int log_fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (log_fd < 0) return -1;
-  pid_t parent = ::getpid();
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) ::_exit(126);
-    ::dup2(log_fd, 1);
-    ::dup2(log_fd, 2);
-    ::execvp(argv[0], argv.data());
-    ::_exit(127);
-  }
-  ::close(log_fd);
-  return pid;
+  cluster::SpawnOptions so;
+  so.log = log;
+  so.die_with_parent = true;
+  Result<cluster::Process> p = cluster::Process::Spawn(args, so);
+  return p.ok() ? p->Release() : -1;
 }
 
 std::string DescribeExit(int status) {
@@ -680,16 +667,6 @@ void KillAndReap(pid_t pid) {
   }
 }
 
-bool RedisAnswers(const std::string& socket) {
-  Result<UniqueFd> fd = ConnectUnix(socket);
-  if (!fd.ok()) return false;
-  timeval tv{1, 0};
-  ::setsockopt(fd->get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  if (!WriteAll(fd->get(), "PING\r\n").ok()) return false;
-  char buf[16];
-  ssize_t n = ::recv(fd->get(), buf, sizeof(buf), 0);
-  return n >= 5 && std::string_view(buf, 5) == "+PONG";
-}
 
 // A TCP port on 127.0.0.1 that nothing listens on now.
 int FreePort() {
@@ -863,7 +840,10 @@ class Controller {
   std::mt19937_64 rng_;
   std::string self_, dir_, redis_sock_, a_sock_, b_sock_, secret_, b_count_path_;
   int port_a_ = -1, port_b_ = -1;
-  pid_t redis_ = -1, a_ = -1, b_ = -1, feeder_ = -1;
+  // Redis and the stores die with the soak (PR_SET_PDEATHSIG), if need be.
+  std::unique_ptr<cluster::Redis> redis_;
+  std::unique_ptr<cluster::Store> a_, b_;
+  pid_t feeder_ = -1;
   Counters* feeder_counters_ = nullptr;
   Counters* b_count_ = nullptr;
   std::vector<ClientProc> live_;  // running clients
@@ -884,10 +864,7 @@ class Controller {
 };
 
 std::vector<std::string> Controller::StoreArgs(bool a) const {
-  return {o_.store_binary,
-          "-s",
-          a ? a_sock_ : b_sock_,
-          "-m",
+  return {"-m",
           a ? o_.memory_a : o_.memory_b,
           "--log-level",
           "info",
@@ -906,44 +883,36 @@ std::vector<std::string> Controller::StoreArgs(bool a) const {
 }
 
 bool Controller::StartRedis() {
-  ::unlink(redis_sock_.c_str());
-  redis_ = Spawn({o_.redis_server, "--port", "0", "--unixsocket", redis_sock_, "--save", "",
-                  "--appendonly", "no", "--dir", dir_, "--loglevel", "warning"},
-                 dir_ + "/redis.out");
-  auto deadline = Clock::now() + std::chrono::seconds(30);
-  while (Clock::now() < deadline) {
-    if (RedisAnswers(redis_sock_)) return true;
-    int status;
-    if (::waitpid(redis_, &status, WNOHANG) == redis_) {
-      std::fprintf(stderr, "plasmon-soak: %s exited at start (%s); see %s/redis.out\n",
-                   o_.redis_server.c_str(), DescribeExit(status).c_str(), dir_.c_str());
-      redis_ = -1;
-      return false;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  if (!redis_) {
+    cluster::RedisOptions ro;
+    ro.dir = dir_;
+    ro.binary = o_.redis_server;
+    ro.log = dir_ + "/redis.out";
+    ro.extra = {"--loglevel", "warning"};
+    ro.spawn.die_with_parent = true;
+    redis_ = std::make_unique<cluster::Redis>(ro);
   }
-  std::fprintf(stderr, "plasmon-soak: redis-server did not answer within 30 s\n");
-  return false;
+  Status st = redis_->Start();
+  if (!st.ok()) std::fprintf(stderr, "plasmon-soak: %s\n", st.ToString().c_str());
+  return st.ok();
 }
 
 bool Controller::StartStore(bool a) {
-  pid_t& pid = a ? a_ : b_;
-  const std::string& sock = a ? a_sock_ : b_sock_;
-  pid = Spawn(StoreArgs(a), dir_ + (a ? "/a.log" : "/b.log"));
-  auto deadline = Clock::now() + std::chrono::seconds(60);
-  while (Clock::now() < deadline) {
-    if (ConnectUnix(sock).ok()) return true;
-    int status;
-    if (::waitpid(pid, &status, WNOHANG) == pid) {
-      std::fprintf(stderr, "plasmon-soak: store %s exited at start (%s); see %s/%s.log\n",
-                   a ? "A" : "B", DescribeExit(status).c_str(), dir_.c_str(), a ? "a" : "b");
-      pid = -1;
-      return false;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  std::unique_ptr<cluster::Store>& store = a ? a_ : b_;
+  if (!store) {
+    cluster::StoreOptions so;
+    so.binary = o_.store_binary;
+    so.socket = a ? a_sock_ : b_sock_;
+    so.args = StoreArgs(a);
+    so.log = dir_ + (a ? "/a.log" : "/b.log");
+    so.spawn.die_with_parent = true;
+    store = std::make_unique<cluster::Store>(so);
   }
-  std::fprintf(stderr, "plasmon-soak: store %s did not listen within 60 s\n", a ? "A" : "B");
-  return false;
+  Status st = store->Start(60000);
+  if (!st.ok())
+    std::fprintf(stderr, "plasmon-soak: store %s: %s; see %s/%s.log\n", a ? "A" : "B",
+                 st.ToString().c_str(), dir_.c_str(), a ? "a" : "b");
+  return st.ok();
 }
 
 bool Controller::Setup() {
@@ -1068,8 +1037,7 @@ void Controller::PollRecovery() {
 }
 
 bool Controller::RestartB() {
-  KillAndReap(b_);
-  b_ = -1;
+  b_->process().Kill();
   std::this_thread::sleep_for(std::chrono::milliseconds(rng_() % 500));
   b_restarts_++;
   if (!StartStore(false)) {
@@ -1081,8 +1049,7 @@ bool Controller::RestartB() {
 }
 
 bool Controller::RestartRedis() {
-  KillAndReap(redis_);
-  redis_ = -1;
+  redis_->Kill();
   std::this_thread::sleep_for(std::chrono::milliseconds(rng_() % 500));
   redis_restarts_++;
   if (!StartRedis()) {
@@ -1142,9 +1109,9 @@ int Controller::Run() {
   if (!Setup()) {
     StopChildren();
     watcher_.Stop();
-    KillAndReap(a_);
-    KillAndReap(b_);
-    KillAndReap(redis_);
+    a_.reset();
+    b_.reset();
+    redis_.reset();
     std::fprintf(stderr, "plasmon-soak: setup failed; the world is left in %s\n", dir_.c_str());
     return 2;
   }
@@ -1217,14 +1184,21 @@ int Controller::Run() {
   PrintFigures();
   // Store A last: a clean shutdown (and, in sanitizer builds, no leak report).
   ctl_.Disconnect();
-  KillAndReap(b_);
-  KillAndReap(redis_);
-  if (a_ > 0) {
-    ::kill(a_, SIGTERM);
-    a_exit_ = WaitExit(a_, 60000);
+  b_->process().Kill();
+  redis_->Kill();
+  if (a_->process().pid() > 0) {
+    ::kill(a_->process().pid(), SIGTERM);
+    Result<int> waited = a_->process().Wait(60000);
+    if (waited.ok()) {
+      a_exit_ = {Exit::Kind::kExited, *waited, 0};
+    } else if (waited.status().IsTimeout()) {
+      a_exit_ = {};  // still running
+    } else {
+      a_exit_ = {Exit::Kind::kLost, 0, ECHILD};  // the supervisor could not wait for it
+    }
     if (a_exit_.kind == Exit::Kind::kRunning) {
       Violation("store A did not exit within 60 s of SIGTERM");
-      KillAndReap(a_);
+      a_->process().Kill();
     } else if (!a_exit_.Clean()) {
       Violation("store A ended with " + DescribeExit(a_exit_) + " after SIGTERM");
     }
