@@ -34,35 +34,35 @@ EventLoop::EventLoop(UniqueFd epoll_fd, UniqueFd wake_fd)
 EventLoop::~EventLoop() = default;
 
 Status EventLoop::Add(int fd, uint32_t events, IoHandler handler) {
-  if (watches_.count(fd) > 0) return Status::InvalidArgument("descriptor already watched");
+  if (tokens_.count(fd) > 0) return Status::InvalidArgument("descriptor already watched");
   uint64_t token = next_token_++;
   epoll_event ev{};
   ev.events = events;
   ev.data.u64 = token;
   if (::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, fd, &ev) != 0)
     return Status::FromErrno("epoll_ctl add", errno);
-  watches_.emplace(fd, Watch{std::move(handler), token});
-  token_fd_.emplace(token, fd);
+  handlers_.emplace(token, std::move(handler));
+  tokens_.emplace(fd, token);
   return Status::OK();
 }
 
 Status EventLoop::Modify(int fd, uint32_t events) {
-  auto it = watches_.find(fd);
-  if (it == watches_.end()) return Status::InvalidArgument("descriptor not watched");
+  auto it = tokens_.find(fd);
+  if (it == tokens_.end()) return Status::InvalidArgument("descriptor not watched");
   epoll_event ev{};
   ev.events = events;
-  ev.data.u64 = it->second.token;
+  ev.data.u64 = it->second;
   if (::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_MOD, fd, &ev) != 0)
     return Status::FromErrno("epoll_ctl mod", errno);
   return Status::OK();
 }
 
 void EventLoop::Remove(int fd) {
-  auto it = watches_.find(fd);
-  if (it == watches_.end()) return;
+  auto it = tokens_.find(fd);
+  if (it == tokens_.end()) return;
   ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr);
-  token_fd_.erase(it->second.token);
-  watches_.erase(it);
+  handlers_.erase(it->second);
+  tokens_.erase(it);
 }
 
 // ---- timers ----
@@ -197,10 +197,10 @@ Status EventLoop::Run() {
         RunPosted();
         continue;
       }
-      auto t = token_fd_.find(token);
-      if (t == token_fd_.end()) continue;  // removed earlier in this round
+      auto t = handlers_.find(token);
+      if (t == handlers_.end()) continue;  // removed earlier in this round
       // A copy: the handler may Remove its own descriptor.
-      IoHandler h = watches_.at(t->second).handler;
+      IoHandler h = t->second;
       h(events[i].events);
     }
     RunDueTimers();

@@ -93,12 +93,10 @@ class EventLoop {
   std::atomic<bool> stop_{false};
   std::mutex* dispatch_mu_ = nullptr;
 
-  struct Watch {
-    IoHandler handler;
-    uint64_t token;  // epoll's data: stale readiness of a removed fd is ignored
-  };
-  std::unordered_map<int, Watch> watches_;
-  std::unordered_map<uint64_t, int> token_fd_;
+  // A registration is known by a token (epoll's data), never reused: a
+  // readiness collected for a descriptor removed meanwhile finds no token.
+  std::unordered_map<uint64_t, IoHandler> handlers_;  // token -> handler
+  std::unordered_map<int, uint64_t> tokens_;          // fd -> token
   uint64_t next_token_ = 1;
 
   std::vector<Timer> heap_;

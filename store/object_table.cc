@@ -70,10 +70,10 @@ Result<ObjectEntry*> ObjectTable::Create(const ObjectID& id, uint64_t data_size,
   }
   // Then a free range: the quota's own objects first, then the shared ones
   // (a quota reserves bytes, not addresses).
-  std::optional<uint64_t> offset = alloc_.Allocate(size);
+  std::optional<uint64_t> offset;
   auto allocated = [&] { return (offset = alloc_.Allocate(size)).has_value(); };
-  if (!offset && quota != quotas_.end()) EvictUntil(&quota->second.lru, allocated, &freed, &count);
-  if (!offset) EvictUntil(&lru_, allocated, &freed, &count);
+  if (quota == quotas_.end() || !EvictUntil(&quota->second.lru, allocated, &freed, &count))
+    EvictUntil(&lru_, allocated, &freed, &count);
   if (count > 0) {
     spdlog::debug("evicted {} objects ({}) for create of {}", count, FormatSize(freed), id.Hex());
   }

@@ -104,6 +104,8 @@ class Store::Impl : public TableListener, public ObjectSource, public SessionOwn
   // ObjectSource: called by the transports' threads.
   Result<PinnedObject> Pin(const ObjectID& id) override;
   void Unpin(const ObjectID& id, std::optional<uint64_t> computed_digest) override;
+  // Ends a pin on the loop: keeps a digest computed meanwhile, then releases.
+  void EndPin(const ObjectID& id, std::optional<uint64_t> computed_digest);
 
   // SessionOwner
   bool HandleFrame(Session* s, const p::FrameHeader& h, std::string_view body) override;
@@ -239,21 +241,23 @@ Result<PinnedObject> Store::Impl::Pin(const ObjectID& id) {
 }
 
 void Store::Impl::Unpin(const ObjectID& id, std::optional<uint64_t> computed_digest) {
-  loop_->Post([this, id, computed_digest] {
-    ObjectEntry* e = table_.Find(id);
-    if (e == nullptr || e->ref_count == 0) {
-      spdlog::error("unpin of {}: the object is not pinned", id.Hex());
-      return;
-    }
-    if (computed_digest && !e->digest_valid) {
-      // Still the pinned object: the pin kept it. Tell the directory too.
-      e->digest = *computed_digest;
-      e->digest_valid = true;
-      if (directory_ && !e->delete_pending)
-        directory_->Publish(e->id, e->data_size, e->metadata_size, true, e->digest);
-    }
-    table_.Release(e);
-  });
+  loop_->Post([this, id, computed_digest] { EndPin(id, computed_digest); });
+}
+
+void Store::Impl::EndPin(const ObjectID& id, std::optional<uint64_t> computed_digest) {
+  ObjectEntry* e = table_.Find(id);
+  if (e == nullptr || e->ref_count == 0) {
+    spdlog::error("unpin of {}: the object is not pinned", id.Hex());
+    return;
+  }
+  if (computed_digest && !e->digest_valid) {
+    // Still the pinned object: the pin kept it. Tell the directory too.
+    e->digest = *computed_digest;
+    e->digest_valid = true;
+    if (directory_ && !e->delete_pending)
+      directory_->Publish(e->id, e->data_size, e->metadata_size, true, e->digest);
+  }
+  table_.Release(e);
 }
 
 // ---- sessions ----
@@ -531,16 +535,7 @@ void Store::Impl::DoDigest(Session* s, const p::FrameHeader& h, const ObjectID& 
     hasher_->Submit([this, id, bytes, data_size, metadata_size, sid, request_id] {
       uint64_t d = ObjectDigest(bytes, data_size, bytes + data_size, metadata_size);
       loop_->Post([this, id, d, sid, request_id] {
-        ObjectEntry* pinned = table_.Find(id);  // the pin kept it
-        if (pinned != nullptr) {
-          if (!pinned->digest_valid) {
-            pinned->digest = d;
-            pinned->digest_valid = true;
-            if (directory_ && !pinned->delete_pending)
-              directory_->Publish(id, pinned->data_size, pinned->metadata_size, true, d);
-          }
-          table_.Release(pinned);
-        }
+        EndPin(id, d);  // keeps the digest, as a transport's unpin does
         if (Session* c = FindSession(sid)) {
           p::DigestReply late;
           late.digest = d;

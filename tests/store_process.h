@@ -33,8 +33,9 @@ class StoreProcess {
   const std::string& socket() const { return store_.socket(); }
   pid_t pid() const { return store_.process().pid(); }
   bool started() const { return pid() > 0; }
-  // Sends SIGTERM and returns the exit status (as from waitpid), -1 if it
-  // cannot be had (it was SIGKILLed after 10 s).
+  // Sends SIGTERM and returns the exit status (as from waitpid); a store
+  // still running after 10 s is SIGKILLed and that status returned. -1 only
+  // if waitpid itself fails.
   int Terminate();
   // SIGKILL: the store gets no chance to clean up.
   void Kill() { store_.process().Kill(); }

@@ -612,12 +612,6 @@ pid_t Spawn(const std::vector<std::string>& args, const std::string& log) {
   return p.ok() ? p->Release() : -1;
 }
 
-std::string DescribeExit(int status) {
-  if (WIFEXITED(status)) return "exit " + std::to_string(WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return std::string("signal ") + strsignal(WTERMSIG(status));
-  return "status " + std::to_string(status);
-}
-
 // How waiting for a child ended.
 struct Exit {
   enum class Kind {
@@ -636,7 +630,7 @@ struct Exit {
 // "exit 0", "signal Killed", "still running", "no wait status (waitpid: ...)".
 std::string DescribeExit(const Exit& e) {
   switch (e.kind) {
-    case Exit::Kind::kExited: return DescribeExit(e.status);
+    case Exit::Kind::kExited: return cluster::DescribeExit(e.status);
     case Exit::Kind::kRunning: return "still running";
     case Exit::Kind::kLost:
       return std::string("no wait status (waitpid: ") + std::strerror(e.error) + ")";
