@@ -12,6 +12,7 @@
 
 #include "client/frame_reader.h"
 #include "core/arena.h"
+#include "core/clock.h"
 #include "core/protocol.h"
 #include "core/unix_socket.h"
 
@@ -45,7 +46,8 @@ class Reference {
 
 class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
  public:
-  ClientImpl() : reader_(p::kMaxReplyBody) {}
+  explicit ClientImpl(int64_t request_timeout_ms)
+      : request_timeout_ms_(request_timeout_ms), reader_(p::kMaxReplyBody) {}
   static void SetBufferStatus(ObjectBuffer* b, Status s) { b->status_ = std::move(s); }
   ~ClientImpl() {
     {
@@ -71,13 +73,15 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
     return !broken_;
   }
 
-  // Sends `req` as a `type` request and decodes the reply into `rep`.
+  // Sends `req` as a `type` request and decodes the reply into `rep`. The
+  // store may take `wait_ms` (-1: forever) on top of the request deadline.
   template <typename Req, typename Rep>
-  Status Call(p::MessageType type, const Req& req, Rep* rep) {
+  Status Call(p::MessageType type, const Req& req, Rep* rep, int64_t wait_ms = 0) {
+    int64_t deadline_us = DeadlineFor(wait_ms);
     uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
     PLASMON_RETURN_IF_ERROR(Send(p::MakeFrame(static_cast<uint16_t>(type), id, req)));
     std::string body;
-    PLASMON_RETURN_IF_ERROR(WaitReply(id, p::ReplyType(type), &body));
+    PLASMON_RETURN_IF_ERROR(WaitReply(id, p::ReplyType(type), &body, deadline_us));
     if (!p::ParseBody(body, rep)) return Fail(Status::ProtocolError("malformed reply from the store"));
     return Status::OK();
   }
@@ -90,9 +94,21 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
   Result<Subscription> Subscribe();
 
  private:
+  // The MonoMicros deadline of a request the store may hold for `wait_ms`
+  // (-1: forever) before it answers; -1 when there is none.
+  int64_t DeadlineFor(int64_t wait_ms) const {
+    if (request_timeout_ms_ < 0 || wait_ms < 0) return -1;
+    // Either may be huge: DeadlineAfterMs clamps, the sum must not overflow.
+    return DeadlineAfterMs(wait_ms > INT64_MAX / 2 - request_timeout_ms_
+                               ? INT64_MAX / 2
+                               : wait_ms + request_timeout_ms_);
+  }
   Status Send(const std::string& frame);
-  Status WaitReply(uint64_t id, uint16_t type, std::string* body);
+  Status WaitReply(uint64_t id, uint16_t type, std::string* body, int64_t deadline_us);
   Status Fail(Status st);
+  // A request went unanswered past its deadline: the store is taken for hung
+  // and the connection closed (the store, if it wakes, frees what we held).
+  Status TimedOut();
   // Queues a Release of one reference to `id` for the store.
   Status SendRelease(const ObjectID& id);
   // The list of held references (refs_mu_ held).
@@ -106,6 +122,7 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
   }
 
   std::string path_;
+  const int64_t request_timeout_ms_;  // ConnectOptions; -1: none
   UniqueFd sock_;
   std::shared_ptr<const Mapping> map_;
   std::atomic<uint64_t> next_id_{1};
@@ -155,7 +172,8 @@ Reference::~Reference() {
 
 Status ClientImpl::Connect(const std::string& path) {
   path_ = path;
-  Result<UniqueFd> fd = ConnectUnix(path);
+  int64_t deadline_us = DeadlineFor(0);
+  Result<UniqueFd> fd = ConnectUnix(path, request_timeout_ms_);
   if (!fd.ok()) return fd.status();
   sock_ = std::move(*fd);
   p::ConnectRequest req;
@@ -164,7 +182,10 @@ Status ClientImpl::Connect(const std::string& path) {
   p::FrameHeader h;
   std::string body;
   UniqueFd arena_fd;
-  if (Status st = reader_.Read(sock_.get(), &h, &body, &arena_fd); !st.ok()) {
+  if (Status st = reader_.Read(sock_.get(), &h, &body, &arena_fd, deadline_us); !st.ok()) {
+    if (st.IsTimeout())
+      return Status::Timeout("the store at " + path + " did not answer within " +
+                             std::to_string(request_timeout_ms_) + " ms (stopped, or overloaded?)");
     if (st.IsDisconnected())
       return Status::Disconnected("the store at " + path + " closed the connection before "
                                   "answering (out of file descriptors, or shutting down?)");
@@ -191,6 +212,22 @@ Status ClientImpl::Fail(Status st) {
   }
   cv_.notify_all();
   return st;
+}
+
+Status ClientImpl::TimedOut() {
+  std::string after = std::to_string(request_timeout_ms_) + " ms";
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!broken_) {
+      broken_ = true;
+      broken_status_ = Status::Disconnected("the connection was closed: the store at " + path_ +
+                                            " left a request unanswered past its deadline");
+      ::shutdown(sock_.get(), SHUT_RDWR);
+    }
+  }
+  cv_.notify_all();
+  return Status::Timeout("the store at " + path_ + " did not answer within " + after +
+                         " (stopped, or overloaded?); the connection is closed");
 }
 
 Status ClientImpl::WriteLocked(std::string_view frame) {
@@ -231,7 +268,8 @@ void ClientImpl::FlushReleases() {
   }
 }
 
-Status ClientImpl::WaitReply(uint64_t id, uint16_t type, std::string* body) {
+Status ClientImpl::WaitReply(uint64_t id, uint16_t type, std::string* body,
+                             int64_t deadline_us) {
   std::unique_lock<std::mutex> l(mu_);
   for (;;) {
     auto it = replies_.find(id);
@@ -247,16 +285,27 @@ Status ClientImpl::WaitReply(uint64_t id, uint16_t type, std::string* body) {
     }
     if (broken_) return broken_status_;
     if (reading_) {
-      cv_.wait(l);
+      if (deadline_us < 0) {
+        cv_.wait(l);
+      } else if (cv_.wait_for(l, std::chrono::microseconds(deadline_us - MonoMicros())) ==
+                     std::cv_status::timeout &&
+                 replies_.count(id) == 0 && !broken_) {
+        l.unlock();
+        return TimedOut();
+      }
       continue;
     }
     reading_ = true;
     l.unlock();
     p::FrameHeader h;
     std::string b;
-    Status st = reader_.Read(sock_.get(), &h, &b);
+    Status st = reader_.Read(sock_.get(), &h, &b, nullptr, deadline_us);
     l.lock();
     reading_ = false;
+    if (st.IsTimeout()) {
+      l.unlock();
+      return TimedOut();
+    }
     if (!st.ok()) {
       if (!broken_) {
         broken_ = true;
@@ -295,7 +344,7 @@ Result<std::vector<ObjectBuffer>> ClientImpl::Get(const std::vector<ObjectID>& i
   if (timeout_ms < -1) return Status::InvalidArgument("timeout_ms must be -1, 0 or positive");
   p::GetRequest req{timeout_ms, ids};
   p::GetReply rep;
-  PLASMON_RETURN_IF_ERROR(Call(p::MessageType::kGet, req, &rep));
+  PLASMON_RETURN_IF_ERROR(Call(p::MessageType::kGet, req, &rep, timeout_ms));
   PLASMON_RETURN_IF_ERROR(rep.status);
   if (rep.entries.size() != ids.size())
     return Fail(Status::ProtocolError("Get reply has the wrong number of entries"));
@@ -430,7 +479,8 @@ Result<Notification> Subscription::Next(int timeout_ms) {
 }
 
 Result<Subscription> internal::ClientImpl::Subscribe() {
-  Result<UniqueFd> fd = ConnectUnix(path_);
+  int64_t deadline_us = DeadlineFor(0);
+  Result<UniqueFd> fd = ConnectUnix(path_, request_timeout_ms_);
   if (!fd.ok()) return fd.status();
   Subscription sub;
   sub.state_ = std::make_unique<Subscription::State>();
@@ -444,8 +494,8 @@ Result<Subscription> internal::ClientImpl::Subscribe() {
   p::FrameHeader h;
   std::string body;
   UniqueFd unused;  // the arena fd that comes with every Connect reply
-  PLASMON_RETURN_IF_ERROR(sub.state_->reader.Read(s, &h, &body, &unused));
-  PLASMON_RETURN_IF_ERROR(sub.state_->reader.Read(s, &h, &body));
+  PLASMON_RETURN_IF_ERROR(sub.state_->reader.Read(s, &h, &body, &unused, deadline_us));
+  PLASMON_RETURN_IF_ERROR(sub.state_->reader.Read(s, &h, &body, nullptr, deadline_us));
   p::StatusReply rep;
   if (h.type != p::ReplyType(p::MessageType::kSubscribe) || !p::ParseBody(body, &rep))
     return Status::ProtocolError("malformed Subscribe reply");
@@ -458,9 +508,11 @@ Result<Subscription> internal::ClientImpl::Subscribe() {
 Client::Client() = default;
 Client::~Client() { Disconnect(); }
 
-Status Client::Connect(const std::string& socket_path) {
+Status Client::Connect(const std::string& socket_path, const ConnectOptions& options) {
   if (impl_ && impl_->connected()) return Status::InvalidArgument("already connected");
-  auto impl = std::make_shared<internal::ClientImpl>();
+  if (options.request_timeout_ms < -1 || options.request_timeout_ms == 0)
+    return Status::InvalidArgument("request_timeout_ms must be positive, or -1 for none");
+  auto impl = std::make_shared<internal::ClientImpl>(options.request_timeout_ms);
   PLASMON_RETURN_IF_ERROR(impl->Connect(socket_path));
   impl_ = std::move(impl);
   return Status::OK();
@@ -583,7 +635,7 @@ Result<std::vector<Status>> Client::Fetch(const std::vector<ObjectID>& ids, int6
   if (timeout_ms < -1) return Status::InvalidArgument("timeout_ms must be -1, 0 or positive");
   p::FetchReply rep;
   PLASMON_RETURN_IF_ERROR(
-      impl_->Call(p::MessageType::kFetch, p::FetchRequest{timeout_ms, ids}, &rep));
+      impl_->Call(p::MessageType::kFetch, p::FetchRequest{timeout_ms, ids}, &rep, timeout_ms));
   PLASMON_RETURN_IF_ERROR(rep.status);
   if (rep.results.size() != ids.size())
     return Status::ProtocolError("Fetch reply has the wrong number of results");

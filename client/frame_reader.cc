@@ -1,14 +1,30 @@
 #include "client/frame_reader.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 
+#include "core/clock.h"
 #include "core/fling.h"
 
 namespace plasmon::internal {
 
 namespace p = protocol;
+
+// OK once `sock` is readable (or hung up: the read then says so); Timeout
+// if it is not by `deadline_us`.
+static Status WaitReadable(int sock, int64_t deadline_us) {
+  for (;;) {
+    int64_t left_us = deadline_us - MonoMicros();
+    if (left_us <= 0) return Status::Timeout("the store did not answer in time");
+    pollfd pfd{sock, POLLIN, 0};
+    int n = ::poll(&pfd, 1, static_cast<int>(std::min<int64_t>((left_us + 999) / 1000, 1 << 30)));
+    if (n > 0) return Status::OK();
+    if (n < 0 && errno != EINTR) return Status::FromErrno("poll", errno);
+  }
+}
 
 bool FrameReader::HasFrame() const {
   if (buf_.size() < p::kHeaderSize) return false;
@@ -16,7 +32,8 @@ bool FrameReader::HasFrame() const {
   return h.body_len > max_body_ || buf_.size() >= p::kHeaderSize + h.body_len;
 }
 
-Status FrameReader::Read(int sock, p::FrameHeader* h, std::string* body, UniqueFd* fd) {
+Status FrameReader::Read(int sock, p::FrameHeader* h, std::string* body, UniqueFd* fd,
+                         int64_t deadline_us) {
   for (;;) {
     size_t have = buf_.size();
     size_t need = p::kHeaderSize;
@@ -32,6 +49,7 @@ Status FrameReader::Read(int sock, p::FrameHeader* h, std::string* body, UniqueF
         return Status::OK();
       }
     }
+    if (deadline_us >= 0) PLASMON_RETURN_IF_ERROR(WaitReadable(sock, deadline_us));
     size_t want = std::max<size_t>(need - have, 64 * 1024);
     char* dst = buf_.Prepare(want);
     ssize_t n;

@@ -16,8 +16,11 @@ class FrameReader {
   // Whether a whole frame is already buffered (Read will not block).
   bool HasFrame() const;
   // The next frame. If `fd` is given, a descriptor passed with the bytes is
-  // stored there. Disconnected at EOF; ProtocolError for an oversized frame.
-  Status Read(int sock, protocol::FrameHeader* h, std::string* body, UniqueFd* fd = nullptr);
+  // stored there. Disconnected at EOF; ProtocolError for an oversized frame;
+  // Timeout if the frame is not whole by `deadline_us` (MonoMicros; -1:
+  // wait as long as it takes). Bytes read before a Timeout stay buffered.
+  Status Read(int sock, protocol::FrameHeader* h, std::string* body, UniqueFd* fd = nullptr,
+              int64_t deadline_us = -1);
 
  private:
   uint32_t max_body_;

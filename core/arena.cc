@@ -2,12 +2,21 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cstdlib>
+#include <fstream>
+#include <optional>
+#include <sstream>
 #include <string>
+#include <string_view>
 #include <utility>
+
+#include "core/size.h"
 
 namespace plasmon {
 
@@ -53,8 +62,93 @@ static Result<UniqueFd> OpenBacking(const ArenaOptions& o) {
   return UniqueFd(fd);
 }
 
+namespace {
+
+// A field of /proc/meminfo in bytes ("MemTotal:  24576 kB"); nullopt if absent.
+std::optional<uint64_t> MemInfo(const std::string& text, const std::string& field) {
+  size_t at = text.find("\n" + field + ":");
+  if (at == std::string::npos) return std::nullopt;
+  const char* p = text.c_str() + at + field.size() + 2;
+  while (*p == ' ') p++;
+  uint64_t v = 0;
+  auto [end, ec] = std::from_chars(p, text.c_str() + text.size(), v);
+  if (ec != std::errc()) return std::nullopt;
+  bool kb = std::string_view(end).substr(0, 3) == " kB";
+  return kb ? v * 1024 : v;
+}
+
+std::string ReadSmallFile(const char* path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// The memory limit of this process's cgroup (v2), if it has one.
+std::optional<uint64_t> CgroupLimit() {
+  std::string self = ReadSmallFile("/proc/self/cgroup");  // "0::/some/path"
+  size_t at = self.find("0::");
+  if (at == std::string::npos) return std::nullopt;
+  std::string path = self.substr(at + 3);
+  path = path.substr(0, path.find('\n'));
+  std::string max = ReadSmallFile(("/sys/fs/cgroup" + path + "/memory.max").c_str());
+  uint64_t v = 0;
+  auto [end, ec] = std::from_chars(max.data(), max.data() + max.size(), v);
+  if (ec != std::errc()) return std::nullopt;  // "max": none
+  return v;
+}
+
+}  // namespace
+
+Result<std::string> CheckArenaBacking(const ArenaOptions& o) {
+  if (o.size > Arena::kMaxArenaSize)
+    return Status::InvalidArgument(std::to_string(o.size) + " bytes is more than the largest "
+                                   "arena, " + FormatSize(Arena::kMaxArenaSize));
+  uint64_t most = 0, now = 0;  // what the host has in all, what is free
+  std::string what;
+  if (!o.directory.empty() && !o.hugepages) {
+    struct statvfs fs;
+    if (::statvfs(o.directory.c_str(), &fs) != 0) return std::string();  // Create will say why
+    most = static_cast<uint64_t>(fs.f_blocks) * fs.f_frsize;
+    now = static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
+    what = "the file system of " + o.directory;
+  } else {
+    std::string info = "\n" + ReadSmallFile("/proc/meminfo");
+    if (o.hugepages) {
+      uint64_t page = MemInfo(info, "Hugepagesize").value_or(2 << 20);
+      most = MemInfo(info, "HugePages_Total").value_or(0) * page;
+      now = MemInfo(info, "HugePages_Free").value_or(0) * page;
+      what = "the reserved huge pages (/proc/sys/vm/nr_hugepages)";
+    } else {
+      std::optional<uint64_t> total = MemInfo(info, "MemTotal");
+      if (!total) return std::string();  // no /proc: nothing to check against
+      most = *total + MemInfo(info, "SwapTotal").value_or(0);
+      now = MemInfo(info, "MemAvailable").value_or(*total) + MemInfo(info, "SwapFree").value_or(0);
+      what = "this host's memory and swap";
+      if (std::optional<uint64_t> limit = CgroupLimit(); limit && *limit < most) {
+        most = *limit;
+        now = std::min(now, *limit);
+        what = "this cgroup's memory.max";
+      }
+    }
+  }
+  std::string asked = FormatSize(o.size);
+  if (o.size > most)
+    return Status::InvalidArgument(asked + " is more than " + what + " can ever hold (" +
+                                   FormatSize(most) + ")");
+  if (o.size > now) {
+    std::string s = asked + " is more than " + what + " has free now (" + FormatSize(now) + ")";
+    if (o.prefault) return Status::InvalidArgument(s + ": it cannot be prefaulted");
+    return s + ": filling the store may fail or wake the OOM killer";
+  }
+  return std::string();
+}
+
 Result<Arena> Arena::Create(const ArenaOptions& o) {
   if (o.size == 0) return Status::InvalidArgument("arena size must be positive");
+  if (o.size > kMaxArenaSize)
+    return Status::InvalidArgument("an arena of " + std::to_string(o.size) +
+                                   " bytes is more than the largest, " + FormatSize(kMaxArenaSize));
   Arena a;
   a.page_size_ = o.hugepages ? (2u << 20) : static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
   uint64_t size = (o.size + a.page_size_ - 1) / a.page_size_ * a.page_size_;

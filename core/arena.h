@@ -44,8 +44,22 @@ struct ArenaOptions {
   bool prefault = false;   // populate every page now
 };
 
+// What the host can back for an arena (checked by the daemon before it
+// creates one, so that a mistyped --memory fails at once, not when the
+// arena fills and the kernel kills the store).
+//   InvalidArgument  options.size exceeds kMaxArenaSize, or all the memory
+//                    (or huge pages, or the directory's file system) the
+//                    host has, or, with prefault, what is free now
+//   a warning        (the returned string) when it exceeds what is free
+//                    now: writes may then fail or wake the OOM killer
+//   ""               when it fits
+Result<std::string> CheckArenaBacking(const ArenaOptions& options);
+
 class Arena {
  public:
+  // The largest arena: 64 TiB (x86-64 processes address 128 TiB in all).
+  static constexpr uint64_t kMaxArenaSize = uint64_t{1} << 46;
+
   static Result<Arena> Create(const ArenaOptions& options);
 
   int fd() const { return fd_.get(); }

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -23,13 +24,24 @@ static Status MakeAddress(const std::string& path, sockaddr_un* addr) {
   return Status::OK();
 }
 
-Result<UniqueFd> ConnectUnix(const std::string& path) {
+Result<UniqueFd> ConnectUnix(const std::string& path, int64_t send_timeout_ms) {
   sockaddr_un addr;
   PLASMON_RETURN_IF_ERROR(MakeAddress(path, &addr));
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return Status::FromErrno("socket", errno);
+  if (send_timeout_ms > 0) {
+    timeval tv{};
+    tv.tv_sec = static_cast<time_t>(send_timeout_ms / 1000);
+    tv.tv_usec = static_cast<suseconds_t>(send_timeout_ms % 1000 * 1000);
+    if (::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) != 0)
+      return Status::FromErrno("setsockopt SO_SNDTIMEO", errno);
+  }
   if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
     int err = errno;
+    if (err == EAGAIN)
+      return Status::Timeout("cannot connect to store at " + path + " within " +
+                             std::to_string(send_timeout_ms) +
+                             " ms: it accepts no connections (stopped, or overloaded?)");
     return Status::Disconnected("cannot connect to store at " + path + ": " + std::strerror(err));
   }
   return fd;

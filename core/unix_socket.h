@@ -2,6 +2,7 @@
 // stream socket, Unix or TCP).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -15,8 +16,11 @@ namespace plasmon {
 // error (kObjectInUse). The caller unlinks `path` when done.
 Result<UniqueFd> ListenUnix(const std::string& path, unsigned mode);
 
-// Connects a blocking, close-on-exec stream socket to `path`.
-Result<UniqueFd> ConnectUnix(const std::string& path);
+// Connects a blocking, close-on-exec stream socket to `path`. With a
+// positive `send_timeout_ms`, the connect (which waits while the listener's
+// backlog is full) and every later write on the socket give up after that
+// long (SO_SNDTIMEO).
+Result<UniqueFd> ConnectUnix(const std::string& path, int64_t send_timeout_ms = -1);
 
 // The Status of a failed socket call: Disconnected when the peer is gone or
 // unreachable, or silent past the socket's SO_SNDTIMEO/SO_RCVTIMEO (EAGAIN

@@ -1,11 +1,13 @@
 // The `plasmon` command line against a real store.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 
 #include "plasmon/client.h"
 #include "tests/store_process.h"
 #include "core/digest.h"
+#include "core/unix_socket.h"
 #include "tools/content_id.h"
 
 namespace plasmon {
@@ -145,6 +147,94 @@ TEST_F(CliTest, NoStoreIsAClearError) {
 TEST_F(CliTest, SocketComesFromTheEnvironment) {
   auto r = RunCommand({CliBinary(), "stats"}, {}, {"PLASMON_SOCKET=" + store_.socket()});
   EXPECT_EQ(r.exit_code, 0) << r.err;
+}
+
+// Input is never read whole into the CLI's memory: endless input or a file
+// larger than the store ends in one clear OutOfMemory line (it used to be
+// std::bad_alloc and SIGABRT), and the store is left as it was.
+TEST_F(CliTest, PutOfInputLargerThanTheStoreIsAClearOutOfMemory) {
+  // `timeout`: before the fix this read /dev/zero until the heap gave out.
+  auto endless = RunCommand({"timeout", "60", "/bin/sh", "-c",
+                             "exec \"$0\" --socket \"$1\" put - </dev/zero", CliBinary(),
+                             store_.socket()});
+  EXPECT_EQ(endless.exit_code, 1) << endless.err;
+  EXPECT_EQ(endless.err, "plasmon: OutOfMemory: the input is larger than the store's capacity "
+                         "of 64 MiB\n");
+  std::string dir = testing::TempDir();
+  std::string sparse = dir + "/sparse";
+  {
+    std::ofstream f(sparse);
+  }
+  std::filesystem::resize_file(sparse, uint64_t{8} << 30);  // 8 GiB, no blocks
+  auto file = RunCommand({"timeout", "60", CliBinary(), "--socket", store_.socket(), "put", sparse});
+  EXPECT_EQ(file.exit_code, 1) << file.err;
+  EXPECT_NE(file.err.find("OutOfMemory: " + sparse + " is larger than the store's capacity"),
+            std::string::npos) << file.err;
+  auto stats = Cli({"stats"});
+  EXPECT_NE(stats.out.find("objects        0 (0 sealed)"), std::string::npos) << stats.out;
+  std::filesystem::remove_all(dir);
+}
+
+// A file beyond one inline message goes straight into the object, with the
+// ID given or derived from its content (read twice, the same either way).
+TEST_F(CliTest, PutOfALargeFileRoundTrips) {
+  std::string dir = testing::TempDir();
+  std::string data(5 << 20, '\0');
+  for (size_t i = 0; i < data.size(); i++) data[i] = static_cast<char>(i * 31 + i / 4096);
+  {
+    std::ofstream f(dir + "/big");
+    f << data;
+  }
+  auto derived = Cli({"put", dir + "/big", "--metadata", "m"});
+  ASSERT_EQ(derived.exit_code, 0) << derived.err;
+  EXPECT_EQ(derived.out, ContentId(data).Hex() + "\n");
+  std::string id = ObjectID::Random().Hex();
+  auto named = Cli({"put", id, dir + "/big"});
+  ASSERT_EQ(named.exit_code, 0) << named.err;
+  EXPECT_EQ(Cli({"get", id}).out, data);
+  EXPECT_EQ(Cli({"get", derived.out.substr(0, 40)}).out, data);
+  // From a pipe, in chunks: the same content, the same ID.
+  auto piped = Cli({"put", "-", "--metadata", "m"}, data);
+  EXPECT_EQ(piped.exit_code, 0) << piped.err;
+  EXPECT_EQ(piped.out, derived.out);
+  std::filesystem::remove_all(dir);
+}
+
+// Numbers out of range are refused, not saturated into "wait forever".
+TEST_F(CliTest, OutOfRangeNumbersAreRefused) {
+  std::string id = ObjectID::Random().Hex();
+  // timeout(1): a Get of 99999999999999999999 ms used to wait forever.
+  auto huge = RunCommand({"timeout", "20", CliBinary(), "--socket", store_.socket(), "get", id,
+                          "-t", "99999999999999999999"});
+  EXPECT_EQ(huge.exit_code, 1);
+  EXPECT_EQ(huge.err, "plasmon: get --timeout 99999999999999999999 is out of range (at most "
+                      "9223372036854775807 ms)\n");
+  for (std::vector<std::string> args :
+       {std::vector<std::string>{"get", id, "-t", "-2"}, {"get", id, "-t", "1e3"},
+        {"fetch", id, "-t", " 5"}, {"--timeout", "0", "stats"}, {"--timeout", "x", "stats"}}) {
+    auto r = Cli(args);
+    EXPECT_EQ(r.exit_code, 1) << args[0] << " " << args[args.size() - 1];
+    EXPECT_NE(r.err.find("--timeout"), std::string::npos) << r.err;
+  }
+  EXPECT_EQ(Cli({"--timeout", "-1", "stats"}).exit_code, 0);
+}
+
+// A socket that accepts and never answers (a hung store, or not a store):
+// every command gives up at --timeout with one clear line.
+TEST_F(CliTest, AStoreThatNeverAnswersTimesOut) {
+  std::string dir = testing::TempDir();
+  auto silent = ListenUnix(dir + "/silent.sock", 0600);  // never accepts, never answers
+  ASSERT_TRUE(silent.ok()) << silent.status().ToString();
+  for (std::vector<std::string> args :
+       {std::vector<std::string>{"--timeout", "300", "stats"}, {"ls", "--timeout", "300"},
+        {"--timeout", "300", "get", ObjectID::Random().Hex(), "-t", "100"}}) {
+    args.insert(args.begin(), {"timeout", "60", CliBinary(), "--socket", dir + "/silent.sock"});
+    auto r = RunCommand(args);
+    EXPECT_EQ(r.exit_code, 1) << args[args.size() - 1] << ": " << r.err;  // not 124: timeout(1)
+    EXPECT_NE(r.err.find("plasmon: Timeout: the store at " + dir + "/silent.sock did not answer "
+                         "within 300 ms"), std::string::npos) << r.err;
+  }
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // The client API against a real plasmon-store process.
 #include <poll.h>
+#include <signal.h>
 
 #include <gtest/gtest.h>
 
@@ -495,6 +496,57 @@ TEST_F(ClientTest, StoreGoingAwayIsReportedAsDisconnected) {
   ASSERT_EQ(store_.Terminate() & 0x7f, 0);
   EXPECT_TRUE(client_.Contains(ObjectID::Random()).status().IsDisconnected());
   EXPECT_TRUE(client_.Contains(ObjectID::Random()).status().IsDisconnected());
+}
+
+// A stopped store (SIGSTOP) answers nothing: calls that are not documented
+// to wait give up at the request deadline instead of hanging; the
+// connection is then closed, so that the store, once it runs again, frees
+// what the client held; a new connection works.
+TEST_F(ClientTest, AStoppedStoreTimesOutAndFreesTheClientsReferences) {
+  ObjectID id = ObjectID::Random();
+  ASSERT_TRUE(client_.CreateAndSeal(id, "held").ok());
+  Client c;
+  ASSERT_TRUE(c.Connect(store_.socket(), ConnectOptions{300}).ok());
+  auto held = c.Get({id}, 0);
+  ASSERT_TRUE(held.ok() && (*held)[0].valid());
+  ASSERT_EQ(::kill(store_.pid(), SIGSTOP), 0);
+  Result<StoreStats> stats = c.Stats();
+  EXPECT_TRUE(stats.status().IsTimeout()) << stats.status().ToString();
+  EXPECT_FALSE(c.connected());
+  Result<std::vector<ObjectInfo>> later = c.List();
+  EXPECT_TRUE(later.status().IsDisconnected()) << later.status().ToString();
+  // A waiting Get gets its own timeout on top of the deadline, then gives up.
+  Client waiting;
+  ASSERT_EQ(::kill(store_.pid(), SIGCONT), 0);
+  ASSERT_TRUE(waiting.Connect(store_.socket(), ConnectOptions{300}).ok());
+  ASSERT_EQ(::kill(store_.pid(), SIGSTOP), 0);
+  auto got = waiting.Get({ObjectID::Random()}, 200);
+  EXPECT_TRUE(got.status().IsTimeout()) << got.status().ToString();
+  // Connect itself: the store never answers the handshake.
+  Client late;
+  Status st = late.Connect(store_.socket(), ConnectOptions{300});
+  EXPECT_TRUE(st.IsTimeout()) << st.ToString();
+  ASSERT_EQ(::kill(store_.pid(), SIGCONT), 0);
+  // The store saw the connection go and dropped the reference it held.
+  bool freed = false;
+  for (int i = 0; i < 200 && !freed; i++) {
+    auto list = client_.List();
+    ASSERT_TRUE(list.ok()) << list.status().ToString();
+    freed = list->size() == 1 && (*list)[0].ref_count == 0;
+    if (!freed) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(freed);
+  Client again;
+  ASSERT_TRUE(again.Connect(store_.socket(), ConnectOptions{300}).ok());
+  EXPECT_TRUE(again.Stats().ok());
+}
+
+TEST_F(ClientTest, ARequestTimeoutMustBePositiveOrNone) {
+  Client c;
+  EXPECT_TRUE(c.Connect(store_.socket(), ConnectOptions{0}).IsInvalidArgument());
+  EXPECT_TRUE(c.Connect(store_.socket(), ConnectOptions{-5}).IsInvalidArgument());
+  ASSERT_TRUE(c.Connect(store_.socket(), ConnectOptions{-1}).ok());
+  EXPECT_TRUE(c.Stats().ok());
 }
 
 }  // namespace

@@ -109,6 +109,64 @@ TEST(StoreDaemonTest, BadFlagsGiveOneClearError) {
     EXPECT_NE(h.out.find(flag), std::string::npos) << flag;
 }
 
+// Flags are checked, not silently bent: a size the host cannot back, one
+// that overflows, a log level in another case or mistyped.
+TEST(StoreDaemonTest, SizesTheHostCannotBackAndUnknownLogLevelsAreRefused) {
+  struct Case {
+    std::vector<std::string> flags;
+    std::string error;
+  };
+  for (const Case& c : std::vector<Case>{
+           {{"-m", "64T"}, "invalid --memory '64T': 64 TiB is more than "},
+           {{"-m", "18446744073709551615"},
+            "invalid --memory '18446744073709551615': 18446744073709551615 bytes is more than the "
+            "largest arena, 64 TiB"},
+           {{"-m", "99999999999999999999"}, "invalid --memory '99999999999999999999' (expected"},
+           {{"--log-level", "inof"}, "invalid --log-level 'inof'"},
+       }) {
+    // timeout(1): a store that took such a flag would run on.
+    std::vector<std::string> argv = {"timeout", "20", StoreBinary(), "-s",
+                                     "/tmp/plasmon-unused-flags.sock"};
+    argv.insert(argv.end(), c.flags.begin(), c.flags.end());
+    auto r = RunCommand(argv);
+    EXPECT_EQ(r.exit_code, 2) << c.flags[1] << ": " << r.err;
+    EXPECT_EQ(r.err.rfind("plasmon-store: " + c.error, 0), 0u) << r.err;
+  }
+  // Any case of a known level works (INFO used to turn all logging off):
+  // the store runs a second, logging at info, until timeout(1) stops it.
+  std::string dir = testing::TempDir();
+  auto info = RunCommand({"timeout", "1", StoreBinary(), "-s", dir + "/s.sock", "-m", "16M",
+                          "--log-level", "INFO"});
+  EXPECT_EQ(info.exit_code, 124) << info.err;
+  EXPECT_NE(info.out.find(" info plasmon-store: store serving"), std::string::npos) << info.out;
+  std::filesystem::remove_all(dir);
+}
+
+// Beyond what is free now (but not beyond what the host has): a warning, or
+// with --prefault, a refusal.
+TEST(StoreDaemonTest, MoreThanIsFreeWarnsAndCannotBePrefaulted) {
+  std::ifstream f("/proc/meminfo");
+  std::string info((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  auto field = [&](const std::string& name) {
+    size_t at = info.find(name + ":");
+    return at == std::string::npos ? 0 : std::stoull(info.substr(at + name.size() + 1)) * 1024;
+  };
+  uint64_t most = field("MemTotal") + field("SwapTotal");
+  uint64_t now = field("MemAvailable") + field("SwapFree");
+  // Half way, so that other tests' memory coming and going cannot move it
+  // across either line.
+  if (most < now + (uint64_t{1} << 30)) GTEST_SKIP() << "too little memory in use to step between";
+  std::string size = std::to_string((now + (most - now) / 2) >> 20) + "M";
+  auto refused = RunCommand({"timeout", "20", StoreBinary(), "-s",
+                             "/tmp/plasmon-unused-prefault.sock", "-m", size, "--prefault"});
+  EXPECT_EQ(refused.exit_code, 2) << refused.err;
+  EXPECT_NE(refused.err.find("has free now"), std::string::npos) << refused.err;
+  StoreProcess store({"-m", size});  // no pages are touched: it starts, warned
+  ASSERT_TRUE(store.started());
+  EXPECT_NE(store.Log().find("filling the store may fail or wake the OOM killer"),
+            std::string::npos) << store.Log();
+}
+
 TEST(StoreDaemonTest, HugepagesWithoutReservedPagesFailsClearly) {
   std::ifstream f("/proc/sys/vm/nr_hugepages");
   int reserved = 0;
@@ -116,7 +174,7 @@ TEST(StoreDaemonTest, HugepagesWithoutReservedPagesFailsClearly) {
   if (reserved > 0) GTEST_SKIP() << "huge pages are reserved here: the store would start";
   auto r = RunCommand({StoreBinary(), "-s", "/tmp/plasmon-unused-huge.sock", "-m", "64M",
                        "--hugepages"});
-  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.exit_code, 2);  // refused as a flag, before the arena is made
   EXPECT_NE(r.err.find("huge pages"), std::string::npos) << r.err;
 }
 

@@ -13,6 +13,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -33,25 +35,163 @@ int Fail(const std::string& what) {
   return 1;
 }
 
-bool ReadInput(const std::string& path, std::string* out, std::string* err) {
-  int fd = path == "-" ? STDIN_FILENO : ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    *err = "cannot open " + path + ": " + std::strerror(errno);
+// ---- put: input of any size, never held whole in this process's heap ----
+
+constexpr size_t kChunk = 1 << 20;
+
+// Reads up to `n` bytes at `dst` from `fd` (at `offset` if it is >= 0);
+// returns how many came before EOF (< n only at EOF).
+plasmon::Result<uint64_t> ReadUpTo(int fd, int64_t offset, char* dst, uint64_t n,
+                                   const std::string& name) {
+  uint64_t got = 0;
+  while (got < n) {
+    size_t want = static_cast<size_t>(std::min<uint64_t>(n - got, kChunk));
+    ssize_t r = offset >= 0 ? ::pread(fd, dst + got, want, offset + static_cast<int64_t>(got))
+                            : ::read(fd, dst + got, want);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return plasmon::Status::IOError("cannot read " + name + ": " + std::strerror(errno));
+    if (r == 0) break;
+    got += static_cast<uint64_t>(r);
+  }
+  return got;
+}
+
+plasmon::Status TooLarge(const std::string& name, uint64_t capacity) {
+  return plasmon::Status::OutOfMemory(name + " is larger than the store's capacity of " +
+                                      plasmon::FormatSize(capacity));
+}
+
+// The input of `put`: a regular file is read straight into the object, at
+// its size; a pipe or a device is read in chunks, as far as the store could
+// hold (its capacity), so that endless input ends in a clear OutOfMemory.
+class PutInput {
+ public:
+  ~PutInput() {
+    if (fd_ > STDIN_FILENO) ::close(fd_);
+  }
+  plasmon::Status Open(const std::string& path, uint64_t room) {
+    name_ = path == "-" ? "the input" : path;
+    fd_ = path == "-" ? STDIN_FILENO : ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd_ < 0) return plasmon::Status::IOError("cannot open " + path + ": " + std::strerror(errno));
+    struct stat st;
+    if (::fstat(fd_, &st) == 0 && S_ISREG(st.st_mode)) {
+      regular_ = true;
+      size_ = static_cast<uint64_t>(st.st_size);
+      if (size_ > room) return TooLarge(name_, room);
+      return plasmon::Status::OK();
+    }
+    for (;;) {  // a stream: into chunks, up to `room` bytes and one more
+      std::string chunk(kChunk, '\0');
+      uint64_t want = std::min<uint64_t>(kChunk, room + 1 - size_);
+      plasmon::Result<uint64_t> n = ReadUpTo(fd_, -1, chunk.data(), want, name_);
+      if (!n.ok()) return n.status();
+      chunk.resize(*n);
+      size_ += *n;
+      if (size_ > room) return TooLarge(name_, room);
+      if (*n == 0) return plasmon::Status::OK();
+      chunks_.push_back(std::move(chunk));
+    }
+  }
+  uint64_t size() const { return size_; }
+  // The content's ID (reads a file once more).
+  plasmon::Result<plasmon::ObjectID> ContentId() const {
+    plasmon::ContentIdBuilder b;
+    if (!regular_) {
+      for (const std::string& c : chunks_) b.Update(c);
+      return b.Finish();
+    }
+    std::string chunk(kChunk, '\0');
+    for (uint64_t at = 0; at < size_;) {
+      plasmon::Result<uint64_t> n = ReadUpTo(fd_, static_cast<int64_t>(at), chunk.data(),
+                                             std::min<uint64_t>(kChunk, size_ - at), name_);
+      if (!n.ok()) return n.status();
+      if (*n == 0) return Changed();
+      b.Update(std::string_view(chunk.data(), *n));
+      at += *n;
+    }
+    return b.Finish();
+  }
+  // Copies the content (exactly size() bytes) to `dst`.
+  plasmon::Status CopyTo(char* dst) const {
+    if (!regular_) {
+      for (const std::string& c : chunks_) {
+        std::memcpy(dst, c.data(), c.size());
+        dst += c.size();
+      }
+      return plasmon::Status::OK();
+    }
+    plasmon::Result<uint64_t> n = ReadUpTo(fd_, 0, dst, size_, name_);
+    if (!n.ok()) return n.status();
+    char extra;
+    if (*n != size_ || ::pread(fd_, &extra, 1, static_cast<int64_t>(size_)) != 0) return Changed();
+    return plasmon::Status::OK();
+  }
+
+ private:
+  plasmon::Status Changed() const {
+    return plasmon::Status::IOError(name_ + " changed size while it was read");
+  }
+  std::string name_;
+  int fd_ = -1;
+  bool regular_ = false;
+  uint64_t size_ = 0;
+  std::vector<std::string> chunks_;
+};
+
+// Stores `in` as `id` (derived from the content when `derive_id`); returns
+// the ID it was stored under.
+plasmon::Result<plasmon::ObjectID> Put(plasmon::Client& client, const PutInput& in,
+                                       plasmon::ObjectID id, bool derive_id,
+                                       const std::string& metadata) {
+  if (derive_id) {
+    plasmon::Result<plasmon::ObjectID> derived = in.ContentId();
+    if (!derived.ok()) return derived.status();
+    id = *derived;
+  }
+  plasmon::Status st;
+  if (in.size() + metadata.size() <= (1u << 20)) {
+    std::string data(in.size(), '\0');
+    PLASMON_RETURN_IF_ERROR(in.CopyTo(data.data()));
+    st = client.CreateAndSeal(id, data, metadata);
+  } else {
+    plasmon::Result<plasmon::MutableBuffer> buf = client.Create(id, in.size(), metadata);
+    st = buf.status();
+    if (buf.ok()) {
+      char* dst = reinterpret_cast<char*>(buf->data);
+      st = in.CopyTo(dst);
+      // A file that changed after it was hashed would be stored under the
+      // ID of other content.
+      if (st.ok() && derive_id && plasmon::ContentId(std::string_view(dst, in.size())) != id)
+        st = plasmon::Status::IOError("the input changed while it was read");
+      if (!st.ok()) {
+        plasmon::Status aborted = client.Abort(id);
+        (void)aborted;  // the store drops it with the connection anyway
+        return st;
+      }
+      st = client.Seal(id);
+    }
+  }
+  // Content-derived IDs name the content: if it is there, it is stored.
+  if (st.IsObjectExists() && derive_id) st = plasmon::Status::OK();
+  if (!st.ok()) return st;
+  return id;
+}
+
+// Milliseconds from the command line: an integer, -1 or more (-1: none or
+// forever, as the option says). Anything else, out-of-range numbers
+// included, is an error (CLI11 would saturate 99999999999999999999).
+bool ParseMs(const std::string& flag, const std::string& text, int64_t* out, std::string* err) {
+  int64_t v = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec == std::errc::result_out_of_range) {
+    *err = flag + " " + text + " is out of range (at most " + std::to_string(INT64_MAX) + " ms)";
     return false;
   }
-  char buf[1 << 16];
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof(buf));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      *err = "cannot read " + path + ": " + std::strerror(errno);
-      if (fd != STDIN_FILENO) ::close(fd);
-      return false;
-    }
-    if (n == 0) break;
-    out->append(buf, static_cast<size_t>(n));
+  if (ec != std::errc() || end != text.data() + text.size() || v < -1) {
+    *err = "invalid " + flag + " '" + text + "': expected milliseconds, -1 or more";
+    return false;
   }
-  if (fd != STDIN_FILENO) ::close(fd);
+  *out = v;
   return true;
 }
 
@@ -108,6 +248,13 @@ int main(int argc, char** argv) {
   std::string socket = env != nullptr && *env != '\0' ? env : kDefaultSocket;
   app.add_option("-s,--socket", socket,
                  "Store socket (default: $PLASMON_SOCKET, else /tmp/plasmon.sock)");
+  std::string request_timeout = "10000";
+  app.add_option("--timeout", request_timeout,
+                 "Give up on a store that does not answer within this many ms (-1: wait "
+                 "forever). get and fetch wait their own -t on top; their --timeout is that one, "
+                 "so give this before the command there")
+      ->capture_default_str();
+  app.fallthrough();  // `plasmon stats --timeout 500` as well as `plasmon --timeout 500 stats`
 
   std::vector<std::string> put_args;
   std::string metadata;
@@ -118,7 +265,7 @@ int main(int argc, char** argv) {
   put->add_option("--metadata", metadata, "Metadata bytes stored with the object");
 
   std::string get_id, out_path;
-  int64_t get_timeout = 0;
+  std::string get_timeout = "0";
   auto* get = app.add_subcommand("get", "Write an object's data to stdout or a file");
   get->add_option("ID", get_id, "Object ID (40 hex digits)")->required();
   get->add_option("-o,--output", out_path, "Write to this file instead of stdout");
@@ -128,7 +275,7 @@ int main(int argc, char** argv) {
   get->add_flag("-f,--fetch", get_fetch, "Fetch the object from another node if it is not here");
 
   std::vector<std::string> fetch_ids;
-  int64_t fetch_timeout = 10000;
+  std::string fetch_timeout = "10000";
   auto* fetch = app.add_subcommand(
       "fetch", "Make objects local, pulling them from the nodes that hold them (cluster only)");
   fetch->add_option("ID", fetch_ids, "Object IDs")->required();
@@ -155,39 +302,40 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
 
+  plasmon::ConnectOptions connect;
+  int64_t get_ms = 0, fetch_ms = 0;
+  std::string err;
+  if (!ParseMs("--timeout", request_timeout, &connect.request_timeout_ms, &err) ||
+      (*get && !ParseMs("get --timeout", get_timeout, &get_ms, &err)) ||
+      (*fetch && !ParseMs("fetch --timeout", fetch_timeout, &fetch_ms, &err)))
+    return Fail(err);
+  if (connect.request_timeout_ms == 0) return Fail("--timeout must be positive, or -1 for none");
   plasmon::Client client;
-  if (auto st = client.Connect(socket); !st.ok()) return Fail(st.ToString());
+  if (auto st = client.Connect(socket, connect); !st.ok()) return Fail(st.ToString());
 
   if (*put) {
-    std::string file = put_args.back();
     plasmon::ObjectID id;
     if (put_args.size() == 2) {
       auto parsed = ParseId(put_args[0]);
       if (!parsed) return Fail(BadId(put_args[0]));
       id = *parsed;
     }
-    std::string data, err;
-    if (!ReadInput(file, &data, &err)) return Fail(err);
-    if (put_args.size() == 1) id = plasmon::ContentId(data);
-    plasmon::Status st;
-    if (data.size() + metadata.size() <= (1u << 20)) {
-      st = client.CreateAndSeal(id, data, metadata);
-    } else {
-      auto buf = client.Create(id, data.size(), metadata);
-      if (!buf.ok()) return Fail(buf.status().ToString());
-      std::memcpy(buf->data, data.data(), data.size());
-      st = client.Seal(id);
-    }
-    // Content-derived IDs name the content: if it is there, it is stored.
-    if (st.IsObjectExists() && put_args.size() == 1) st = plasmon::Status::OK();
-    if (!st.ok()) return Fail(st.ToString());
-    std::printf("%s\n", id.Hex().c_str());
+    // Input beyond what the store can hold is refused before it is read
+    // whole (a file) or as soon as it runs past (a stream).
+    auto store = client.Stats();
+    if (!store.ok()) return Fail(store.status().ToString());
+    uint64_t room = store->capacity > metadata.size() ? store->capacity - metadata.size() : 0;
+    PutInput in;
+    if (auto st = in.Open(put_args.back(), room); !st.ok()) return Fail(st.ToString());
+    auto stored = Put(client, in, id, put_args.size() == 1, metadata);
+    if (!stored.ok()) return Fail(stored.status().ToString());
+    std::printf("%s\n", stored->Hex().c_str());
     return 0;
   }
   if (*get) {
     auto id = ParseId(get_id);
     if (!id) return Fail(BadId(get_id));
-    auto got = client.Get({*id}, get_timeout, plasmon::GetOptions{get_fetch});
+    auto got = client.Get({*id}, get_ms, plasmon::GetOptions{get_fetch});
     if (!got.ok()) return Fail(got.status().ToString());
     const plasmon::ObjectBuffer& b = (*got)[0];
     if (!b.valid()) return Fail(b.status().ToString());
@@ -269,7 +417,7 @@ int main(int argc, char** argv) {
       ids.push_back(*id);
     }
     auto t0 = std::chrono::steady_clock::now();
-    auto res = client.Fetch(ids, fetch_timeout);
+    auto res = client.Fetch(ids, fetch_ms);
     double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     if (!res.ok()) return Fail(res.status().ToString());
     int rc = 0;

@@ -9,17 +9,34 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <memory>
 
+#include "core/arena.h"
 #include "core/size.h"
 #include "store/store.h"
 #include "transport/factory.h"
 
 namespace {
 plasmon::Store* volatile g_store = nullptr;
+
+// A --log-level in any case; nullopt for anything else (spdlog's own
+// from_str turns every unknown name into "off", hiding all errors).
+std::optional<spdlog::level::level_enum> ParseLogLevel(std::string name) {
+  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (name == "warn") name = "warning";
+  if (name == "err") name = "error";
+  for (int l = spdlog::level::trace; l < spdlog::level::n_levels; l++) {
+    auto level = static_cast<spdlog::level::level_enum>(l);
+    spdlog::string_view_t n = spdlog::level::to_string_view(level);
+    if (name == std::string_view(n.data(), n.size())) return level;
+  }
+  return std::nullopt;
+}
+
 volatile sig_atomic_t g_stop_requested = 0;
 // Installed before the socket exists: a SIGTERM that comes while the store
 // starts is remembered (not the default action, which would leave the socket).
@@ -53,7 +70,7 @@ int main(int argc, char** argv) {
                  "(unless --socket-mode says otherwise)");
   app.add_option("--socket-mode", socket_mode, "Octal file mode of the socket")
       ->capture_default_str();
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, off")
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical, off (any case)")
       ->capture_default_str();
   std::string backlog = "64M";
   app.add_option("--max-client-backlog", backlog,
@@ -101,15 +118,31 @@ int main(int argc, char** argv) {
                  "--listen address, ephemeral port)");
   CLI11_PARSE(app, argc, argv);
 
-  spdlog::set_level(spdlog::level::from_str(log_level));
+  std::optional<spdlog::level::level_enum> level = ParseLogLevel(log_level);
+  if (!level) {
+    std::fprintf(stderr, "plasmon-store: invalid --log-level '%s' (trace, debug, info, warn, "
+                         "error, critical or off)\n", log_level.c_str());
+    return 2;
+  }
+  spdlog::set_level(*level);
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ plasmon-store: %v");
   std::optional<uint64_t> size = plasmon::ParseSize(memory);
   if (!size || *size == 0) {
-    std::fprintf(stderr, "plasmon-store: invalid --memory '%s' (expected e.g. 512M, 4G)\n",
-                 memory.c_str());
+    std::fprintf(stderr, "plasmon-store: invalid --memory '%s' (expected e.g. 512M, 4G%s)\n",
+                 memory.c_str(), size ? "" : "; at most 64T");
     return 2;
   }
   opts.arena.size = *size;
+  // Before anything starts: a size the host cannot back would fail only
+  // when the arena fills, by the OOM killer.
+  plasmon::Result<std::string> backing = plasmon::CheckArenaBacking(opts.arena);
+  if (!backing.ok()) {
+    std::fprintf(stderr, "plasmon-store: invalid --memory '%s': %s\n", memory.c_str(),
+                 backing.status().message().c_str());
+    return 2;
+  }
+  if (!backing->empty())
+    spdlog::warn("--memory {}: {} (--prefault would refuse it)", memory, *backing);
   std::optional<uint64_t> max_backlog = plasmon::ParseSize(backlog);
   if (!max_backlog || *max_backlog < 4096) {
     std::fprintf(stderr, "plasmon-store: invalid --max-client-backlog '%s' (at least 4K)\n",

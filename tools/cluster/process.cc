@@ -1,6 +1,7 @@
 #include "tools/cluster/process.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -212,6 +213,13 @@ CommandResult RunCommand(const std::vector<std::string>& args, const RunOptions&
   // Its stdin is fed from a thread, so that a large input cannot deadlock
   // against its output.
   std::thread feeder([&] {
+    // A command may exit before it reads all of its input: that is EPIPE
+    // here, not a SIGPIPE that kills the caller (the signal is thread-
+    // directed and dies, blocked, with this thread).
+    sigset_t pipe;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
     size_t off = 0;
     while (off < o.input.size()) {
       ssize_t n = ::write(in[1], o.input.data() + off, o.input.size() - off);

@@ -74,6 +74,17 @@ struct MutableBuffer {
   uint64_t size = 0;
 };
 
+// How this process talks to the store (Client::Connect).
+struct ConnectOptions {
+  // How long a request may go unanswered before the call returns Timeout:
+  // every call but the waits of Get and Fetch, which get this long on top
+  // of their own timeout (none if that is -1), and Connect itself. A store
+  // that misses it is taken for hung (stopped, or stuck): the connection is
+  // closed, the store frees what this client held as after Disconnect, and
+  // later calls return Disconnected; connect again to go on. -1: no deadline.
+  int64_t request_timeout_ms = 10'000;
+};
+
 // Options of one client connection (Client::SetOptions).
 struct ClientOptions {
   // Bytes reserved for the objects this client creates (Arrow Plasma's
@@ -119,8 +130,9 @@ class Client {
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
 
-  // Connects to the store at `socket_path` and maps its memory.
-  Status Connect(const std::string& socket_path);
+  // Connects to the store at `socket_path` and maps its memory. Timeout if
+  // the store does not answer within options.request_timeout_ms.
+  Status Connect(const std::string& socket_path, const ConnectOptions& options = {});
   // Closes the connection. The store releases every reference this client
   // holds and aborts every object it created and did not seal.
   void Disconnect();
