@@ -142,29 +142,32 @@ TEST(StoreDaemonTest, SizesTheHostCannotBackAndUnknownLogLevelsAreRefused) {
   std::filesystem::remove_all(dir);
 }
 
-// Beyond what is free now (but not beyond what the host has): a warning, or
-// with --prefault, a refusal.
+// Beyond what is free now (but not beyond what the backing has): a warning,
+// or with --prefault, a refusal; beyond the backing's size: refused. On a
+// 64 MiB tmpfs of our own (a private mount namespace) with 40 MiB taken.
 TEST(StoreDaemonTest, MoreThanIsFreeWarnsAndCannotBePrefaulted) {
-  std::ifstream f("/proc/meminfo");
-  std::string info((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  auto field = [&](const std::string& name) {
-    size_t at = info.find(name + ":");
-    return at == std::string::npos ? 0 : std::stoull(info.substr(at + name.size() + 1)) * 1024;
+  std::string dir = testing::TempDir();
+  auto run = [&](const std::string& flags) {
+    std::string script = "mount -t tmpfs -o size=64M plasmon-test \"$0\" && "
+                         "head -c 41943040 /dev/zero > \"$0/taken\" && "
+                         "exec timeout 1 \"$1\" -s \"$0/s.sock\" -d \"$0\" " + flags;
+    return RunCommand({"unshare", "-m", "/bin/sh", "-c", script, dir, StoreBinary()});
   };
-  uint64_t most = field("MemTotal") + field("SwapTotal");
-  uint64_t now = field("MemAvailable") + field("SwapFree");
-  // Half way, so that other tests' memory coming and going cannot move it
-  // across either line.
-  if (most < now + (uint64_t{1} << 30)) GTEST_SKIP() << "too little memory in use to step between";
-  std::string size = std::to_string((now + (most - now) / 2) >> 20) + "M";
-  auto refused = RunCommand({"timeout", "20", StoreBinary(), "-s",
-                             "/tmp/plasmon-unused-prefault.sock", "-m", size, "--prefault"});
-  EXPECT_EQ(refused.exit_code, 2) << refused.err;
-  EXPECT_NE(refused.err.find("has free now"), std::string::npos) << refused.err;
-  StoreProcess store({"-m", size});  // no pages are touched: it starts, warned
-  ASSERT_TRUE(store.started());
-  EXPECT_NE(store.Log().find("filling the store may fail or wake the OOM killer"),
-            std::string::npos) << store.Log();
+  auto warned = run("-m 32M");
+  EXPECT_EQ(warned.exit_code, 124) << warned.err;  // it ran until timeout(1) stopped it
+  EXPECT_NE(warned.out.find("--memory 32M: 32 MiB is more than the file system of " + dir +
+                            " has free now (24 MiB): filling the store may fail or wake the OOM "
+                            "killer"), std::string::npos) << warned.out << warned.err;
+  auto prefault = run("-m 32M --prefault");
+  EXPECT_EQ(prefault.exit_code, 2) << prefault.err;
+  EXPECT_NE(prefault.err.find("has free now (24 MiB): it cannot be prefaulted"), std::string::npos)
+      << prefault.err;
+  auto never = run("-m 65M");
+  EXPECT_EQ(never.exit_code, 2) << never.err;
+  EXPECT_NE(never.err.find("65 MiB is more than the file system of " + dir +
+                           " can ever hold (64 MiB)"), std::string::npos) << never.err;
+  EXPECT_EQ(run("-m 16M --prefault").exit_code, 124);  // fits: serves
+  std::filesystem::remove_all(dir);
 }
 
 TEST(StoreDaemonTest, HugepagesWithoutReservedPagesFailsClearly) {
