@@ -35,6 +35,11 @@ struct StoreOptions {
   // Needs `directory`: their endpoints are published in the node record.
   std::vector<std::shared_ptr<Transport>> transports;
   int transfer_threads = 4;  // pulls in flight at once
+  // IDs that waiting Gets and Fetches may name, per client and in all (each
+  // request counts as its IDs plus WaitBudget::kRequestCharge). A request
+  // that would pass either limit is refused with OutOfMemory.
+  uint64_t max_waiting_ids_per_client = 256u << 10;
+  uint64_t max_waiting_ids = 2u << 20;
 };
 
 class Store {
