@@ -160,14 +160,16 @@ TEST(LocalAmplificationTest, WaitingIdsPastTheLimitsAreRefusedAndNothingElseIsLo
 TEST(LocalAmplificationTest, AClientThatGoesGivesItsBudgetBack) {
   StoreProcess store({"-m", "64M", "--max-waiting-ids", std::to_string(Charge(1000))});
   ASSERT_TRUE(store.started());
+  Client c;
+  ASSERT_TRUE(c.Connect(store.socket()).ok());
+  ObjectID id = ObjectID::Random();
   {
     RawClient a(store.socket());
     a.Get(10, RandomIds(1000));
     a.Sync(11);
+    auto full = c.Get({id}, 1);  // the store's budget is a's
+    EXPECT_TRUE(full.status().IsOutOfMemory()) << full.status().ToString();
   }
-  Client c;
-  ASSERT_TRUE(c.Connect(store.socket()).ok());
-  ObjectID id = ObjectID::Random();
   Status st;
   for (int i = 0; i < 200; i++) {  // until the store has seen the hang-up
     auto got = c.Get({id}, 1);
