@@ -180,6 +180,18 @@ TEST(LocalAmplificationTest, AClientThatGoesGivesItsBudgetBack) {
   EXPECT_TRUE(st.ok()) << st.ToString();
 }
 
+// The defaults: 16 waiting Gets of the largest batch per client.
+TEST(LocalAmplificationTest, TheIssuesLoadOnOneConnectionStopsAtTheDefaultLimit) {
+  StoreProcess store({"-m", "16M"});
+  ASSERT_TRUE(store.started());
+  RawClient a(store.socket());
+  for (int i = 0; i < 17; i++) a.Get(100 + i, RandomIds(p::kMaxBatch));
+  auto refused = a.ReadReply<p::GetReply>(116);
+  EXPECT_TRUE(refused.status.IsOutOfMemory()) << refused.status.ToString();
+  EXPECT_NE(refused.status.message().find("limit of 262400"), std::string::npos)
+      << refused.status.ToString();
+}
+
 uint64_t VmRssBytes(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
   std::string line;
