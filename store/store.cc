@@ -135,7 +135,7 @@ class Store::Impl : public TableListener, public ObjectSource, public SessionOwn
   void DoWhere(Session* s, const p::FrameHeader& h, const ObjectID& id);
   void DoFetch(Session* s, const p::FrameHeader& h, p::FetchRequest r);
   void Notify(const Notification& n);
-  // Fills slot `i` of `g` if its object is visible; takes a reference.
+  // If `id`'s object is visible, takes a reference to it for `s`.
   bool TryFill(Session* s, const ObjectID& id);
   void SendGetReply(const PendingGet& g);
   void AnswerWaitingGet(const PendingGet& g) {
