@@ -1,6 +1,8 @@
 #include "core/allocator.h"
 
+#include <algorithm>
 #include <cassert>
+#include <iterator>
 
 namespace plasmon {
 
@@ -49,6 +51,30 @@ void Allocator::Free(uint64_t offset, uint64_t size) {
     }
   }
   InsertFree(offset, size);
+}
+
+void Allocator::FreePlan::Free(uint64_t offset, uint64_t size) {
+  uint64_t begin = offset, end = offset + RoundUp(size);
+  // A free neighbour is either in a planned range already (it met an earlier
+  // planned free) or still one of the allocator's own: ranges are maximal,
+  // so the planned one, if any, ends or starts exactly at this range.
+  auto next = merged_.lower_bound(end);
+  if (next != merged_.end() && next->first == end) {
+    end += next->second;
+    next = merged_.erase(next);
+  } else if (auto f = a_.by_offset_.find(end); f != a_.by_offset_.end()) {
+    end += f->second;
+  }
+  auto prev = next == merged_.begin() ? merged_.end() : std::prev(next);
+  if (prev != merged_.end() && prev->first + prev->second == begin) {
+    begin = prev->first;
+    merged_.erase(prev);
+  } else if (auto f = a_.by_offset_.lower_bound(begin); f != a_.by_offset_.begin()) {
+    --f;
+    if (f->first + f->second == begin) begin = f->first;
+  }
+  merged_.emplace(begin, end - begin);
+  largest_ = std::max(largest_, end - begin);
 }
 
 uint64_t Allocator::largest_free() const {

@@ -41,6 +41,25 @@ class Allocator {
   uint64_t free_ranges() const { return by_offset_.size(); }
   uint64_t largest_free() const;
 
+  // What freeing some live ranges would leave, found without freeing them:
+  // the ranges planned so far are coalesced with one another and with the
+  // free ranges beside them, as Free would. O(log n) per range. The
+  // allocator must not change while a plan is in use.
+  class FreePlan {
+   public:
+    explicit FreePlan(const Allocator& a) : a_(a), largest_(a.largest_free()) {}
+    // REQUIRES: (offset, size) is live, and not in this plan yet.
+    void Free(uint64_t offset, uint64_t size);
+    // The largest free range there would be: Allocate(n) would succeed for
+    // every n up to it.
+    uint64_t largest() const { return largest_; }
+
+   private:
+    const Allocator& a_;
+    std::map<uint64_t, uint64_t> merged_;  // offset -> size: ranges holding planned frees
+    uint64_t largest_;
+  };
+
  private:
   void InsertFree(uint64_t offset, uint64_t size);
   void EraseFree(std::map<uint64_t, uint64_t>::iterator it);

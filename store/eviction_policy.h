@@ -21,6 +21,9 @@ class LruPolicy {
   size_t size() const { return order_.size(); }
   // The least recently used. REQUIRES: !empty().
   const ObjectID& Oldest() const { return order_.front(); }
+  // Oldest first: the order eviction takes them in.
+  std::list<ObjectID>::const_iterator begin() const { return order_.begin(); }
+  std::list<ObjectID>::const_iterator end() const { return order_.end(); }
 
  private:
   std::list<ObjectID> order_;

@@ -46,42 +46,53 @@ Result<ObjectEntry*> ObjectTable::Create(const ObjectID& id, uint64_t data_size,
   }
   const uint64_t size = data_size + metadata_size;
   const uint64_t need = Allocator::RoundUp(size);
-  uint64_t freed = 0, count = 0;
   auto quota = quotas_.find(creator);
-  if (quota != quotas_.end()) {
-    // Room within the creator's quota, from its own objects only.
-    Quota& q = quota->second;
-    if (need > q.limit)
-      return Status::OutOfMemory("object " + id.Hex() + " of " + FormatSize(size) +
-                                 " is larger than this client's memory quota of " +
-                                 FormatSize(q.limit));
-    if (!EvictUntil(&q.lru, [&] { return q.used + need <= q.limit; }, &freed, &count))
+  Quota* q = quota == quotas_.end() ? nullptr : &quota->second;
+  const uint64_t shared = alloc_.capacity() - reserved_;
+  if (q != nullptr && need > q->limit)
+    return Status::OutOfMemory("object " + id.Hex() + " of " + FormatSize(size) +
+                               " is larger than this client's memory quota of " +
+                               FormatSize(q->limit));
+  if (q == nullptr && need > shared)
+    return Status::OutOfMemory("object " + id.Hex() + " of " + FormatSize(size) +
+                               " is larger than the " + FormatSize(shared) +
+                               " that clients' memory quotas leave to share");
+  // Evict only what makes room: if even evicting all that may go would not,
+  // fail now and keep the cache.
+  switch (PlanRoom(q, need)) {
+    case Room::kFits:
+      break;
+    case Room::kQuotaFull:
       return Status::OutOfMemory("no room for object " + id.Hex() + " of " + FormatSize(size) +
-                                 " in this client's memory quota of " + FormatSize(q.limit) +
-                                 ": its referenced or unsealed objects hold " +
-                                 FormatSize(q.used));
-  } else {
-    const uint64_t shared = alloc_.capacity() - reserved_;
-    if (need > shared)
-      return Status::OutOfMemory("object " + id.Hex() + " of " + FormatSize(size) +
-                                 " is larger than the " + FormatSize(shared) +
-                                 " that clients' memory quotas leave to share");
-    EvictUntil(&lru_, [&] { return shared_used_ + need <= shared; }, &freed, &count);
+                                 " in this client's memory quota of " + FormatSize(q->limit) +
+                                 ": its referenced or unsealed objects hold too much of it");
+    case Room::kNoRange:
+      return Status::OutOfMemory(
+          "no room for object " + id.Hex() + " of " + FormatSize(size) + ", even after evicting: " +
+          FormatSize(alloc_.capacity() - alloc_.used()) + " free (at most " +
+          FormatSize(alloc_.largest_free()) +
+          " in one piece), the rest held by referenced or unsealed objects" +
+          (reserved_ > 0 ? " or reserved by clients' memory quotas" : ""));
   }
+  uint64_t freed = 0, count = 0;
+  // Room in the accounts first: within the creator's quota from its own
+  // objects only, or within the shared part.
+  if (q != nullptr)
+    EvictUntil(&q->lru, [&] { return q->used + need <= q->limit; }, &freed, &count);
+  else
+    EvictUntil(&lru_, [&] { return shared_used_ + need <= shared; }, &freed, &count);
   // Then a free range: the quota's own objects first, then the shared ones
   // (a quota reserves bytes, not addresses).
   std::optional<uint64_t> offset;
   auto allocated = [&] { return (offset = alloc_.Allocate(size)).has_value(); };
-  if (quota == quotas_.end() || !EvictUntil(&quota->second.lru, allocated, &freed, &count))
+  if (q == nullptr || !EvictUntil(&q->lru, allocated, &freed, &count))
     EvictUntil(&lru_, allocated, &freed, &count);
   if (count > 0) {
     spdlog::debug("evicted {} objects ({}) for create of {}", count, FormatSize(freed), id.Hex());
   }
-  if (!offset) {
-    return Status::OutOfMemory("no room for object " + id.Hex() + " of " + FormatSize(size) +
-                               ": " + FormatSize(alloc_.capacity() - alloc_.used()) +
-                               " free, the rest held by referenced or unsealed objects" +
-                               (reserved_ > 0 ? " or reserved by clients' memory quotas" : ""));
+  if (!offset) {  // PlanRoom said it would fit
+    spdlog::error("create of {}: evicted {} objects and still found no room", id.Hex(), count);
+    return Status::OutOfMemory("no room for object " + id.Hex() + " of " + FormatSize(size));
   }
   ObjectEntry& e = objects_[id];
   e.id = id;
@@ -174,6 +185,28 @@ std::pair<uint64_t, uint64_t> ObjectTable::Evict(uint64_t bytes) {
       if (EvictUntil(&q.lru, enough, &freed, &count)) break;
   }
   return {freed, count};
+}
+
+ObjectTable::Room ObjectTable::PlanRoom(const Quota* q, uint64_t need) const {
+  // Walks the LRU lists as Create's eviction would, freeing nothing.
+  Allocator::FreePlan plan(alloc_);
+  auto plan_free = [&](const ObjectID& id) {
+    const ObjectEntry& v = objects_.at(id);
+    plan.Free(v.offset, v.total_size());
+    return Allocator::RoundUp(v.total_size());
+  };
+  const LruPolicy& first = q != nullptr ? q->lru : lru_;
+  auto it = first.begin();
+  uint64_t used = q != nullptr ? q->used : shared_used_;
+  const uint64_t limit = q != nullptr ? q->limit : alloc_.capacity() - reserved_;
+  while (used + need > limit && it != first.end()) used -= plan_free(*it++);
+  // Only a quota refuses on its account; the shared part goes on to look
+  // for a range, as Create does.
+  if (q != nullptr && used + need > limit) return Room::kQuotaFull;
+  while (plan.largest() < need && it != first.end()) plan_free(*it++);
+  if (q != nullptr)
+    for (auto s = lru_.begin(); plan.largest() < need && s != lru_.end(); ++s) plan_free(*s);
+  return plan.largest() >= need ? Room::kFits : Room::kNoRange;
 }
 
 template <typename Fits>

@@ -63,7 +63,10 @@ class ObjectTable {
   ObjectTable(uint8_t* arena_base, uint64_t capacity, TableListener* listener);
   ~ObjectTable();
 
-  // Allocates an unsealed object, evicting LRU objects if needed.
+  // Allocates an unsealed object, evicting LRU objects if needed, and only
+  // if evicting makes room: a Create that would not fit even after evicting
+  // everything evictable (its bytes, or one range of them: the allocator's
+  // fragmentation counts) fails at once with OutOfMemory and evicts nothing.
   Result<ObjectEntry*> Create(const ObjectID& id, uint64_t data_size, uint64_t metadata_size,
                               uint32_t creator);
   // Seals an object `client` created. The object becomes visible. A digest
@@ -127,6 +130,11 @@ class ObjectTable {
     LruPolicy lru;      // its evictable objects
     std::unordered_set<ObjectID, ObjectIDHash> members;
   };
+  enum class Room { kFits, kQuotaFull, kNoRange };
+  // Whether Create's evictions, in their order (LRU), would make room for
+  // `need` allocation units in quota `q` (null: the shared part): exact,
+  // with free ranges coalesced as they would be. Evicts nothing.
+  Room PlanRoom(const Quota* q, uint64_t need) const;
   void Remove(ObjectEntry* e, Notification::Kind kind);
   void MakeEvictable(ObjectEntry* e);
   void MakeUnevictable(ObjectEntry* e);

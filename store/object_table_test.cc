@@ -138,6 +138,68 @@ TEST_F(ObjectTableTest, ReferencedAndUnsealedObjectsAreNeverEvicted) {
   EXPECT_TRUE(r.status().IsOutOfMemory()) << r.status().ToString();
 }
 
+// Eight 8 KiB objects fill the table; every other one is referenced, so no
+// two free neighbours can ever meet: 32 KiB are evictable, but no more than
+// 8 KiB in one piece.
+TEST_F(ObjectTableTest, CreateThatEvictionCannotPlaceFailsAtOnceAndKeepsTheCache) {
+  std::vector<ObjectID> held, evictable;
+  for (int i = 0; i < 8; i++) {
+    ObjectID id = Put(8192);
+    if (i % 2 == 0) {
+      table_.AddRef(table_.Find(id));
+      held.push_back(id);
+    } else {
+      evictable.push_back(id);
+    }
+  }
+  rec_.events.clear();
+  // 32 KiB evictable, yet fragmented: 16 KiB cannot fit, and nothing goes.
+  auto r = table_.Create(ObjectID::Random(), 16384, 0, 1);
+  EXPECT_TRUE(r.status().IsOutOfMemory()) << r.status().ToString();
+  EXPECT_EQ(table_.Stats().evictions, 0u);
+  EXPECT_TRUE(rec_.events.empty());
+  for (const ObjectID& id : evictable) EXPECT_NE(table_.Find(id), nullptr);
+  // More than all the evictable bytes: the same.
+  r = table_.Create(ObjectID::Random(), 40000, 0, 1);
+  EXPECT_TRUE(r.status().IsOutOfMemory()) << r.status().ToString();
+  EXPECT_EQ(table_.Stats().evictions, 0u);
+  // What one eviction places still evicts, the oldest only.
+  ASSERT_TRUE(table_.Create(ObjectID::Random(), 8192, 0, 1).ok());
+  EXPECT_EQ(table_.Find(evictable[0]), nullptr);
+  for (size_t i = 1; i < evictable.size(); i++) EXPECT_NE(table_.Find(evictable[i]), nullptr);
+  EXPECT_EQ(table_.Stats().evictions, 1u);
+}
+
+// Freeing in LRU order until a piece is large enough: the two neighbours at
+// the end are evicted, and so is the oldest one before them (it was first in
+// line), but not the younger ones after them.
+TEST_F(ObjectTableTest, CreateEvictsInLruOrderUntilOnePieceFits) {
+  std::vector<ObjectID> ids;
+  for (int i = 0; i < 8; i++) ids.push_back(Put(8192));
+  // Referenced: 1, 3 and 5; evictable in LRU order: 0, 6, 7, 2, 4.
+  for (int i : {1, 3, 5}) table_.AddRef(table_.Find(ids[i]));
+  for (int i : {2, 4}) {
+    table_.AddRef(table_.Find(ids[i]));
+    table_.Release(table_.Find(ids[i]));
+  }
+  ASSERT_TRUE(table_.Create(ObjectID::Random(), 16384, 0, 1).ok());
+  for (int i : {0, 6, 7}) EXPECT_EQ(table_.Find(ids[i]), nullptr) << i;
+  for (int i : {1, 2, 3, 4, 5}) EXPECT_NE(table_.Find(ids[i]), nullptr) << i;
+  EXPECT_EQ(table_.Stats().evictions, 3u);
+}
+
+TEST_F(ObjectTableTest, CreateOverAQuotaThatEvictionCannotFreeKeepsTheQuotasObjects) {
+  ASSERT_TRUE(table_.SetQuota(5, 16384).ok());
+  ObjectID held = Put(8192, 5), cached = Put(8192, 5);
+  table_.AddRef(table_.Find(held));
+  auto r = table_.Create(ObjectID::Random(), 16384, 0, 5);
+  EXPECT_TRUE(r.status().IsOutOfMemory()) << r.status().ToString();
+  EXPECT_NE(table_.Find(cached), nullptr);
+  EXPECT_EQ(table_.Stats().evictions, 0u);
+  ASSERT_TRUE(table_.Create(ObjectID::Random(), 8192, 0, 5).ok());
+  EXPECT_EQ(table_.Find(cached), nullptr);
+}
+
 TEST_F(ObjectTableTest, ObjectLargerThanCapacityFailsAtOnce) {
   ObjectID keep = Put(1000);
   auto r = table_.Create(ObjectID::Random(), kCapacity + 1, 0, 1);

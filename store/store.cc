@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -42,10 +43,10 @@ constexpr uint32_t kMaxWaitingPerSession = 1024;
 // the dispatched xxh3's 13 GB/s, 4 ms at SSE2's), on the hashing thread above.
 constexpr uint64_t kDigestOnLoopMax = 4u << 20;
 
-// A Get that waits for objects to be sealed.
-struct PendingGet : WaitingRequest {
-  std::vector<p::GetReply::Entry> entries;  // per slot
-};
+// A Get that waits for objects to be sealed. Its settled slots hold a
+// reference each (in the session's refs); their locations are read from the
+// table when it is answered, so that a waiting slot costs no more than its ID.
+struct PendingGet : WaitingRequest {};
 }  // namespace
 
 class Store::Impl : public TableListener, public ObjectSource, public SessionOwner {
@@ -58,8 +59,9 @@ class Store::Impl : public TableListener, public ObjectSource, public SessionOwn
         listen_fd_(std::move(listen_fd)),
         spare_fd_(::open("/dev/null", O_RDONLY | O_CLOEXEC)),
         spare_fd2_(::open("/dev/null", O_RDONLY | O_CLOEXEC)),
-        gets_(loop_.get(), [this](PendingGet& g) { SendGetReply(g); },
-              [this](PendingGet& g) { SendGetReply(g); }) {
+        wait_budget_(o.max_waiting_ids_per_client, o.max_waiting_ids),
+        gets_(loop_.get(), [this](PendingGet& g) { AnswerWaitingGet(g); },
+              [this](PendingGet& g) { AnswerWaitingGet(g); }) {
     loop_->SetDispatchLock(&table_mu_);
   }
 
@@ -92,6 +94,7 @@ class Store::Impl : public TableListener, public ObjectSource, public SessionOwn
     fetcher_ = std::make_unique<Fetcher>(
         loop_.get(), &table_, directory_.get(), transports_, opts_.transfer_threads,
         [this](uint32_t sid, uint64_t request_id, p::FetchReply rep) {
+          RefundFetch(sid, request_id);
           if (Session* s = FindSession(sid))
             s->Send(p::MakeFrame(p::ReplyType(p::MessageType::kFetch), request_id, rep));
         });
@@ -132,9 +135,15 @@ class Store::Impl : public TableListener, public ObjectSource, public SessionOwn
   void DoWhere(Session* s, const p::FrameHeader& h, const ObjectID& id);
   void DoFetch(Session* s, const p::FrameHeader& h, p::FetchRequest r);
   void Notify(const Notification& n);
-  // Fills slot `i` of `g` if its object is visible; takes a reference.
-  bool TryFill(Session* s, PendingGet* g, size_t i);
-  void SendGetReply(PendingGet& g);
+  // If `id`'s object is visible, takes a reference to it for `s`.
+  bool TryFill(Session* s, const ObjectID& id);
+  void SendGetReply(const PendingGet& g);
+  void AnswerWaitingGet(const PendingGet& g) {
+    wait_budget_.Refund(g.session, g.ids.size());
+    SendGetReply(g);
+  }
+  // A Fetch was answered: its charge to the wait budget ends.
+  void RefundFetch(uint32_t sid, uint64_t request_id);
 
   StoreOptions opts_;
   Arena arena_;
@@ -155,6 +164,11 @@ class Store::Impl : public TableListener, public ObjectSource, public SessionOwn
   uint32_t next_session_ = kFirstSessionId;
   std::unordered_map<uint32_t, std::unique_ptr<Session>> sessions_;
   std::vector<uint32_t> subscribers_;
+  // What waiting Gets and Fetches hold; charged before they wait.
+  WaitBudget wait_budget_;
+  // The charges of Fetches not answered yet, by (session, request id): the
+  // fetcher answers through a callback that names only these.
+  std::multimap<std::pair<uint32_t, uint64_t>, size_t> fetch_charges_;
   WaitQueue<PendingGet> gets_;
 };
 
@@ -212,14 +226,29 @@ void Store::Impl::DoWhere(Session* s, const p::FrameHeader& h, const ObjectID& i
 }
 
 void Store::Impl::DoFetch(Session* s, const p::FrameHeader& h, p::FetchRequest r) {
+  p::FetchReply refused;
   if (r.timeout_ms != 0 && fetcher_->WaitingFor(s->id()) >= kMaxWaitingPerSession) {
-    p::FetchReply rep;
-    rep.status = Status::InvalidArgument("too many Fetches waiting on this connection (limit " +
-                                         std::to_string(kMaxWaitingPerSession) + ")");
-    Reply(s, h, rep);
+    refused.status = Status::InvalidArgument("too many Fetches waiting on this connection (limit " +
+                                             std::to_string(kMaxWaitingPerSession) + ")");
+    Reply(s, h, refused);
     return;
   }
+  // Charged for all it names until answered (often at once): even a Fetch
+  // that does not wait holds its IDs while their lookups run.
+  refused.status = wait_budget_.Charge(s->id(), r.ids.size(), "Fetch");
+  if (!refused.status.ok()) {
+    Reply(s, h, refused);
+    return;
+  }
+  fetch_charges_.emplace(std::make_pair(s->id(), h.request_id), r.ids.size());
   fetcher_->Request(s->id(), h.request_id, std::move(r));
+}
+
+void Store::Impl::RefundFetch(uint32_t sid, uint64_t request_id) {
+  auto it = fetch_charges_.find(std::make_pair(sid, request_id));
+  if (it == fetch_charges_.end()) return;
+  wait_budget_.Refund(sid, it->second);
+  fetch_charges_.erase(it);
 }
 
 // ---- ObjectSource ----
@@ -548,13 +577,11 @@ void Store::Impl::DoDigest(Session* s, const p::FrameHeader& h, const ObjectID& 
   Reply(s, h, rep);
 }
 
-bool Store::Impl::TryFill(Session* s, PendingGet* g, size_t i) {
-  ObjectEntry* e = table_.Find(g->ids[i]);
+bool Store::Impl::TryFill(Session* s, const ObjectID& id) {
+  ObjectEntry* e = table_.Find(id);
   if (e == nullptr || !e->visible()) return false;
   table_.AddRef(e);
   s->refs[e->id]++;
-  g->entries[i].code = StatusCode::kOk;
-  g->entries[i].location = {0, e->offset, e->data_size, e->metadata_size};
   return true;
 }
 
@@ -570,24 +597,35 @@ void Store::Impl::DoGet(Session* s, const p::FrameHeader& h, p::GetRequest r) {
   g.session = s->id();
   g.request_id = h.request_id;
   g.InitSlots(std::move(r.ids));
-  g.entries.resize(g.ids.size());
   for (size_t i = 0; i < g.ids.size(); i++)
-    if (TryFill(s, &g, i)) g.Settle(i);
+    if (TryFill(s, g.ids[i])) g.Settle(i);
   if (g.remaining == 0 || r.timeout_ms == 0) {
     SendGetReply(g);
+    return;
+  }
+  if (Status st = wait_budget_.Charge(s->id(), g.ids.size(), "Get"); !st.ok()) {
+    // Refused whole: the references its present objects took go back.
+    for (size_t i = 0; i < g.ids.size(); i++)
+      if (g.done[i]) DoRelease(s, g.ids[i]);
+    p::GetReply rep;
+    rep.status = std::move(st);
+    Reply(s, h, rep);
     return;
   }
   gets_.Add(std::move(g), DeadlineAfterMs(r.timeout_ms));
 }
 
-void Store::Impl::SendGetReply(PendingGet& g) {
+void Store::Impl::SendGetReply(const PendingGet& g) {
   Session* s = FindSession(g.session);
   if (s == nullptr) return;
   p::GetReply rep;
-  rep.entries = std::move(g.entries);
+  rep.entries.resize(g.ids.size());
   for (size_t i = 0; i < rep.entries.size(); i++) {
-    if (g.done[i]) continue;
     ObjectEntry* e = table_.Find(g.ids[i]);
+    if (g.done[i] && e != nullptr) {  // the slot's reference kept it
+      rep.entries[i].location = {0, e->offset, e->data_size, e->metadata_size};
+      continue;
+    }
     rep.entries[i].code = (e == nullptr || e->delete_pending) ? StatusCode::kObjectNotFound
                                                               : StatusCode::kObjectNotSealed;
   }
@@ -608,7 +646,7 @@ void Store::Impl::DoRelease(Session* s, const ObjectID& id) {
 void Store::Impl::OnSealed(const ObjectEntry& e) {
   gets_.Resolve(e.id, [&](PendingGet& g, size_t i) {
     Session* s = FindSession(g.session);
-    return s != nullptr && TryFill(s, &g, i);
+    return s != nullptr && TryFill(s, g.ids[i]);
   });
   fetcher_->OnSealed(e.id);
   if (directory_) directory_->Publish(e.id, e.data_size, e.metadata_size, e.digest_valid, e.digest);
@@ -647,6 +685,9 @@ void Store::Impl::CloseSession(uint32_t id, const std::string& reason, bool erro
   // Requests it was waiting on are dropped; their references go with the rest.
   gets_.DropSession(s->id());
   fetcher_->DropSession(s->id());
+  wait_budget_.DropSession(s->id());
+  fetch_charges_.erase(fetch_charges_.lower_bound({s->id(), 0}),
+                       fetch_charges_.upper_bound({s->id(), UINT64_MAX}));
   size_t aborted = s->creating.size();
   uint64_t released = 0;
   for (const ObjectID& oid : s->creating) {

@@ -12,7 +12,9 @@
 #include <vector>
 
 #include "core/arena.h"
+#include "core/protocol.h"
 #include "store/directory.h"
+#include "store/wait_queue.h"
 #include "transport/transport.h"
 #include "plasmon/status.h"
 
@@ -35,6 +37,12 @@ struct StoreOptions {
   // Needs `directory`: their endpoints are published in the node record.
   std::vector<std::shared_ptr<Transport>> transports;
   int transfer_threads = 4;  // pulls in flight at once
+  // IDs that waiting Gets and Fetches may name, per client and in all (each
+  // request counts as its IDs plus WaitBudget::kRequestCharge). A request
+  // that would pass either limit is refused with OutOfMemory. Defaults: 16
+  // waiting Gets of the largest batch per client, 128 in all.
+  uint64_t max_waiting_ids_per_client = 16 * WaitBudget::ChargeOf(protocol::kMaxBatch);
+  uint64_t max_waiting_ids = 128 * WaitBudget::ChargeOf(protocol::kMaxBatch);
 };
 
 class Store {

@@ -5,6 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <iterator>
+#include <map>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -120,6 +123,73 @@ TEST_F(WaitQueueTest, ASessionsRequestsGoWithoutAnAnswer) {
   EXPECT_EQ(completed_[0].session, 3u);
   RunFor(20000);
   EXPECT_TRUE(expired_.empty());
+}
+
+// The flat index against a plain model, through growth, shrinking and the
+// backward shifts of deletion, with IDs that repeat across requests.
+TEST(WaitIndexTest, AgreesWithAModelThroughGrowthAndDeletion) {
+  WaitIndex index;
+  std::map<ObjectID, std::vector<WaitIndex::Waiter>> model;
+  std::vector<ObjectID> ids(3000);
+  for (ObjectID& id : ids) id = ObjectID::Random();
+  std::mt19937 rng(7);
+  auto check = [&](const ObjectID& id) {
+    std::vector<WaitIndex::Waiter> got;
+    index.WaitersOf(id, &got);
+    auto m = model.find(id);
+    const size_t want = m == model.end() ? 0 : m->second.size();
+    ASSERT_EQ(got.size(), want);
+    for (size_t i = 0; i < want; i++) {  // oldest first
+      EXPECT_EQ(got[i].key, m->second[i].key);
+      EXPECT_EQ(got[i].slot, m->second[i].slot);
+    }
+    EXPECT_EQ(index.Contains(id), want > 0);
+  };
+  for (int round = 0; round < 3; round++) {
+    for (uint32_t i = 0; i < 20000; i++) {
+      const ObjectID& id = ids[rng() % ids.size()];
+      index.Add(id, round, i);
+      model[id].push_back({static_cast<uint64_t>(round), i});
+    }
+    EXPECT_EQ(index.ids(), model.size());
+    for (int i = 0; i < 300; i++) check(ids[rng() % ids.size()]);
+    // Take most away, in a random order.
+    for (int i = 0; i < 19000; i++) {
+      auto m = model.begin();
+      std::advance(m, rng() % model.size());
+      auto& ws = m->second;
+      size_t k = rng() % ws.size();
+      index.Remove(m->first, ws[k].key, ws[k].slot);
+      ws.erase(ws.begin() + static_cast<ptrdiff_t>(k));
+      if (ws.empty()) model.erase(m);
+      if (model.empty()) break;
+    }
+    EXPECT_EQ(index.ids(), model.size());
+    for (const ObjectID& id : ids) check(id);
+  }
+  // Filter keeps what it is told to, and an emptied index gives its memory back.
+  for (auto& [id, ws] : model) index.Filter(id, [](const WaitIndex::Waiter&) { return false; });
+  EXPECT_EQ(index.ids(), 0u);
+  EXPECT_EQ(index.bytes(), 0u);
+}
+
+TEST(WaitBudgetTest, ChargesPerClientAndInAllAndGivesBack) {
+  WaitBudget budget(WaitBudget::ChargeOf(100), WaitBudget::ChargeOf(150) + WaitBudget::kRequestCharge);
+  EXPECT_TRUE(budget.Charge(2, 100, "Get").ok());
+  Status st = budget.Charge(2, 1, "Get");
+  EXPECT_TRUE(st.IsOutOfMemory());
+  EXPECT_NE(st.message().find("--max-waiting-ids-per-client"), std::string::npos) << st.ToString();
+  EXPECT_TRUE(budget.Charge(3, 50, "Get").ok());
+  st = budget.Charge(4, 50, "Fetch");
+  EXPECT_TRUE(st.IsOutOfMemory());
+  EXPECT_NE(st.message().find("in this store"), std::string::npos) << st.ToString();
+  EXPECT_EQ(budget.UsedBy(4), 0u);  // a refusal charges nothing
+  budget.Refund(2, 100);
+  EXPECT_EQ(budget.UsedBy(2), 0u);
+  EXPECT_TRUE(budget.Charge(4, 50, "Fetch").ok());
+  budget.DropSession(3);
+  budget.Refund(3, 50);  // after its client went: nothing more to give back
+  EXPECT_EQ(budget.used(), WaitBudget::ChargeOf(50));
 }
 
 }  // namespace

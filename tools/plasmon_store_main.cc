@@ -18,6 +18,7 @@
 #include "core/arena.h"
 #include "core/size.h"
 #include "store/store.h"
+#include "store/wait_queue.h"
 #include "transport/factory.h"
 
 namespace {
@@ -76,6 +77,18 @@ int main(int argc, char** argv) {
   app.add_option("--max-client-backlog", backlog,
                  "A client whose unread replies exceed this is disconnected, so that one that "
                  "never reads cannot stall the store (subscribers: at most 16M)")
+      ->capture_default_str();
+  // Waiting requests: IDs per client and in all (the store's memory for them).
+  const uint64_t min_waiting = plasmon::WaitBudget::ChargeOf(1), max_waiting = uint64_t{1} << 32;
+  app.add_option("--max-waiting-ids-per-client", opts.max_waiting_ids_per_client,
+                 "IDs that one client's waiting Gets and Fetches may name together (each request "
+                 "counts 16 more); a request past it is refused with OutOfMemory")
+      ->check(CLI::Range(min_waiting, max_waiting))
+      ->capture_default_str();
+  app.add_option("--max-waiting-ids", opts.max_waiting_ids,
+                 "IDs that all clients' waiting Gets and Fetches may name together (about 100 "
+                 "bytes of store memory each)")
+      ->check(CLI::Range(min_waiting, max_waiting))
       ->capture_default_str();
   plasmon::DirectoryOptions dir;
   char host[256] = "node";
