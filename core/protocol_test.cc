@@ -121,7 +121,7 @@ TEST(ProtocolTest, WhereRepliesCarryAtMostMaxHoldersAndSayHowManyMore) {
   w.not_shown = 10;
   w.malformed = 2;
   WhereReply got = RoundTrip(w);
-  EXPECT_EQ(got.holders.size(), kMaxHolders);
+  ASSERT_EQ(got.holders.size(), kMaxHolders);
   EXPECT_EQ(got.not_shown, 914u);
   EXPECT_EQ(got.malformed, 2u);
   EXPECT_EQ(got.holders.back().node_id, "node");
