@@ -765,11 +765,12 @@ Result<StoreStats> Client::Stats() {
   return rep.stats;
 }
 
-Result<std::vector<ObjectHolder>> Client::Where(const ObjectID& id) {
+Result<std::vector<ObjectHolder>> Client::Where(const ObjectID& id, HoldersLeftOut* left_out) {
   PLASMON_REQUIRE_CONNECTED();
   p::WhereReply rep;
   PLASMON_RETURN_IF_ERROR(impl_->Call(p::MessageType::kWhere, p::IdRequest{id}, &rep));
   PLASMON_RETURN_IF_ERROR(rep.status);
+  if (left_out != nullptr) *left_out = {rep.not_shown, rep.malformed};
   std::vector<ObjectHolder> out;
   for (const auto& h : rep.holders)
     out.push_back({h.node_id, h.alive, h.data_size, h.metadata_size, h.digest_valid, h.digest});

@@ -1,5 +1,7 @@
 #include "core/protocol.h"
 
+#include <algorithm>
+
 namespace plasmon::protocol {
 
 void EncodeHeader(const FrameHeader& h, char* out) {
@@ -335,8 +337,11 @@ bool StatsReply::Decode(Decoder* d) {
 
 void WhereReply::Encode(Encoder* e) const {
   EncodeStatus(status, e);
-  e->PutU32(static_cast<uint32_t>(holders.size()));
-  for (const Holder& h : holders) {
+  // The decoder refuses more: never send a reply that breaks the protocol.
+  const size_t n = std::min<size_t>(holders.size(), kMaxHolders);
+  e->PutU32(static_cast<uint32_t>(n));
+  for (size_t i = 0; i < n; i++) {
+    const Holder& h = holders[i];
     e->PutBytes(std::string_view(h.node_id).substr(0, kMaxNodeId));
     e->PutU8(h.alive ? 1 : 0);
     e->PutU64(h.data_size);
@@ -344,6 +349,8 @@ void WhereReply::Encode(Encoder* e) const {
     e->PutU8(h.digest_valid ? 1 : 0);
     e->PutU64(h.digest);
   }
+  e->PutU64(not_shown + (holders.size() - n));
+  e->PutU64(malformed);
 }
 bool WhereReply::Decode(Decoder* d) {
   uint32_t n;
@@ -360,7 +367,7 @@ bool WhereReply::Decode(Decoder* d) {
     h.alive = alive == 1;
     h.digest_valid = dv == 1;
   }
-  return true;
+  return d->GetU64(&not_shown) && d->GetU64(&malformed);
 }
 
 void NotificationMessage::Encode(Encoder* e) const {

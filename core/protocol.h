@@ -18,7 +18,8 @@
 namespace plasmon::protocol {
 
 constexpr uint32_t kMagic = 0x4d534c50;  // "PLSM" on the wire
-constexpr uint16_t kVersion = 2;  // 2: Refresh, batches, Digest, SetOptions; seal times in List
+constexpr uint16_t kVersion = 3;  // 2: Refresh, batches, Digest, SetOptions; seal times in List
+                                  // 3: Where says how many holders it left out
 constexpr size_t kHeaderSize = 16;
 
 // Limits. A request body over kMaxRequestBody closes the connection before the
@@ -283,7 +284,9 @@ struct WhereReply {
     uint64_t digest = 0;
   };
   Status status;
-  std::vector<Holder> holders;
+  std::vector<Holder> holders;  // at most kMaxHolders
+  uint64_t not_shown = 0;  // more holders the directory lists, past kMaxHolders
+  uint64_t malformed = 0;  // records the store skipped: not what a location or node record is
   void Encode(Encoder* e) const;
   bool Decode(Decoder* d);
 };

@@ -113,6 +113,26 @@ TEST(ProtocolTest, RepliesRoundTripWithTheirStatus) {
             StatusCode::kObjectInUse);
 }
 
+// Found by trying: a store asked for an object with 5000 holders sent them
+// all, and its client refused the reply (more than kMaxHolders).
+TEST(ProtocolTest, WhereRepliesCarryAtMostMaxHoldersAndSayHowManyMore) {
+  WhereReply w;
+  w.holders.resize(kMaxHolders + 904, {"node", true, 1, 2, true, 3});
+  w.not_shown = 10;
+  w.malformed = 2;
+  WhereReply got = RoundTrip(w);
+  ASSERT_EQ(got.holders.size(), kMaxHolders);
+  EXPECT_EQ(got.not_shown, 914u);
+  EXPECT_EQ(got.malformed, 2u);
+  EXPECT_EQ(got.holders.back().node_id, "node");
+
+  std::string body;
+  Encoder e(&body);
+  EncodeStatus(Status(), &e);
+  e.PutU32(kMaxHolders + 1);
+  EXPECT_FALSE(ParseBody(body, &got));
+}
+
 TEST(ProtocolTest, DecodersRefuseOutOfRangeValues) {
   std::string body;
   Encoder e(&body);

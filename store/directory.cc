@@ -4,10 +4,12 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
+#include <optional>
 #include <unordered_set>
 
 #include "core/clock.h"
@@ -61,7 +63,10 @@ std::vector<std::string> Strings(const redisReply* array) {
 }
 
 // Appends commands, then reads every reply: one round trip for the batch.
-Status Pipeline(redisContext* c, const std::vector<std::vector<std::string>>& cmds) {
+// Returns each command's error reply ("" for none); fails only when the
+// connection does.
+Result<std::vector<std::string>> Pipeline(redisContext* c,
+                                          const std::vector<std::vector<std::string>>& cmds) {
   for (const auto& args : cmds) {
     std::vector<const char*> argv;
     std::vector<size_t> lens;
@@ -73,15 +78,20 @@ Status Pipeline(redisContext* c, const std::vector<std::vector<std::string>>& cm
         REDIS_OK)
       return ContextError(c, "append");
   }
-  Status first_error;
+  std::vector<std::string> errors(cmds.size());
   for (size_t i = 0; i < cmds.size(); i++) {
     void* raw = nullptr;
     if (redisGetReply(c, &raw) != REDIS_OK) return ContextError(c, cmds[i][0]);
     Reply r(static_cast<redisReply*>(raw));
-    if (r->type == REDIS_REPLY_ERROR && first_error.ok())
-      first_error = Status::IOError("redis " + cmds[i][0] + ": " + std::string(r->str, r->len));
+    if (r->type == REDIS_REPLY_ERROR) errors[i].assign(r->str, r->len);
   }
-  return first_error;
+  return errors;
+}
+
+// A string element of a reply (bulk or status), or nullopt.
+std::optional<std::string> StringOf(const redisReply* r) {
+  if (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_STATUS) return std::nullopt;
+  return std::string(r->str, r->len);
 }
 
 // All of `s`: digits in `base` whose value fits 64 bits (no sign, space or prefix).
@@ -91,6 +101,23 @@ bool ParseU64(std::string_view s, int base, uint64_t* v) {
 }
 
 }  // namespace
+
+void WarningThrottle::Warn(const std::string& message) {
+  std::lock_guard<std::mutex> l(mu_);
+  int64_t now = MonoMicros();
+  if (warned_ && now - last_us_ < period_us_) {
+    held_back_++;
+    return;
+  }
+  if (held_back_ > 0) {
+    spdlog::warn("{} ({} more like it held back)", message, held_back_);
+  } else {
+    spdlog::warn("{}", message);
+  }
+  warned_ = true;
+  last_us_ = now;
+  held_back_ = 0;
+}
 
 std::string LocationValue(uint64_t data_size, uint64_t metadata_size, bool digest_valid,
                           uint64_t digest) {
@@ -175,7 +202,10 @@ Status RedisConnection::Ensure(int timeout_ms) {
 }
 
 Directory::Directory(DirectoryOptions opts)
-    : opts_(std::move(opts)), start_time_ms_(WallMicros() / 1000), lookup_conn_(opts_) {}
+    : opts_(std::move(opts)),
+      start_time_ms_(WallMicros() / 1000),
+      lookup_conn_(opts_),
+      client_lookup_conn_(opts_) {}
 
 Directory::~Directory() { Stop(); }
 
@@ -220,19 +250,98 @@ bool Directory::synced() const {
   return synced_;
 }
 
-Status Directory::Heartbeat(RedisConnection* c) {
-  std::vector<std::vector<std::string>> cmds;
-  std::vector<std::string> hset = {"HSET", NodeKey(opts_.node_id), "node_id", opts_.node_id,
-                                   "start_time_ms", std::to_string(start_time_ms_), "pid",
-                                   std::to_string(::getpid())};
+// Renews this node's record in one step, and says whether it had to create
+// it (1) or replace a malformed one (2): either way Redis lost what this node
+// registered, and most likely what it published too (FLUSHALL, a failover to
+// an empty replica, a restart without persistence, or a stall past the TTL).
+// A node ID that is new in the set of nodes says the same. KEYS: the node
+// record, the set of nodes. ARGV: TTL in ms, node ID, then field, value, ...
+static const char* kHeartbeatScript =
+    "local lost = 0 "
+    "local kind = redis.call('TYPE', KEYS[1])['ok'] "
+    "if kind ~= 'hash' then "
+    "  lost = 1 "
+    "  if kind ~= 'none' then redis.call('DEL', KEYS[1]) lost = 2 end "
+    "end "
+    "redis.call('HSET', KEYS[1], unpack(ARGV, 3)) "
+    "redis.call('PEXPIRE', KEYS[1], ARGV[1]) "
+    "if redis.pcall('SADD', KEYS[2], ARGV[2]) == 1 and lost == 0 then lost = 1 end "
+    "return lost";
+
+Status Directory::Heartbeat(RedisConnection* c, bool* lost) {
+  std::vector<std::string> cmd = {"EVAL",
+                                  kHeartbeatScript,
+                                  "2",
+                                  NodeKey(opts_.node_id),
+                                  opts_.prefix + ":nodes",
+                                  std::to_string(opts_.ttl_ms),
+                                  opts_.node_id,
+                                  "node_id",
+                                  opts_.node_id,
+                                  "start_time_ms",
+                                  std::to_string(start_time_ms_),
+                                  "pid",
+                                  std::to_string(::getpid())};
   for (const auto& [transport, addr] : opts_.endpoints) {
-    hset.push_back("ep:" + transport);
-    hset.push_back(addr);
+    cmd.push_back("ep:" + transport);
+    cmd.push_back(addr);
   }
-  cmds.push_back(std::move(hset));
-  cmds.push_back({"PEXPIRE", NodeKey(opts_.node_id), std::to_string(opts_.ttl_ms)});
-  cmds.push_back({"SADD", opts_.prefix + ":nodes", opts_.node_id});
-  return Pipeline(c->get(), cmds);
+  Result<Reply> r = Command(c->get(), cmd);
+  if (!r.ok()) return r.status();
+  *lost = (*r)->type == REDIS_REPLY_INTEGER && (*r)->integer != 0;
+  if (*lost && (*r)->integer == 2)
+    spdlog::warn("replaced this node's malformed record {} in Redis", NodeKey(opts_.node_id));
+  return Status::OK();
+}
+
+void Directory::Batch::Add(std::vector<std::string> cmd, std::optional<ObjectID> object) {
+  cmds.push_back(std::move(cmd));
+  objects.push_back(object);
+}
+
+void Directory::AddUpdate(const Op& op, Batch* batch) {
+  if (op.publish) {
+    auto it = published_.find(op.id);
+    if (it == published_.end()) return;  // withdrawn since; its withdraw op follows
+    const Published& p = it->second;
+    batch->Add({"HSET", ObjectKey(op.id), opts_.node_id,
+                LocationValue(p.data_size, p.metadata_size, p.digest_valid, p.digest)},
+               op.id);
+    batch->Add({"SADD", HeldKey(), op.id.Hex()});
+    batch->Add({"PUBLISH", SealedChannel(op.id), opts_.node_id});
+  } else {
+    batch->Add({"HDEL", ObjectKey(op.id), opts_.node_id}, op.id);
+    batch->Add({"SREM", HeldKey(), op.id.Hex()});
+  }
+}
+
+Status Directory::Send(RedisConnection* c, const Batch& batch) {
+  if (batch.cmds.empty()) return Status::OK();
+  Result<std::vector<std::string>> errors = Pipeline(c->get(), batch.cmds);
+  if (!errors.ok()) return errors.status();
+  Status first_error;
+  for (size_t i = 0; i < batch.cmds.size(); i++) {
+    const std::string& error = (*errors)[i];
+    const std::optional<ObjectID>& object = batch.objects[i];
+    if (object && error.rfind("WRONGTYPE", 0) == 0) {
+      // Someone else's damage (the record is shared by the object's
+      // holders): skip it, and try again at each heartbeat, so that the
+      // update lands once the key is deleted.
+      if (damaged_.insert(*object).second)
+        write_warnings_.Warn("cannot update the directory's record " + batch.cmds[i][1] +
+                             ": it is not a hash (" + error +
+                             "); retrying at every heartbeat until it is deleted");
+      continue;
+    }
+    if (object && error.empty()) damaged_.erase(*object);
+    // Anything else (READONLY, OOM, NOAUTH, or our own keys damaged) fails
+    // the batch: the writer reconnects and registers again, replacing what is
+    // its own.
+    if (!error.empty() && first_error.ok())
+      first_error = Status::IOError("redis " + batch.cmds[i][0] + " " + batch.cmds[i][1] + ": " +
+                                    error);
+  }
+  return first_error;
 }
 
 Status Directory::Resync(RedisConnection* c) {
@@ -242,55 +351,56 @@ Status Directory::Resync(RedisConnection* c) {
     snapshot = published_;
     queue_.clear();  // the snapshot covers every queued update
   }
-  PLASMON_RETURN_IF_ERROR(Heartbeat(c));
+  bool lost = false;
+  PLASMON_RETURN_IF_ERROR(Heartbeat(c, &lost));
+  // The set of what this node published is its own: replace it if it is not a set.
+  Result<Reply> type = Command(c->get(), {"TYPE", HeldKey()});
+  if (!type.ok()) return type.status();
+  std::string held_type = StringOf(type->get()).value_or("");
+  if (held_type != "set" && held_type != "none") {
+    spdlog::warn("replacing this node's malformed {} in Redis (a {}, not a set)", HeldKey(),
+                 held_type);
+    PLASMON_RETURN_IF_ERROR(Command(c->get(), {"DEL", HeldKey()}).status());
+  }
   // Withdraw what an earlier life of this node published and we no longer hold.
   Result<Reply> held = Command(c->get(), {"SMEMBERS", HeldKey()});
   if (!held.ok()) return held.status();
-  std::vector<std::vector<std::string>> cmds;
+  Batch batch;
   for (size_t i = 0; i < (*held)->elements; i++) {
-    const redisReply* e = (*held)->element[i];
-    auto id = ObjectID::FromHex(std::string(e->str, e->len));
+    std::optional<std::string> member = StringOf((*held)->element[i]);
+    if (!member) continue;
+    auto id = ObjectID::FromHex(*member);
     if (id && snapshot.count(*id)) continue;
-    std::string member(e->str, e->len);
-    if (id) cmds.push_back({"HDEL", ObjectKey(*id), opts_.node_id});
-    cmds.push_back({"SREM", HeldKey(), member});
+    if (id) batch.Add({"HDEL", ObjectKey(*id), opts_.node_id}, *id);
+    batch.Add({"SREM", HeldKey(), *member});
   }
   for (const auto& [id, p] : snapshot) {
-    cmds.push_back({"HSET", ObjectKey(id), opts_.node_id,
-                    LocationValue(p.data_size, p.metadata_size, p.digest_valid, p.digest)});
-    cmds.push_back({"SADD", HeldKey(), id.Hex()});
-    cmds.push_back({"PUBLISH", SealedChannel(id), opts_.node_id});
-    if (cmds.size() >= 3000) {
-      PLASMON_RETURN_IF_ERROR(Pipeline(c->get(), cmds));
-      cmds.clear();
+    batch.Add({"HSET", ObjectKey(id), opts_.node_id,
+               LocationValue(p.data_size, p.metadata_size, p.digest_valid, p.digest)},
+              id);
+    batch.Add({"SADD", HeldKey(), id.Hex()});
+    batch.Add({"PUBLISH", SealedChannel(id), opts_.node_id});
+    if (batch.cmds.size() >= 3000) {
+      PLASMON_RETURN_IF_ERROR(Send(c, batch));
+      batch = Batch();
+      // Keep the record alive through a long re-publication: expiring now
+      // would read as a lost registration, and start it all over again.
+      PLASMON_RETURN_IF_ERROR(Heartbeat(c, &lost));
     }
   }
-  PLASMON_RETURN_IF_ERROR(Pipeline(c->get(), cmds));
+  PLASMON_RETURN_IF_ERROR(Send(c, batch));
   spdlog::info("registered node {} in Redis at {} and published {} objects", opts_.node_id,
                opts_.redis, snapshot.size());
   return Status::OK();
 }
 
 Status Directory::Apply(RedisConnection* c, const std::vector<Op>& ops) {
-  std::vector<std::vector<std::string>> cmds;
+  Batch batch;
   {
     std::lock_guard<std::mutex> l(mu_);
-    for (const Op& op : ops) {
-      if (op.publish) {
-        auto it = published_.find(op.id);
-        if (it == published_.end()) continue;  // withdrawn since; its withdraw op follows
-        const Published& p = it->second;
-        cmds.push_back({"HSET", ObjectKey(op.id), opts_.node_id,
-                        LocationValue(p.data_size, p.metadata_size, p.digest_valid, p.digest)});
-        cmds.push_back({"SADD", HeldKey(), op.id.Hex()});
-        cmds.push_back({"PUBLISH", SealedChannel(op.id), opts_.node_id});
-      } else {
-        cmds.push_back({"HDEL", ObjectKey(op.id), opts_.node_id});
-        cmds.push_back({"SREM", HeldKey(), op.id.Hex()});
-      }
-    }
+    for (const Op& op : ops) AddUpdate(op, &batch);
   }
-  return Pipeline(c->get(), cmds);
+  return Send(c, batch);
 }
 
 void Directory::Run() {
@@ -326,16 +436,33 @@ void Directory::Run() {
     queue_.clear();
     l.unlock();
     Status st;
+    bool lost = false;
     if (!ops.empty()) st = Apply(&conn, ops);
     if (st.ok() && Clock::now() >= next_heartbeat) {
-      st = Heartbeat(&conn);
+      st = Heartbeat(&conn, &lost);
       next_heartbeat = Clock::now() + std::chrono::milliseconds(opts_.heartbeat_ms);
+      if (st.ok() && !lost && !damaged_.empty()) {
+        // Try the updates that met a damaged record again (a few per beat).
+        std::vector<Op> retry;
+        {
+          std::lock_guard<std::mutex> g(mu_);
+          for (const ObjectID& id : damaged_) {
+            retry.push_back({published_.count(id) > 0, id});
+            if (retry.size() >= 1000) break;
+          }
+        }
+        st = Apply(&conn, retry);
+      }
     }
     l.lock();
     if (!st.ok()) {
       spdlog::warn("lost the directory: {}", st.ToString());
       conn.Drop();
       synced_ = false;  // reconnect, then re-publish everything
+    } else if (lost) {
+      spdlog::warn("this node's record was gone from Redis (flushed, failed over to an empty "
+                   "replica, or expired): registering again and re-publishing everything");
+      synced_ = false;  // same connection; re-publish everything
     }
   }
 }
@@ -344,47 +471,135 @@ void Directory::Run() {
 // lookup that asked for the node records afterwards cost a second Redis round
 // trip, a third of a 4 KiB fetch.) Node keys are not declared in KEYS: this
 // needs a single Redis, as the key layout does anyway.
+//
+// Nothing in Redis can make it fail: a record of the wrong type, too large
+// or with too many fields is skipped (counted, the first described), not
+// run into (a WRONGTYPE error would fail the whole lookup), and the reply is
+// bounded: at most ARGV[2] holders, and at most 4 x ARGV[2] fields looked at.
+// An object record that is not a hash returns only its type.
+// KEYS: the object's record. ARGV: the node records' prefix, the most
+// holders to return. Reply: 'hash', fields in the object's record, holders
+// skipped, the first problem, {node, location, ...} kept, then each kept
+// holder's node record ({} if it has none).
 static const char* kLookupScript =
-    "local obj = redis.call('HGETALL', KEYS[1]) "
-    "local out = {obj} "
-    "for i = 1, #obj, 2 do out[#out + 1] = redis.call('HGETALL', ARGV[1] .. obj[i]) end "
+    "local kind = redis.call('TYPE', KEYS[1])['ok'] "
+    "if kind ~= 'hash' and kind ~= 'none' then return {kind} end "
+    "local out = {'hash', 0, 0, '', {}} "
+    "if kind == 'none' then return out end "
+    "local obj, max = out[5], tonumber(ARGV[2]) "
+    "local kept, skipped, looked, problem, seen, cursor = 0, 0, 0, '', {}, '0' "
+    "local function skip(what) "
+    "  skipped = skipped + 1 "
+    "  if problem == '' then problem = what end "
+    "end "
+    "repeat "
+    "  local page = redis.call('HSCAN', KEYS[1], cursor, 'COUNT', 1000) "
+    "  cursor = page[1] "
+    "  local kv = page[2] "
+    "  for i = 1, #kv, 2 do "
+    "    local node, loc = kv[i], kv[i + 1] "
+    "    if kept < max and looked < 4 * max and not seen[node] then "
+    "      seen[node] = true "
+    "      looked = looked + 1 "
+    "      local key = ARGV[1] .. node "
+    "      if #node > 255 then skip('a node ID of ' .. #node .. ' bytes') "
+    "      elseif #loc > 64 then skip('the location of ' .. node .. ' has ' .. #loc .. ' bytes') "
+    "      else "
+    "        local t = redis.call('TYPE', key)['ok'] "
+    "        local rec = {} "
+    "        if t == 'hash' then "
+    "          local n = redis.call('HLEN', key) "
+    "          if n > 64 then t = 'hash of ' .. n .. ' fields' else "
+    "            rec = redis.call('HGETALL', key) "
+    "            for j = 1, #rec do "
+    "              if #rec[j] > 1024 then t = 'hash with a field of ' .. #rec[j] .. ' bytes' end "
+    "            end "
+    "          end "
+    "        end "
+    "        if t ~= 'hash' and t ~= 'none' then "
+    "          skip(key .. ' is a ' .. t .. ', not a node record') "
+    "        else "
+    "          kept = kept + 1 "
+    "          obj[#obj + 1] = node "
+    "          obj[#obj + 1] = loc "
+    "          out[#out + 1] = rec "
+    "        end "
+    "      end "
+    "    end "
+    "  end "
+    "until cursor == '0' or kept >= max or looked >= 4 * max "
+    "out[2] = redis.call('HLEN', KEYS[1]) "
+    "out[3] = skipped "
+    "out[4] = problem "
     "return out";
 
 Result<std::vector<ObjectLocationRecord>> Directory::Lookup(const ObjectID& id) {
   std::lock_guard<std::mutex> l(lookup_mu_);
-  Status st = lookup_conn_.Ensure(2000);
+  Result<LookupResult> r = Query(&lookup_conn_, id);
+  if (!r.ok()) return r.status();
+  return std::move(r->holders);
+}
+
+Result<LookupResult> Directory::LookupForClient(const ObjectID& id) {
+  std::lock_guard<std::mutex> l(client_lookup_mu_);
+  return Query(&client_lookup_conn_, id);
+}
+
+Result<LookupResult> Directory::Query(RedisConnection* conn, const ObjectID& id) {
+  Status st = conn->Ensure(2000);
   if (!st.ok()) return st;
-  Result<Reply> r = Command(lookup_conn_.get(),
-                            {"EVAL", kLookupScript, "1", ObjectKey(id), NodeKey("")});
+  const std::string key = ObjectKey(id);
+  Result<Reply> r = Command(conn->get(), {"EVAL", kLookupScript, "1", key, NodeKey(""),
+                                          std::to_string(kMaxLookupHolders)});
   if (!r.ok()) {
-    lookup_conn_.Drop();
+    conn->Drop();
     return r.status();
   }
   const redisReply* all = r->get();
-  if (all->type != REDIS_REPLY_ARRAY || all->elements < 1 ||
-      all->element[0]->type != REDIS_REPLY_ARRAY)
+  std::optional<std::string> kind;
+  if (all->type == REDIS_REPLY_ARRAY && all->elements >= 1) kind = StringOf(all->element[0]);
+  if (kind && *kind != "hash")
+    return Status::Corruption("the directory's record " + key + " is malformed: a " + *kind +
+                              ", not a hash");
+  if (!kind || all->elements < 5 || all->element[1]->type != REDIS_REPLY_INTEGER ||
+      all->element[2]->type != REDIS_REPLY_INTEGER || !StringOf(all->element[3]) ||
+      all->element[4]->type != REDIS_REPLY_ARRAY)
     return Status::ProtocolError("unexpected reply to the lookup script");
   LookupReply reply;
-  reply.object = Strings(all->element[0]);
-  for (size_t i = 1; i < all->elements; i++) {
+  reply.fields = static_cast<uint64_t>(std::max<long long>(all->element[1]->integer, 0));
+  reply.malformed_nodes = static_cast<uint64_t>(std::max<long long>(all->element[2]->integer, 0));
+  reply.problem = *StringOf(all->element[3]);
+  reply.object = Strings(all->element[4]);
+  for (size_t i = 5; i < all->elements; i++) {
     if (all->element[i]->type == REDIS_REPLY_ARRAY) {
       reply.nodes.push_back(Strings(all->element[i]));
     } else {
       reply.nodes.push_back(std::nullopt);
     }
   }
-  return ParseLookupReply(id, reply);
+  LookupResult found = ParseLookupReply(id, reply);
+  if (found.malformed > 0)
+    lookup_warnings_.Warn("lookup of " + id.Hex() + " skipped " +
+                          std::to_string(found.malformed) + " malformed directory record" +
+                          (found.malformed == 1 ? "" : "s") + " (first: " + found.problem + ")");
+  return found;
 }
 
-std::vector<ObjectLocationRecord> ParseLookupReply(const ObjectID& id, const LookupReply& reply) {
+LookupResult ParseLookupReply(const ObjectID& id, const LookupReply& reply) {
   const std::vector<std::string>& obj = reply.object;
-  std::vector<ObjectLocationRecord> out;
-  for (size_t i = 0; i + 1 < obj.size(); i += 2) {
+  LookupResult out;
+  out.malformed = reply.malformed_nodes;
+  out.problem = reply.problem;
+  const size_t pairs = obj.size() / 2;
+  for (size_t i = 0; i / 2 < std::min<uint64_t>(pairs, kMaxLookupHolders); i += 2) {
     ObjectLocationRecord rec;
     rec.node_id = obj[i];
     const std::string& value = obj[i + 1];
     if (!ParseLocationValue(value, &rec)) {
-      spdlog::warn("ignoring malformed location '{}' of {} on node {}", value, id.Hex(), rec.node_id);
+      out.malformed++;
+      if (out.problem.empty())
+        out.problem = "the location '" + value.substr(0, 64) + "' of " + id.Hex() + " on node " +
+                      rec.node_id.substr(0, 255);
       continue;
     }
     const size_t node_index = i / 2;
@@ -395,8 +610,12 @@ std::vector<ObjectLocationRecord> ParseLookupReply(const ObjectID& id, const Loo
         if (node[j].rfind("ep:", 0) == 0) rec.endpoints[node[j].substr(3)] = node[j + 1];
       }
     }
-    out.push_back(std::move(rec));
+    out.holders.push_back(std::move(rec));
   }
+  // Every field of the object's record is a holder, a malformed one, or left out.
+  const uint64_t accounted = out.holders.size() + out.malformed;
+  const uint64_t fields = std::max<uint64_t>(reply.fields, pairs + reply.malformed_nodes);
+  out.omitted = fields > accounted ? fields - accounted : 0;
   return out;
 }
 

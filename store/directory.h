@@ -23,6 +23,7 @@
 #include <string_view>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "plasmon/object_id.h"
@@ -90,16 +91,49 @@ std::string LocationValue(uint64_t data_size, uint64_t metadata_size, bool diges
 // value (no signs, spaces or prefixes; each number fits 64 bits).
 bool ParseLocationValue(std::string_view v, ObjectLocationRecord* out);
 
-// Directory::Lookup's script reply, as plain strings: the object's hash
-// (node ID, location value, ...), then one entry per node of it, in order:
-// its node record (field, value, ...), or nullopt where the reply had no list.
+// A lookup returns at most this many holders of one object (the most a Where
+// reply carries, protocol::kMaxHolders); it says how many more there were.
+constexpr uint64_t kMaxLookupHolders = 4096;
+
+// What one lookup found.
+struct LookupResult {
+  std::vector<ObjectLocationRecord> holders;  // at most kMaxLookupHolders
+  uint64_t omitted = 0;    // holders past kMaxLookupHolders, not looked at
+  uint64_t malformed = 0;  // holders skipped: a location value or node record that is malformed
+  std::string problem;     // what was wrong with the first of those ("" if none)
+};
+
+// Directory::Lookup's script reply, as plain strings and counts: the number
+// of fields in the object's record, the holders the script skipped (their
+// node record is malformed) and what was wrong with the first, the object's
+// hash as kept (node ID, location value, ...), then one entry per kept holder,
+// in order: its node record (field, value, ...), or nullopt where the reply
+// had no list.
 struct LookupReply {
+  uint64_t fields = 0;
+  uint64_t malformed_nodes = 0;
+  std::string problem;
   std::vector<std::string> object;
   std::vector<std::optional<std::vector<std::string>>> nodes;
 };
-// The holders in `reply`; malformed locations are logged (naming `id`) and
-// skipped.
-std::vector<ObjectLocationRecord> ParseLookupReply(const ObjectID& id, const LookupReply& reply);
+// The holders in `reply`, with what was left out; malformed locations (in
+// the record of `id`) are counted and skipped.
+LookupResult ParseLookupReply(const ObjectID& id, const LookupReply& reply);
+
+// Holds back repeated warnings: at most one per period; the next one says
+// how many were held back. Thread-safe.
+class WarningThrottle {
+ public:
+  explicit WarningThrottle(int64_t period_ms = 10000) : period_us_(period_ms * 1000) {}
+  void Warn(const std::string& message);
+
+ private:
+  const int64_t period_us_;
+  std::mutex mu_;
+  int64_t last_us_ = 0;
+  bool warned_ = false;
+  uint64_t held_back_ = 0;
+};
 
 class Directory {
  public:
@@ -116,8 +150,14 @@ class Directory {
   void Withdraw(const ObjectID& id);
 
   // Where the object is, according to Redis (blocking; any thread). Nodes
-  // whose record expired come back with alive false.
+  // whose record expired come back with alive false; malformed records are
+  // skipped (and logged, at most once per 10 s). Disconnected when Redis
+  // cannot be reached; Corruption, naming the key, when the object's record
+  // is not a hash.
   Result<std::vector<ObjectLocationRecord>> Lookup(const ObjectID& id);
+  // The same, on a connection of its own (a client's Where does not wait for
+  // fetches' lookups), with what was left out.
+  Result<LookupResult> LookupForClient(const ObjectID& id);
 
   // Whether the writer is connected and has re-published everything.
   bool synced() const;
@@ -141,10 +181,27 @@ class Directory {
     uint64_t digest;
   };
 
+  // One batch of updates, and for each command the object whose record it
+  // writes (nullopt for this node's own keys and PUBLISH).
+  struct Batch {
+    std::vector<std::vector<std::string>> cmds;
+    std::vector<std::optional<ObjectID>> objects;
+    void Add(std::vector<std::string> cmd, std::optional<ObjectID> object = std::nullopt);
+  };
+
   void Run();
   Status Resync(RedisConnection* c);
-  Status Heartbeat(RedisConnection* c);
+  // Renews the node record. Sets *lost if it was gone or malformed (Redis was
+  // flushed, failed over to an empty replica, or the record expired): what
+  // this node published may be gone too.
+  Status Heartbeat(RedisConnection* c, bool* lost);
   Status Apply(RedisConnection* c, const std::vector<Op>& ops);
+  // Sends `batch`. A damaged object record (not a hash) costs only the
+  // updates of that object, retried at every heartbeat; any other error
+  // fails the batch. Runs on the writer's thread.
+  Status Send(RedisConnection* c, const Batch& batch);
+  void AddUpdate(const Op& op, Batch* batch);  // REQUIRES: mu_ held
+  Result<LookupResult> Query(RedisConnection* c, const ObjectID& id);
 
   DirectoryOptions opts_;
   int64_t start_time_ms_;
@@ -156,9 +213,15 @@ class Directory {
   std::deque<Op> queue_;
   std::unordered_map<ObjectID, Published, ObjectIDHash> published_;  // what Redis should say
   std::thread thread_;
+  // The writer's: objects whose update failed on a damaged record.
+  std::unordered_set<ObjectID, ObjectIDHash> damaged_;
+  WarningThrottle write_warnings_;
 
   std::mutex lookup_mu_;
   RedisConnection lookup_conn_;
+  std::mutex client_lookup_mu_;
+  RedisConnection client_lookup_conn_;
+  WarningThrottle lookup_warnings_;
 };
 
 }  // namespace plasmon

@@ -107,10 +107,16 @@ void CheckLookupReply(const std::string& in) {
       reply.nodes.push_back(Split(lines[i], '\t'));
     }
   }
-  std::vector<ObjectLocationRecord> out = ParseLookupReply(ObjectID(), reply);
-  // One record per well-formed location, in order, with its node's record.
+  LookupResult found = ParseLookupReply(ObjectID(), reply);
+  const std::vector<ObjectLocationRecord>& out = found.holders;
+  // One record per well-formed location, in order, with its node's record,
+  // up to kMaxLookupHolders locations looked at; each other one counted as
+  // malformed or left out.
+  const size_t pairs = reply.object.size() / 2;
+  FUZZ_CHECK(out.size() + found.malformed + found.omitted == pairs);
+  FUZZ_CHECK(found.malformed == 0 || !found.problem.empty());
   size_t k = 0;
-  for (size_t i = 0; i + 1 < reply.object.size(); i += 2) {
+  for (size_t i = 0; i + 1 < reply.object.size() && i / 2 < kMaxLookupHolders; i += 2) {
     ObjectLocationRecord loc;
     if (!ParseLocationValue(reply.object[i + 1], &loc)) continue;
     FUZZ_CHECK(k < out.size());

@@ -3,10 +3,14 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <chrono>
+#include <filesystem>
 #include <thread>
 
 #include "tests/redis_process.h"
+#include "tests/store_process.h"
 
 namespace plasmon {
 namespace {
@@ -79,7 +83,14 @@ TEST(DirectoryTest, LookupRepliesPairNodesWithTheirRecords) {
                  std::vector<std::string>{"ep:tcp", "unused"},  // b's: b is skipped
                  std::vector<std::string>{},                    // c's record expired
                  std::nullopt};
-  std::vector<ObjectLocationRecord> out = ParseLookupReply(ObjectID(), reply);
+  reply.fields = 10;
+  reply.malformed_nodes = 2;
+  reply.problem = "test:node:x is a string, not a node record";
+  LookupResult found = ParseLookupReply(ObjectID(), reply);
+  EXPECT_EQ(found.malformed, 3u);  // the script's two, and b's location
+  EXPECT_EQ(found.omitted, 4u);    // 10 fields: 3 holders, 3 malformed
+  EXPECT_EQ(found.problem, reply.problem);
+  const std::vector<ObjectLocationRecord>& out = found.holders;
   ASSERT_EQ(out.size(), 3u);
   EXPECT_EQ(out[0].node_id, "a");
   EXPECT_TRUE(out[0].alive);
@@ -170,6 +181,203 @@ TEST(DirectoryTest, RepublishesEverythingWhenRedisComesBack) {
     auto x = reader.Lookup(before), y = reader.Lookup(during), z = reader.Lookup(gone);
     return x.ok() && y.ok() && z.ok() && x->size() == 1 && y->size() == 1 && z->empty();
   }));
+}
+
+// One command to `redis`; its reply as strings.
+Result<std::vector<std::string>> Query(const testing::RedisProcess& redis,
+                                       const std::vector<std::string>& argv) {
+  return cluster::RedisQuery(redis.socket(), argv);
+}
+
+// Found by trying: one node key holding a string made the lookup's script
+// fail with WRONGTYPE, and every fetch that touched it said "the directory
+// (Redis) is unavailable".
+TEST(DirectoryTest, MalformedNodeRecordsAreSkippedAndCounted) {
+  testing::RedisProcess redis;
+  ASSERT_TRUE(redis.started());
+  Directory a(Options(redis, "node-a"));
+  a.Start();
+  ObjectID id = ObjectID::Random();
+  a.Publish(id, 5, 0, true, 7);
+  ASSERT_TRUE(Eventually([&] {
+    auto r = a.Lookup(id);
+    return r.ok() && r->size() == 1;
+  }));
+  const std::string obj = a.ObjectKey(id);
+  std::vector<std::string> wide = {"HSET", "test:node:wide"};
+  for (int i = 0; i < 100; i++) {
+    wide.push_back("f" + std::to_string(i));
+    wide.push_back("v");
+  }
+  for (const std::vector<std::string>& cmd : std::vector<std::vector<std::string>>{
+           {"HSET", obj, "string", "5:0:-", "wide", "5:0:-", "huge", "5:0:-", "set", "5:0:-",
+            "garbled", "five:0:-", std::string(300, 'n'), "5:0:-", "long", std::string(100, '1')},
+           {"SET", "test:node:string", "not a hash"},
+           wide,
+           {"HSET", "test:node:huge", "ep:tcp", std::string(5000, 'x')},
+           {"SADD", "test:node:set", "x"},
+           {"HSET", "test:node:garbled", "ep:tcp", "10.0.0.9:1"}})
+    ASSERT_TRUE(Query(redis, cmd).ok()) << cmd[0] << " " << cmd[1];
+
+  auto found = a.Lookup(id);
+  ASSERT_TRUE(found.ok()) << found.status().ToString();
+  ASSERT_EQ(found->size(), 1u);
+  EXPECT_EQ((*found)[0].node_id, "node-a");
+  EXPECT_TRUE((*found)[0].alive);
+  EXPECT_EQ((*found)[0].endpoints.at("tcp"), "127.0.0.1:7000");
+  auto counted = a.LookupForClient(id);
+  ASSERT_TRUE(counted.ok()) << counted.status().ToString();
+  EXPECT_EQ(counted->holders.size(), 1u);
+  EXPECT_EQ(counted->malformed, 7u);
+  EXPECT_EQ(counted->omitted, 0u);
+  EXPECT_FALSE(counted->problem.empty());
+}
+
+// Found by trying: a malformed object record was reported as Redis being
+// unavailable.
+TEST(DirectoryTest, AMalformedObjectRecordIsCorruptionNamingTheKey) {
+  testing::RedisProcess redis;
+  ASSERT_TRUE(redis.started());
+  Directory a(Options(redis, "node-a"));
+  ObjectID id = ObjectID::Random();
+  ASSERT_TRUE(Query(redis, {"SET", a.ObjectKey(id), "not a hash"}).ok());
+  auto r = a.Lookup(id);
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(r.status().IsCorruption()) << r.status().ToString();
+  EXPECT_NE(r.status().message().find(a.ObjectKey(id)), std::string::npos);
+  EXPECT_NE(r.status().message().find("string"), std::string::npos);
+  EXPECT_TRUE(a.LookupForClient(id).status().IsCorruption());
+}
+
+// A damaged object record costs only that object's update: the writer stays
+// registered, publishes the rest, and lands the update once the key is
+// deleted. (It used to fail the whole batch, reconnect and re-publish
+// everything every 2 s, forever.)
+TEST(DirectoryTest, ADamagedObjectRecordDoesNotStopTheWriter) {
+  testing::RedisProcess redis;
+  ASSERT_TRUE(redis.started());
+  Directory a(Options(redis, "node-a"));
+  ObjectID poisoned = ObjectID::Random(), healthy = ObjectID::Random();
+  ASSERT_TRUE(Query(redis, {"SET", a.ObjectKey(poisoned), "not a hash"}).ok());
+  a.Start();
+  a.Publish(poisoned, 1, 0, true, 1);
+  a.Publish(healthy, 2, 0, true, 2);
+  ASSERT_TRUE(Eventually([&] { return a.synced(); }));
+  ASSERT_TRUE(Eventually([&] {
+    auto r = a.Lookup(healthy);
+    return r.ok() && r->size() == 1;
+  }));
+  ASSERT_TRUE(Query(redis, {"DEL", a.ObjectKey(poisoned)}).ok());
+  EXPECT_TRUE(Eventually([&] {
+    auto r = a.Lookup(poisoned);
+    return r.ok() && r->size() == 1 && (*r)[0].node_id == "node-a";
+  }));
+  EXPECT_TRUE(a.synced());
+}
+
+// This node's own keys, damaged, are replaced: the node record and the set
+// of what it published.
+TEST(DirectoryTest, ItsOwnDamagedKeysAreReplaced) {
+  testing::RedisProcess redis;
+  ASSERT_TRUE(redis.started());
+  Directory a(Options(redis, "node-a")), reader(Options(redis, "reader"));
+  ObjectID id = ObjectID::Random();
+  ASSERT_TRUE(Query(redis, {"SET", a.HeldKey(), "not a set"}).ok());
+  a.Start();
+  a.Publish(id, 1, 0, true, 1);
+  ASSERT_TRUE(Eventually([&] {
+    auto r = reader.Lookup(id);
+    return r.ok() && r->size() == 1 && (*r)[0].alive;
+  }));
+  EXPECT_EQ(redis.Integer({"SISMEMBER", a.HeldKey(), id.Hex()}), 1);
+  ASSERT_TRUE(Query(redis, {"SET", a.NodeKey("node-a"), "not a hash"}).ok());
+  EXPECT_TRUE(Eventually([&] {
+    auto r = reader.Lookup(id);
+    return r.ok() && r->size() == 1 && (*r)[0].alive && (*r)[0].endpoints.count("tcp");
+  }));
+}
+
+TEST(DirectoryTest, ALookupReturnsAtMostMaxHoldersAndSaysHowManyMore) {
+  testing::RedisProcess redis;
+  ASSERT_TRUE(redis.started());
+  Directory a(Options(redis, "node-a"));
+  ObjectID id = ObjectID::Random();
+  std::vector<std::string> hset = {"HSET", a.ObjectKey(id)};
+  for (int i = 0; i < 5000; i++) {
+    hset.push_back("node-" + std::to_string(i));
+    hset.push_back("10:0:-");
+  }
+  ASSERT_TRUE(Query(redis, hset).ok());
+  auto r = a.LookupForClient(id);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->holders.size(), kMaxLookupHolders);
+  EXPECT_EQ(r->omitted, 5000 - kMaxLookupHolders);
+  EXPECT_EQ(r->malformed, 0u);
+  EXPECT_EQ(a.Lookup(id)->size(), kMaxLookupHolders);
+}
+
+// Found by trying: after a FLUSHALL the node record came back at the next
+// heartbeat, but no location was ever published again (no Redis error, so
+// no re-publication).
+TEST(DirectoryTest, RepublishesEverythingAfterAFlush) {
+  testing::RedisProcess redis;
+  ASSERT_TRUE(redis.started());
+  Directory a(Options(redis, "node-a")), reader(Options(redis, "reader"));
+  a.Start();
+  ObjectID id = ObjectID::Random();
+  a.Publish(id, 1, 0, true, 1);
+  auto found = [&] {
+    auto r = reader.Lookup(id);
+    return r.ok() && r->size() == 1 && (*r)[0].alive;
+  };
+  ASSERT_TRUE(Eventually(found));
+  ASSERT_TRUE(Query(redis, {"FLUSHALL"}).ok());
+  EXPECT_TRUE(Eventually(found));
+  EXPECT_EQ(redis.Integer({"SCARD", a.HeldKey()}), 1);
+}
+
+// The same for a Redis that fails over to an empty replica: the store's
+// Redis becomes a replica of an empty server (which empties it), then is
+// promoted, on the same address.
+TEST(DirectoryTest, RepublishesEverythingAfterAFailoverToAnEmptyReplica) {
+  testing::RedisProcess redis;
+  ASSERT_TRUE(redis.started());
+  // The empty server, on TCP (a replica reaches its master over TCP).
+  const std::string dir = testing::TempDir();
+  int port = 20000 + ::getpid() % 20000;
+  cluster::RedisOptions o;
+  o.dir = dir;
+  o.extra = {"--port", std::to_string(port), "--bind", "127.0.0.1", "--loglevel", "warning",
+             "--repl-diskless-sync-delay", "0"};
+  cluster::Redis empty(o);
+  ASSERT_TRUE(empty.Start().ok());
+  // Heartbeats far apart: the failover most likely happens between two, and
+  // no write of the store meets the read-only replica (which would be an
+  // error, and re-publish as after an outage).
+  DirectoryOptions ao = Options(redis, "node-a");
+  ao.heartbeat_ms = 2000;
+  ao.ttl_ms = 8000;
+  Directory a(ao), reader(Options(redis, "reader"));
+  a.Start();
+  ObjectID id = ObjectID::Random();
+  a.Publish(id, 1, 0, true, 1);
+  auto found = [&] {
+    auto r = reader.Lookup(id);
+    return r.ok() && r->size() == 1 && (*r)[0].alive;
+  };
+  ASSERT_TRUE(Eventually(found));
+  ASSERT_TRUE(Query(redis, {"REPLICAOF", "127.0.0.1", std::to_string(port)}).ok());
+  ASSERT_TRUE(Eventually([&] {
+    auto info = Query(redis, {"INFO", "replication"});
+    return info.ok() && !info->empty() &&
+           (*info)[0].find("master_link_status:up") != std::string::npos &&
+           redis.Integer({"DBSIZE"}) == 0;
+  }));
+  ASSERT_TRUE(Query(redis, {"REPLICAOF", "NO", "ONE"}).ok());
+  EXPECT_TRUE(Eventually(found));
+  empty.Kill();
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
 }
 
 TEST(DirectoryTest, WrongPasswordIsAClearError) {

@@ -161,6 +161,7 @@ class Store::Impl : public TableListener, public ObjectSource, public SessionOwn
   std::vector<std::shared_ptr<Transport>> transports_;  // preferred first; none: cannot fetch
   std::unique_ptr<Fetcher> fetcher_;
   std::unique_ptr<Worker> hasher_;  // digests of large objects, off the loop
+  std::unique_ptr<Worker> where_;   // clients' directory lookups (Where), off the loop
   uint32_t next_session_ = kFirstSessionId;
   std::unordered_map<uint32_t, std::unique_ptr<Session>> sessions_;
   std::vector<uint32_t> subscribers_;
@@ -188,6 +189,7 @@ Status Store::Impl::Run() {
   for (auto& t : transports_) t->Shutdown();  // breaks pulls in flight
   fetcher_->StopWorkers();                    // their results are posted, run below
   hasher_.reset();                            // likewise
+  where_.reset();                             // likewise
   {
     std::lock_guard<std::mutex> l(table_mu_);
     loop_->RunPosted();
@@ -195,6 +197,8 @@ Status Store::Impl::Run() {
   if (directory_) directory_->Stop();
   return st;
 }
+
+static_assert(kMaxLookupHolders <= p::kMaxHolders, "a lookup's holders fit one Where reply");
 
 void Store::Impl::DoWhere(Session* s, const p::FrameHeader& h, const ObjectID& id) {
   if (!directory_) {
@@ -204,24 +208,32 @@ void Store::Impl::DoWhere(Session* s, const p::FrameHeader& h, const ObjectID& i
     Reply(s, h, rep);
     return;
   }
-  // Redis answers on a worker thread; the reply is sent from the loop, if the
-  // client is still there.
+  // Redis answers on a thread of Where's own (a Where does not queue behind
+  // fetches' lookups); the reply is sent from the loop, if the client is
+  // still there.
   uint32_t sid = s->id();
   uint64_t request_id = h.request_id;
-  fetcher_->LookUpForClient(id, [this, sid, request_id](
-                                    Result<std::vector<ObjectLocationRecord>> found) {
-    Session* c = FindSession(sid);
-    if (c == nullptr) return;
-    p::WhereReply rep;
-    if (found.ok()) {
-      for (const ObjectLocationRecord& r : *found)
-        rep.holders.push_back(
-            {r.node_id, r.alive, r.data_size, r.metadata_size, r.digest_valid, r.digest});
-    } else {
-      rep.status = Status::Disconnected("the directory (Redis) is unavailable: " +
-                                        found.status().message());
-    }
-    c->Send(p::MakeFrame(p::ReplyType(p::MessageType::kWhere), request_id, rep));
+  if (!where_) where_ = std::make_unique<Worker>();
+  where_->Submit([this, id, sid, request_id] {
+    Result<LookupResult> found = directory_->LookupForClient(id);
+    loop_->Post([this, sid, request_id, found = std::move(found)]() mutable {
+      Session* c = FindSession(sid);
+      if (c == nullptr) return;
+      p::WhereReply rep;
+      if (found.ok()) {
+        for (const ObjectLocationRecord& r : found->holders)
+          rep.holders.push_back(
+              {r.node_id, r.alive, r.data_size, r.metadata_size, r.digest_valid, r.digest});
+        rep.not_shown = found->omitted;
+        rep.malformed = found->malformed;
+      } else if (found.status().IsCorruption()) {
+        rep.status = found.status();  // the object's record is malformed: say so
+      } else {
+        rep.status = Status::Disconnected("the directory (Redis) is unavailable: " +
+                                          found.status().message());
+      }
+      c->Send(p::MakeFrame(p::ReplyType(p::MessageType::kWhere), request_id, rep));
+    });
   });
 }
 

@@ -107,6 +107,8 @@ void ProtocolSeeds() {
   Write(kTarget, "list_reply", Frame(T::kList, 8, lr, true));
   p::WhereReply wr;
   wr.holders = {{"node-a", true, 10, 0, true, 0x1234}, {"node-b", false, 10, 0, false, 0}};
+  wr.not_shown = 904;
+  wr.malformed = 1;
   Write(kTarget, "where_reply", Frame(T::kWhere, 11, wr, true));
   p::FetchReply fr;
   fr.results = {Status(), Status::Timeout("no holder answered")};

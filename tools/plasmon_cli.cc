@@ -436,13 +436,22 @@ int main(int argc, char** argv) {
   if (*where) {
     auto id = ParseId(where_id);
     if (!id) return Fail(BadId(where_id));
-    auto holders = client.Where(*id);
+    plasmon::HoldersLeftOut left_out;
+    auto holders = client.Where(*id, &left_out);
     if (!holders.ok()) return Fail(holders.status().ToString());
+    if (left_out.malformed > 0)
+      std::fprintf(stderr, "plasmon: skipped %llu malformed directory record%s (the store logs them)\n",
+                   static_cast<unsigned long long>(left_out.malformed),
+                   left_out.malformed == 1 ? "" : "s");
     if (holders->empty()) return Fail("object " + id->Hex() + " is on no node");
     for (const plasmon::ObjectHolder& h : *holders) {
       std::printf("%s%s\t%llu bytes\n", h.node_id.c_str(), h.alive ? "" : " (dead)",
                   static_cast<unsigned long long>(h.data_size + h.metadata_size));
     }
+    if (left_out.not_shown > 0)
+      std::printf("... and %llu more holder%s not shown\n",
+                  static_cast<unsigned long long>(left_out.not_shown),
+                  left_out.not_shown == 1 ? "" : "s");
     return 0;
   }
   if (*stats) {

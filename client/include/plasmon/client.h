@@ -204,9 +204,12 @@ class Client {
   Result<StoreStats> Stats();
 
   // The nodes of the cluster that hold the object, according to the
-  // directory (Redis). InvalidArgument on a store that is not in a cluster;
-  // Disconnected if Redis is unreachable.
-  Result<std::vector<ObjectHolder>> Where(const ObjectID& id);
+  // directory (Redis): at most 4096; `left_out`, if given, says how many more
+  // there were and how many malformed records were skipped. InvalidArgument
+  // on a store that is not in a cluster; Disconnected if Redis is
+  // unreachable; Corruption, naming the key, if the object's record in Redis
+  // is malformed.
+  Result<std::vector<ObjectHolder>> Where(const ObjectID& id, HoldersLeftOut* left_out = nullptr);
 
   // Makes objects local: the store pulls each one it lacks from a node that
   // holds it, checks its digest and seals it here (and publishes its new

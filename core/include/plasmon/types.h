@@ -57,6 +57,12 @@ struct ObjectHolder {
   uint64_t digest = 0;
 };
 
+// What a Where reply left out.
+struct HoldersLeftOut {
+  uint64_t not_shown = 0;  // holders past the most one reply carries (4096)
+  uint64_t malformed = 0;  // directory records skipped as malformed (the store logs them)
+};
+
 // What a subscriber receives, one per event, in the order they happened.
 struct Notification {
   enum class Kind : uint8_t { kSealed = 1, kDeleted = 2, kEvicted = 3 };
