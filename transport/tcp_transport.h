@@ -2,7 +2,10 @@
 //
 // Serving: one accept thread and one thread per connection, with blocking
 // I/O. A Pull pins the object, sends the reply header and the object's bytes
-// straight from the pinned arena memory, and unpins.
+// straight from the pinned arena memory, and unpins. Connections still in
+// their handshake have a deadline and budgets of their own (per address and
+// in all), apart from the serving slots of handshaken peers; the accept
+// thread enforces both. Warnings a peer can cause are rate-limited.
 //
 // Pulling: authenticated connections are pooled per endpoint and reused.
 // Objects up to chunk_size travel in one request; larger ones in chunk_size
