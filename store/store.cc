@@ -21,6 +21,7 @@
 #include "core/clock.h"
 #include "core/digest.h"
 #include "core/event_loop.h"
+#include "core/limited_log.h"
 #include "core/protocol.h"
 #include "core/size.h"
 #include "core/unix_socket.h"
@@ -164,6 +165,9 @@ class Store::Impl : public TableListener, public ObjectSource, public SessionOwn
   std::unique_ptr<Worker> where_;   // clients' directory lookups (Where), off the loop
   uint32_t next_session_ = kFirstSessionId;
   std::unordered_map<uint32_t, std::unique_ptr<Session>> sessions_;
+  // Clients closed for their errors, by pid: a client that reconnects and
+  // errs again and again cannot flood the log.
+  LogLimiter client_log_;
   std::vector<uint32_t> subscribers_;
   // What waiting Gets and Fetches hold; charged before they wait.
   WaitBudget wait_budget_;
@@ -183,6 +187,7 @@ Status Store::Impl::Run() {
     spdlog::info("store shutting down: {} clients, {} objects", sessions_.size(),
                  table_.Stats().object_count);
     while (!sessions_.empty()) CloseSession(sessions_.begin()->first, "store shutting down", false);
+    LogSuppressed(client_log_, spdlog::level::warn, /*all=*/true);
   }
   // Unlocked: transport threads may be waiting for the table to pin.
   fetcher_->StopWatcher();                    // no more seal events
@@ -688,7 +693,9 @@ void Store::Impl::CloseSession(uint32_t id, const std::string& reason, bool erro
   std::unique_ptr<Session> s = std::move(it->second);
   sessions_.erase(it);
   if (error) {
-    spdlog::warn("closing client {} (pid {}): {}", s->id(), s->pid(), reason);
+    LimitedLog(client_log_, spdlog::level::warn,
+               "store: clients of pid " + std::to_string(s->pid()) + " closed for errors",
+               "closing client {} (pid {}): {}", s->id(), s->pid(), reason);
   } else {
     spdlog::debug("client {} (pid {}) {}", s->id(), s->pid(), reason);
   }

@@ -179,6 +179,27 @@ TEST_F(MalformedInputTest, TruncatedBodiesAndBadFieldsCloseTheConnection) {
   EXPECT_EQ(good_.Stats()->object_count, 1u);
 }
 
+TEST_F(MalformedInputTest, AFloodOfMalformedClientsLogsABoundedNumberOfLines) {
+  // One process, 500 connections, each closed for a protocol error.
+  for (int i = 0; i < 500; i++) {
+    UniqueFd fd = Raw();
+    ASSERT_TRUE(WriteAll(fd.get(), ConnectFrame() + Frame(999, "")).ok());
+    EXPECT_TRUE(ClosedByStore(fd.get())) << "connection " << i;
+  }
+  ExpectLogged("protocol error");
+  ExpectStoreStillServes();
+  EXPECT_EQ(store_.Terminate(), 0);  // says what it suppressed
+  std::string log = store_.Log();
+  size_t lines = 0, at = 0;
+  while ((at = log.find("closing client", at)) != std::string::npos) {
+    lines++;
+    at++;
+  }
+  EXPECT_LE(lines, 10u) << log;
+  EXPECT_NE(log.find("closed for errors: suppressed 495 similar warnings"), std::string::npos)
+      << log;
+}
+
 TEST_F(MalformedInputTest, FrameCutMidwayThenHangUpLosesNothing) {
   std::string create = p::MakeFrame(static_cast<uint16_t>(p::MessageType::kCreate), 2,
                                     p::CreateRequest{ObjectID::Random(), 100, 0});

@@ -129,6 +129,22 @@ int main(int argc, char** argv) {
   app.add_option("--rdma-addr", rdma_addr,
                  "ADDR[:PORT] of the RDMA-capable interface peers read from (default: the "
                  "--listen address, ephemeral port)");
+  // Peers that have not finished their TCP handshake (docs/SECURITY.md, "Peer stores").
+  app.add_option("--peer-handshake-timeout-ms", tcp.handshake_timeout_ms,
+                 "A connecting peer must finish its handshake within this long, or it is "
+                 "disconnected")
+      ->check(CLI::Range(1, 3600000))
+      ->capture_default_str();
+  app.add_option("--peer-handshakes-per-address", tcp.max_handshakes_per_address,
+                 "Connections one peer address may have in their handshake at once; more are "
+                 "refused")
+      ->check(CLI::Range(1, 65536))
+      ->capture_default_str();
+  app.add_option("--peer-max-handshakes", tcp.max_handshakes,
+                 "Connections in their handshake at once, all addresses together; past it the "
+                 "oldest is dropped. They never take the slots of handshaken peers")
+      ->check(CLI::Range(1, 65536))
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   std::optional<spdlog::level::level_enum> level = ParseLogLevel(log_level);

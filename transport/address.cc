@@ -8,6 +8,11 @@
 
 namespace plasmon {
 
+std::string HostOf(const std::string& peer) {
+  std::string host, port;
+  return SplitHostPort(peer, &host, &port) ? host : peer;
+}
+
 bool SplitHostPort(const std::string& s, std::string* host, std::string* port) {
   size_t colon;
   if (!s.empty() && s[0] == '[') {

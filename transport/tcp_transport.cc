@@ -7,8 +7,10 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -19,6 +21,7 @@
 #include <optional>
 
 #include "core/digest.h"
+#include "core/limited_log.h"
 #include "transport/address.h"
 #include "transport/tcp_wire.h"
 
@@ -78,14 +81,31 @@ int WaitReadable(int fd, int timeout_ms) {
 // Sends one control frame; on failure logs nothing (callers do).
 Status SendFrame(int fd, const std::string& frame) { return tcp::SendAll(fd, frame); }
 
+// The rate limit's key for warnings of one kind from one peer address.
+std::string PeerKey(const char* what, const std::string& host) {
+  return std::string("tcp transport: ") + what + " from " + host;
+}
+
+template <typename... Args>
+void PeerLog(LogLimiter& limiter, spdlog::level::level_enum level, const char* what,
+             const std::string& host, spdlog::format_string_t<Args...> fmt, Args&&... args) {
+  LimitedLog(limiter, level, PeerKey(what, host), fmt, std::forward<Args>(args)...);
+}
+
 
 }  // namespace
 
 // A served connection. The fd is closed (under mu_) by its thread when it
-// ends, so Shutdown never shuts down a reused descriptor number.
+// ends, so Shutdown never shuts down a reused descriptor number. The fields
+// below the thread are guarded by mu_.
 struct TcpTransport::Served {
+  uint64_t id = 0;
   UniqueFd fd;
   std::thread thread;
+  std::string host;  // the peer's address, without its port
+  Phase phase = Phase::kHandshake;
+  std::chrono::steady_clock::time_point deadline;  // of the handshake
+  std::string cut_why;                             // why a cut handshake was ended
 };
 
 // Ends one Pin on every path out of ServePull (or when a hold ends).
@@ -133,10 +153,13 @@ Result<std::unique_ptr<TcpTransport>> TcpTransport::Create(TcpTransportOptions o
     return Status::InvalidArgument("streams must be 1 to " + std::to_string(kMaxStreams));
   if (options.chunk_size < kMinChunkSize)
     return Status::InvalidArgument("chunk_size must be at least " + std::to_string(kMinChunkSize));
-  if (options.io_timeout_ms <= 0 || options.connect_timeout_ms <= 0 || options.hold_timeout_ms <= 0)
+  if (options.io_timeout_ms <= 0 || options.connect_timeout_ms <= 0 ||
+      options.hold_timeout_ms <= 0 || options.handshake_timeout_ms <= 0)
     return Status::InvalidArgument("timeouts must be positive");
-  if (options.max_connections < 1)
-    return Status::InvalidArgument("max_connections must be at least 1");
+  if (options.max_connections < 1 || options.max_handshakes < 1 ||
+      options.max_handshakes_per_address < 1)
+    return Status::InvalidArgument(
+        "max_connections, max_handshakes and max_handshakes_per_address must be at least 1");
   if (options.node_name.size() > tcp::kMaxNodeName)
     return Status::InvalidArgument("node name longer than " + std::to_string(tcp::kMaxNodeName) +
                                    " bytes");
@@ -193,7 +216,9 @@ Result<std::string> TcpTransport::Listen(ObjectSource* source) {
   int gai = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &res);
   if (gai != 0)
     return Status::InvalidArgument("cannot resolve " + opts_.listen + ": " + gai_strerror(gai));
-  UniqueFd fd(::socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  // Non-blocking: the accept thread waits in poll(), which also times the
+  // handshake deadlines, and accepts only what is there.
+  UniqueFd fd(::socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   int err = errno;
   Status st;
   if (!fd.valid()) {
@@ -221,6 +246,8 @@ Result<std::string> TcpTransport::Listen(ObjectSource* source) {
       AdvertisedEndpoint(opts_.listen, opts_.advertise, bound_host, bound_port, IsWildcard(ss));
   if (!advertised.ok()) return advertised.status();
   const std::string endpoint = *advertised;
+  UniqueFd wake(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!wake.valid()) return Status::FromErrno("eventfd", errno);
 
   std::lock_guard<std::mutex> l(mu_);
   if (shut_down_) return Status::Disconnected("the transport is shut down");
@@ -228,6 +255,7 @@ Result<std::string> TcpTransport::Listen(ObjectSource* source) {
   listening_ = true;
   source_ = source;
   listen_fd_ = std::move(fd);
+  wake_fd_ = std::move(wake);
   accept_thread_ = std::thread([this] { AcceptLoop(); });
   spdlog::info("tcp transport listening on {} (advertised as {})",
                JoinHostPort(bound_host, bound_port), endpoint);
@@ -235,39 +263,119 @@ Result<std::string> TcpTransport::Listen(ObjectSource* source) {
 }
 
 void TcpTransport::AcceptLoop() {
-  const int lfd = listen_fd_.get();  // closed only after this thread is joined
+  // Both closed only after this thread is joined.
+  const int lfd = listen_fd_.get();
+  const int wfd = wake_fd_.get();
   for (;;) {
+    ReapFinished();
+    pollfd p[2] = {{lfd, POLLIN, 0}, {wfd, POLLIN, 0}};
+    int r = ::poll(p, 2, CutLateHandshakes());
+    if (r < 0 && errno != EINTR) {
+      // Cannot happen with valid descriptors; never spin on it.
+      spdlog::error("tcp transport: poll: {}", std::strerror(errno));
+      std::unique_lock<std::mutex> l(mu_);
+      cv_.wait_for(l, std::chrono::milliseconds(100), [this] { return shut_down_; });
+    }
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (shut_down_) return;
+    }
+    if (r <= 0 || (p[0].revents & POLLIN) == 0) continue;
     sockaddr_storage ss{};
     socklen_t len = sizeof(ss);
     int fd = ::accept4(lfd, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_CLOEXEC);
     if (fd < 0) {
       int err = errno;
-      std::unique_lock<std::mutex> l(mu_);
-      if (shut_down_) return;
-      if (err == EINTR || err == ECONNABORTED) continue;
+      if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR || err == ECONNABORTED) continue;
       // Out of descriptors or memory: back off instead of spinning.
-      spdlog::warn("tcp transport: accept: {}", std::strerror(err));
+      LimitedLog(log_limiter_, spdlog::level::warn, "tcp transport: accept errors",
+                 "tcp transport: accept: {}", std::strerror(err));
+      std::unique_lock<std::mutex> l(mu_);
       cv_.wait_for(l, std::chrono::milliseconds(100), [this] { return shut_down_; });
       continue;
     }
-    UniqueFd conn(fd);
     std::string peer = FormatAddress(reinterpret_cast<sockaddr*>(&ss), len);
-    ReapFinished();
-    std::lock_guard<std::mutex> l(mu_);
-    if (shut_down_) return;
-    accepted_++;
-    if (live_served_ >= opts_.max_connections) {
-      spdlog::warn("tcp transport: refusing peer {}: already serving {} connections", peer,
-                   live_served_);
-      continue;
-    }
-    uint64_t id = next_conn_id_++;
-    auto s = std::make_unique<Served>();
-    s->fd = std::move(conn);
-    s->thread = std::thread([this, id, fd, peer] { Serve(id, fd, peer); });
-    served_.emplace(id, std::move(s));
-    live_served_++;
+    if (!AdmitConnection(UniqueFd(fd), HostOf(peer), peer)) return;  // shut down
   }
+}
+
+bool TcpTransport::AdmitConnection(UniqueFd conn, const std::string& host,
+                                   const std::string& peer) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (shut_down_) return false;
+  accepted_++;
+  // One address may not take every handshake slot: refused at once, it costs
+  // a thread nothing.
+  size_t& from_host = handshaking_by_host_[host];
+  if (from_host >= opts_.max_handshakes_per_address) {
+    PeerLog(log_limiter_, spdlog::level::warn, "refused connections", host,
+            "tcp transport: refusing peer {}: {} connections from {} are already in their "
+            "handshake (at most {})",
+            peer, from_host, host, opts_.max_handshakes_per_address);
+    return true;  // `conn` closes
+  }
+  // All addresses together: the oldest handshake makes room. An honest
+  // peer's handshake takes a round trip or two, so the oldest is the one
+  // that dawdles.
+  if (handshaking_ >= opts_.max_handshakes) {
+    Served* oldest = nullptr;
+    for (auto& [id, s] : served_) {
+      if (s->phase == Phase::kHandshake && (oldest == nullptr || id < oldest->id))
+        oldest = s.get();
+    }
+    if (oldest != nullptr)
+      CutHandshake(oldest, "dropped to make room: " + std::to_string(opts_.max_handshakes) +
+                               " connections were in their handshake");
+  }
+  auto s = std::make_unique<Served>();
+  Served* raw = s.get();
+  s->id = next_conn_id_++;
+  s->host = host;
+  s->deadline = std::chrono::steady_clock::now() +
+                std::chrono::milliseconds(opts_.handshake_timeout_ms);
+  const int fd = conn.get();
+  s->fd = std::move(conn);
+  handshaking_by_host_[host]++;  // `from_host` may dangle after CutHandshake
+  handshaking_++;
+  s->thread = std::thread([this, raw, fd, peer] { Serve(raw, fd, peer); });
+  served_.emplace(raw->id, std::move(s));
+  return true;
+}
+
+void TcpTransport::LeaveHandshake(Served* s, Phase next) {
+  if (s->phase != Phase::kHandshake) return;
+  s->phase = next;
+  handshaking_--;
+  auto it = handshaking_by_host_.find(s->host);
+  if (it != handshaking_by_host_.end() && --it->second == 0) handshaking_by_host_.erase(it);
+}
+
+void TcpTransport::CutHandshake(Served* s, std::string why) {
+  if (s->phase != Phase::kHandshake) return;
+  LeaveHandshake(s, Phase::kCut);
+  s->cut_why = std::move(why);
+  // Wakes its thread from recv() or send(); the thread closes the fd.
+  if (s->fd.valid()) ::shutdown(s->fd.get(), SHUT_RDWR);
+}
+
+int TcpTransport::CutLateHandshakes() {
+  // Also when nothing else wakes this thread: summaries of what the rate
+  // limit suppressed come out within a window of the flood's end.
+  LogSuppressed(log_limiter_, spdlog::level::warn);
+  const auto now = std::chrono::steady_clock::now();
+  auto next = now + std::chrono::milliseconds(log_limiter_.options().window_ms);
+  std::lock_guard<std::mutex> l(mu_);
+  for (auto& [id, s] : served_) {
+    if (s->phase != Phase::kHandshake) continue;
+    if (s->deadline <= now) {
+      CutHandshake(s.get(), "no handshake within " + std::to_string(opts_.handshake_timeout_ms) +
+                                " ms");
+    } else {
+      next = std::min(next, s->deadline);
+    }
+  }
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(next - now).count();
+  return static_cast<int>(std::clamp<int64_t>(ms + 1, 1, 60000));
 }
 
 void TcpTransport::ReapFinished() {
@@ -285,17 +393,21 @@ void TcpTransport::ReapFinished() {
   for (auto& s : done) s->thread.join();
 }
 
-void TcpTransport::Serve(uint64_t conn_id, int fd, std::string peer) {
-  // SO_RCVTIMEO bounds the wait for the rest of a frame once it has begun;
-  // between frames the thread waits in poll() without a timeout, so pooled
-  // connections may stay idle indefinitely. SO_SNDTIMEO keeps a peer that
-  // stops reading from wedging this thread.
+void TcpTransport::Serve(Served* s, int fd, std::string peer) {
+  // The accept thread ends a handshake that takes longer than
+  // handshake_timeout (CutLateHandshakes), however slowly its bytes come.
+  // Then SO_RCVTIMEO bounds the wait for the rest of a frame once it has
+  // begun; between frames the thread waits in poll() without a timeout, so
+  // pooled connections may stay idle indefinitely. SO_SNDTIMEO keeps a peer
+  // that stops reading from wedging this thread.
+  const std::string& host = s->host;  // never changes
   Status st = SetNoDelay(fd);
   if (st.ok()) st = SetTimeout(fd, SO_RCVTIMEO, opts_.io_timeout_ms);
   if (st.ok()) st = SetTimeout(fd, SO_SNDTIMEO, opts_.io_timeout_ms);
   if (!st.ok()) {
-    spdlog::warn("tcp transport: peer {}: {}", peer, st.ToString());
-  } else if (ServerHandshake(fd, &peer)) {
+    PeerLog(log_limiter_, spdlog::level::warn, "socket errors", host, "tcp transport: peer {}: {}",
+            peer, st.ToString());
+  } else if (ServerHandshake(s, fd, &peer)) {
     std::unique_ptr<PinGuard> held;  // a Pull with `hold`: until the next frame
     for (;;) {
       // A hold ends after hold_timeout even if the puller went silent (stopped,
@@ -316,50 +428,85 @@ void TcpTransport::Serve(uint64_t conn_id, int fd, std::string peer) {
         if (eof) {
           spdlog::debug("tcp transport: peer {} disconnected", peer);
         } else {
-          spdlog::warn("tcp transport: closing connection from {}: {}", peer, st.ToString());
+          PeerLog(log_limiter_, spdlog::level::warn, "broken connections", host,
+                  "tcp transport: closing connection from {}: {}", peer, st.ToString());
         }
         break;
       }
       if (f.header.type != tcp::Type(tcp::MessageType::kPull)) {
-        spdlog::warn(
-            "tcp transport: closing connection from {}: protocol error: unexpected "
-            "message type {:#x}",
-            peer, f.header.type);
+        PeerLog(log_limiter_, spdlog::level::warn, "protocol errors", host,
+                "tcp transport: closing connection from {}: protocol error: unexpected "
+                "message type {:#x}",
+                peer, f.header.type);
         break;
       }
-      if (!ServePull(fd, peer, f.header.request_id, f.body, &held)) break;
+      if (!ServePull(fd, host, peer, f.header.request_id, f.body, &held)) break;
     }
   }
   std::lock_guard<std::mutex> l(mu_);
-  auto it = served_.find(conn_id);
+  if (s->phase == Phase::kServing) {
+    serving_--;
+  } else {
+    LeaveHandshake(s, Phase::kCut);  // frees its slot if it still has one
+  }
+  auto it = served_.find(s->id);
   if (it != served_.end()) it->second->fd.Reset();  // else Shutdown owns it now
-  finished_.push_back(conn_id);
-  live_served_--;
+  finished_.push_back(s->id);
 }
 
-bool TcpTransport::ServerHandshake(int fd, std::string* peer) {
+bool TcpTransport::ReportCut(Served* s, const std::string& peer) {
+  std::string why;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (s->phase != Phase::kCut) return false;
+    why = s->cut_why;
+  }
+  PeerLog(log_limiter_, spdlog::level::warn, "failed handshakes", s->host,
+          "tcp transport: closing connection from {}: {}", peer, why);
+  return true;
+}
+
+Status TcpTransport::StartServing(Served* s) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (s->phase != Phase::kHandshake)
+    return Status::Disconnected("the handshake took too long");
+  if (serving_ >= opts_.max_connections)
+    return Status::Disconnected("the holder is already serving " + std::to_string(serving_) +
+                                " connections");
+  LeaveHandshake(s, Phase::kServing);
+  serving_++;
+  return Status::OK();
+}
+
+bool TcpTransport::ServerHandshake(Served* s, int fd, std::string* peer) {
   using tcp::MessageType;
+  const std::string& host = s->host;
+  // Every warning before the Welcome counts as one kind per address.
+  auto warn = [&]<typename... Args>(spdlog::format_string_t<Args...> fmt, Args&&... args) {
+    PeerLog(log_limiter_, spdlog::level::warn, "failed handshakes", host, fmt,
+            std::forward<Args>(args)...);
+  };
   tcp::Frame f;
   bool eof = false;
   Status st = tcp::ReadFrame(fd, tcp::kMaxControlBody, &f, &eof);
   if (!st.ok()) {
+    if (ReportCut(s, *peer)) return false;
     if (eof) {
-      spdlog::info("tcp transport: peer {} closed the connection before the handshake", *peer);
+      PeerLog(log_limiter_, spdlog::level::info, "connections closed before the handshake", host,
+              "tcp transport: peer {} closed the connection before the handshake", *peer);
     } else {
-      spdlog::warn("tcp transport: closing connection from {}: handshake: {}", *peer,
-                   st.ToString());
+      warn("tcp transport: closing connection from {}: handshake: {}", *peer, st.ToString());
     }
     return false;
   }
   tcp::Hello hello;
   if (f.header.type != tcp::Type(MessageType::kHello) || !tcp::ParseBody(f.body, &hello)) {
-    spdlog::warn("tcp transport: closing connection from {}: protocol error: expected a Hello",
-                 *peer);
+    warn("tcp transport: closing connection from {}: protocol error: expected a Hello", *peer);
     return false;
   }
   if (hello.magic != tcp::kMagic) {
-    spdlog::warn("tcp transport: closing connection from {}: protocol error: bad magic {:#x}",
-                 *peer, hello.magic);
+    warn("tcp transport: closing connection from {}: protocol error: bad magic {:#x}", *peer,
+         hello.magic);
     return false;
   }
   const uint64_t rid = f.header.request_id;
@@ -371,7 +518,7 @@ bool TcpTransport::ServerHandshake(int fd, std::string* peer) {
     *peer = name + "@" + *peer;
   }
   auto refuse = [&](Status why) {
-    spdlog::warn("tcp transport: refusing peer {}: {}", *peer, why.ToString());
+    warn("tcp transport: refusing peer {}: {}", *peer, why.ToString());
     (void)SendFrame(fd, tcp::MakeFrame(MessageType::kWelcome, rid, tcp::Welcome{std::move(why)}));
     return false;
   };
@@ -397,22 +544,29 @@ bool TcpTransport::ServerHandshake(int fd, std::string* peer) {
   st = SendFrame(fd, tcp::MakeFrame(MessageType::kChallenge, rid, ch));
   if (st.ok()) st = tcp::ReadFrame(fd, tcp::kMaxControlBody, &f, &eof);
   if (!st.ok()) {
-    spdlog::warn("tcp transport: peer {} failed the handshake: {}{}", *peer, st.ToString(),
-                 eof ? " (did it reject this node's proof? the cluster secrets may differ)" : "");
+    if (ReportCut(s, *peer)) return false;
+    warn("tcp transport: peer {} failed the handshake: {}{}", *peer, st.ToString(),
+         eof ? " (did it reject this node's proof? the cluster secrets may differ)" : "");
     return false;
   }
   tcp::ProofMessage proof;
   if (f.header.type != tcp::Type(MessageType::kProof) || !tcp::ParseBody(f.body, &proof)) {
-    spdlog::warn("tcp transport: closing connection from {}: protocol error: expected a Proof",
-                 *peer);
+    warn("tcp transport: closing connection from {}: protocol error: expected a Proof", *peer);
     return false;
   }
   tcp::Proof expected = tcp::MakeProof(opts_.secret, tcp::kClientLabel, hello.nonce, ch.nonce);
   if (!tcp::ProofsEqual(proof.proof, expected))
     return refuse(Status::PermissionDenied("authentication failed: wrong cluster secret"));
+  // Handshaken: a serving slot now, or a refusal that says why.
+  st = StartServing(s);
+  if (!st.ok()) {
+    if (ReportCut(s, *peer)) return false;
+    return refuse(std::move(st));
+  }
   st = SendFrame(fd, tcp::MakeFrame(MessageType::kWelcome, f.header.request_id, tcp::Welcome{}));
   if (!st.ok()) {
-    spdlog::warn("tcp transport: peer {}: {}", *peer, st.ToString());
+    PeerLog(log_limiter_, spdlog::level::warn, "broken connections", host,
+            "tcp transport: peer {}: {}", *peer, st.ToString());
     return false;
   }
   spdlog::debug("tcp transport: peer {} connected{}", *peer,
@@ -420,11 +574,13 @@ bool TcpTransport::ServerHandshake(int fd, std::string* peer) {
   return true;
 }
 
-bool TcpTransport::ServePull(int fd, const std::string& peer, uint64_t request_id,
-                             std::string_view body, std::unique_ptr<PinGuard>* held) {
+bool TcpTransport::ServePull(int fd, const std::string& host, const std::string& peer,
+                             uint64_t request_id, std::string_view body,
+                             std::unique_ptr<PinGuard>* held) {
   tcp::PullMessage m;
   if (!tcp::ParseBody(body, &m)) {
-    spdlog::warn("tcp transport: closing connection from {}: protocol error: malformed Pull", peer);
+    PeerLog(log_limiter_, spdlog::level::warn, "protocol errors", host,
+            "tcp transport: closing connection from {}: protocol error: malformed Pull", peer);
     return false;
   }
   tcp::PullReply rep;
@@ -435,7 +591,9 @@ bool TcpTransport::ServePull(int fd, const std::string& peer, uint64_t request_i
   if (!pinned.ok()) {
     rep.status = pinned.status();
     Status st = SendFrame(fd, tcp::MakeFrame(tcp::MessageType::kPullReply, request_id, rep));
-    if (!st.ok()) spdlog::warn("tcp transport: peer {}: {}", peer, st.ToString());
+    if (!st.ok())
+      PeerLog(log_limiter_, spdlog::level::warn, "broken connections", host,
+              "tcp transport: peer {}: {}", peer, st.ToString());
     return st.ok();
   }
   auto guard_ptr = std::make_unique<PinGuard>(source_, m.id);
@@ -472,7 +630,8 @@ bool TcpTransport::ServePull(int fd, const std::string& peer, uint64_t request_i
   Status st =
       tcp::SendAll(fd, tcp::MakeFrame(tcp::MessageType::kPullReply, request_id, rep), tail, n);
   if (!st.ok()) {
-    spdlog::warn("tcp transport: pull of {} by {}: {}", m.id.Hex(), peer, st.ToString());
+    PeerLog(log_limiter_, spdlog::level::warn, "broken connections", host,
+            "tcp transport: pull of {} by {}: {}", m.id.Hex(), peer, st.ToString());
     return false;
   }
   if (m.hold && rep.status.ok()) *held = std::move(guard_ptr);
@@ -484,7 +643,11 @@ void TcpTransport::Shutdown() {
     std::lock_guard<std::mutex> l(mu_);
     if (shut_down_) return;
     shut_down_ = true;
-    if (listen_fd_.valid()) ::shutdown(listen_fd_.get(), SHUT_RDWR);  // wakes accept()
+    if (listen_fd_.valid()) ::shutdown(listen_fd_.get(), SHUT_RDWR);
+    if (wake_fd_.valid()) {
+      uint64_t one = 1;  // wakes the accept thread's poll()
+      (void)!::write(wake_fd_.get(), &one, sizeof(one));
+    }
     for (int fd : client_fds_) ::shutdown(fd, SHUT_RDWR);
     for (UniqueFd& fd : idle_.Close()) client_fds_.erase(fd.get());
     cv_.notify_all();
@@ -505,8 +668,10 @@ void TcpTransport::Shutdown() {
   {
     std::lock_guard<std::mutex> l(mu_);
     listen_fd_.Reset();
+    wake_fd_.Reset();
   }
   pulls_.WaitIdle();
+  LogSuppressed(log_limiter_, spdlog::level::warn, /*all=*/true);
 }
 
 // ---------------------------------------------------------------- pulling

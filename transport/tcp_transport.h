@@ -2,7 +2,10 @@
 //
 // Serving: one accept thread and one thread per connection, with blocking
 // I/O. A Pull pins the object, sends the reply header and the object's bytes
-// straight from the pinned arena memory, and unpins.
+// straight from the pinned arena memory, and unpins. Connections still in
+// their handshake have a deadline and budgets of their own (per address and
+// in all), apart from the serving slots of handshaken peers; the accept
+// thread enforces both. Warnings a peer can cause are rate-limited.
 //
 // Pulling: authenticated connections are pooled per endpoint and reused.
 // Objects up to chunk_size travel in one request; larger ones in chunk_size
@@ -27,6 +30,7 @@
 #include <vector>
 
 #include "core/fd.h"
+#include "core/log_limiter.h"
 #include "plasmon/status.h"
 #include "transport/plumbing.h"
 #include "transport/transport.h"
@@ -53,6 +57,15 @@ struct TcpTransportOptions {
   // the hold after this long (a slow transfer then goes on, pinned per chunk).
   int hold_timeout_ms = 120000;
   size_t max_connections = 256;  // served at once
+  // Serving, before a peer has finished its handshake: it has this long in
+  // all (however slowly its bytes come) or is closed; one address may have
+  // max_handshakes_per_address connections in their handshake, and all
+  // together max_handshakes (past it, the oldest is dropped to make room).
+  // They hold none of the max_connections slots, which go to handshaken
+  // peers only: peers without the secret cannot crowd out those with it.
+  int handshake_timeout_ms = 2000;
+  size_t max_handshakes_per_address = 32;
+  size_t max_handshakes = 128;
 };
 
 class TcpTransport : public Transport {
@@ -71,8 +84,13 @@ class TcpTransport : public Transport {
 
   // Connections accepted since Listen, refused ones included (for tests).
   uint64_t accepted_connections() const;
+  // Log lines that peers caused and the rate limit suppressed.
+  uint64_t suppressed_log_lines() const { return log_limiter_.suppressed(); }
 
  private:
+  // Where a served connection is: in its handshake, handshaken (holding a
+  // serving slot), or cut short in its handshake.
+  enum class Phase { kHandshake, kServing, kCut };
   struct Served;
   class Lease;
   class PinGuard;
@@ -81,15 +99,32 @@ class TcpTransport : public Transport {
 
   // ---- serving ----
   void AcceptLoop();
-  void Serve(uint64_t conn_id, int fd, std::string peer);
+  // Takes a new connection from `host`, or refuses it (false). Drops the
+  // oldest one in its handshake if there are max_handshakes already.
+  bool AdmitConnection(UniqueFd conn, const std::string& host, const std::string& peer);
+  // Closes the connections whose handshake deadline passed; returns the ms
+  // until the next deadline (-1: none).
+  int CutLateHandshakes();
+  // Ends `s`'s handshake early (under mu_): shuts its socket down and frees
+  // its handshake slot; its thread logs `why`.
+  void CutHandshake(Served* s, std::string why);
+  // Frees `s`'s handshake slot (under mu_), if it has one, and moves it to
+  // the phase `next`.
+  void LeaveHandshake(Served* s, Phase next);
+  void Serve(Served* s, int fd, std::string peer);
   // Runs the server half of the handshake; false closes the connection. Adds
   // the client's node name to *peer.
-  bool ServerHandshake(int fd, std::string* peer);
+  bool ServerHandshake(Served* s, int fd, std::string* peer);
+  // After a cut: logs why and returns true.
+  bool ReportCut(Served* s, const std::string& peer);
+  // Moves `s` from its handshake to a serving slot; a status to refuse it with
+  // if there is none.
+  Status StartServing(Served* s);
   // Answers one Pull; false closes the connection.
   // *held: the pin a Pull with `hold` keeps after its reply, ended by the
   // next frame (or the connection's end).
-  bool ServePull(int fd, const std::string& peer, uint64_t request_id, std::string_view body,
-                 std::unique_ptr<PinGuard>* held);
+  bool ServePull(int fd, const std::string& host, const std::string& peer, uint64_t request_id,
+                 std::string_view body, std::unique_ptr<PinGuard>* held);
   void ReapFinished();  // joins served connections whose threads ended
 
   // ---- pulling ----
@@ -131,7 +166,12 @@ class TcpTransport : public Transport {
   uint64_t next_conn_id_ = 0;
   std::unordered_map<uint64_t, std::unique_ptr<Served>> served_;
   std::vector<uint64_t> finished_;  // served connections whose threads ended
-  size_t live_served_ = 0;
+  size_t serving_ = 0;              // handshaken connections
+  size_t handshaking_ = 0;          // in their handshake (not cut)
+  std::unordered_map<std::string, size_t> handshaking_by_host_;
+  UniqueFd wake_fd_;  // an eventfd: wakes the accept thread at Shutdown
+  // Warnings a peer can cause, by peer address and reason.
+  LogLimiter log_limiter_;
   // Client side: every open client socket (pooled or in use), so Shutdown can
   // break them, and the idle ones by endpoint.
   std::unordered_set<int> client_fds_;

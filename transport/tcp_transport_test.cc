@@ -4,10 +4,14 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <spdlog/sinks/base_sink.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -568,6 +572,206 @@ TEST(TcpTransportTest, SilentPeersAreDroppedButIdleOnesAreNot) {
   std::this_thread::sleep_for(1s);
   ExpectPulls(client.get(), &h, small, 100, 0);
   EXPECT_EQ(h.transport->accepted_connections(), accepted);
+}
+
+// ---- peers that do not finish their handshake ----
+
+// A raw socket to `endpoint` from the loopback address `from` (127.0.0.X:
+// another address, as far as the holder's per-address limits go).
+UniqueFd ConnectFrom(const std::string& endpoint, const char* from) {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in local{};
+  local.sin_family = AF_INET;
+  ::inet_pton(AF_INET, from, &local.sin_addr);
+  EXPECT_EQ(::bind(fd.get(), reinterpret_cast<sockaddr*>(&local), sizeof(local)), 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(std::stoi(endpoint.substr(endpoint.rfind(':') + 1))));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  return fd;
+}
+
+// Whether the holder closes `fd` within `within` (reads to EOF or a reset).
+bool ClosedWithin(int fd, std::chrono::milliseconds within) {
+  timeval tv{static_cast<time_t>(within.count() / 1000),
+             static_cast<suseconds_t>(within.count() % 1000 * 1000)};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  char buf[256];
+  auto deadline = std::chrono::steady_clock::now() + within;
+  while (std::chrono::steady_clock::now() < deadline) {
+    ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+    if (n == 0) return true;
+    if (n < 0) return errno == ECONNRESET || errno == EPIPE;
+  }
+  return false;
+}
+
+TEST(TcpTransportTest, SlowAndSilentPeersAreCutAtTheHandshakeDeadline) {
+  TcpTransportOptions o = Opts();
+  o.handshake_timeout_ms = 500;  // io_timeout stays 10 s: the cut is the deadline's
+  o.max_connections = 4;         // fewer than the hostile connections
+  Holder h(o);
+  ObjectID id = h.source.Add(100, 0);
+  // A slowloris address sends one header byte every 100 ms; a silent one
+  // sends nothing.
+  std::vector<UniqueFd> slow, silent;
+  for (int i = 0; i < 16; i++) slow.push_back(ConnectFrom(h.endpoint, "127.0.0.2"));
+  for (int i = 0; i < 16; i++) silent.push_back(ConnectFrom(h.endpoint, "127.0.0.3"));
+  std::atomic<bool> stop{false};
+  std::thread drip([&] {
+    for (int round = 0; round < 15 && !stop; round++) {  // 16 bytes: a header, never done
+      for (UniqueFd& fd : slow) (void)::send(fd.get(), "\0", 1, MSG_NOSIGNAL);
+      std::this_thread::sleep_for(100ms);
+    }
+  });
+  // Meanwhile a peer with the secret pulls: the hostile connections hold
+  // none of the serving slots.
+  auto client = MakeClient(Opts());
+  ExpectPulls(client.get(), &h, id, 100, 0);
+  // Every hostile connection is closed, long before io_timeout.
+  for (UniqueFd& fd : slow) EXPECT_TRUE(ClosedWithin(fd.get(), 5s)) << "a slowloris connection";
+  for (UniqueFd& fd : silent) EXPECT_TRUE(ClosedWithin(fd.get(), 5s)) << "a silent connection";
+  stop = true;
+  drip.join();
+  // The slots are free: the same addresses may try again, and every serving
+  // slot left is there for handshaken peers.
+  UniqueFd again = ConnectFrom(h.endpoint, "127.0.0.2");
+  EXPECT_TRUE(RawHandshake(again.get(), "s3cret"));
+  std::vector<UniqueFd> more;
+  for (int i = 0; i < 2; i++) {
+    more.push_back(RawConnect(h.endpoint));
+    EXPECT_TRUE(RawHandshake(more.back().get(), "s3cret"));
+  }
+  ExpectPulls(client.get(), &h, id, 100, 0);
+}
+
+TEST(TcpTransportTest, OneAddressCannotTakeEveryHandshakeSlot) {
+  TcpTransportOptions o = Opts();
+  o.handshake_timeout_ms = 20000;  // only the per-address cap closes anything here
+  o.max_handshakes_per_address = 4;
+  Holder h(o);
+  std::vector<UniqueFd> first;
+  for (int i = 0; i < 4; i++) first.push_back(ConnectFrom(h.endpoint, "127.0.0.2"));
+  // Past its cap, the address is refused at once...
+  for (int i = 0; i < 6; i++) {
+    UniqueFd fd = ConnectFrom(h.endpoint, "127.0.0.2");
+    EXPECT_TRUE(ClosedWithin(fd.get(), 5s)) << "connection " << 4 + i << " from one address";
+  }
+  // ...and its first four are still in their handshake, which they may finish.
+  for (UniqueFd& fd : first) {
+    pollfd p{fd.get(), POLLIN, 0};
+    EXPECT_EQ(::poll(&p, 1, 0), 0) << "the server closed a connection within the cap";
+  }
+  EXPECT_TRUE(RawHandshake(first[0].get(), "s3cret"));
+  // Other addresses are not.
+  UniqueFd other = ConnectFrom(h.endpoint, "127.0.0.3");
+  EXPECT_TRUE(RawHandshake(other.get(), "s3cret"));
+  // A handshake finished frees its slot: the address may open one more.
+  UniqueFd fifth = ConnectFrom(h.endpoint, "127.0.0.2");
+  EXPECT_TRUE(RawHandshake(fifth.get(), "s3cret"));
+}
+
+TEST(TcpTransportTest, HandshakenPeersAreServedWhileEveryHandshakeSlotIsTaken) {
+  TcpTransportOptions o = Opts("s3cret", 64 * 1024, 4);
+  o.handshake_timeout_ms = 20000;
+  o.max_connections = 8;
+  o.max_handshakes = 8;  // all taken by silent connections from several addresses
+  Holder h(o);
+  ObjectID big = h.source.Add(kMiB, 0);  // 16 chunks over 4 streams
+  std::vector<UniqueFd> silent;
+  for (const char* from : {"127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"})
+    for (int i = 0; i < 2; i++) silent.push_back(ConnectFrom(h.endpoint, from));
+  auto client = MakeClient(Opts("s3cret", 64 * 1024, 4));
+  ExpectPulls(client.get(), &h, big, kMiB, 0);
+  // The oldest silent connections made room for the puller's.
+  EXPECT_TRUE(ClosedWithin(silent[0].get(), 5s));
+}
+
+TEST(TcpTransportTest, HandshakeLimitsMustBePositive) {
+  TcpTransportOptions o = Opts();
+  o.handshake_timeout_ms = 0;
+  EXPECT_TRUE(TcpTransport::Create(o).status().IsInvalidArgument());
+  o = Opts();
+  o.max_handshakes = 0;
+  EXPECT_TRUE(TcpTransport::Create(o).status().IsInvalidArgument());
+  o = Opts();
+  o.max_handshakes_per_address = 0;
+  EXPECT_TRUE(TcpTransport::Create(o).status().IsInvalidArgument());
+}
+
+// ---- the log ----
+
+// Collects what spdlog's default logger logs while it lives.
+class CapturedLog {
+ public:
+  CapturedLog() : sink_(std::make_shared<Sink>()) {
+    spdlog::default_logger()->sinks().push_back(sink_);
+  }
+  ~CapturedLog() {
+    auto& sinks = spdlog::default_logger()->sinks();
+    sinks.erase(std::remove(sinks.begin(), sinks.end(), sink_), sinks.end());
+  }
+  std::vector<std::string> Lines(spdlog::level::level_enum at_least) const {
+    std::lock_guard<std::mutex> l(sink_->lines_mu);
+    std::vector<std::string> out;
+    for (const auto& [level, line] : sink_->lines)
+      if (level >= at_least) out.push_back(line);
+    return out;
+  }
+
+ private:
+  struct Sink : spdlog::sinks::base_sink<std::mutex> {
+    void sink_it_(const spdlog::details::log_msg& msg) override {
+      std::lock_guard<std::mutex> l(lines_mu);
+      lines.emplace_back(msg.level, std::string(msg.payload.data(), msg.payload.size()));
+    }
+    void flush_() override {}
+    mutable std::mutex lines_mu;
+    std::vector<std::pair<spdlog::level::level_enum, std::string>> lines;
+  };
+  std::shared_ptr<Sink> sink_;
+};
+
+TEST(TcpTransportTest, AFloodOfGarbageConnectionsLogsABoundedNumberOfLines) {
+  CapturedLog log;
+  uint64_t suppressed = 0;
+  {
+    Holder h(Opts());
+    ObjectID id = h.source.Add(100, 0);
+    // 2000 connections of garbage, four at a time.
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; t++) {
+      threads.emplace_back([&] {
+        for (int i = 0; i < 500; i++) {
+          UniqueFd fd = RawConnect(h.endpoint);
+          (void)tcp::SendAll(fd.get(), std::string(16, 'x') + std::string(64, 'y'));
+          (void)ServerCloses(fd.get());
+        }
+      });
+    }
+    for (std::thread& t : threads) t.join();
+    EXPECT_EQ(h.transport->accepted_connections(), 2000u);
+    auto client = MakeClient(Opts());
+    ExpectPulls(client.get(), &h, id, 100, 0);  // still serving
+    h.transport->Shutdown();                    // says what it suppressed
+    suppressed = h.transport->suppressed_log_lines();
+  }
+  std::vector<std::string> lines = log.Lines(spdlog::level::info);
+  size_t warnings = 0;
+  std::string summary;
+  for (const std::string& line : lines) {
+    if (line.find("tcp transport") == std::string::npos) continue;
+    if (line.find("listening on") != std::string::npos) continue;
+    warnings++;
+    if (line.find("suppressed") != std::string::npos) summary = line;
+  }
+  EXPECT_LE(warnings, 10u);
+  EXPECT_GE(suppressed, 1990u);
+  EXPECT_NE(summary.find("suppressed " + std::to_string(suppressed) + " similar warnings"),
+            std::string::npos)
+      << summary;
+  EXPECT_NE(summary.find("127.0.0.1"), std::string::npos) << summary;
 }
 
 TEST(TcpTransportTest, AHoldKeepsTheObjectPinnedUntilTheNextFrame) {

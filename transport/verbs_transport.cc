@@ -32,6 +32,7 @@
 #include "core/digest.h"
 #include "core/event_loop.h"
 #include "core/fd.h"
+#include "core/limited_log.h"
 #include "core/size.h"
 #include "transport/address.h"
 #include "transport/plumbing.h"
@@ -287,6 +288,7 @@ class VerbsTransport::Impl {
     ControlSlots ctl;
     auth::Nonce client_nonce{}, server_nonce{};
     std::string peer;
+    std::string host;  // the peer's address without its port (the log's rate limit)
     int64_t since_us = 0;
     bool established = false;
     bool authed = false;
@@ -370,6 +372,7 @@ class VerbsTransport::Impl {
   PullGate pulls_;
   uint64_t accepted_ = 0;
   std::map<PinKey, HeldPin> pins_;
+  LogLimiter log_limiter_;  // warnings a peer can cause, by peer address and reason
 
   // Serving (the fields below mu_ are the serving thread's alone).
   ObjectSource* source_ = nullptr;
@@ -599,7 +602,9 @@ void VerbsTransport::Impl::OnConnectRequest(rdma_cm_event* ev, rdma_cm_id** dest
   rdma_cm_id* id = ev->id;
   std::string addr = FormatSockaddr(rdma_get_peer_addr(id));
   auto refuse = [&](StatusCode code, const std::string& why) {
-    spdlog::warn("verbs transport: refused a connection from {}: {}", addr, why);
+    LimitedLog(log_limiter_, spdlog::level::warn,
+               "verbs transport: refused connections from " + HostOf(addr),
+               "verbs transport: refused a connection from {}: {}", addr, why);
     verbs::Refusal r;
     r.code = static_cast<uint16_t>(code);
     std::string pd = r.Encode();
@@ -630,6 +635,7 @@ void VerbsTransport::Impl::OnConnectRequest(rdma_cm_event* ev, rdma_cm_id** dest
   s->id = id;
   s->dev = *dev;
   s->peer = addr;
+  s->host = HostOf(addr);
   s->since_us = MonoMicros();
   s->client_nonce = hello.nonce;
   auto fail = [&](const std::string& why) {
@@ -737,7 +743,9 @@ void VerbsTransport::Impl::OnMessage(Served* s, std::string_view msg) {
         auth::MakeProof(opts_.secret, auth::kClientLabel, s->client_nonce, s->server_nonce);
     verbs::Welcome w;
     if (!auth::ProofsEqual(proof.proof, expected)) {
-      spdlog::warn("verbs transport: refused {}: it does not know the cluster secret", s->peer);
+      LimitedLog(log_limiter_, spdlog::level::warn,
+                 "verbs transport: failed handshakes from " + s->host,
+                 "verbs transport: refused {}: it does not know the cluster secret", s->peer);
       w.status = Status::PermissionDenied("the cluster secret does not match");
       s->close_after_send = true;
     } else {
@@ -882,6 +890,7 @@ void VerbsTransport::Impl::HashLoop() {
 }
 
 void VerbsTransport::Impl::Housekeep() {
+  LogSuppressed(log_limiter_, spdlog::level::warn);  // windows that ended quietly
   int64_t now = MonoMicros();
   for (auto& [conn_id, s] : served_) {
     if (!s->authed && !s->doomed && now - s->since_us > int64_t{opts_.io_timeout_ms} * 1000)
@@ -905,7 +914,10 @@ void VerbsTransport::Impl::Housekeep() {
 void VerbsTransport::Impl::Doom(Served* s, const std::string& why) {
   if (s->doomed) return;
   s->doomed = true;
-  if (!why.empty()) spdlog::warn("verbs transport: closing connection from {}: {}", s->peer, why);
+  if (!why.empty())
+    LimitedLog(log_limiter_, spdlog::level::warn,
+               "verbs transport: closed connections from " + s->host,
+               "verbs transport: closing connection from {}: {}", s->peer, why);
 }
 
 void VerbsTransport::Impl::DestroyServed(Served* s) {
@@ -1378,6 +1390,7 @@ void VerbsTransport::Impl::Shutdown() {
   listen_id_ = nullptr;
   if (listen_events_ != nullptr) rdma_destroy_event_channel(listen_events_);
   listen_events_ = nullptr;
+  LogSuppressed(log_limiter_, spdlog::level::warn, /*all=*/true);
 }
 
 // ---------------------------------------------------------------------------
