@@ -35,6 +35,9 @@ struct StoreOptions {
   // Needs `directory`: their endpoints are published in the node record.
   std::vector<std::shared_ptr<Transport>> transports;
   int transfer_threads = 4;  // pulls in flight at once
+  // Of those, at most this many from one holder (0: half, at least 1), so
+  // that an unresponsive holder cannot stall the pulls from the others.
+  int transfer_threads_per_holder = 0;
 };
 
 class Store {

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -53,6 +54,11 @@ struct TcpTransportOptions {
   // the hold after this long (a slow transfer then goes on, pinned per chunk).
   int hold_timeout_ms = 120000;
   size_t max_connections = 256;  // served at once
+  // Pulling: connecting to a holder and the whole handshake must end within
+  // this, however the holder trickles its bytes (connect_timeout_ms bounds
+  // the connect alone); a holder that accepts and never answers then costs
+  // a pull this long, not io_timeout_ms per read.
+  int dial_timeout_ms = 2000;
 };
 
 class TcpTransport : public Transport {
@@ -96,7 +102,9 @@ class TcpTransport : public Transport {
   // An idle pooled connection to `endpoint`, or a new authenticated one.
   Result<UniqueFd> Acquire(const std::string& endpoint);
   Result<UniqueFd> Connect(const std::string& endpoint);
-  Status ClientHandshake(int fd, const std::string& endpoint);
+  // Its reads end by `deadline`, its sends within SO_SNDTIMEO.
+  Status ClientHandshake(int fd, const std::string& endpoint,
+                         std::chrono::steady_clock::time_point deadline);
   void Release(const std::string& endpoint, UniqueFd fd);  // back to the pool
   void Discard(UniqueFd fd);                               // closes it
   // Sends a Pull for [offset, offset + length) of the object.
