@@ -157,6 +157,37 @@ TEST_F(FetchHardeningTest, AnUnresponsiveHolderDoesNotStallOthersFetches) {
   EXPECT_TRUE(fetcher_->Alive());
 }
 
+TEST_F(FetchHardeningTest, ASuspectHolderGoesLastWhileOthersHoldTheObject) {
+  // A pull from the tarpit fails (by the dial deadline): it is suspect. For
+  // the next eight objects, listed on the tarpit and on node-b, node-b goes
+  // first: every fetch succeeds, and none dials the tarpit again.
+  StartFetcher("64M", {"--dial-timeout-ms", "500"});
+  Tarpit tarpit;
+  ObjectID first = ObjectID::Random();
+  ListOn("tarpit", tarpit.endpoint(), first, 4096);
+  Status st = FetchOne(ca_, first, 15000);
+  EXPECT_TRUE(st.IsDisconnected()) << st.ToString();
+  const int dialed = tarpit.accepted();
+  EXPECT_GT(dialed, 0);
+
+  std::vector<ObjectID> ids;
+  std::vector<std::string> datas;
+  for (int i = 0; i < 8; i++) {
+    ids.push_back(ObjectID::Random());
+    datas.push_back(Bytes(4096, 300 + i));
+    ASSERT_TRUE(Put(cb_, ids.back(), datas.back()).ok());
+    ListOn("tarpit", tarpit.endpoint(), ids.back(), 4096);
+  }
+  ASSERT_TRUE(testing::Published(ca_, ids.back(), "node-b"));
+  auto r = ca_.Fetch(ids, 5000);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  for (size_t i = 0; i < ids.size(); i++) {
+    EXPECT_TRUE((*r)[i].ok()) << (*r)[i].ToString();
+    EXPECT_TRUE(HasBytes(ca_, ids[i], datas[i]));
+  }
+  EXPECT_EQ(tarpit.accepted(), dialed);
+}
+
 TEST_F(FetchHardeningTest, AHolderClaimingATerabyteIsSkipped) {
   // node-b really holds eight objects. A fake holder claims 1 TiB for each;
   // for the last four, two fake holders do (so they outnumber the real one
