@@ -342,8 +342,9 @@ void Fetcher::OrderCandidates(const ObjectID& id, std::vector<FetchCandidate>* c
     return std::make_tuple(-static_cast<int64_t>(holders.size()), x.data_size + x.metadata_size,
                            x.data_size, suspect(x));
   };
-  std::stable_sort(c->begin(), c->end(),
-                   [&](const FetchCandidate& a, const FetchCandidate& b) { return rank(a) < rank(b); });
+  std::stable_sort(c->begin(), c->end(), [&](const FetchCandidate& a, const FetchCandidate& b) {
+    return rank(a) < rank(b);
+  });
   if (!log || claims.size() < 2) return;
   std::string who;
   for (const auto& [size, nodes] : claims) {
@@ -467,10 +468,10 @@ bool Fetcher::StartPull(Job* job) {
     spdlog::warn("fetch {}: no room for the {} that {} claims: {}", id.Hex(),
                  Sizes(c.data_size, c.metadata_size), c.node_id, e.status().ToString());
     job->no_room = std::make_pair(c.data_size, c.metadata_size);
-    job->last_error = Status(e.status().code(), "cannot make room to fetch " + id.Hex() + " (" +
-                                                    Sizes(c.data_size, c.metadata_size) +
-                                                    ", as " + c.node_id + " claims): " +
-                                                    e.status().message());
+    job->last_error =
+        Status(e.status().code(), "cannot make room to fetch " + id.Hex() + " (" +
+                                      Sizes(c.data_size, c.metadata_size) + ", as " + c.node_id +
+                                      " claims): " + e.status().message());
     PullNext(job);
     return false;
   }
@@ -561,7 +562,7 @@ void Fetcher::OnPulled(const ObjectID& id, const FetchCandidate& from, Result<Pu
     for (auto h = holders_.begin(); h != holders_.end();) {
       const Holder& x = h->second;
       h = x.running == 0 && x.queue.empty() && !x.in_ready && !Suspect(x, now) ? holders_.erase(h)
-                                                                                : std::next(h);
+                                                                               : std::next(h);
     }
   }
   Dispatch();  // a slot is free
@@ -579,9 +580,9 @@ void Fetcher::FailQueued(const std::string& key, const Status& why) {
       continue;
     Job* job = &j->second;
     const FetchCandidate& c = job->candidates[job->next - 1];
-    job->last_error = Status(why.code(), c.node_id + " (" + transports_[c.transport]->name() +
-                                             "): not tried: a pull from it just failed: " +
-                                             why.message());
+    job->last_error =
+        Status(why.code(), c.node_id + " (" + transports_[c.transport]->name() +
+                               "): not tried: a pull from it just failed: " + why.message());
     PullNext(job);
   }
 }
@@ -612,7 +613,8 @@ void Fetcher::Park(Job* job) {
     int64_t b = job->recheck_backoff_us;
     b = b == 0 ? kRecheckUs : std::min(kMaxRecheckUs, 2 * b);
     job->recheck_backoff_us = b;
-    job->recheck_at_us = MonoMicros() + b + std::uniform_int_distribution<int64_t>(-b / 4, b / 4)(rng_);
+    job->recheck_at_us =
+        MonoMicros() + b + std::uniform_int_distribution<int64_t>(-b / 4, b / 4)(rng_);
     recheck_schedule_.emplace(job->recheck_at_us, id);
     ArmRecheck(recheck_schedule_.begin()->first);
     if (watcher_) watcher_->Watch(id);

@@ -127,8 +127,8 @@ class Fetcher {
   // `transfer_threads` pulls run at once, at most `per_holder` of them from
   // one holder (0: half of transfer_threads, at least 1).
   Fetcher(EventLoop* loop, ObjectTable* table, Directory* directory,
-          std::vector<std::shared_ptr<Transport>> transports, int transfer_threads,
-          int per_holder, ReplyFn reply);
+          std::vector<std::shared_ptr<Transport>> transports, int transfer_threads, int per_holder,
+          ReplyFn reply);
   ~Fetcher();
   Fetcher(const Fetcher&) = delete;
   Fetcher& operator=(const Fetcher&) = delete;
@@ -185,7 +185,7 @@ class Fetcher {
   // flight, the jobs waiting for one of its slots, and whether it is suspect.
   struct Holder {
     int running = 0;
-    std::deque<ObjectID> queue;   // jobs in kQueued (stale entries are skipped)
+    std::deque<ObjectID> queue;    // jobs in kQueued (stale entries are skipped)
     int64_t suspect_until_us = 0;  // its connection failed: suspect until then
     bool in_ready = false;         // listed in ready_
   };
@@ -249,7 +249,7 @@ class Fetcher {
   std::set<std::pair<int64_t, ObjectID>> recheck_schedule_;  // parked jobs by recheck time
   EventLoop::TimerId recheck_timer_ = EventLoop::kNoTimer;
   int64_t recheck_timer_at_us_ = 0;
-  int64_t recheck_not_before_us_ = 0;  // one batch of rechecks per tick
+  int64_t recheck_not_before_us_ = 0;                       // one batch of rechecks per tick
   std::deque<std::pair<ObjectID, uint64_t>> lookup_queue_;  // (job, lookup_seq) to hand over
   int lookups_in_flight_ = 0;
   const int transfer_threads_;
@@ -258,7 +258,7 @@ class Fetcher {
   bool dispatching_ = false;
   bool sweep_posted_ = false;
   std::unordered_map<std::string, Holder> holders_;  // by HolderKey
-  std::deque<std::string> ready_;  // holders with queued jobs, served in turn
+  std::deque<std::string> ready_;                    // holders with queued jobs, served in turn
   std::unique_ptr<Worker> lookups_;    // directory lookups, off the loop
   std::unique_ptr<Worker> transfers_;  // pulls, off the loop
   std::unique_ptr<SealWatcher> watcher_;

@@ -92,8 +92,18 @@ class FetchHardeningTest : public ::testing::Test {
     ASSERT_TRUE(ca_.Connect(fetcher_->socket()).ok());
   }
   std::vector<std::string> Args(const std::string& node, const std::string& memory) {
-    return {"-m", memory, "--redis", redis_.address(), "--node-id", node, "--node-ttl-ms", "1000",
-            "--listen", "127.0.0.1:0", "--cluster-secret-file", secret_};
+    return {"-m",
+            memory,
+            "--redis",
+            redis_.address(),
+            "--node-id",
+            node,
+            "--node-ttl-ms",
+            "1000",
+            "--listen",
+            "127.0.0.1:0",
+            "--cluster-secret-file",
+            secret_};
   }
   // One command to Redis, as anyone who can write to it could send.
   std::vector<std::string> Redis(const std::vector<std::string>& argv) {

@@ -123,7 +123,6 @@ Status ReadControlFrameBy(int fd, tcp::Frame* out, Clock::time_point deadline) {
   return ReadExactBy(fd, out->body.data(), out->body.size(), deadline);
 }
 
-
 }  // namespace
 
 // A served connection. The fd is closed (under mu_) by its thread when it
@@ -178,8 +177,8 @@ Result<std::unique_ptr<TcpTransport>> TcpTransport::Create(TcpTransportOptions o
     return Status::InvalidArgument("streams must be 1 to " + std::to_string(kMaxStreams));
   if (options.chunk_size < kMinChunkSize)
     return Status::InvalidArgument("chunk_size must be at least " + std::to_string(kMinChunkSize));
-  if (options.io_timeout_ms <= 0 || options.connect_timeout_ms <= 0 || options.hold_timeout_ms <= 0 ||
-      options.dial_timeout_ms <= 0)
+  if (options.io_timeout_ms <= 0 || options.connect_timeout_ms <= 0 ||
+      options.hold_timeout_ms <= 0 || options.dial_timeout_ms <= 0)
     return Status::InvalidArgument("timeouts must be positive");
   if (options.max_connections < 1)
     return Status::InvalidArgument("max_connections must be at least 1");
@@ -590,7 +589,8 @@ void TcpTransport::Discard(UniqueFd fd) {
 
 Result<UniqueFd> TcpTransport::Connect(const std::string& endpoint) {
   // One deadline for connecting and the handshake together.
-  const Clock::time_point dial_deadline = Clock::now() + std::chrono::milliseconds(opts_.dial_timeout_ms);
+  const Clock::time_point dial_deadline =
+      Clock::now() + std::chrono::milliseconds(opts_.dial_timeout_ms);
   std::string host, port;
   if (!SplitHostPort(endpoint, &host, &port))
     return Status::InvalidArgument("malformed endpoint '" + endpoint + "' (want HOST:PORT)");
@@ -655,8 +655,7 @@ Result<UniqueFd> TcpTransport::Connect(const std::string& endpoint) {
     if (st.ok()) st = SetTimeout(fd.get(), SO_RCVTIMEO, opts_.io_timeout_ms);
     // The handshake's few small frames fit the socket buffer: a send that
     // blocks at all means the holder does not read.
-    if (st.ok())
-      st = SetTimeout(fd.get(), SO_SNDTIMEO, std::max(1, MsUntil(dial_deadline)));
+    if (st.ok()) st = SetTimeout(fd.get(), SO_SNDTIMEO, std::max(1, MsUntil(dial_deadline)));
     if (st.ok()) st = ClientHandshake(fd.get(), endpoint, dial_deadline);
     if (st.ok()) st = SetTimeout(fd.get(), SO_SNDTIMEO, opts_.io_timeout_ms);
     if (!st.ok()) {
