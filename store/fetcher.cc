@@ -3,6 +3,9 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <map>
+#include <set>
+#include <tuple>
 
 #include "core/clock.h"
 #include "core/size.h"
@@ -51,19 +54,32 @@ void LocationCache::Drop(const ObjectID& id) {
 
 // ---- Fetcher ----
 
+namespace {
+
+std::string Sizes(uint64_t data, uint64_t metadata) {
+  return std::to_string(data) + "+" + std::to_string(metadata) + " bytes";
+}
+
+bool IsUnreachable(const Status& st) { return st.IsDisconnected() || st.IsTimeout(); }
+
+}  // namespace
+
 Fetcher::Fetcher(EventLoop* loop, ObjectTable* table, Directory* directory,
                  std::vector<std::shared_ptr<Transport>> transports, int transfer_threads,
-                 ReplyFn reply)
+                 int per_holder, ReplyFn reply)
     : loop_(loop),
       table_(table),
       directory_(directory),
       transports_(std::move(transports)),
       reply_(std::move(reply)),
-      waiting_(loop, [this](Pending& f) { Reply(f); }, [this](Pending& f) { Expired(f); }) {
+      waiting_(loop, [this](Pending& f) { Reply(f); }, [this](Pending& f) { Expired(f); }),
+      transfer_threads_(std::max(1, transfer_threads)),
+      per_holder_(per_holder > 0 ? std::min(per_holder, transfer_threads_)
+                                 : std::max(1, transfer_threads_ / 2)) {
   if (directory_ == nullptr) return;
   lookups_ = std::make_unique<Worker>();
   if (transports_.empty()) return;
-  transfers_ = std::make_unique<Worker>(std::max(1, transfer_threads));
+  transfers_ = std::make_unique<Worker>(transfer_threads_);
   watcher_ = std::make_unique<SealWatcher>(directory_->options(),
                                            [this](const ObjectID& id, SealWatcher::Event) {
                                              loop_->Post([this, id] { OnWatchEvent(id); });
@@ -164,6 +180,9 @@ void Fetcher::Expired(Pending& f) {
       why += "it is being created (or deleted) on this node";
     } else if (j->second.phase == Job::Phase::kPull) {
       why += "its transfer is still running";
+    } else if (j->second.phase == Job::Phase::kQueued) {
+      why += "it waits for a transfer slot of " + j->second.candidates[j->second.next - 1].node_id;
+      if (!j->second.last_error.ok()) why += " (before: " + j->second.last_error.message() + ")";
     } else if (!j->second.last_error.ok()) {
       why += j->second.last_error.message();
     } else {
@@ -172,6 +191,24 @@ void Fetcher::Expired(Pending& f) {
     f.results[i] = Status::Timeout(why);
   }
   Reply(f);
+  SweepAbandonedSoon();  // its parked jobs would otherwise wait for their next recheck
+}
+
+void Fetcher::DropSession(uint32_t session) {
+  waiting_.DropSession(session);
+  SweepAbandonedSoon();
+}
+
+void Fetcher::SweepAbandonedSoon() {
+  if (sweep_posted_ || jobs_.empty()) return;
+  sweep_posted_ = true;
+  loop_->Post([this] {
+    sweep_posted_ = false;
+    std::vector<ObjectID> abandoned;
+    for (const auto& [id, job] : jobs_)
+      if (job.phase != Job::Phase::kPull && !HasWaiters(id)) abandoned.push_back(id);
+    for (const ObjectID& id : abandoned) DropJob(id);
+  });
 }
 
 void Fetcher::StartJob(const ObjectID& id) {
@@ -193,20 +230,39 @@ void Fetcher::LookUp(Job* job, bool use_cache) {
   if (use_cache) {
     if (const std::vector<FetchCandidate>* c = location_cache_.Find(job->id, MonoMicros())) {
       job->candidates = *c;
+      OrderCandidates(job->id, &job->candidates, /*log=*/false);
       job->next = 0;
+      job->no_room.reset();
       job->from_cache = true;
       PullNext(job);
       return;
     }
   }
-  ObjectID id = job->id;
-  uint64_t seq = ++job->lookup_seq;
-  lookups_->Submit([this, id, seq] {
-    auto found = directory_->Lookup(id);
-    loop_->Post([this, id, seq, found = std::move(found)]() mutable {
-      OnLookedUp(id, seq, std::move(found));
+  lookup_queue_.emplace_back(job->id, ++job->lookup_seq);
+  PumpLookups();
+}
+
+void Fetcher::PumpLookups() {
+  while (lookups_in_flight_ < kMaxLookupsInFlight && !lookup_queue_.empty() && lookups_) {
+    auto [id, seq] = lookup_queue_.front();
+    lookup_queue_.pop_front();
+    auto j = jobs_.find(id);
+    if (j == jobs_.end() || j->second.lookup_seq != seq || j->second.phase != Job::Phase::kLookup)
+      continue;  // finished or moved on meanwhile
+    if (!HasWaiters(id)) {
+      DropJob(id);
+      continue;
+    }
+    lookups_in_flight_++;
+    lookups_->Submit([this, id = id, seq = seq] {
+      auto found = directory_->Lookup(id);
+      loop_->Post([this, id, seq, found = std::move(found)]() mutable {
+        lookups_in_flight_--;
+        OnLookedUp(id, seq, std::move(found));
+        PumpLookups();
+      });
     });
-  });
+  }
 }
 
 void Fetcher::OnLookedUp(const ObjectID& id, uint64_t seq,
@@ -229,9 +285,9 @@ void Fetcher::OnLookedUp(const ObjectID& id, uint64_t seq,
     return;
   }
   if (directory_failing_) {
-    // Redis answers again: parked fetches look up now, not at their next check.
+    // Redis answers again: parked fetches look up soon, not at their next check.
     directory_failing_ = false;
-    if (parked_ > 0) ArmRecheck(MonoMicros());
+    RecheckAllSoon();
   }
   const std::string& self = directory_->options().node_id;
   std::vector<FetchCandidate> candidates;
@@ -257,18 +313,70 @@ void Fetcher::OnLookedUp(const ObjectID& id, uint64_t seq,
     Park(job);
     return;
   }
+  OrderCandidates(id, &candidates, /*log=*/true);
   location_cache_.Put(id, candidates, MonoMicros());
   job->candidates = std::move(candidates);
   job->next = 0;
+  job->no_room.reset();
+  job->recheck_backoff_us = 0;  // it has holders: a later park starts over
   PullNext(job);
+}
+
+std::string Fetcher::HolderKey(const FetchCandidate& c) const {
+  return std::string(transports_[c.transport]->name()) + " " + c.endpoint;
+}
+
+void Fetcher::OrderCandidates(const ObjectID& id, std::vector<FetchCandidate>* c, bool log) {
+  // How many holders claim each size. An ID names one object, so holders
+  // that disagree are stale or lying: settle it before creating anything,
+  // since creating for a size can evict others' objects.
+  std::map<std::pair<uint64_t, uint64_t>, std::set<std::string>> claims;
+  for (const FetchCandidate& x : *c) claims[{x.data_size, x.metadata_size}].insert(x.node_id);
+  const int64_t now = MonoMicros();
+  auto suspect = [&](const FetchCandidate& x) {
+    auto h = holders_.find(HolderKey(x));
+    return h != holders_.end() && Suspect(h->second, now);
+  };
+  auto rank = [&](const FetchCandidate& x) {
+    const auto& holders = claims[{x.data_size, x.metadata_size}];
+    return std::make_tuple(-static_cast<int64_t>(holders.size()), x.data_size + x.metadata_size,
+                           x.data_size, suspect(x));
+  };
+  std::stable_sort(c->begin(), c->end(), [&](const FetchCandidate& a, const FetchCandidate& b) {
+    return rank(a) < rank(b);
+  });
+  if (!log || claims.size() < 2) return;
+  std::string who;
+  for (const auto& [size, nodes] : claims) {
+    who += who.empty() ? "" : "; ";
+    who += Sizes(size.first, size.second) + " by ";
+    size_t n = 0;
+    for (const std::string& node : nodes) {
+      if (n == 3) {
+        who += " and " + std::to_string(nodes.size() - n) + " more";
+        break;
+      }
+      who += (n++ > 0 ? ", " : "") + node;
+    }
+  }
+  spdlog::warn(
+      "fetch {}: its holders disagree on its size ({}): trying {} first (what most holders "
+      "claim, the smaller on a tie); the others only if that fails",
+      id.Hex(), who, Sizes(c->front().data_size, c->front().metadata_size));
 }
 
 void Fetcher::PullNext(Job* job) {
   const ObjectID id = job->id;
+  job->phase = Job::Phase::kLookup;  // between steps
   if (!HasWaiters(id)) {
     DropJob(id);
     return;
   }
+  // A size that found no room here will not find it from another holder.
+  while (job->next < job->candidates.size() && job->no_room &&
+         *job->no_room == std::make_pair(job->candidates[job->next].data_size,
+                                         job->candidates[job->next].metadata_size))
+    job->next++;
   if (job->next >= job->candidates.size()) {
     location_cache_.Drop(id);
     if ((job->stale || job->from_cache) && job->lookups < kMaxLookups) {
@@ -285,7 +393,62 @@ void Fetcher::PullNext(Job* job) {
                                  "); the last: " + job->last_error.message()));
     return;
   }
-  const FetchCandidate& c = job->candidates[job->next++];
+  const std::string key = HolderKey(job->candidates[job->next++]);
+  job->phase = Job::Phase::kQueued;
+  Holder& h = holders_[key];
+  h.queue.push_back(id);
+  if (!h.in_ready) {
+    h.in_ready = true;
+    ready_.push_back(key);
+  }
+  Dispatch();
+}
+
+void Fetcher::Dispatch() {
+  if (dispatching_) return;  // a pull that moved on while we dispatch: the loop below takes it
+  dispatching_ = true;
+  // Holders with queued jobs take turns, one pull each, while transfer slots
+  // are free; one at its limit waits for its own pulls to end, not in front
+  // of the others.
+  size_t passed = 0;  // holders at their limit, in a row
+  while (running_ < transfer_threads_ && !ready_.empty() && passed < ready_.size()) {
+    const std::string key = std::move(ready_.front());
+    ready_.pop_front();
+    auto hit = holders_.find(key);
+    if (hit == holders_.end()) continue;
+    Holder& h = hit->second;
+    h.in_ready = false;
+    if (h.queue.empty()) continue;
+    if (h.running >= (Suspect(h, MonoMicros()) ? 1 : per_holder_)) {
+      h.in_ready = true;
+      ready_.push_back(key);
+      passed++;
+      continue;
+    }
+    passed = 0;
+    const ObjectID id = h.queue.front();
+    h.queue.pop_front();
+    if (!h.queue.empty()) {
+      h.in_ready = true;
+      ready_.push_back(key);
+    }
+    auto j = jobs_.find(id);
+    if (j == jobs_.end() || j->second.phase != Job::Phase::kQueued ||
+        HolderKey(j->second.candidates[j->second.next - 1]) != key)
+      continue;  // a stale entry: the job ended or moved on
+    StartPull(&j->second);
+  }
+  dispatching_ = false;
+}
+
+bool Fetcher::StartPull(Job* job) {
+  const ObjectID id = job->id;
+  job->phase = Job::Phase::kLookup;  // not queued any more
+  if (!HasWaiters(id) || loop_->stopping() || !transfers_) {
+    DropJob(id);
+    return false;
+  }
+  const FetchCandidate& c = job->candidates[job->next - 1];
   Result<ObjectEntry*> e = table_->Create(id, c.data_size, c.metadata_size, kOwner);
   if (!e.ok()) {
     if (e.status().IsObjectExists()) {
@@ -299,11 +462,18 @@ void Fetcher::PullNext(Job* job) {
                                                  " is being created (or deleted) on this node"));
         DropJob(id);
       }
-      return;
+      return false;
     }
-    FinishFetches(id, Status(e.status().code(), "cannot make room to fetch " + id.Hex() + ": " +
-                                                    e.status().message()));
-    return;
+    // No room for what this holder claims: another may claim a size that fits.
+    spdlog::warn("fetch {}: no room for the {} that {} claims: {}", id.Hex(),
+                 Sizes(c.data_size, c.metadata_size), c.node_id, e.status().ToString());
+    job->no_room = std::make_pair(c.data_size, c.metadata_size);
+    job->last_error =
+        Status(e.status().code(), "cannot make room to fetch " + id.Hex() + " (" +
+                                      Sizes(c.data_size, c.metadata_size) + ", as " + c.node_id +
+                                      " claims): " + e.status().message());
+    PullNext(job);
+    return false;
   }
   job->phase = Job::Phase::kPull;
   PullRequest req;
@@ -312,6 +482,8 @@ void Fetcher::PullNext(Job* job) {
   req.metadata_size = c.metadata_size;
   req.destination = table_->arena_base() + (*e)->offset;  // owned by kOwner: nothing else frees it
   FetchCandidate from = c;
+  running_++;
+  holders_[HolderKey(from)].running++;
   spdlog::debug("fetch {}: pulling {} from {} at {} over {}", id.Hex(),
                 FormatSize(c.data_size + c.metadata_size), c.node_id, c.endpoint,
                 transports_[c.transport]->name());
@@ -321,9 +493,22 @@ void Fetcher::PullNext(Job* job) {
       OnPulled(id, from, std::move(r));
     });
   });
+  return true;
 }
 
 void Fetcher::OnPulled(const ObjectID& id, const FetchCandidate& from, Result<PullResult> r) {
+  running_--;
+  const std::string key = HolderKey(from);
+  auto hit = holders_.find(key);
+  if (hit != holders_.end()) {
+    Holder& h = hit->second;
+    h.running--;
+    if (r.ok()) {
+      h.suspect_until_us = 0;
+    } else if (IsUnreachable(r.status())) {
+      h.suspect_until_us = MonoMicros() + kSuspectUs;
+    }
+  }
   auto it = jobs_.find(id);
   Job* job = it == jobs_.end() ? nullptr : &it->second;
   if (job != nullptr) job->phase = Job::Phase::kLookup;  // no transfer in flight now
@@ -335,34 +520,71 @@ void Fetcher::OnPulled(const ObjectID& id, const FetchCandidate& from, Result<Pu
                  from.endpoint, via, r.status().ToString());
     counters_.pulls_failed++;
     location_cache_.Drop(id);  // the next fetch asks the directory
-    if (job == nullptr) return;
-    job->last_error =
-        Status(r.status().code(), from.node_id + " (" + via + "): " + r.status().message());
-    if (r.status().IsObjectNotFound()) {
-      job->stale = true;
-      // It is gone from that holder whatever the transport: skip its others.
-      while (job->next < job->candidates.size() &&
-             job->candidates[job->next].node_id == from.node_id)
-        job->next++;
+    if (job != nullptr) {
+      job->last_error =
+          Status(r.status().code(), from.node_id + " (" + via + "): " + r.status().message());
+      if (r.status().IsObjectNotFound()) {
+        job->stale = true;
+        // It is gone from that holder whatever the transport: skip its others.
+        while (job->next < job->candidates.size() &&
+               job->candidates[job->next].node_id == from.node_id)
+          job->next++;
+      }
+      PullNext(job);
     }
+    // The pulls queued for an unreachable holder would wait for the same
+    // failure, one at a time: they move on now.
+    if (IsUnreachable(r.status())) FailQueued(key, r.status());
+  } else {
+    ObjectEntry* e = table_->Find(id);
+    if (e == nullptr || e->state != ObjectState::kCreated || e->creator != kOwner) {
+      spdlog::error("fetch {}: the object being received vanished", id.Hex());
+      DropJob(id);
+    } else {
+      e->digest = r->digest;  // checked by the transport: no need to hash again
+      e->digest_valid = true;
+      counters_.fetched++;
+      counters_.fetched_bytes += e->total_size();
+      if (r->carried_by == TransportKind::kVerbs) counters_.fetched_rdma++;
+      spdlog::debug("fetch {}: {} from {}", id.Hex(), FormatSize(e->total_size()), from.node_id);
+      Status st = table_->Seal(id, kOwner);  // publishes; answers the Fetches (OnSealed)
+      if (!st.ok()) spdlog::error("fetch {}: seal: {}", id.Hex(), st.ToString());
+      DropJob(id);
+    }
+  }
+  // Forget holders with nothing left to remember (their keys come from Redis).
+  hit = holders_.find(key);
+  if (hit != holders_.end() && hit->second.running == 0 && hit->second.queue.empty() &&
+      !hit->second.in_ready && !Suspect(hit->second, MonoMicros()))
+    holders_.erase(hit);
+  if (holders_.size() > 4096) {
+    const int64_t now = MonoMicros();
+    for (auto h = holders_.begin(); h != holders_.end();) {
+      const Holder& x = h->second;
+      h = x.running == 0 && x.queue.empty() && !x.in_ready && !Suspect(x, now) ? holders_.erase(h)
+                                                                               : std::next(h);
+    }
+  }
+  Dispatch();  // a slot is free
+}
+
+void Fetcher::FailQueued(const std::string& key, const Status& why) {
+  auto hit = holders_.find(key);
+  if (hit == holders_.end()) return;
+  std::deque<ObjectID> queued;
+  queued.swap(hit->second.queue);
+  for (const ObjectID& id : queued) {
+    auto j = jobs_.find(id);
+    if (j == jobs_.end() || j->second.phase != Job::Phase::kQueued ||
+        HolderKey(j->second.candidates[j->second.next - 1]) != key)
+      continue;
+    Job* job = &j->second;
+    const FetchCandidate& c = job->candidates[job->next - 1];
+    job->last_error =
+        Status(why.code(), c.node_id + " (" + transports_[c.transport]->name() +
+                               "): not tried: a pull from it just failed: " + why.message());
     PullNext(job);
-    return;
   }
-  ObjectEntry* e = table_->Find(id);
-  if (e == nullptr || e->state != ObjectState::kCreated || e->creator != kOwner) {
-    spdlog::error("fetch {}: the object being received vanished", id.Hex());
-    DropJob(id);
-    return;
-  }
-  e->digest = r->digest;  // checked by the transport: no need to hash again
-  e->digest_valid = true;
-  counters_.fetched++;
-  counters_.fetched_bytes += e->total_size();
-  if (r->carried_by == TransportKind::kVerbs) counters_.fetched_rdma++;
-  spdlog::debug("fetch {}: {} from {}", id.Hex(), FormatSize(e->total_size()), from.node_id);
-  Status st = table_->Seal(id, kOwner);  // publishes; answers the Fetches (OnSealed)
-  if (!st.ok()) spdlog::error("fetch {}: seal: {}", id.Hex(), st.ToString());
-  DropJob(id);
 }
 
 void Fetcher::AnswerNoWait(const ObjectID& id, const Status& result) {
@@ -385,7 +607,16 @@ void Fetcher::Park(Job* job) {
   job->lookups = 0;  // a later lookup may again retry a directory that was behind
   if (job->phase != Job::Phase::kParked) {
     job->phase = Job::Phase::kParked;
-    if (parked_++ == 0) ArmRecheck(MonoMicros() + kRecheckUs);
+    parked_++;
+    // The seal channel wakes it; this recheck only covers a lost message,
+    // so it backs off, with jitter so that many jobs never come due at once.
+    int64_t b = job->recheck_backoff_us;
+    b = b == 0 ? kRecheckUs : std::min(kMaxRecheckUs, 2 * b);
+    job->recheck_backoff_us = b;
+    job->recheck_at_us =
+        MonoMicros() + b + std::uniform_int_distribution<int64_t>(-b / 4, b / 4)(rng_);
+    recheck_schedule_.emplace(job->recheck_at_us, id);
+    ArmRecheck(recheck_schedule_.begin()->first);
     if (watcher_) watcher_->Watch(id);
   }
 }
@@ -393,6 +624,7 @@ void Fetcher::Park(Job* job) {
 void Fetcher::Unpark(Job* job) {
   if (job->phase != Job::Phase::kParked) return;
   job->phase = Job::Phase::kLookup;
+  recheck_schedule_.erase({job->recheck_at_us, job->id});
   if (--parked_ == 0 && recheck_timer_ != EventLoop::kNoTimer) {
     loop_->CancelTimer(recheck_timer_);
     recheck_timer_ = EventLoop::kNoTimer;
@@ -400,35 +632,54 @@ void Fetcher::Unpark(Job* job) {
 }
 
 void Fetcher::ArmRecheck(int64_t at_us) {
-  if (recheck_timer_ != EventLoop::kNoTimer) loop_->CancelTimer(recheck_timer_);
+  at_us = std::max(at_us, recheck_not_before_us_);  // the rate limit
+  if (recheck_timer_ != EventLoop::kNoTimer) {
+    if (recheck_timer_at_us_ <= at_us) return;  // an earlier one is set: it re-arms
+    loop_->CancelTimer(recheck_timer_);
+  }
+  recheck_timer_at_us_ = at_us;
   recheck_timer_ = loop_->AddTimer(at_us, [this] {
     recheck_timer_ = EventLoop::kNoTimer;
     Recheck();
   });
 }
 
+void Fetcher::RecheckAllSoon() {
+  if (recheck_schedule_.empty()) return;
+  const int64_t now = MonoMicros();
+  std::set<std::pair<int64_t, ObjectID>> soon;
+  for (const auto& [at, id] : recheck_schedule_) {
+    auto j = jobs_.find(id);
+    if (j == jobs_.end()) continue;
+    j->second.recheck_at_us = std::min(at, now);
+    soon.emplace(j->second.recheck_at_us, id);
+  }
+  recheck_schedule_.swap(soon);
+  ArmRecheck(now);
+}
+
 void Fetcher::Recheck() {
-  // In case a seal message was lost: parked jobs look again, now and then.
-  std::vector<ObjectID> ids;
-  for (auto& [id, job] : jobs_)
-    if (job.phase == Job::Phase::kParked) ids.push_back(id);
-  bool probed = false;
-  for (const ObjectID& id : ids) {
+  // In case a seal message was lost: parked jobs whose time came look again,
+  // a few per tick (while Redis fails, one probes it: N lookups would queue
+  // N timeouts ahead of every Where and new Fetch).
+  const int64_t now = MonoMicros();
+  size_t budget = directory_failing_ ? 1 : kRecheckBatch;
+  recheck_not_before_us_ = now + (directory_failing_ ? kRecheckUs : kRecheckTickUs);
+  while (budget > 0 && !recheck_schedule_.empty() && recheck_schedule_.begin()->first <= now) {
+    const ObjectID id = recheck_schedule_.begin()->second;
     auto it = jobs_.find(id);
-    if (it == jobs_.end() || it->second.phase != Job::Phase::kParked) continue;
+    if (it == jobs_.end() || it->second.phase != Job::Phase::kParked) {
+      recheck_schedule_.erase(recheck_schedule_.begin());  // cannot happen; never loop on it
+      continue;
+    }
     if (!HasWaiters(id)) {
       DropJob(id);
       continue;
     }
-    // While Redis fails, one lookup probes it: N lookups would queue N
-    // timeouts ahead of every Where and new Fetch.
-    if (directory_failing_ && probed) continue;
-    probed = true;
-    Unpark(&it->second);
+    budget--;
     LookUp(&it->second, /*use_cache=*/false);
   }
-  if (parked_ > 0 && recheck_timer_ == EventLoop::kNoTimer)
-    ArmRecheck(MonoMicros() + kRecheckUs);
+  if (!recheck_schedule_.empty()) ArmRecheck(recheck_schedule_.begin()->first);
 }
 
 void Fetcher::OnLocalGone(const ObjectID& id) {
@@ -457,6 +708,7 @@ void Fetcher::OnWatchEvent(const ObjectID& id) {
     case Job::Phase::kLookup:
       job->event_seen = true;  // the lookup in flight may predate the seal
       break;
+    case Job::Phase::kQueued:
     case Job::Phase::kPull:
       break;
   }

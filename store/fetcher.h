@@ -6,25 +6,42 @@
 // A fetch of one ID is a job that the store's loop drives through steps, each
 // blocking step running on a worker and posting its result back to the loop:
 //   lookup   ask the directory (or the location cache) which live nodes hold it
+//   queue    wait for a transfer slot: a holder has at most `per_holder`
+//            transfers in flight (one while it is suspect), so that no holder
+//            can take every transfer thread and work for the others never
+//            queues behind it
 //   pull     create the object here (unsealed, invisible), pull its bytes from
 //            one holder through a transport (digest checked), seal: the seal
 //            publishes the new location and answers the waiting Fetches
 //   park     no live node holds it yet: subscribe to its seal channel and
-//            look up again when it is sealed somewhere (or every few seconds,
-//            in case a message was lost), until no Fetch waits any more
-// A failed pull aborts the local object and tries the next holder. Every
-// Fetch naming the ID waits on the one job: concurrent fetches share one
-// transfer. Fetch requests time out on their own (the wait queue's timers);
-// a job nobody waits for stops at its next step.
+//            look up again when it is sealed somewhere; in case a message was
+//            lost, also now and then (per job, backing off exponentially;
+//            all jobs together at a bounded rate), until no Fetch waits
+// A failed pull (or a create that finds no room for one holder's size) aborts
+// the local object and tries the next holder. Holders that disagree on the
+// object's size are settled before anything is created: the size most
+// holders claim goes first (the smaller on a tie), so that a holder lying
+// about the size cannot make this store evict for it. A holder whose
+// connection fails (unreachable, silent, hung) is suspect for kSuspectUs:
+// it goes last among holders of its size, gets one transfer at a time (a
+// probe), and when the probe fails too, the pulls queued for it move on at
+// once. Every Fetch naming the ID waits on the one job: concurrent fetches
+// share one transfer. Fetch requests time out on their own (the wait queue's
+// timers); a job nobody waits for stops at its next step. Directory lookups
+// of jobs go to the lookup worker a few at a time, so that a client's Where
+// never queues behind thousands of them.
 //
 // Loop thread only, but for what the workers and the watcher post back.
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <list>
 #include <memory>
+#include <optional>
 #include <random>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -86,9 +103,18 @@ class Fetcher {
   // object, or a cached location is stale) looks up again, this many times
   // in all, before it reports the failure.
   static constexpr int kMaxLookups = 4;
-  // Parked fetches look the directory up again this often, in case a seal
-  // message was lost (they are woken by the message otherwise).
+  // Parked fetches are woken by their seal channel. In case a message was
+  // lost, each also looks the directory up again after kRecheckUs, then
+  // after twice as long each time, up to kMaxRecheckUs (with +-25% jitter);
+  // and all jobs together at most kRecheckBatch every kRecheckTickUs.
   static constexpr int64_t kRecheckUs = 2'000'000;
+  static constexpr int64_t kMaxRecheckUs = 60'000'000;
+  static constexpr size_t kRecheckBatch = 8;
+  static constexpr int64_t kRecheckTickUs = 125'000;
+  // Lookups of jobs handed to the lookup worker at once (the rest wait here).
+  static constexpr int kMaxLookupsInFlight = 8;
+  // A holder whose connection failed is suspect this long.
+  static constexpr int64_t kSuspectUs = 10'000'000;
 
   struct Counters {
     uint64_t fetched = 0, fetched_bytes = 0, fetched_rdma = 0, pulls_failed = 0;
@@ -97,9 +123,12 @@ class Fetcher {
   using LookupFn = std::function<void(Result<std::vector<ObjectLocationRecord>>)>;
 
   // `directory` may be null (a single node: every Fetch of a missing object
-  // fails at once); `transports` may be empty (cannot pull).
+  // fails at once); `transports` may be empty (cannot pull). At most
+  // `transfer_threads` pulls run at once, at most `per_holder` of them from
+  // one holder (0: half of transfer_threads, at least 1).
   Fetcher(EventLoop* loop, ObjectTable* table, Directory* directory,
-          std::vector<std::shared_ptr<Transport>> transports, int transfer_threads, ReplyFn reply);
+          std::vector<std::shared_ptr<Transport>> transports, int transfer_threads, int per_holder,
+          ReplyFn reply);
   ~Fetcher();
   Fetcher(const Fetcher&) = delete;
   Fetcher& operator=(const Fetcher&) = delete;
@@ -123,7 +152,7 @@ class Fetcher {
   // gone: fetch it from elsewhere.
   void OnLocalGone(const ObjectID& id);
   // The session went away: its Fetches are dropped, unanswered.
-  void DropSession(uint32_t session) { waiting_.DropSession(session); }
+  void DropSession(uint32_t session);
 
   // Shutdown, in this order, with the table unlocked: no more seal events;
   // then (after the transports were shut down) the workers finish and post
@@ -135,7 +164,8 @@ class Fetcher {
 
  private:
   struct Job {
-    enum class Phase { kLookup, kPull, kParked };
+    // kQueued: waiting for a transfer slot of candidates[next - 1]'s holder.
+    enum class Phase { kLookup, kQueued, kPull, kParked };
     ObjectID id;
     Phase phase = Phase::kLookup;
     std::vector<FetchCandidate> candidates;  // from the last lookup, in the order tried
@@ -146,6 +176,18 @@ class Fetcher {
     bool stale = false;       // a holder said it no longer has the object
     bool event_seen = false;  // a seal event came while a lookup was running
     Status last_error;        // why the last pull failed
+    // A create for these sizes found no room: skip candidates claiming them.
+    std::optional<std::pair<uint64_t, uint64_t>> no_room;
+    int64_t recheck_backoff_us = 0;  // the last wait between rechecks while parked
+    int64_t recheck_at_us = 0;       // in recheck_schedule_ (while parked)
+  };
+  // A holder as a pull dials it (transport and endpoint): its transfers in
+  // flight, the jobs waiting for one of its slots, and whether it is suspect.
+  struct Holder {
+    int running = 0;
+    std::deque<ObjectID> queue;    // jobs in kQueued (stale entries are skipped)
+    int64_t suspect_until_us = 0;  // its connection failed: suspect until then
+    bool in_ready = false;         // listed in ready_
   };
   // One Fetch request of one client.
   struct Pending : WaitingRequest {
@@ -158,12 +200,29 @@ class Fetcher {
   void StartJob(const ObjectID& id);
   void LookUp(Job* job, bool use_cache);
   void OnLookedUp(const ObjectID& id, uint64_t seq, Result<std::vector<ObjectLocationRecord>> found);
+  // Hands queued lookups to the lookup worker, up to kMaxLookupsInFlight.
+  void PumpLookups();
+  // Orders fresh candidates: by claimed size (most holders first, then the
+  // smaller), suspect holders last within a size; logs holders that disagree.
+  void OrderCandidates(const ObjectID& id, std::vector<FetchCandidate>* c, bool log);
   void PullNext(Job* job);
+  std::string HolderKey(const FetchCandidate& c) const;
+  bool Suspect(const Holder& h, int64_t now_us) const { return h.suspect_until_us > now_us; }
+  // Starts queued pulls while transfer slots are free.
+  void Dispatch();
+  // Creates the object and starts the pull of a queued job; false if it did
+  // not start one (the job moved on, or ended).
+  bool StartPull(Job* job);
   void OnPulled(const ObjectID& id, const FetchCandidate& from, Result<PullResult> r);
+  // The pulls queued for a holder whose probe failed move on to their next
+  // candidate.
+  void FailQueued(const std::string& key, const Status& why);
   void Park(Job* job);
   void Unpark(Job* job);
   void Recheck();
   void ArmRecheck(int64_t at_us);
+  // Every parked job rechecks soon (the rate limit spreads them).
+  void RecheckAllSoon();
   // Settles, for `id`, the Fetches with timeout 0 (they do not wait).
   void AnswerNoWait(const ObjectID& id, const Status& result);
   void OnWatchEvent(const ObjectID& id);
@@ -171,6 +230,8 @@ class Fetcher {
   // transfer is in flight.
   void FinishFetches(const ObjectID& id, const Status& result);
   void DropJob(const ObjectID& id);
+  // Drops (soon, once for many calls) the jobs no Fetch waits for any more.
+  void SweepAbandonedSoon();
   bool HasWaiters(const ObjectID& id) const { return waiting_.Waiting(id); }
 
   EventLoop* loop_;
@@ -185,7 +246,19 @@ class Fetcher {
   Counters counters_;
   bool directory_failing_ = false;  // the last lookup could not reach Redis
   size_t parked_ = 0;               // jobs waiting for a holder to appear
+  std::set<std::pair<int64_t, ObjectID>> recheck_schedule_;  // parked jobs by recheck time
   EventLoop::TimerId recheck_timer_ = EventLoop::kNoTimer;
+  int64_t recheck_timer_at_us_ = 0;
+  int64_t recheck_not_before_us_ = 0;                       // one batch of rechecks per tick
+  std::deque<std::pair<ObjectID, uint64_t>> lookup_queue_;  // (job, lookup_seq) to hand over
+  int lookups_in_flight_ = 0;
+  const int transfer_threads_;
+  const int per_holder_;
+  int running_ = 0;  // pulls in flight
+  bool dispatching_ = false;
+  bool sweep_posted_ = false;
+  std::unordered_map<std::string, Holder> holders_;  // by HolderKey
+  std::deque<std::string> ready_;                    // holders with queued jobs, served in turn
   std::unique_ptr<Worker> lookups_;    // directory lookups, off the loop
   std::unique_ptr<Worker> transfers_;  // pulls, off the loop
   std::unique_ptr<SealWatcher> watcher_;

@@ -94,6 +94,7 @@ class Store::Impl : public TableListener, public ObjectSource, public SessionOwn
   void StartFetcher() {
     fetcher_ = std::make_unique<Fetcher>(
         loop_.get(), &table_, directory_.get(), transports_, opts_.transfer_threads,
+        opts_.transfer_threads_per_holder,
         [this](uint32_t sid, uint64_t request_id, p::FetchReply rep) {
           RefundFetch(sid, request_id);
           if (Session* s = FindSession(sid))

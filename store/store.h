@@ -43,6 +43,9 @@ struct StoreOptions {
   // waiting Gets of the largest batch per client, 128 in all.
   uint64_t max_waiting_ids_per_client = 16 * WaitBudget::ChargeOf(protocol::kMaxBatch);
   uint64_t max_waiting_ids = 128 * WaitBudget::ChargeOf(protocol::kMaxBatch);
+  // Of those, at most this many from one holder (0: half, at least 1), so
+  // that an unresponsive holder cannot stall the pulls from the others.
+  int transfer_threads_per_holder = 0;
 };
 
 class Store {

@@ -119,6 +119,16 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--transfer-threads", opts.transfer_threads, "Pulls in flight at once")
       ->capture_default_str();
+  // Fetching from holders that do not answer (issue 10).
+  app.add_option("--dial-timeout-ms", tcp.dial_timeout_ms,
+                 "Connecting to a holder and the handshake together end within this; a holder "
+                 "that misses it is suspect for 10 s (tried last, one pull at a time)")
+      ->check(CLI::Range(1, 600000))
+      ->capture_default_str();
+  app.add_option("--transfer-threads-per-holder", opts.transfer_threads_per_holder,
+                 "Pulls in flight from one holder at most (default: half of --transfer-threads, "
+                 "at least 1), so that one hung holder cannot stall the others' pulls")
+      ->check(CLI::Range(1, 256));
   std::string transport = "auto", rdma_addr;
   app.add_option("--transport", transport,
                  "tcp: TCP only. verbs: RDMA READ through rdma_cm, required to work (TCP stays "

@@ -93,6 +93,51 @@ void PeerLog(LogLimiter& limiter, spdlog::level::level_enum level, const char* w
 }
 
 
+using Clock = std::chrono::steady_clock;
+
+// Milliseconds left until `deadline`, rounded up; 0 once it passed.
+int MsUntil(Clock::time_point deadline) {
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(deadline - Clock::now()).count();
+  return us <= 0 ? 0 : static_cast<int>(std::min<int64_t>((us + 999) / 1000, 1 << 30));
+}
+
+// Reads exactly n bytes by `deadline`: unlike SO_RCVTIMEO, which bounds each
+// recv(), a peer that trickles bytes cannot stretch it.
+Status ReadExactBy(int fd, void* dst, size_t n, Clock::time_point deadline) {
+  auto* p = static_cast<uint8_t*>(dst);
+  size_t done = 0;
+  while (done < n) {
+    int left = MsUntil(deadline);
+    if (left == 0) return Status::Disconnected("no complete answer in time");
+    int w = WaitReadable(fd, left);
+    if (w < 0) return Status::FromErrno("poll", errno);
+    if (w == 0) continue;
+    ssize_t r = ::recv(fd, p + done, n - done, MSG_DONTWAIT);
+    if (r > 0) {
+      done += static_cast<size_t>(r);
+    } else if (r == 0) {
+      return Status::Disconnected("the peer closed the connection");
+    } else if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) {
+      return Status::Disconnected(std::string("recv: ") + std::strerror(errno));
+    }
+  }
+  return Status::OK();
+}
+
+// tcp::ReadFrame for the handshake of a pull: all of it by `deadline`.
+Status ReadControlFrameBy(int fd, tcp::Frame* out, Clock::time_point deadline) {
+  char hdr[protocol::kHeaderSize];
+  PLASMON_RETURN_IF_ERROR(ReadExactBy(fd, hdr, sizeof(hdr), deadline));
+  out->header = protocol::DecodeHeader(hdr);
+  if (out->header.flags != 0)
+    return Status::ProtocolError("nonzero flags " + std::to_string(out->header.flags));
+  if (out->header.body_len > tcp::kMaxControlBody)
+    return Status::ProtocolError("frame body of " + std::to_string(out->header.body_len) +
+                                 " bytes (at most " + std::to_string(tcp::kMaxControlBody) + ")");
+  out->body.resize(out->header.body_len);
+  return ReadExactBy(fd, out->body.data(), out->body.size(), deadline);
+}
+
 }  // namespace
 
 // A served connection. The fd is closed (under mu_) by its thread when it
@@ -154,7 +199,8 @@ Result<std::unique_ptr<TcpTransport>> TcpTransport::Create(TcpTransportOptions o
   if (options.chunk_size < kMinChunkSize)
     return Status::InvalidArgument("chunk_size must be at least " + std::to_string(kMinChunkSize));
   if (options.io_timeout_ms <= 0 || options.connect_timeout_ms <= 0 ||
-      options.hold_timeout_ms <= 0 || options.handshake_timeout_ms <= 0)
+      options.hold_timeout_ms <= 0 || options.handshake_timeout_ms <= 0 ||
+      options.dial_timeout_ms <= 0)
     return Status::InvalidArgument("timeouts must be positive");
   if (options.max_connections < 1 || options.max_handshakes < 1 ||
       options.max_handshakes_per_address < 1)
@@ -708,6 +754,9 @@ void TcpTransport::Discard(UniqueFd fd) {
 }
 
 Result<UniqueFd> TcpTransport::Connect(const std::string& endpoint) {
+  // One deadline for connecting and the handshake together.
+  const Clock::time_point dial_deadline =
+      Clock::now() + std::chrono::milliseconds(opts_.dial_timeout_ms);
   std::string host, port;
   if (!SplitHostPort(endpoint, &host, &port))
     return Status::InvalidArgument("malformed endpoint '" + endpoint + "' (want HOST:PORT)");
@@ -739,8 +788,8 @@ Result<UniqueFd> TcpTransport::Connect(const std::string& endpoint) {
       err = errno;
       if (err == EINPROGRESS) {
         pollfd p{fd.get(), POLLOUT, 0};
-        auto deadline =
-            std::chrono::steady_clock::now() + std::chrono::milliseconds(opts_.connect_timeout_ms);
+        auto deadline = std::min(
+            dial_deadline, Clock::now() + std::chrono::milliseconds(opts_.connect_timeout_ms));
         int r;
         for (;;) {
           auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -770,8 +819,11 @@ Result<UniqueFd> TcpTransport::Connect(const std::string& endpoint) {
                     : Status::FromErrno("fcntl", errno);
     if (st.ok()) st = SetNoDelay(fd.get());
     if (st.ok()) st = SetTimeout(fd.get(), SO_RCVTIMEO, opts_.io_timeout_ms);
+    // The handshake's few small frames fit the socket buffer: a send that
+    // blocks at all means the holder does not read.
+    if (st.ok()) st = SetTimeout(fd.get(), SO_SNDTIMEO, std::max(1, MsUntil(dial_deadline)));
+    if (st.ok()) st = ClientHandshake(fd.get(), endpoint, dial_deadline);
     if (st.ok()) st = SetTimeout(fd.get(), SO_SNDTIMEO, opts_.io_timeout_ms);
-    if (st.ok()) st = ClientHandshake(fd.get(), endpoint);
     if (!st.ok()) {
       Discard(std::move(fd));
       return st;
@@ -782,11 +834,16 @@ Result<UniqueFd> TcpTransport::Connect(const std::string& endpoint) {
   return Status::Disconnected("cannot connect to " + endpoint + ": " + last_error);
 }
 
-Status TcpTransport::ClientHandshake(int fd, const std::string& endpoint) {
+Status TcpTransport::ClientHandshake(int fd, const std::string& endpoint,
+                                     Clock::time_point deadline) {
   using tcp::MessageType;
   const std::string ctx = "handshake with " + endpoint + ": ";
   auto wire_error = [&](const Status& st) {
-    return Status(st.IsProtocolError() ? st.code() : StatusCode::kDisconnected, ctx + st.message());
+    std::string why = st.message();
+    if (MsUntil(deadline) == 0)
+      why += " (connecting and the handshake may take " + std::to_string(opts_.dial_timeout_ms) +
+             " ms)";
+    return Status(st.IsProtocolError() ? st.code() : StatusCode::kDisconnected, ctx + why);
   };
   tcp::Hello hello;
   hello.flags = opts_.secret.empty() ? 0 : tcp::kHasSecret;
@@ -795,7 +852,7 @@ Status TcpTransport::ClientHandshake(int fd, const std::string& endpoint) {
   Status st = SendFrame(fd, tcp::MakeFrame(MessageType::kHello, 1, hello));
   if (!st.ok()) return wire_error(st);
   tcp::Frame f;
-  st = tcp::ReadFrame(fd, tcp::kMaxControlBody, &f);
+  st = ReadControlFrameBy(fd, &f, deadline);
   if (!st.ok()) return wire_error(st);
   if (f.header.type == tcp::Type(MessageType::kWelcome)) {
     tcp::Welcome w;
@@ -817,7 +874,7 @@ Status TcpTransport::ClientHandshake(int fd, const std::string& endpoint) {
   tcp::ProofMessage proof;
   proof.proof = tcp::MakeProof(opts_.secret, tcp::kClientLabel, hello.nonce, ch.nonce);
   st = SendFrame(fd, tcp::MakeFrame(MessageType::kProof, 2, proof));
-  if (st.ok()) st = tcp::ReadFrame(fd, tcp::kMaxControlBody, &f);
+  if (st.ok()) st = ReadControlFrameBy(fd, &f, deadline);
   if (!st.ok()) return wire_error(st);
   tcp::Welcome w;
   if (f.header.type != tcp::Type(MessageType::kWelcome) || !tcp::ParseBody(f.body, &w))

@@ -18,6 +18,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -66,6 +67,11 @@ struct TcpTransportOptions {
   int handshake_timeout_ms = 2000;
   size_t max_handshakes_per_address = 32;
   size_t max_handshakes = 128;
+  // Pulling: connecting to a holder and the whole handshake must end within
+  // this, however the holder trickles its bytes (connect_timeout_ms bounds
+  // the connect alone); a holder that accepts and never answers then costs
+  // a pull this long, not io_timeout_ms per read.
+  int dial_timeout_ms = 2000;
 };
 
 class TcpTransport : public Transport {
@@ -131,7 +137,9 @@ class TcpTransport : public Transport {
   // An idle pooled connection to `endpoint`, or a new authenticated one.
   Result<UniqueFd> Acquire(const std::string& endpoint);
   Result<UniqueFd> Connect(const std::string& endpoint);
-  Status ClientHandshake(int fd, const std::string& endpoint);
+  // Its reads end by `deadline`, its sends within SO_SNDTIMEO.
+  Status ClientHandshake(int fd, const std::string& endpoint,
+                         std::chrono::steady_clock::time_point deadline);
   void Release(const std::string& endpoint, UniqueFd fd);  // back to the pool
   void Discard(UniqueFd fd);                               // closes it
   // Sends a Pull for [offset, offset + length) of the object.

@@ -435,6 +435,43 @@ TEST(TcpTransportTest, ConnectionRefusedIsDisconnected) {
   EXPECT_TRUE(r.status().IsInvalidArgument()) << r.status().ToString();
 }
 
+// A holder that accepts and then only trickles a byte now and then (none,
+// with `gap` 0): the pull's dial deadline ends it, not the io timeout per read.
+TEST(TcpTransportTest, AHolderThatNeverCompletesItsHandshakeFailsByTheDialDeadline) {
+  for (auto gap : {0ms, 100ms}) {
+    UniqueFd lfd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(a);
+    ASSERT_EQ(::bind(lfd.get(), reinterpret_cast<sockaddr*>(&a), len), 0);
+    ASSERT_EQ(::listen(lfd.get(), 4), 0);
+    ASSERT_EQ(::getsockname(lfd.get(), reinterpret_cast<sockaddr*>(&a), &len), 0);
+    const std::string endpoint = "127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+    std::atomic<bool> done{false};
+    std::thread peer([&] {
+      UniqueFd c(::accept4(lfd.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      while (!done) {
+        std::this_thread::sleep_for(gap.count() > 0 ? gap : 10ms);
+        if (gap.count() > 0) (void)::send(c.get(), "\0", 1, MSG_NOSIGNAL);
+      }
+    });
+    TcpTransportOptions o = Opts();
+    o.io_timeout_ms = 60000;
+    o.dial_timeout_ms = 500;
+    auto client = MakeClient(o);
+    std::vector<uint8_t> got;
+    auto start = std::chrono::steady_clock::now();
+    auto r = PullInto(client.get(), endpoint, ObjectID::Random(), 10, 0, &got);
+    auto took = std::chrono::steady_clock::now() - start;
+    done = true;
+    peer.join();
+    EXPECT_TRUE(r.status().IsDisconnected()) << r.status().ToString();
+    EXPECT_NE(r.status().message().find("500 ms"), std::string::npos) << r.status().message();
+    EXPECT_LT(took, 20s) << "the dial deadline did not end it";  // the io timeout is 60 s
+  }
+}
+
 TEST(TcpTransportTest, MalformedFramesCloseOnlyThatConnection) {
   Holder h(Opts());
   ObjectID id = h.source.Add(1000, 0);
