@@ -102,15 +102,6 @@ void Fetcher::StopWorkers() {
   lookups_.reset();    // finishes queued lookups; their replies find no session
 }
 
-void Fetcher::LookUpForClient(const ObjectID& id, LookupFn done) {
-  lookups_->Submit([this, id, done = std::move(done)]() mutable {
-    auto found = directory_->Lookup(id);
-    loop_->Post([done = std::move(done), found = std::move(found)]() mutable {
-      done(std::move(found));
-    });
-  });
-}
-
 void Fetcher::Request(uint32_t session, uint64_t request_id, p::FetchRequest r) {
   Pending f;
   f.session = session;

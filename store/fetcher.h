@@ -120,7 +120,6 @@ class Fetcher {
     uint64_t fetched = 0, fetched_bytes = 0, fetched_rdma = 0, pulls_failed = 0;
   };
   using ReplyFn = std::function<void(uint32_t session, uint64_t request_id, protocol::FetchReply)>;
-  using LookupFn = std::function<void(Result<std::vector<ObjectLocationRecord>>)>;
 
   // `directory` may be null (a single node: every Fetch of a missing object
   // fails at once); `transports` may be empty (cannot pull). At most
@@ -142,9 +141,6 @@ class Fetcher {
   uint32_t WaitingFor(uint32_t session) const { return waiting_.CountFor(session); }
   // Whether any Fetch waits.
   bool waiting() const { return waiting_.size() > 0; }
-  // A directory lookup for a client (Where), on the lookup worker; `done`
-  // runs on the loop. REQUIRES: a directory.
-  void LookUpForClient(const ObjectID& id, LookupFn done);
 
   // Events of the object table.
   void OnSealed(const ObjectID& id);
