@@ -267,6 +267,13 @@ void Fetcher::OnLookedUp(const ObjectID& id, uint64_t seq,
     DropJob(id);
     return;
   }
+  if (found.status().IsCorruption()) {
+    // This object's record is malformed (Redis answers): say so now rather
+    // than wait it out as if Redis were down, and slow nobody else's lookups.
+    spdlog::warn("fetch {}: {}", id.Hex(), found.status().message());
+    FinishFetches(id, found.status());
+    return;
+  }
   if (!found.ok()) {
     job->last_error = Status::Disconnected("the directory (Redis) is unavailable: " +
                                            found.status().message());

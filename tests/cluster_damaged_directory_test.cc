@@ -99,6 +99,11 @@ TEST_F(DamagedDirectoryTest, WhereOfAMalformedObjectRecordSaysWhatIsWrong) {
   auto r = Cli(1, {"where", id.Hex()});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("is malformed: a string, not a hash"), std::string::npos) << r.err;
+  // A Fetch of it says the same at once, not "unavailable" at its deadline.
+  auto f = c(1).Fetch({id}, 20000);
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  EXPECT_TRUE((*f)[0].IsCorruption()) << (*f)[0].ToString();
+  EXPECT_NE((*f)[0].message().find(ObjectKey(id)), std::string::npos) << (*f)[0].ToString();
   // The store is fine, and so is Redis: other lookups work.
   ObjectID other = ObjectID::Random();
   ASSERT_TRUE(Put(c(1), other, "x").ok());
