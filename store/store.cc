@@ -253,12 +253,13 @@ void Store::Impl::DoFetch(Session* s, const p::FrameHeader& h, p::FetchRequest r
   }
   // Charged for all it names until answered (often at once): even a Fetch
   // that does not wait holds its IDs while their lookups run.
-  refused.status = wait_budget_.Charge(s->id(), r.ids.size(), "Fetch");
+  const size_t units = r.ids.size() * WaitBudget::kFetchIdWeight;
+  refused.status = wait_budget_.Charge(s->id(), r.ids.size(), "Fetch", WaitBudget::kFetchIdWeight);
   if (!refused.status.ok()) {
     Reply(s, h, refused);
     return;
   }
-  fetch_charges_.emplace(std::make_pair(s->id(), h.request_id), r.ids.size());
+  fetch_charges_.emplace(std::make_pair(s->id(), h.request_id), units);
   fetcher_->Request(s->id(), h.request_id, std::move(r));
 }
 

@@ -192,5 +192,18 @@ TEST(WaitBudgetTest, ChargesPerClientAndInAllAndGivesBack) {
   EXPECT_EQ(budget.used(), WaitBudget::ChargeOf(50));
 }
 
+// A Fetch's IDs weigh more (they cost the store more): 30 of them at weight
+// 4 do not fit where 100 plain ones do, 25 do, and give back what they took.
+TEST(WaitBudgetTest, WeightedIdsCountAsSeveral) {
+  WaitBudget budget(WaitBudget::ChargeOf(100), WaitBudget::ChargeOf(1000));
+  Status st = budget.Charge(2, 30, "Fetch", 4);
+  EXPECT_TRUE(st.IsOutOfMemory());
+  EXPECT_NE(st.message().find("this Fetch of 30 IDs"), std::string::npos) << st.ToString();
+  ASSERT_TRUE(budget.Charge(2, 25, "Fetch", 4).ok());
+  EXPECT_EQ(budget.UsedBy(2), WaitBudget::ChargeOf(100));
+  budget.Refund(2, 25 * 4);
+  EXPECT_EQ(budget.used(), 0u);
+}
+
 }  // namespace
 }  // namespace plasmon
