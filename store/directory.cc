@@ -13,6 +13,7 @@
 #include <unordered_set>
 
 #include "core/clock.h"
+#include "core/limited_log.h"
 
 namespace plasmon {
 
@@ -101,23 +102,6 @@ bool ParseU64(std::string_view s, int base, uint64_t* v) {
 }
 
 }  // namespace
-
-void WarningThrottle::Warn(const std::string& message) {
-  std::lock_guard<std::mutex> l(mu_);
-  int64_t now = MonoMicros();
-  if (warned_ && now - last_us_ < period_us_) {
-    held_back_++;
-    return;
-  }
-  if (held_back_ > 0) {
-    spdlog::warn("{} ({} more like it held back)", message, held_back_);
-  } else {
-    spdlog::warn("{}", message);
-  }
-  warned_ = true;
-  last_us_ = now;
-  held_back_ = 0;
-}
 
 std::string LocationValue(uint64_t data_size, uint64_t metadata_size, bool digest_valid,
                           uint64_t digest) {
@@ -328,9 +312,9 @@ Status Directory::Send(RedisConnection* c, const Batch& batch) {
       // holders): skip it, and try again at each heartbeat, so that the
       // update lands once the key is deleted.
       if (damaged_.insert(*object).second)
-        write_warnings_.Warn("cannot update the directory's record " + batch.cmds[i][1] +
-                             ": it is not a hash (" + error +
-                             "); retrying at every heartbeat until it is deleted");
+        LimitedLog(warnings_, spdlog::level::warn, "directory: damaged records written",
+                   "cannot update the directory's record {}: it is not a hash ({}); retrying at "
+                   "every heartbeat until it is deleted", batch.cmds[i][1], error);
       continue;
     }
     if (object && error.empty()) damaged_.erase(*object);
@@ -579,9 +563,9 @@ Result<LookupResult> Directory::Query(RedisConnection* conn, const ObjectID& id)
   }
   LookupResult found = ParseLookupReply(id, reply);
   if (found.malformed > 0)
-    lookup_warnings_.Warn("lookup of " + id.Hex() + " skipped " +
-                          std::to_string(found.malformed) + " malformed directory record" +
-                          (found.malformed == 1 ? "" : "s") + " (first: " + found.problem + ")");
+    LimitedLog(warnings_, spdlog::level::warn, "directory: malformed records looked up",
+               "lookup of {} skipped {} malformed directory record{} (first: {})", id.Hex(),
+               found.malformed, found.malformed == 1 ? "" : "s", found.problem);
   return found;
 }
 

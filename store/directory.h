@@ -26,6 +26,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "core/log_limiter.h"
 #include "plasmon/object_id.h"
 #include "plasmon/status.h"
 
@@ -120,21 +121,6 @@ struct LookupReply {
 // the record of `id`) are counted and skipped.
 LookupResult ParseLookupReply(const ObjectID& id, const LookupReply& reply);
 
-// Holds back repeated warnings: at most one per period; the next one says
-// how many were held back. Thread-safe.
-class WarningThrottle {
- public:
-  explicit WarningThrottle(int64_t period_ms = 10000) : period_us_(period_ms * 1000) {}
-  void Warn(const std::string& message);
-
- private:
-  const int64_t period_us_;
-  std::mutex mu_;
-  int64_t last_us_ = 0;
-  bool warned_ = false;
-  uint64_t held_back_ = 0;
-};
-
 class Directory {
  public:
   explicit Directory(DirectoryOptions opts);
@@ -215,13 +201,14 @@ class Directory {
   std::thread thread_;
   // The writer's: objects whose update failed on a damaged record.
   std::unordered_set<ObjectID, ObjectIDHash> damaged_;
-  WarningThrottle write_warnings_;
 
   std::mutex lookup_mu_;
   RedisConnection lookup_conn_;
   std::mutex client_lookup_mu_;
   RedisConnection client_lookup_conn_;
-  WarningThrottle lookup_warnings_;
+  // Damaged records, written or looked up: one line per 10 s per kind, the
+  // rest counted ("suppressed N similar warnings").
+  LogLimiter warnings_{LogLimiter::Options{10000, 1, 10, 16}};
 };
 
 }  // namespace plasmon
