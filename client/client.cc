@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -73,15 +74,23 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
     return !broken_;
   }
 
+  // What to do with the reply to a request given up on (it timed out) if it
+  // comes after all: undo what the store did for us (references, creates).
+  // Made by an OnLate only when a request times out, so that the common
+  // case copies nothing.
+  using LateFn = std::function<void(const std::string& body)>;
+  using OnLate = std::function<LateFn()>;
+
   // Sends `req` as a `type` request and decodes the reply into `rep`. The
   // store may take `wait_ms` (-1: forever) on top of the request deadline.
   template <typename Req, typename Rep>
-  Status Call(p::MessageType type, const Req& req, Rep* rep, int64_t wait_ms = 0) {
+  Status Call(p::MessageType type, const Req& req, Rep* rep, int64_t wait_ms = 0,
+              const OnLate& on_late = {}) {
     int64_t deadline_us = DeadlineFor(wait_ms);
     uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
     PLASMON_RETURN_IF_ERROR(Send(p::MakeFrame(static_cast<uint16_t>(type), id, req)));
     std::string body;
-    PLASMON_RETURN_IF_ERROR(WaitReply(id, p::ReplyType(type), &body, deadline_us));
+    PLASMON_RETURN_IF_ERROR(WaitReply(id, p::ReplyType(type), &body, deadline_us, on_late));
     if (!p::ParseBody(body, rep)) return Fail(Status::ProtocolError("malformed reply from the store"));
     return Status::OK();
   }
@@ -104,13 +113,24 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
                                : wait_ms + request_timeout_ms_);
   }
   Status Send(const std::string& frame);
-  Status WaitReply(uint64_t id, uint16_t type, std::string* body, int64_t deadline_us);
+  Status WaitReply(uint64_t id, uint16_t type, std::string* body, int64_t deadline_us,
+                   const OnLate& on_late);
   Status Fail(Status st);
-  // A request went unanswered past its deadline: the store is taken for hung
-  // and the connection closed (the store, if it wakes, frees what we held).
-  Status TimedOut();
+  // Request `id` went unanswered past its deadline (mu_ held): its reply, if
+  // it ever comes, goes to on_late's function instead of a caller. The
+  // connection stays: a store that was only slow goes on serving.
+  Status GiveUp(uint64_t id, const OnLate& on_late);
   // Queues a Release of one reference to `id` for the store.
   Status SendRelease(const ObjectID& id);
+  // Sends a `type` request about `id` whose reply nobody waits for.
+  void SendAbandoned(p::MessageType type, const ObjectID& id) {
+    uint64_t rid = next_id_.fetch_add(1, std::memory_order_relaxed);
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      given_up_.emplace(rid, LateFn());
+    }
+    (void)Send(p::MakeFrame(static_cast<uint16_t>(type), rid, p::IdRequest{id}));
+  }
   // The list of held references (refs_mu_ held).
   void Link(Reference* ref);
   void Unlink(Reference* ref);
@@ -151,6 +171,7 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
   bool broken_ = false;
   Status broken_status_;
   std::unordered_map<uint64_t, std::pair<uint16_t, std::string>> replies_;
+  std::unordered_map<uint64_t, LateFn> given_up_;  // requests that timed out
   FrameReader reader_;  // used only by the thread in the reader role
 
   // The references from Get that the store still counts for us, per ID, in
@@ -214,20 +235,10 @@ Status ClientImpl::Fail(Status st) {
   return st;
 }
 
-Status ClientImpl::TimedOut() {
-  std::string after = std::to_string(request_timeout_ms_) + " ms";
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    if (!broken_) {
-      broken_ = true;
-      broken_status_ = Status::Disconnected("the connection was closed: the store at " + path_ +
-                                            " left a request unanswered past its deadline");
-      ::shutdown(sock_.get(), SHUT_RDWR);
-    }
-  }
-  cv_.notify_all();
-  return Status::Timeout("the store at " + path_ + " did not answer within " + after +
-                         " (stopped, or overloaded?); the connection is closed");
+Status ClientImpl::GiveUp(uint64_t id, const OnLate& on_late) {
+  given_up_.emplace(id, on_late ? on_late() : LateFn());
+  return Status::Timeout("the store at " + path_ + " did not answer within " +
+                         std::to_string(request_timeout_ms_) + " ms (stopped, or overloaded?)");
 }
 
 Status ClientImpl::WriteLocked(std::string_view frame) {
@@ -269,7 +280,7 @@ void ClientImpl::FlushReleases() {
 }
 
 Status ClientImpl::WaitReply(uint64_t id, uint16_t type, std::string* body,
-                             int64_t deadline_us) {
+                             int64_t deadline_us, const OnLate& on_late) {
   std::unique_lock<std::mutex> l(mu_);
   for (;;) {
     auto it = replies_.find(id);
@@ -290,8 +301,7 @@ Status ClientImpl::WaitReply(uint64_t id, uint16_t type, std::string* body,
       } else if (cv_.wait_for(l, std::chrono::microseconds(deadline_us - MonoMicros())) ==
                      std::cv_status::timeout &&
                  replies_.count(id) == 0 && !broken_) {
-        l.unlock();
-        return TimedOut();
+        return GiveUp(id, on_late);
       }
       continue;
     }
@@ -303,8 +313,8 @@ Status ClientImpl::WaitReply(uint64_t id, uint16_t type, std::string* body,
     l.lock();
     reading_ = false;
     if (st.IsTimeout()) {
-      l.unlock();
-      return TimedOut();
+      cv_.notify_all();  // the reader role is free: another waiter takes it
+      return GiveUp(id, on_late);
     }
     if (!st.ok()) {
       if (!broken_) {
@@ -315,7 +325,16 @@ Status ClientImpl::WaitReply(uint64_t id, uint16_t type, std::string* body,
       cv_.notify_all();
       return broken_status_;
     }
-    replies_[h.request_id] = {h.type, std::move(b)};
+    if (auto g = given_up_.find(h.request_id); g != given_up_.end()) {
+      // The late reply to a request that timed out: nobody waits for it.
+      LateFn settle = std::move(g->second);
+      given_up_.erase(g);
+      l.unlock();
+      if (settle) settle(b);
+      l.lock();
+    } else {
+      replies_[h.request_id] = {h.type, std::move(b)};
+    }
     // Someone else may be waiting for this reply, or for the reader role.
     cv_.notify_all();
   }
@@ -328,7 +347,14 @@ Result<MutableBuffer> ClientImpl::Create(const ObjectID& id, uint64_t data_size,
                                    " bytes exceeds the limit of " + std::to_string(p::kMaxMetadata));
   p::CreateRequest req{id, data_size, metadata.size()};
   p::CreateReply rep;
-  PLASMON_RETURN_IF_ERROR(Call(p::MessageType::kCreate, req, &rep));
+  // A Create answered after we gave up made an object nobody will seal.
+  OnLate abort_late = [this, id] {
+    return [this, id](const std::string& body) {
+      p::CreateReply late;
+      if (p::ParseBody(body, &late) && late.status.ok()) SendAbandoned(p::MessageType::kAbort, id);
+    };
+  };
+  PLASMON_RETURN_IF_ERROR(Call(p::MessageType::kCreate, req, &rep, 0, abort_late));
   PLASMON_RETURN_IF_ERROR(rep.status);
   if (!InArena(rep.location) || rep.location.data_size != data_size)
     return Fail(Status::ProtocolError("the store placed an object outside its arena"));
@@ -344,7 +370,16 @@ Result<std::vector<ObjectBuffer>> ClientImpl::Get(const std::vector<ObjectID>& i
   if (timeout_ms < -1) return Status::InvalidArgument("timeout_ms must be -1, 0 or positive");
   p::GetRequest req{timeout_ms, ids};
   p::GetReply rep;
-  PLASMON_RETURN_IF_ERROR(Call(p::MessageType::kGet, req, &rep, timeout_ms));
+  // A Get answered after we gave up holds references nobody has: release them.
+  OnLate release_late = [this, &ids] {
+    return [this, ids](const std::string& body) {
+      p::GetReply late;
+      if (!p::ParseBody(body, &late)) return;
+      for (size_t i = 0; i < late.entries.size() && i < ids.size(); i++)
+        if (late.entries[i].code == StatusCode::kOk) (void)SendRelease(ids[i]);
+    };
+  };
+  PLASMON_RETURN_IF_ERROR(Call(p::MessageType::kGet, req, &rep, timeout_ms, release_late));
   PLASMON_RETURN_IF_ERROR(rep.status);
   if (rep.entries.size() != ids.size())
     return Fail(Status::ProtocolError("Get reply has the wrong number of entries"));

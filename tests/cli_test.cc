@@ -200,6 +200,17 @@ TEST_F(CliTest, PutOfALargeFileRoundTrips) {
   std::filesystem::remove_all(dir);
 }
 
+// /proc files say they are empty: they are read as streams, not stored empty.
+TEST_F(CliTest, PutOfAProcFileStoresWhatItReads) {
+  std::ifstream f("/proc/version");
+  std::string version((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  ASSERT_FALSE(version.empty());
+  auto put = Cli({"put", "/proc/version"});
+  ASSERT_EQ(put.exit_code, 0) << put.err;
+  EXPECT_EQ(put.out, ContentId(version).Hex() + "\n");
+  EXPECT_EQ(Cli({"get", put.out.substr(0, 40)}).out, version);
+}
+
 // Numbers out of range are refused, not saturated into "wait forever".
 TEST_F(CliTest, OutOfRangeNumbersAreRefused) {
   std::string id = ObjectID::Random().Hex();

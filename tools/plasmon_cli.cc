@@ -74,7 +74,9 @@ class PutInput {
     fd_ = path == "-" ? STDIN_FILENO : ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd_ < 0) return plasmon::Status::IOError("cannot open " + path + ": " + std::strerror(errno));
     struct stat st;
-    if (::fstat(fd_, &st) == 0 && S_ISREG(st.st_mode)) {
+    // A regular file of size 0 may be a /proc or /sys file, whose size says
+    // nothing: those are read as streams.
+    if (::fstat(fd_, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
       regular_ = true;
       size_ = static_cast<uint64_t>(st.st_size);
       if (size_ > room) return TooLarge(name_, room);
@@ -143,17 +145,18 @@ class PutInput {
 plasmon::Result<plasmon::ObjectID> Put(plasmon::Client& client, const PutInput& in,
                                        plasmon::ObjectID id, bool derive_id,
                                        const std::string& metadata) {
-  if (derive_id) {
-    plasmon::Result<plasmon::ObjectID> derived = in.ContentId();
-    if (!derived.ok()) return derived.status();
-    id = *derived;
-  }
   plasmon::Status st;
   if (in.size() + metadata.size() <= (1u << 20)) {
     std::string data(in.size(), '\0');
     PLASMON_RETURN_IF_ERROR(in.CopyTo(data.data()));
+    if (derive_id) id = plasmon::ContentId(data);  // of the bytes stored
     st = client.CreateAndSeal(id, data, metadata);
   } else {
+    if (derive_id) {
+      plasmon::Result<plasmon::ObjectID> derived = in.ContentId();
+      if (!derived.ok()) return derived.status();
+      id = *derived;
+    }
     plasmon::Result<plasmon::MutableBuffer> buf = client.Create(id, in.size(), metadata);
     st = buf.status();
     if (buf.ok()) {

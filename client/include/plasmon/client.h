@@ -78,10 +78,12 @@ struct MutableBuffer {
 struct ConnectOptions {
   // How long a request may go unanswered before the call returns Timeout:
   // every call but the waits of Get and Fetch, which get this long on top
-  // of their own timeout (none if that is -1), and Connect itself. A store
-  // that misses it is taken for hung (stopped, or stuck): the connection is
-  // closed, the store frees what this client held as after Disconnect, and
-  // later calls return Disconnected; connect again to go on. -1: no deadline.
+  // of their own timeout (none if that is -1), and Connect itself. The
+  // connection stays, and so does everything this client holds: a store that
+  // was only slow (or stopped a while) goes on serving it. What a timed-out
+  // request did once it is answered after all is undone: a Get's references
+  // are released, a Create's object is aborted; other requests may have
+  // taken effect (a Delete, a Seal). -1: no deadline.
   int64_t request_timeout_ms = 10'000;
 };
 
