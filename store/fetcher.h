@@ -218,8 +218,8 @@ class Fetcher {
   // not start one (the job moved on, or ended).
   bool StartPull(Job* job);
   void OnPulled(const ObjectID& id, const FetchCandidate& from, Result<PullResult> r);
-  // The pulls queued for a holder whose probe failed move on to their next
-  // candidate.
+  // The pulls queued for a holder a pull just could not reach move on to
+  // their next candidate (called before that pull's own next step).
   void FailQueued(const std::string& key, const Status& why);
   // Whether a holder's queue entry is still its job's (the job did not end
   // or move on since).
