@@ -430,9 +430,12 @@ void Directory::Run() {
         std::vector<Op> retry;
         {
           std::lock_guard<std::mutex> g(mu_);
-          for (const ObjectID& id : damaged_) {
-            retry.push_back({published_.count(id) > 0, id});
-            if (retry.size() >= 1000) break;
+          auto it = damaged_cursor_ ? damaged_.upper_bound(*damaged_cursor_) : damaged_.begin();
+          const size_t n = std::min(damaged_.size(), opts_.damaged_retries_per_heartbeat);
+          while (retry.size() < n) {
+            if (it == damaged_.end()) it = damaged_.begin();  // wrap around
+            retry.push_back({published_.count(*it) > 0, *it});
+            damaged_cursor_ = *it++;
           }
         }
         st = Apply(&conn, retry);

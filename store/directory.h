@@ -19,11 +19,11 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <thread>
 #include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 #include "core/log_limiter.h"
@@ -42,6 +42,9 @@ struct DirectoryOptions {
   std::map<std::string, std::string> endpoints;  // transport -> address, e.g. "tcp" -> "10.0.0.1:7000"
   int ttl_ms = 10000;       // a node record lives this long without a heartbeat
   int heartbeat_ms = 2000;  // renewal period
+  // Updates that met a damaged object record are retried at each heartbeat,
+  // this many per beat, taking turns (lowered by tests).
+  size_t damaged_retries_per_heartbeat = 1000;
 };
 
 // What the directory knows of one object on one node.
@@ -199,8 +202,12 @@ class Directory {
   std::deque<Op> queue_;
   std::unordered_map<ObjectID, Published, ObjectIDHash> published_;  // what Redis should say
   std::thread thread_;
-  // The writer's: objects whose update failed on a damaged record.
-  std::unordered_set<ObjectID, ObjectIDHash> damaged_;
+  // The writer's: objects whose update failed on a damaged record, ordered
+  // so that the retries take turns: each heartbeat retries the next few
+  // after damaged_cursor_ (wrapping), so that records that stay damaged
+  // cannot keep the others from ever being retried.
+  std::set<ObjectID> damaged_;
+  std::optional<ObjectID> damaged_cursor_;  // the last one retried
 
   std::mutex lookup_mu_;
   RedisConnection lookup_conn_;

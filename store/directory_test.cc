@@ -275,6 +275,44 @@ TEST(DirectoryTest, ADamagedObjectRecordDoesNotStopTheWriter) {
   EXPECT_TRUE(a.synced());
 }
 
+// Records that stay damaged do not keep the others' retries from coming:
+// each heartbeat retries the next few in turn (it retried the first few of
+// a set in its stable order, so once as many stayed damaged as one beat
+// retries, the rest were never retried, even after their keys were fixed).
+TEST(DirectoryTest, RecordsThatStayDamagedDoNotStarveTheOthersRetries) {
+  testing::RedisProcess redis;
+  ASSERT_TRUE(redis.started());
+  DirectoryOptions o = Options(redis, "node-a");
+  o.damaged_retries_per_heartbeat = 4;
+  Directory a(o);
+  std::vector<ObjectID> stay, fixed;
+  for (int i = 0; i < 16; i++) stay.push_back(ObjectID::Random());
+  for (int i = 0; i < 8; i++) fixed.push_back(ObjectID::Random());
+  for (const auto* ids : {&stay, &fixed})
+    for (const ObjectID& id : *ids)
+      ASSERT_TRUE(Query(redis, {"SET", a.ObjectKey(id), "not a hash"}).ok());
+  a.Start();
+  for (const auto* ids : {&stay, &fixed})
+    for (const ObjectID& id : *ids) a.Publish(id, 1, 0, true, 1);
+  ObjectID healthy = ObjectID::Random();
+  a.Publish(healthy, 2, 0, true, 2);  // in the same batch as the damaged ones, or after
+  ASSERT_TRUE(Eventually([&] {
+    auto r = a.Lookup(healthy);
+    return r.ok() && r->size() == 1;
+  }));
+  for (const ObjectID& id : fixed) ASSERT_TRUE(Query(redis, {"DEL", a.ObjectKey(id)}).ok());
+  size_t landed = 0;
+  EXPECT_TRUE(Eventually([&] {
+    landed = 0;
+    for (const ObjectID& id : fixed) {
+      auto r = a.Lookup(id);
+      landed += r.ok() && r->size() == 1 && (*r)[0].node_id == "node-a";
+    }
+    return landed == fixed.size();
+  })) << "only " << landed << " of the " << fixed.size() << " fixed records were updated";
+  EXPECT_TRUE(a.synced());
+}
+
 // This node's own keys, damaged, are replaced: the node record and the set
 // of what it published.
 TEST(DirectoryTest, ItsOwnDamagedKeysAreReplaced) {

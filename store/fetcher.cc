@@ -394,7 +394,8 @@ void Fetcher::PullNext(Job* job) {
   const std::string key = HolderKey(job->candidates[job->next++]);
   job->phase = Job::Phase::kQueued;
   Holder& h = holders_[key];
-  h.queue.push_back(id);
+  job->queue_seq = ++queue_seq_;
+  h.queue.emplace_back(id, job->queue_seq);
   if (!h.in_ready) {
     h.in_ready = true;
     ready_.push_back(key);
@@ -424,17 +425,17 @@ void Fetcher::Dispatch() {
       continue;
     }
     passed = 0;
-    const ObjectID id = h.queue.front();
+    const std::pair<ObjectID, uint64_t> entry = h.queue.front();
     h.queue.pop_front();
     if (!h.queue.empty()) {
       h.in_ready = true;
       ready_.push_back(key);
     }
-    auto j = jobs_.find(id);
-    if (j == jobs_.end() || j->second.phase != Job::Phase::kQueued ||
-        HolderKey(j->second.candidates[j->second.next - 1]) != key)
-      continue;  // a stale entry: the job ended or moved on
-    StartPull(&j->second);
+    if (!Live(entry)) {  // a stale entry: the job ended or moved on
+      if (h.stale > 0) h.stale--;
+      continue;
+    }
+    StartPull(&jobs_.find(entry.first)->second);
   }
   dispatching_ = false;
 }
@@ -518,6 +519,15 @@ void Fetcher::OnPulled(const ObjectID& id, const FetchCandidate& from, Result<Pu
                  from.endpoint, via, r.status().ToString());
     counters_.pulls_failed++;
     location_cache_.Drop(id);  // the next fetch asks the directory
+    // The pulls queued for an unreachable holder would wait for the same
+    // failure, one at a time: they move on now, before this job's next step
+    // dispatches (the holder is suspect with nothing running: its next
+    // queued pull would start at once as its probe, and fail the same way).
+    if (IsUnreachable(r.status())) {
+      FailQueued(key, r.status());
+      it = jobs_.find(id);
+      job = it == jobs_.end() ? nullptr : &it->second;
+    }
     if (job != nullptr) {
       job->last_error =
           Status(r.status().code(), from.node_id + " (" + via + "): " + r.status().message());
@@ -530,9 +540,6 @@ void Fetcher::OnPulled(const ObjectID& id, const FetchCandidate& from, Result<Pu
       }
       PullNext(job);
     }
-    // The pulls queued for an unreachable holder would wait for the same
-    // failure, one at a time: they move on now.
-    if (IsUnreachable(r.status())) FailQueued(key, r.status());
   } else {
     ObjectEntry* e = table_->Find(id);
     if (e == nullptr || e->state != ObjectState::kCreated || e->creator != kOwner) {
@@ -569,20 +576,30 @@ void Fetcher::OnPulled(const ObjectID& id, const FetchCandidate& from, Result<Pu
 void Fetcher::FailQueued(const std::string& key, const Status& why) {
   auto hit = holders_.find(key);
   if (hit == holders_.end()) return;
-  std::deque<ObjectID> queued;
+  std::deque<std::pair<ObjectID, uint64_t>> queued;
   queued.swap(hit->second.queue);
-  for (const ObjectID& id : queued) {
-    auto j = jobs_.find(id);
-    if (j == jobs_.end() || j->second.phase != Job::Phase::kQueued ||
-        HolderKey(j->second.candidates[j->second.next - 1]) != key)
-      continue;
-    Job* job = &j->second;
+  hit->second.stale = 0;
+  for (const auto& entry : queued) {
+    if (!Live(entry)) continue;
+    Job* job = &jobs_.find(entry.first)->second;
     const FetchCandidate& c = job->candidates[job->next - 1];
     job->last_error =
         Status(why.code(), c.node_id + " (" + transports_[c.transport]->name() +
                                "): not tried: a pull from it just failed: " + why.message());
     PullNext(job);
   }
+}
+
+bool Fetcher::Live(const std::pair<ObjectID, uint64_t>& entry) const {
+  auto j = jobs_.find(entry.first);
+  return j != jobs_.end() && j->second.phase == Job::Phase::kQueued &&
+         j->second.queue_seq == entry.second;
+}
+
+size_t Fetcher::QueuedEntries() const {
+  size_t n = 0;
+  for (const auto& [key, h] : holders_) n += h.queue.size();
+  return n;
 }
 
 void Fetcher::AnswerNoWait(const ObjectID& id, const Status& result) {
@@ -731,7 +748,21 @@ void Fetcher::DropJob(const ObjectID& id) {
   if (j->second.phase == Job::Phase::kPull) return;  // OnPulled finishes it
   Unpark(&j->second);
   if (watcher_) watcher_->Unwatch(id);
+  const bool queued = j->second.phase == Job::Phase::kQueued;
+  const std::string key = queued ? HolderKey(j->second.candidates[j->second.next - 1]) : "";
   jobs_.erase(j);
+  if (!queued) return;
+  // Its queue entry is stale now. Once stale entries outnumber the live ones,
+  // drop them all (each entry is compacted away once: amortized O(1)).
+  auto hit = holders_.find(key);
+  if (hit == holders_.end()) return;
+  Holder& h = hit->second;
+  if (++h.stale <= h.queue.size() / 2) return;
+  std::deque<std::pair<ObjectID, uint64_t>> live;
+  for (const auto& entry : h.queue)
+    if (Live(entry)) live.push_back(entry);
+  h.queue.swap(live);
+  h.stale = 0;
 }
 
 }  // namespace plasmon

@@ -24,8 +24,8 @@
 // about the size cannot make this store evict for it. A holder whose
 // connection fails (unreachable, silent, hung) is suspect for kSuspectUs:
 // it goes last among holders of its size, gets one transfer at a time (a
-// probe), and when the probe fails too, the pulls queued for it move on at
-// once. Every Fetch naming the ID waits on the one job: concurrent fetches
+// probe), and the pulls queued for it move on at once (before the failed
+// pull's own next step can start one of them as the probe). Every Fetch naming the ID waits on the one job: concurrent fetches
 // share one transfer. Fetch requests time out on their own (the wait queue's
 // timers); a job nobody waits for stops at its next step. Directory lookups
 // of jobs go to the lookup worker a few at a time, so that a client's Where
@@ -157,6 +157,8 @@ class Fetcher {
   void StopWorkers();
 
   const Counters& counters() const { return counters_; }
+  // Entries in every holder's queue, stale ones included (for tests).
+  size_t QueuedEntries() const;
 
  private:
   struct Job {
@@ -176,12 +178,18 @@ class Fetcher {
     std::optional<std::pair<uint64_t, uint64_t>> no_room;
     int64_t recheck_backoff_us = 0;  // the last wait between rechecks while parked
     int64_t recheck_at_us = 0;       // in recheck_schedule_ (while parked)
+    uint64_t queue_seq = 0;          // its entry in its holder's queue (while queued)
   };
   // A holder as a pull dials it (transport and endpoint): its transfers in
   // flight, the jobs waiting for one of its slots, and whether it is suspect.
   struct Holder {
     int running = 0;
-    std::deque<ObjectID> queue;    // jobs in kQueued (stale entries are skipped)
+    // Jobs in kQueued, by (ID, queue_seq). A job dropped while queued leaves
+    // a stale entry, skipped when popped; they are counted, and compacted
+    // away once they outnumber the live ones (a holder at its limit would
+    // otherwise collect one per Fetch that expired and came again).
+    std::deque<std::pair<ObjectID, uint64_t>> queue;
+    size_t stale = 0;
     int64_t suspect_until_us = 0;  // its connection failed: suspect until then
     bool in_ready = false;         // listed in ready_
   };
@@ -210,9 +218,12 @@ class Fetcher {
   // not start one (the job moved on, or ended).
   bool StartPull(Job* job);
   void OnPulled(const ObjectID& id, const FetchCandidate& from, Result<PullResult> r);
-  // The pulls queued for a holder whose probe failed move on to their next
-  // candidate.
+  // The pulls queued for a holder a pull just could not reach move on to
+  // their next candidate (called before that pull's own next step).
   void FailQueued(const std::string& key, const Status& why);
+  // Whether a holder's queue entry is still its job's (the job did not end
+  // or move on since).
+  bool Live(const std::pair<ObjectID, uint64_t>& entry) const;
   void Park(Job* job);
   void Unpark(Job* job);
   void Recheck();
@@ -251,6 +262,7 @@ class Fetcher {
   const int transfer_threads_;
   const int per_holder_;
   int running_ = 0;  // pulls in flight
+  uint64_t queue_seq_ = 0;  // the last queue entry's
   bool dispatching_ = false;
   bool sweep_posted_ = false;
   std::unordered_map<std::string, Holder> holders_;  // by HolderKey

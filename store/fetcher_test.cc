@@ -1,8 +1,22 @@
 // The fetcher's location cache: entries expire, and beyond its capacity the
-// least recently used one goes (not the whole cache, as it once did).
-#include <gtest/gtest.h>
-
+// least recently used one goes (not the whole cache, as it once did). And
+// the fetcher itself against a real redis-server and a holder that never
+// answers, where what is checked is internal (its queues).
 #include "store/fetcher.h"
+
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <thread>
+
+#include "core/fd.h"
+#include "tests/redis_process.h"
+#include "tools/cluster/services.h"
+#include "transport/tcp_transport.h"
 
 namespace plasmon {
 namespace {
@@ -39,6 +53,95 @@ TEST(LocationCacheTest, BeyondCapacityTheLeastRecentlyUsedGoes) {
   c.Drop(e);
   EXPECT_EQ(c.Find(e, 6), nullptr);
   EXPECT_EQ(c.size(), 2u);
+}
+
+class NoListener : public TableListener {
+  void OnSealed(const ObjectEntry&) override {}
+  void OnRemoved(const ObjectEntry&, Notification::Kind) override {}
+};
+
+// A holder at its limit (one pull at a time, that one hung on a holder that
+// never answers its handshake) while a client fetches another object of it
+// again and again, each Fetch expiring in its queue: the queue keeps no more
+// stale entries than live ones (it kept one per expired Fetch, until the
+// hung pull ended).
+TEST(FetcherTest, AHolderAtItsLimitCollectsNoStaleQueueEntries) {
+  using namespace std::chrono_literals;
+  testing::RedisProcess redis;
+  ASSERT_TRUE(redis.started());
+  // Listens and never accepts: connects complete, handshakes never do.
+  UniqueFd silent(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(a);
+  ASSERT_EQ(::bind(silent.get(), reinterpret_cast<sockaddr*>(&a), len), 0);
+  ASSERT_EQ(::listen(silent.get(), 64), 0);
+  ASSERT_EQ(::getsockname(silent.get(), reinterpret_cast<sockaddr*>(&a), &len), 0);
+  const std::string endpoint = "127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+  ObjectID hung = ObjectID::Random(), waits = ObjectID::Random(), again = ObjectID::Random();
+  auto query = [&](const std::vector<std::string>& argv) {
+    ASSERT_TRUE(cluster::RedisQuery(redis.socket(), argv).ok()) << argv[0];
+  };
+  query({"HSET", "test:node:silent", "node_id", "silent", "ep:tcp", endpoint});
+  for (const ObjectID& id : {hung, waits, again})
+    query({"HSET", "test:obj:" + id.Hex(), "silent", "4096:0:-"});
+
+  auto loop = EventLoop::Create();
+  ASSERT_TRUE(loop.ok());
+  std::vector<uint8_t> arena(1 << 20);
+  NoListener listener;
+  ObjectTable table(arena.data(), arena.size(), &listener);
+  DirectoryOptions o;
+  o.redis = redis.address();
+  o.prefix = "test";
+  o.node_id = "node-a";
+  Directory directory(o);
+  TcpTransportOptions t;
+  t.dial_timeout_ms = 60000;  // the hung pull lasts the test
+  auto tcp = TcpTransport::Create(t);
+  ASSERT_TRUE(tcp.ok());
+  std::shared_ptr<Transport> transport = std::move(*tcp);
+  std::atomic<int> replies{0};
+  auto fetcher = std::make_unique<Fetcher>(
+      loop->get(), &table, &directory, std::vector<std::shared_ptr<Transport>>{transport}, 2, 1,
+      [&](uint32_t, uint64_t, protocol::FetchReply) { replies++; });
+  std::thread run([&] { (void)(*loop)->Run(); });
+  auto fetch = [&](uint32_t session, const ObjectID& id, int64_t timeout_ms) {
+    (*loop)->Post([&fetcher, session, id, timeout_ms] {
+      protocol::FetchRequest r;
+      r.timeout_ms = timeout_ms;
+      r.ids = {id};
+      fetcher->Request(session, 1, std::move(r));
+    });
+  };
+  auto queued_entries = [&] {
+    std::promise<size_t> p;
+    (*loop)->Post([&] { p.set_value(fetcher->QueuedEntries()); });
+    return p.get_future().get();
+  };
+  fetch(2, hung, -1);  // takes the holder's one slot, for a minute
+  fetch(4, waits, -1);  // queued behind it: one live entry
+  for (int i = 0; i < 500 && queued_entries() == 0; i++) std::this_thread::sleep_for(10ms);
+  const bool queued = queued_entries() == 1;
+  EXPECT_TRUE(queued) << "the second fetch never queued";
+  // Fetched again and again, each Fetch expiring while queued: its job is
+  // dropped, and the next Fetch starts another (from the location cache).
+  constexpr int kCycles = 40;
+  for (int i = 0; queued && i < kCycles; i++) {
+    const int before = replies;
+    fetch(3, again, 20);
+    for (int w = 0; w < 500 && replies == before; w++) std::this_thread::sleep_for(2ms);
+  }
+  std::this_thread::sleep_for(50ms);  // the last sweep
+  EXPECT_LE(queued_entries(), 2u);
+
+  (*loop)->Stop();
+  run.join();
+  fetcher->StopWatcher();
+  transport->Shutdown();  // ends the hung pull
+  fetcher->StopWorkers();
+  fetcher.reset();
 }
 
 }  // namespace

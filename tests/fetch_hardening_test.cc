@@ -198,6 +198,45 @@ TEST_F(FetchHardeningTest, ASuspectHolderGoesLastWhileOthersHoldTheObject) {
   EXPECT_EQ(tarpit.accepted(), dialed);
 }
 
+TEST_F(FetchHardeningTest, AFailedHolderIsNotDialledAgainByTheNextQueuedPull) {
+  // Four objects on node-b (8 KiB each), each also listed on the tarpit at
+  // 4 KiB: the smaller claim goes first, and one pull at a time per holder,
+  // so three queue behind the first. When the first fails (the dial
+  // deadline), the three move on to node-b at once: none of them dials the
+  // tarpit as the suspect holder's probe (one did, and burned another dial
+  // deadline and a transfer slot on a holder that had just failed).
+  StartFetcher("64M", {"--dial-timeout-ms", "500", "--transfer-threads-per-holder", "1"});
+  Tarpit tarpit;
+  std::vector<ObjectID> ids;
+  std::vector<std::string> datas;
+  for (int i = 0; i < 4; i++) {
+    ids.push_back(ObjectID::Random());
+    datas.push_back(Bytes(8192, 400 + i));
+    ASSERT_TRUE(Put(cb_, ids.back(), datas.back()).ok());
+    ListOn("tarpit", tarpit.endpoint(), ids.back(), 4096);
+  }
+  ASSERT_TRUE(testing::Published(ca_, ids.back(), "node-b"));
+  auto r = ca_.Fetch(ids, 10000);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  for (size_t i = 0; i < ids.size(); i++) {
+    EXPECT_TRUE((*r)[i].ok()) << (*r)[i].ToString();
+    EXPECT_TRUE(HasBytes(ca_, ids[i], datas[i]));
+  }
+  EXPECT_EQ(tarpit.accepted(), 1) << fetcher_->Log();
+}
+
+TEST_F(FetchHardeningTest, ADialDeadlinePastTheHandshakeCutIsWarnedAbout) {
+  // Holders cut a handshake at --peer-handshake-timeout-ms: a longer dial
+  // deadline buys nothing, and the store says so at start (node-b, with the
+  // defaults alike, does not).
+  StartFetcher("64M", {"--dial-timeout-ms", "5000", "--peer-handshake-timeout-ms", "1000"});
+  EXPECT_NE(fetcher_->Log().find("--dial-timeout-ms 5000 is longer than "
+                                 "--peer-handshake-timeout-ms 1000"),
+            std::string::npos)
+      << fetcher_->Log();
+  EXPECT_EQ(holder_->Log().find("--dial-timeout-ms"), std::string::npos) << holder_->Log();
+}
+
 TEST_F(FetchHardeningTest, AHolderClaimingATerabyteIsSkipped) {
   // node-b really holds eight objects. A fake holder claims 1 TiB for each;
   // for the last four, two fake holders do (so they outnumber the real one

@@ -259,6 +259,15 @@ int main(int argc, char** argv) {
                    "plasmon-store: --transfer-streams must be 1..64, --transfer-threads 1..256\n");
       return 2;
     }
+    // Each store's two handshake deadlines stand for the cluster's (they
+    // should be alike on every store): a holder cuts a handshake at its
+    // --peer-handshake-timeout-ms, so a longer dial deadline buys nothing.
+    if (tcp.dial_timeout_ms > tcp.handshake_timeout_ms)
+      spdlog::warn("--dial-timeout-ms {} is longer than --peer-handshake-timeout-ms {}: holders "
+                   "with these flags cut a pull's handshake after {} ms, so the longer dial "
+                   "deadline buys nothing; set both alike on every store (docs/SECURITY.md, "
+                   "\"Peer stores\")",
+                   tcp.dial_timeout_ms, tcp.handshake_timeout_ms, tcp.handshake_timeout_ms);
     auto transports = plasmon::MakeTransports(tc);
     if (!transports.ok()) {
       std::fprintf(stderr, "plasmon-store: %s\n", transports.status().IsInvalidArgument()
