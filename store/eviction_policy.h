@@ -1,9 +1,10 @@
 // LRU order of the objects that may be evicted: sealed, unreferenced, not
-// being deleted. The object table keeps membership exact; the policy only
-// orders.
+// being deleted. The object table keeps membership exact; the policy orders
+// them and sums their allocation units (what evicting them all would free).
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <list>
 
 #include "plasmon/object_id.h"
@@ -14,9 +15,18 @@ class LruPolicy {
  public:
   using Handle = std::list<ObjectID>::iterator;
 
-  // Adds `id` as the most recently used. Returns its handle for Remove.
-  Handle Add(const ObjectID& id) { return order_.insert(order_.end(), id); }
-  void Remove(Handle h) { order_.erase(h); }
+  // Adds `id`, of `units` allocation units, as the most recently used.
+  // Returns its handle for Remove.
+  Handle Add(const ObjectID& id, uint64_t units) {
+    units_ += units;
+    return order_.insert(order_.end(), id);
+  }
+  // REQUIRES: `units` as given to Add.
+  void Remove(Handle h, uint64_t units) {
+    units_ -= units;
+    order_.erase(h);
+  }
+  uint64_t units() const { return units_; }
   bool empty() const { return order_.empty(); }
   size_t size() const { return order_.size(); }
   // The least recently used. REQUIRES: !empty().
@@ -27,6 +37,7 @@ class LruPolicy {
 
  private:
   std::list<ObjectID> order_;
+  uint64_t units_ = 0;
 };
 
 }  // namespace plasmon

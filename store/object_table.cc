@@ -106,6 +106,7 @@ Result<ObjectEntry*> ObjectTable::Create(const ObjectID& id, uint64_t data_size,
     quota->second.members.insert(id);
   }
   Account(e, true);
+  Changed();
   return &e;
 }
 
@@ -134,6 +135,7 @@ Status ObjectTable::Abort(const ObjectID& id, uint32_t client) {
     return Status::InvalidArgument("object " + id.Hex() + " was created by another client");
   alloc_.Free(e->offset, e->total_size());
   Account(*e, false);
+  Changed();
   ObjectID key = id;  // `id` may alias the entry being erased
   objects_.erase(key);
   return Status::OK();
@@ -188,7 +190,23 @@ std::pair<uint64_t, uint64_t> ObjectTable::Evict(uint64_t bytes) {
 }
 
 ObjectTable::Room ObjectTable::PlanRoom(const Quota* q, uint64_t need) const {
+  // A quota's account: evicting all of its evictable objects frees their units.
+  if (q != nullptr && q->used - q->lru.units() + need > q->limit) return Room::kQuotaFull;
+  // A range: no larger than the free units and all that may be evicted.
+  const uint64_t evictable = (q != nullptr ? q->lru.units() : 0) + lru_.units();
+  if (alloc_.capacity() - alloc_.used() + evictable < need) return Room::kNoRange;
+  // Repeated Creates that cannot fit (a client's retry loop) reuse the
+  // verdict of the last walk until something frees or may be evicted.
+  NoRoom& known = q != nullptr ? q->no_room : no_room_;
+  if (known.generation == generation_ && need >= known.need) return Room::kNoRange;
+  const Room room = WalkRoom(q, need);
+  if (room == Room::kNoRange) known = NoRoom{generation_, need};
+  return room;
+}
+
+ObjectTable::Room ObjectTable::WalkRoom(const Quota* q, uint64_t need) const {
   // Walks the LRU lists as Create's eviction would, freeing nothing.
+  plan_walks_++;
   Allocator::FreePlan plan(alloc_);
   auto plan_free = [&](const ObjectID& id) {
     const ObjectEntry& v = objects_.at(id);
@@ -268,6 +286,7 @@ Status ObjectTable::SetQuota(uint32_t client, uint64_t bytes) {
   Quota& q = quotas_[client];
   q.limit = bytes;
   reserved_ += bytes;
+  Changed();
   return Status::OK();
 }
 
@@ -282,12 +301,14 @@ void ObjectTable::DropClient(uint32_t client) {
   Quota q = std::move(it->second);
   quotas_.erase(it);
   reserved_ -= q.limit;
+  Changed();
   // Its evictable objects join the shared LRU as its youngest, in the order
   // they had among themselves.
   std::vector<ObjectID> order;
   while (!q.lru.empty()) {
     order.push_back(q.lru.Oldest());
-    q.lru.Remove(objects_.at(order.back()).lru);
+    const ObjectEntry& e = objects_.at(order.back());
+    q.lru.Remove(e.lru, Allocator::RoundUp(e.total_size()));
   }
   for (const ObjectID& id : q.members) {
     ObjectEntry& e = objects_.at(id);
@@ -318,6 +339,7 @@ void ObjectTable::Remove(ObjectEntry* e, Notification::Kind kind) {
   }
   alloc_.Free(e->offset, e->total_size());
   Account(*e, false);
+  Changed();
   listener_->OnRemoved(*e, kind);
   ObjectID id = e->id;  // erase must not read the key it is destroying
   objects_.erase(id);
@@ -325,13 +347,14 @@ void ObjectTable::Remove(ObjectEntry* e, Notification::Kind kind) {
 
 void ObjectTable::MakeEvictable(ObjectEntry* e) {
   if (e->in_lru || e->delete_pending) return;
-  e->lru = LruOf(*e).Add(e->id);
+  e->lru = LruOf(*e).Add(e->id, Allocator::RoundUp(e->total_size()));
   e->in_lru = true;
+  Changed();
 }
 
 void ObjectTable::MakeUnevictable(ObjectEntry* e) {
   if (!e->in_lru) return;
-  LruOf(*e).Remove(e->lru);
+  LruOf(*e).Remove(e->lru, Allocator::RoundUp(e->total_size()));
   e->in_lru = false;
 }
 

@@ -122,19 +122,34 @@ class ObjectTable {
   StoreStats Stats() const;
   uint8_t* arena_base() const { return base_; }
   const Allocator& allocator() const { return alloc_; }
+  // How many times a Create walked the eviction lists to plan room (for
+  // tests: impossible Creates must not each walk them).
+  uint64_t plan_walks() const { return plan_walks_; }
 
  private:
+  struct NoRoom {
+    // At `generation`, a Create of `need` units or more found no range even
+    // after planning to evict all it may (generation 0: nothing known).
+    uint64_t generation = 0;
+    uint64_t need = 0;
+  };
   struct Quota {
     uint64_t limit = 0;
     uint64_t used = 0;  // allocation units of its objects
     LruPolicy lru;      // its evictable objects
     std::unordered_set<ObjectID, ObjectIDHash> members;
+    mutable NoRoom no_room;
   };
   enum class Room { kFits, kQuotaFull, kNoRange };
   // Whether Create's evictions, in their order (LRU), would make room for
   // `need` allocation units in quota `q` (null: the shared part): exact,
-  // with free ranges coalesced as they would be. Evicts nothing.
+  // with free ranges coalesced as they would be. Evicts nothing. O(1) when
+  // free and evictable units together are too few, or when a walk at the
+  // same generation found no range for as much or less; otherwise a walk.
   Room PlanRoom(const Quota* q, uint64_t need) const;
+  Room WalkRoom(const Quota* q, uint64_t need) const;
+  // The arena or an LRU changed in a way that may make room.
+  void Changed() { generation_++; }
   void Remove(ObjectEntry* e, Notification::Kind kind);
   void MakeEvictable(ObjectEntry* e);
   void MakeUnevictable(ObjectEntry* e);
@@ -157,6 +172,12 @@ class ObjectTable {
   uint64_t sealed_count_ = 0;
   uint64_t evictions_ = 0;
   uint64_t evicted_bytes_ = 0;
+  mutable uint64_t plan_walks_ = 0;
+  // Bumped on every allocation, free, LRU insert and quota change: a "no
+  // room" verdict holds while it stays the same (removals from an LRU and
+  // allocations only take room away).
+  uint64_t generation_ = 1;
+  mutable NoRoom no_room_;  // the shared part's
 };
 
 }  // namespace plasmon

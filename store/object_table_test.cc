@@ -170,6 +170,36 @@ TEST_F(ObjectTableTest, CreateThatEvictionCannotPlaceFailsAtOnceAndKeepsTheCache
   EXPECT_EQ(table_.Stats().evictions, 1u);
 }
 
+// A Create that can never fit is refused without walking the eviction list
+// each time: when free plus evictable bytes are too few, at once; when they
+// are enough but too fragmented, from the verdict of the first walk, kept
+// until the arena or the eviction list changes.
+TEST_F(ObjectTableTest, RepeatedImpossibleCreatesDoNotEachWalkTheEvictionList) {
+  std::vector<ObjectID> held;
+  for (int i = 0; i < 64; i++) {  // 1 KiB each: the table is full
+    ObjectID id = Put(1024);
+    if (i % 2 == 1) {
+      table_.AddRef(table_.Find(id));
+      held.push_back(id);
+    }
+  }
+  const uint64_t walks = table_.plan_walks();
+  // 32 KiB evictable, but in 1 KiB pieces: 2 KiB never fits.
+  for (int i = 0; i < 100; i++)
+    ASSERT_TRUE(table_.Create(ObjectID::Random(), 2048, 0, 1).status().IsOutOfMemory());
+  EXPECT_LE(table_.plan_walks() - walks, 1u);
+  // More than free and evictable bytes together: no walk at all.
+  const uint64_t walks2 = table_.plan_walks();
+  for (int i = 0; i < 100; i++)
+    ASSERT_TRUE(table_.Create(ObjectID::Random(), 40000, 0, 1).status().IsOutOfMemory());
+  EXPECT_EQ(table_.plan_walks(), walks2);
+  EXPECT_EQ(table_.Stats().evictions, 0u);
+  // A release changes the verdict: two neighbours and it make 3 KiB.
+  table_.Release(table_.Find(held[10]));
+  ASSERT_TRUE(table_.Create(ObjectID::Random(), 2048, 0, 1).ok());
+  EXPECT_GT(table_.Stats().evictions, 0u);
+}
+
 // Freeing in LRU order until a piece is large enough: the two neighbours at
 // the end are evicted, and so is the oldest one before them (it was first in
 // line), but not the younger ones after them.

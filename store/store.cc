@@ -40,6 +40,9 @@ namespace {
 constexpr uint32_t kFirstSessionId = 2;
 // Gets with a timeout that one connection may have waiting, and as many Fetches.
 constexpr uint32_t kMaxWaitingPerSession = 1024;
+// Where requests that one connection may have queued or running (each is a
+// Redis round trip on the Where thread).
+constexpr uint32_t kMaxWheresPerSession = 64;
 // Digests asked for are computed on the loop up to this size (about 1 ms at
 // the dispatched xxh3's 13 GB/s, 4 ms at SSE2's), on the hashing thread above.
 constexpr uint64_t kDigestOnLoopMax = 4u << 20;
@@ -60,6 +63,7 @@ class Store::Impl : public TableListener, public ObjectSource, public SessionOwn
         listen_fd_(std::move(listen_fd)),
         spare_fd_(::open("/dev/null", O_RDONLY | O_CLOEXEC)),
         spare_fd2_(::open("/dev/null", O_RDONLY | O_CLOEXEC)),
+        max_wheres_(o.max_wheres),
         wait_budget_(o.max_waiting_ids_per_client, o.max_waiting_ids),
         gets_(loop_.get(), [this](PendingGet& g) { AnswerWaitingGet(g); },
               [this](PendingGet& g) { AnswerWaitingGet(g); }) {
@@ -164,6 +168,10 @@ class Store::Impl : public TableListener, public ObjectSource, public SessionOwn
   std::unique_ptr<Fetcher> fetcher_;
   std::unique_ptr<Worker> hasher_;  // digests of large objects, off the loop
   std::unique_ptr<Worker> where_;   // clients' directory lookups (Where), off the loop
+  // Wheres queued or running, per session and in all (loop thread).
+  std::unordered_map<uint32_t, uint32_t> wheres_by_session_;
+  uint32_t wheres_ = 0;
+  uint32_t max_wheres_;
   uint32_t next_session_ = kFirstSessionId;
   std::unordered_map<uint32_t, std::unique_ptr<Session>> sessions_;
   // Clients closed for their errors, by pid: a client that reconnects and
@@ -195,7 +203,10 @@ Status Store::Impl::Run() {
   for (auto& t : transports_) t->Shutdown();  // breaks pulls in flight
   fetcher_->StopWorkers();                    // their results are posted, run below
   hasher_.reset();                            // likewise
-  where_.reset();                             // likewise
+  // Every client is gone: the Wheres still queued would only keep the store
+  // from exiting (2 s each while Redis hangs). The running one finishes.
+  if (where_) where_->DiscardQueued();
+  where_.reset();
   {
     std::lock_guard<std::mutex> l(table_mu_);
     loop_->RunPosted();
@@ -219,10 +230,29 @@ void Store::Impl::DoWhere(Session* s, const p::FrameHeader& h, const ObjectID& i
   // still there.
   uint32_t sid = s->id();
   uint64_t request_id = h.request_id;
+  // Bounded, per connection and in all: each holds the Where thread for a
+  // round trip, and a flood would delay everyone's answers without limit.
+  uint32_t& mine = wheres_by_session_[sid];
+  if (mine >= kMaxWheresPerSession || wheres_ >= max_wheres_) {
+    p::WhereReply rep;
+    rep.status = mine >= kMaxWheresPerSession
+                     ? Status::InvalidArgument("too many Wheres in flight on this connection (limit " +
+                                               std::to_string(kMaxWheresPerSession) + ")")
+                     : Status::OutOfMemory("too many Wheres in flight in this store (limit " +
+                                           std::to_string(max_wheres_) + ", --max-wheres)");
+    if (mine == 0) wheres_by_session_.erase(sid);
+    Reply(s, h, rep);
+    return;
+  }
+  mine++;
+  wheres_++;
   if (!where_) where_ = std::make_unique<Worker>();
   where_->Submit([this, id, sid, request_id] {
     Result<LookupResult> found = directory_->LookupForClient(id);
     loop_->Post([this, sid, request_id, found = std::move(found)]() mutable {
+      auto n = wheres_by_session_.find(sid);
+      if (--n->second == 0) wheres_by_session_.erase(n);
+      wheres_--;
       Session* c = FindSession(sid);
       if (c == nullptr) return;
       p::WhereReply rep;

@@ -46,6 +46,11 @@ struct StoreOptions {
   // Of those, at most this many from one holder (0: half, at least 1), so
   // that an unresponsive holder cannot stall the pulls from the others.
   int transfer_threads_per_holder = 0;
+  // Where requests (directory lookups, one Redis round trip each on one
+  // thread: up to 2 s while Redis hangs) queued or running for all clients;
+  // one past it is refused with OutOfMemory. Each client may have at most
+  // kMaxWheresPerSession (store.cc) of them.
+  uint32_t max_wheres = 1024;
 };
 
 class Store {

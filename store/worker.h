@@ -28,6 +28,15 @@ class Worker {
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
 
+  // Drops the jobs not started yet: they never run. The running ones finish.
+  void DiscardQueued() {
+    std::deque<std::function<void()>> dropped;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      dropped.swap(jobs_);
+    }
+  }
+
   void Submit(std::function<void()> job) {
     {
       std::lock_guard<std::mutex> l(mu_);

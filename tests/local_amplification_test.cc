@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -15,12 +16,14 @@
 #include "core/protocol.h"
 #include "core/unix_socket.h"
 #include "plasmon/client.h"
+#include "tests/redis_process.h"
 #include "tests/store_process.h"
 
 namespace plasmon {
 namespace {
 
 namespace p = protocol;
+using testing::RedisProcess;
 using testing::StoreProcess;
 
 // A client on a raw socket: it sends requests without waiting for replies,
@@ -264,6 +267,44 @@ TEST(LocalAmplificationTest, ACreateThatEvictionCannotPlaceFailsAtOnceAndKeepsTh
   EXPECT_FALSE(*c.Contains(ids[0]));
   for (size_t i = 1; i < ids.size(); i++) EXPECT_TRUE(*c.Contains(ids[i])) << i;
   EXPECT_EQ(c.Stats()->evictions, 1u);
+}
+
+// While Redis hangs, each Where holds the Where thread for 2 s. Wheres in
+// flight are bounded per connection (64) and in all (--max-wheres): past
+// either, one is refused at once; and a store asked to stop drops the queued
+// ones instead of running them, 2 s each, before it exits.
+TEST(LocalAmplificationTest, WheresPastTheLimitsAreRefusedAndQueuedOnesDoNotDelayShutdown) {
+  RedisProcess redis;
+  StoreProcess store({"-m", "16M", "--redis", redis.address(), "--node-id", "where-flood",
+                      "--max-wheres", "100"});
+  ASSERT_TRUE(store.started());
+  redis.Pause();
+  auto flood = [&](RawClient& c, uint64_t first, int n) {
+    for (int i = 0; i < n; i++)
+      c.Send(p::MessageType::kWhere, first + static_cast<uint64_t>(i),
+             p::IdRequest{ObjectID::Random()});
+  };
+  // Replies to requests [from, to) come at once, each refused with `code`.
+  auto refused = [](RawClient& c, uint64_t from, uint64_t to, StatusCode code, const char* says) {
+    for (uint64_t i = from; i < to; i++) {
+      auto rep = c.ReadReply<p::WhereReply>(i);
+      EXPECT_EQ(rep.status.code(), code) << rep.status.ToString();
+      EXPECT_NE(rep.status.message().find(says), std::string::npos) << rep.status.ToString();
+    }
+  };
+  // One connection: 64 queue, the 16 after them are refused.
+  RawClient a(store.socket());
+  flood(a, 100, 80);
+  refused(a, 164, 180, StatusCode::kInvalidArgument, "too many Wheres");
+  // Another: 36 more reach the store's limit of 100; the rest are refused.
+  RawClient b(store.socket());
+  flood(b, 1000, 64);
+  refused(b, 1036, 1064, StatusCode::kOutOfMemory, "--max-wheres");
+  // 100 queued would take 200 s to run; the store exits well within 10 s.
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(store.Terminate(), 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+  redis.Resume();
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 // directory, started by the cluster supervisor (tools/cluster/).
 #pragma once
 
+#include <signal.h>
+
 #include <optional>
 #include <string>
 #include <vector>
@@ -21,6 +23,10 @@ class RedisProcess {
   std::string address() const { return redis_.address(); }
   // Stops the server (SIGKILL: no goodbye), and starts it again empty.
   void Kill() { redis_.Kill(); }
+  // SIGSTOP: it hangs (connections are still accepted by the kernel, but
+  // nothing is answered); Resume (SIGCONT) lets it go on.
+  void Pause() { ::kill(redis_.process().pid(), SIGSTOP); }
+  void Resume() { ::kill(redis_.process().pid(), SIGCONT); }
   bool Start();
   // Runs one command on a connection of its own and returns its integer
   // reply (e.g. {"SCARD", key}); nullopt for an error or another reply type.

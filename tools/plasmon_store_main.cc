@@ -85,6 +85,11 @@ int main(int argc, char** argv) {
                  "counts 16 more); a request past it is refused with OutOfMemory")
       ->check(CLI::Range(min_waiting, max_waiting))
       ->capture_default_str();
+  app.add_option("--max-wheres", opts.max_wheres,
+                 "Where requests (directory lookups) all clients may have in flight; one past it "
+                 "is refused with OutOfMemory (each client may have 64)")
+      ->check(CLI::Range(1u, 1u << 20))
+      ->capture_default_str();
   app.add_option("--max-waiting-ids", opts.max_waiting_ids,
                  "IDs that all clients' waiting Gets and Fetches may name together (about 100 "
                  "bytes of store memory each)")
