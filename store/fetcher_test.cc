@@ -17,6 +17,7 @@
 #include "tests/redis_process.h"
 #include "tools/cluster/services.h"
 #include "transport/tcp_transport.h"
+#include "transport/test_source.h"
 
 namespace plasmon {
 namespace {
@@ -70,15 +71,9 @@ TEST(FetcherTest, AHolderAtItsLimitCollectsNoStaleQueueEntries) {
   testing::RedisProcess redis;
   ASSERT_TRUE(redis.started());
   // Listens and never accepts: connects complete, handshakes never do.
-  UniqueFd silent(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  ASSERT_EQ(::bind(silent.get(), reinterpret_cast<sockaddr*>(&a), len), 0);
-  ASSERT_EQ(::listen(silent.get(), 64), 0);
-  ASSERT_EQ(::getsockname(silent.get(), reinterpret_cast<sockaddr*>(&a), &len), 0);
-  const std::string endpoint = "127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+  uint16_t port = 0;
+  UniqueFd silent = ListenOnLoopback(&port);
+  const std::string endpoint = "127.0.0.1:" + std::to_string(port);
   ObjectID hung = ObjectID::Random(), waits = ObjectID::Random(), again = ObjectID::Random();
   auto query = [&](const std::vector<std::string>& argv) {
     ASSERT_TRUE(cluster::RedisQuery(redis.socket(), argv).ok()) << argv[0];

@@ -21,6 +21,7 @@
 #include "tests/redis_process.h"
 #include "tests/store_process.h"
 #include "tools/cluster/services.h"
+#include "transport/test_source.h"
 
 namespace plasmon {
 namespace {
@@ -38,15 +39,7 @@ using testing::StoreProcess;
 class Tarpit {
  public:
   Tarpit() {
-    fd_ = UniqueFd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(a);
-    EXPECT_EQ(::bind(fd_.get(), reinterpret_cast<sockaddr*>(&a), len), 0);
-    EXPECT_EQ(::listen(fd_.get(), 64), 0);
-    EXPECT_EQ(::getsockname(fd_.get(), reinterpret_cast<sockaddr*>(&a), &len), 0);
-    port_ = ntohs(a.sin_port);
+    fd_ = ListenOnLoopback(&port_);
     thread_ = std::thread([this] {
       while (!stop_) {
         pollfd p{fd_.get(), POLLIN, 0};
@@ -67,7 +60,7 @@ class Tarpit {
 
  private:
   UniqueFd fd_;
-  int port_ = 0;
+  uint16_t port_ = 0;
   std::atomic<bool> stop_{false};
   std::atomic<int> accepted_{0};
   std::vector<UniqueFd> held_;  // the accept thread's alone

@@ -439,15 +439,9 @@ TEST(TcpTransportTest, ConnectionRefusedIsDisconnected) {
 // with `gap` 0): the pull's dial deadline ends it, not the io timeout per read.
 TEST(TcpTransportTest, AHolderThatNeverCompletesItsHandshakeFailsByTheDialDeadline) {
   for (auto gap : {0ms, 100ms}) {
-    UniqueFd lfd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(a);
-    ASSERT_EQ(::bind(lfd.get(), reinterpret_cast<sockaddr*>(&a), len), 0);
-    ASSERT_EQ(::listen(lfd.get(), 4), 0);
-    ASSERT_EQ(::getsockname(lfd.get(), reinterpret_cast<sockaddr*>(&a), &len), 0);
-    const std::string endpoint = "127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+    uint16_t port = 0;
+    UniqueFd lfd = ListenOnLoopback(&port, 4);
+    const std::string endpoint = "127.0.0.1:" + std::to_string(port);
     std::atomic<bool> done{false};
     std::thread peer([&] {
       UniqueFd c(::accept4(lfd.get(), nullptr, nullptr, SOCK_CLOEXEC));

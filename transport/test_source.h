@@ -4,6 +4,8 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <chrono>
 #include <condition_variable>
@@ -17,11 +19,27 @@
 #include <vector>
 
 #include "core/digest.h"
+#include "core/fd.h"
 #include "transport/transport.h"
 
 namespace plasmon {
 
 constexpr uint64_t kMiB = 1 << 20;
+
+// A TCP socket listening on an ephemeral loopback port, its port in *port: a
+// peer that says nothing (or what the test makes it say).
+inline UniqueFd ListenOnLoopback(uint16_t* port, int backlog = 64) {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(a);
+  EXPECT_EQ(::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), len), 0);
+  EXPECT_EQ(::listen(fd.get(), backlog), 0);
+  EXPECT_EQ(::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&a), &len), 0);
+  *port = ntohs(a.sin_port);
+  return fd;
+}
 
 // Fills `n` bytes with a cheap pseudo-random sequence.
 inline void Fill(uint8_t* p, uint64_t n, uint64_t seed) {
