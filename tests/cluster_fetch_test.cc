@@ -121,9 +121,12 @@ TEST_F(ClusterFetchTest, ChainFetchesFromTheNodeThatFetchedIt) {
   ASSERT_TRUE(Put(c(1), id, data).ok());
   ASSERT_TRUE(FetchOne(c(2), id).ok());
   ASSERT_TRUE(Published(3, id, "node-2"));
-  // Node 1 lets go of it: node 3 can only get it from node 2.
+  // Node 1 lets go of it: node 3 can only get it from node 2. Node 1 may
+  // still hold a pin of node 2's pull (released just after the bytes went):
+  // then the delete is deferred (ObjectInUse), the object invisible at once.
   auto del = c(1).Delete({id});
-  ASSERT_TRUE(del.ok() && (*del)[0].ok());
+  ASSERT_TRUE(del.ok());
+  ASSERT_TRUE((*del)[0].ok() || (*del)[0].code() == StatusCode::kObjectInUse) << (*del)[0].ToString();
   Status st = FetchOne(c(3), id);
   ASSERT_TRUE(st.ok()) << st.ToString() << "\n" << store(3).Log();
   EXPECT_TRUE(HasBytes(c(3), id, data));
