@@ -354,6 +354,12 @@ TEST(DirectoryTest, ALookupReturnsAtMostMaxHoldersAndSaysHowManyMore) {
   EXPECT_EQ(a.Lookup(id)->size(), kMaxLookupHolders);
 }
 
+// Whether `reader` finds `id` on exactly one node, alive.
+bool HeldByOneLiveNode(Directory& reader, const ObjectID& id) {
+  auto r = reader.Lookup(id);
+  return r.ok() && r->size() == 1 && (*r)[0].alive;
+}
+
 // Found by trying: after a FLUSHALL the node record came back at the next
 // heartbeat, but no location was ever published again (no Redis error, so
 // no re-publication).
@@ -364,10 +370,7 @@ TEST(DirectoryTest, RepublishesEverythingAfterAFlush) {
   a.Start();
   ObjectID id = ObjectID::Random();
   a.Publish(id, 1, 0, true, 1);
-  auto found = [&] {
-    auto r = reader.Lookup(id);
-    return r.ok() && r->size() == 1 && (*r)[0].alive;
-  };
+  auto found = [&] { return HeldByOneLiveNode(reader, id); };
   ASSERT_TRUE(Eventually(found));
   ASSERT_TRUE(Query(redis, {"FLUSHALL"}).ok());
   EXPECT_TRUE(Eventually(found));
@@ -399,10 +402,7 @@ TEST(DirectoryTest, RepublishesEverythingAfterAFailoverToAnEmptyReplica) {
   a.Start();
   ObjectID id = ObjectID::Random();
   a.Publish(id, 1, 0, true, 1);
-  auto found = [&] {
-    auto r = reader.Lookup(id);
-    return r.ok() && r->size() == 1 && (*r)[0].alive;
-  };
+  auto found = [&] { return HeldByOneLiveNode(reader, id); };
   ASSERT_TRUE(Eventually(found));
   ASSERT_TRUE(Query(redis, {"REPLICAOF", "127.0.0.1", std::to_string(port)}).ok());
   ASSERT_TRUE(Eventually([&] {
