@@ -663,17 +663,40 @@ Result<std::vector<ObjectBuffer>> Client::Get(const std::vector<ObjectID>& ids,
   return got;
 }
 
-Result<std::vector<Status>> Client::Fetch(const std::vector<ObjectID>& ids, int64_t timeout_ms) {
+Result<std::vector<Status>> Client::Fetch(const std::vector<ObjectID>& ids, int64_t timeout_ms,
+                                          FetchReport* report) {
   PLASMON_REQUIRE_CONNECTED();
   if (ids.size() > p::kMaxBatch)
     return Status::InvalidArgument("at most " + std::to_string(p::kMaxBatch) + " IDs per Fetch");
   if (timeout_ms < -1) return Status::InvalidArgument("timeout_ms must be -1, 0 or positive");
   p::FetchReply rep;
-  PLASMON_RETURN_IF_ERROR(
-      impl_->Call(p::MessageType::kFetch, p::FetchRequest{timeout_ms, ids}, &rep, timeout_ms));
+  const uint8_t flags = report != nullptr ? p::kFetchWantTiming : 0;
+  PLASMON_RETURN_IF_ERROR(impl_->Call(p::MessageType::kFetch,
+                                      p::FetchRequest{timeout_ms, ids, flags}, &rep, timeout_ms));
   PLASMON_RETURN_IF_ERROR(rep.status);
   if (rep.results.size() != ids.size())
     return Status::ProtocolError("Fetch reply has the wrong number of results");
+  if (report != nullptr) {
+    if (!rep.has_timing) return Status::ProtocolError("Fetch reply has no timing");
+    report->in_store_us = rep.in_store_us;
+    report->ids.clear();
+    for (const p::FetchTiming& t : rep.timing) {
+      FetchReport::Id r;
+      r.pulled = (t.flags & p::FetchTiming::kPulled) != 0;
+      r.shared = (t.flags & p::FetchTiming::kShared) != 0;
+      r.cached_location = (t.flags & p::FetchTiming::kCachedLocation) != 0;
+      r.rdma = (t.flags & p::FetchTiming::kRdma) != 0;
+      r.on_loop = (t.flags & p::FetchTiming::kOnLoop) != 0;
+      r.lookup_us = t.lookup_us;
+      r.queue_us = t.queue_us;
+      r.dispatch_us = t.dispatch_us;
+      r.transfer_us = t.transfer_us;
+      r.digest_us = t.digest_us;
+      r.back_us = t.back_us;
+      r.seal_us = t.seal_us;
+      report->ids.push_back(r);
+    }
+  }
   return std::move(rep.results);
 }
 

@@ -149,6 +149,16 @@ bool GetRequest::Decode(Decoder* d) {
   return d->GetI64(&timeout_ms) && timeout_ms >= -1 && DecodeIds(d, &ids);
 }
 
+void FetchRequest::Encode(Encoder* e) const {
+  e->PutI64(timeout_ms);
+  EncodeIds(ids, e);
+  e->PutU8(flags);
+}
+bool FetchRequest::Decode(Decoder* d) {
+  return d->GetI64(&timeout_ms) && timeout_ms >= -1 && DecodeIds(d, &ids) && d->GetU8(&flags) &&
+         (flags & ~kFetchWantTiming) == 0;
+}
+
 void DeleteRequest::Encode(Encoder* e) const { EncodeIds(ids, e); }
 bool DeleteRequest::Decode(Decoder* d) { return DecodeIds(d, &ids); }
 
@@ -254,6 +264,43 @@ bool StatusListReply::Decode(Decoder* d) {
   results.assign(n, Status());
   for (Status& r : results)
     if (!DecodeStatus(d, &r, kMaxResultMessage)) return false;
+  return true;
+}
+
+namespace {
+constexpr size_t kTimingBytes = 1 + 7 * 4;
+}
+
+void FetchReply::Encode(Encoder* e) const {
+  StatusListReply{status, results}.Encode(e);
+  e->PutU8(has_timing ? 1 : 0);
+  if (!has_timing) return;
+  e->PutU32(in_store_us);
+  for (size_t i = 0; i < results.size(); i++) {  // one per result, whatever `timing` holds
+    const FetchTiming t = i < timing.size() ? timing[i] : FetchTiming{};
+    e->PutU8(t.flags);
+    for (uint32_t v : {t.lookup_us, t.queue_us, t.dispatch_us, t.transfer_us, t.digest_us,
+                       t.back_us, t.seal_us})
+      e->PutU32(v);
+  }
+}
+bool FetchReply::Decode(Decoder* d) {
+  StatusListReply list;
+  uint8_t has = 0;
+  if (!list.Decode(d) || !d->GetU8(&has) || has > 1) return false;
+  status = std::move(list.status);
+  results = std::move(list.results);
+  has_timing = has == 1;
+  timing.clear();
+  if (!has_timing) return true;
+  if (!d->GetU32(&in_store_us) || results.size() * kTimingBytes > d->remaining()) return false;
+  timing.resize(results.size());
+  for (FetchTiming& t : timing) {
+    if (!d->GetU8(&t.flags)) return false;
+    for (uint32_t* v : {&t.lookup_us, &t.queue_us, &t.dispatch_us, &t.transfer_us, &t.digest_us,
+                        &t.back_us, &t.seal_us})
+      if (!d->GetU32(v)) return false;
+  }
   return true;
 }
 

@@ -18,8 +18,9 @@
 namespace plasmon::protocol {
 
 constexpr uint32_t kMagic = 0x4d534c50;  // "PLSM" on the wire
-constexpr uint16_t kVersion = 3;  // 2: Refresh, batches, Digest, SetOptions; seal times in List
+constexpr uint16_t kVersion = 4;  // 2: Refresh, batches, Digest, SetOptions; seal times in List
                                   // 3: Where says how many holders it left out
+                                  // 4: Fetch flags; a Fetch reply may carry its timing
 constexpr size_t kHeaderSize = 16;
 
 // Limits. A request body over kMaxRequestBody closes the connection before the
@@ -141,8 +142,15 @@ struct GetRequest {
   bool Decode(Decoder* d);
 };
 
-// Fetch: the same body as Get (a timeout and IDs).
-using FetchRequest = GetRequest;
+// Fetch: a Get's body (a timeout and IDs), then flags.
+constexpr uint8_t kFetchWantTiming = 1;  // the reply carries a FetchTiming per ID
+struct FetchRequest {
+  int64_t timeout_ms = 0;  // 0 does not wait for an object to appear, -1 waits forever
+  std::vector<ObjectID> ids;
+  uint8_t flags = 0;  // kFetch* bits; unknown bits are refused
+  void Encode(Encoder* e) const;
+  bool Decode(Decoder* d);
+};
 
 // Several objects created and sealed in one round trip; their data and
 // metadata together at most kMaxInlineObject.
@@ -242,7 +250,40 @@ struct StatusListReply {
   void Encode(Encoder* e) const;
   bool Decode(Decoder* d);
 };
-using FetchReply = StatusListReply;
+
+// Where one ID's fetch spent its time inside the store, in microseconds (a
+// Fetch with kFetchWantTiming). Stages of the transfer job, in order:
+//   lookup    job start -> holders known (directory or location cache)
+//   queue     -> the pull starts (a transfer slot, creating the object)
+//   dispatch  -> the pull runs (a hand-off to a transfer thread; 0 on the loop)
+//   transfer  -> the last byte is in (request to holder, reply, bytes)
+//   digest    -> the received bytes are hashed and checked
+//   back      -> the store's loop has the result (a hand-off back)
+//   seal      -> sealed, published, this reply built
+// The job may be older than the request (kShared) and may have tried more
+// than one holder (the stages then span every attempt).
+struct FetchTiming {
+  static constexpr uint8_t kPulled = 1;         // this ID was pulled (else: it was local, or failed)
+  static constexpr uint8_t kShared = 2;         // joined a job another request had started
+  static constexpr uint8_t kCachedLocation = 4; // holders came from the location cache
+  static constexpr uint8_t kRdma = 8;           // carried by RDMA READ
+  static constexpr uint8_t kOnLoop = 16;        // pulled by the store's loop (no hand-off)
+  uint8_t flags = 0;
+  uint32_t lookup_us = 0, queue_us = 0, dispatch_us = 0, transfer_us = 0, digest_us = 0,
+           back_us = 0, seal_us = 0;
+};
+
+// A StatusListReply, then (if the request asked) the timing of the request
+// inside the store and of each ID.
+struct FetchReply {
+  Status status;
+  std::vector<Status> results;  // one per requested ID; messages cut at kMaxResultMessage
+  bool has_timing = false;
+  uint32_t in_store_us = 0;     // the request read -> its reply sent
+  std::vector<FetchTiming> timing;  // one per requested ID, if has_timing
+  void Encode(Encoder* e) const;
+  bool Decode(Decoder* d);
+};
 
 struct DigestReply {
   Status status;

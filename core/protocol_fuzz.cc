@@ -63,10 +63,16 @@ void Request(MessageType type, std::string_view body, bool prefix) {
       FUZZ_CHECK(r->data.size() + r->metadata.size() <= kMaxInlineObject);
       return;
     }
-    case MessageType::kGet:
-    case MessageType::kFetch: {
+    case MessageType::kGet: {
       auto r = Check<GetRequest>(body, prefix, true);
       if (r) FUZZ_CHECK(r->timeout_ms >= -1 && r->ids.size() <= kMaxBatch);
+      return;
+    }
+    case MessageType::kFetch: {
+      auto r = Check<FetchRequest>(body, prefix, true);
+      if (r)
+        FUZZ_CHECK(r->timeout_ms >= -1 && r->ids.size() <= kMaxBatch &&
+                   (r->flags & ~kFetchWantTiming) == 0);
       return;
     }
     case MessageType::kDelete:
@@ -129,7 +135,14 @@ void Reply(MessageType type, std::string_view body, bool prefix) {
       for (const WhereReply::Holder& h : r->holders) FUZZ_CHECK(h.node_id.size() <= kMaxNodeId);
       return;
     }
-    case MessageType::kFetch:
+    case MessageType::kFetch: {
+      auto r = Check<FetchReply>(body, prefix, false);
+      if (!r) return;
+      FUZZ_CHECK(r->results.size() <= kMaxBatch);
+      FUZZ_CHECK(!r->has_timing ? r->timing.empty() : r->timing.size() == r->results.size());
+      for (const Status& s : r->results) FUZZ_CHECK(s.message().size() <= kMaxResultMessage);
+      return;
+    }
     case MessageType::kCreateAndSealBatch: {
       auto r = Check<StatusListReply>(body, prefix, false);
       if (!r) return;

@@ -113,6 +113,32 @@ TEST(ProtocolTest, RepliesRoundTripWithTheirStatus) {
             StatusCode::kObjectInUse);
 }
 
+TEST(ProtocolTest, FetchesCarryFlagsAndRepliesTheirTimingWhenAsked) {
+  ObjectID id = ObjectID::Random();
+  FetchRequest f = RoundTrip(FetchRequest{250, {id}, kFetchWantTiming});
+  EXPECT_EQ(f.timeout_ms, 250);
+  EXPECT_EQ(f.flags, kFetchWantTiming);
+  // Flags this store does not know are refused, not ignored.
+  std::string body;
+  Encoder e(&body);
+  FetchRequest{0, {id}, 0x80}.Encode(&e);
+  FetchRequest bad;
+  EXPECT_FALSE(ParseBody(body, &bad));
+
+  FetchReply plain = RoundTrip(FetchReply{{}, {Status(), Status::Timeout("late")}, false, 0, {}});
+  EXPECT_FALSE(plain.has_timing);
+  EXPECT_TRUE(plain.results[1].IsTimeout());
+  FetchTiming t{FetchTiming::kPulled | FetchTiming::kOnLoop, 1, 2, 3, 40, 5, 6, 7};
+  FetchReply timed = RoundTrip(FetchReply{{}, {Status(), Status()}, true, 99, {t, {}}});
+  ASSERT_TRUE(timed.has_timing);
+  EXPECT_EQ(timed.in_store_us, 99u);
+  ASSERT_EQ(timed.timing.size(), 2u);
+  EXPECT_EQ(timed.timing[0].flags, FetchTiming::kPulled | FetchTiming::kOnLoop);
+  EXPECT_EQ(timed.timing[0].transfer_us, 40u);
+  EXPECT_EQ(timed.timing[0].seal_us, 7u);
+  EXPECT_EQ(timed.timing[1].flags, 0);
+}
+
 // Found by trying: a store asked for an object with 5000 holders sent them
 // all, and its client refused the reply (more than kMaxHolders).
 TEST(ProtocolTest, WhereRepliesCarryAtMostMaxHoldersAndSayHowManyMore) {

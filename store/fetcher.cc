@@ -89,6 +89,7 @@ Fetcher::Fetcher(EventLoop* loop, ObjectTable* table, Directory* directory,
 
 Fetcher::~Fetcher() {
   StopWatcher();
+  AbandonLoopPulls(/*report=*/false);  // nothing would run what they post
   StopWorkers();
   if (recheck_timer_ != EventLoop::kNoTimer) loop_->CancelTimer(recheck_timer_);
 }
@@ -98,6 +99,7 @@ void Fetcher::StopWatcher() {
 }
 
 void Fetcher::StopWorkers() {
+  AbandonLoopPulls(/*report=*/true);
   transfers_.reset();  // their results are posted to the loop
   lookups_.reset();    // finishes queued lookups; their replies find no session
 }
@@ -107,8 +109,11 @@ void Fetcher::Request(uint32_t session, uint64_t request_id, p::FetchRequest r) 
   f.session = session;
   f.request_id = request_id;
   f.no_wait = r.timeout_ms == 0;
+  f.want_timing = (r.flags & p::kFetchWantTiming) != 0;
+  f.arrived_us = MonoMicros();
   f.InitSlots(std::move(r.ids));
   f.results.resize(f.ids.size());
+  if (f.want_timing) f.timing.resize(f.ids.size());
   std::vector<ObjectID> missing;
   for (size_t i = 0; i < f.ids.size(); i++) {
     ObjectEntry* e = table_->Find(f.ids[i]);
@@ -159,6 +164,11 @@ void Fetcher::Request(uint32_t session, uint64_t request_id, p::FetchRequest r) 
 void Fetcher::Reply(Pending& f) {
   p::FetchReply rep;
   rep.results = std::move(f.results);
+  if (f.want_timing) {
+    rep.has_timing = true;
+    rep.in_store_us = static_cast<uint32_t>(std::max<int64_t>(0, MonoMicros() - f.arrived_us));
+    rep.timing = std::move(f.timing);
+  }
   reply_(f.session, f.request_id, std::move(rep));
 }
 
@@ -205,6 +215,7 @@ void Fetcher::SweepAbandonedSoon() {
 void Fetcher::StartJob(const ObjectID& id) {
   Job& job = jobs_[id];
   job.id = id;
+  job.started_us = MonoMicros();
   LookUp(&job, /*use_cache=*/true);
 }
 
@@ -225,6 +236,7 @@ void Fetcher::LookUp(Job* job, bool use_cache) {
       job->next = 0;
       job->no_room.reset();
       job->from_cache = true;
+      job->looked_up_us = MonoMicros();
       PullNext(job);
       return;
     }
@@ -317,6 +329,7 @@ void Fetcher::OnLookedUp(const ObjectID& id, uint64_t seq,
   job->next = 0;
   job->no_room.reset();
   job->recheck_backoff_us = 0;  // it has holders: a later park starts over
+  job->looked_up_us = MonoMicros();
   PullNext(job);
 }
 
@@ -483,19 +496,83 @@ bool Fetcher::StartPull(Job* job) {
   FetchCandidate from = c;
   running_++;
   holders_[HolderKey(from)].running++;
+  job->pull_started_us = MonoMicros();
   spdlog::debug("fetch {}: pulling {} from {} at {} over {}", id.Hex(),
                 FormatSize(c.data_size + c.metadata_size), c.node_id, c.endpoint,
                 transports_[c.transport]->name());
+  if (std::unique_ptr<AsyncPull> a = transports_[from.transport]->StartAsyncPull(from.endpoint, req)) {
+    const int fd = a->fd();
+    if (loop_->Add(fd, EPOLLIN, [this, id](uint32_t) { OnLoopPullReadable(id); }).ok()) {
+      LoopPull& lp = loop_pulls_[id];
+      lp.timer = loop_->AddTimer(a->deadline_us(), [this, id] { OnLoopPullTimeout(id); });
+      lp.pull = std::move(a);
+      lp.request = req;
+      lp.from = from;
+      return true;
+    }
+    // Cannot watch it (out of memory for epoll): the request is out, so
+    // that connection is done for; pull the slow way.
+  }
+  SubmitPull(req, from);
+  return true;
+}
+
+void Fetcher::SubmitPull(const PullRequest& req, const FetchCandidate& from) {
   transfers_->Submit([this, req, from] {
     Result<PullResult> r = transports_[from.transport]->Pull(from.endpoint, req);
     loop_->Post([this, id = req.id, from, r = std::move(r)]() mutable {
       OnPulled(id, from, std::move(r));
     });
   });
-  return true;
 }
 
-void Fetcher::OnPulled(const ObjectID& id, const FetchCandidate& from, Result<PullResult> r) {
+void Fetcher::OnLoopPullReadable(const ObjectID& id) {
+  auto it = loop_pulls_.find(id);
+  if (it == loop_pulls_.end()) return;
+  std::optional<Result<PullResult>> r = it->second.pull->OnReadable();
+  if (!r) return;  // more to come
+  LoopPull lp = std::move(it->second);
+  loop_pulls_.erase(it);
+  loop_->Remove(lp.pull->fd());
+  loop_->CancelTimer(lp.timer);
+  const bool stale = !r->ok() && lp.pull->stale_connection();
+  lp.pull.reset();  // its connection goes back to the pool before the next pull
+  if (stale && !loop_->stopping() && transfers_) {
+    // The holder's answer never came on a connection that had been idle:
+    // it may have died meanwhile. One try on a new one.
+    SubmitPull(lp.request, lp.from);
+    return;
+  }
+  OnPulled(id, lp.from, std::move(*r), /*on_loop=*/true);
+}
+
+void Fetcher::OnLoopPullTimeout(const ObjectID& id) {
+  auto it = loop_pulls_.find(id);
+  if (it == loop_pulls_.end()) return;
+  LoopPull lp = std::move(it->second);
+  loop_pulls_.erase(it);
+  loop_->Remove(lp.pull->fd());
+  Status why = lp.pull->TimedOut();
+  lp.pull.reset();
+  OnPulled(id, lp.from, why);
+}
+
+void Fetcher::AbandonLoopPulls(bool report) {
+  std::unordered_map<ObjectID, LoopPull, ObjectIDHash> pulls;
+  pulls.swap(loop_pulls_);
+  for (auto& [id, lp] : pulls) {
+    loop_->Remove(lp.pull->fd());
+    loop_->CancelTimer(lp.timer);
+    lp.pull.reset();
+    if (report)
+      loop_->Post([this, id = id, from = lp.from] {
+        OnPulled(id, from, Status::Disconnected("the store is shutting down"));
+      });
+  }
+}
+
+void Fetcher::OnPulled(const ObjectID& id, const FetchCandidate& from, Result<PullResult> r,
+                       bool on_loop) {
   running_--;
   const std::string key = HolderKey(from);
   auto hit = holders_.find(key);
@@ -510,7 +587,12 @@ void Fetcher::OnPulled(const ObjectID& id, const FetchCandidate& from, Result<Pu
   }
   auto it = jobs_.find(id);
   Job* job = it == jobs_.end() ? nullptr : &it->second;
-  if (job != nullptr) job->phase = Job::Phase::kLookup;  // no transfer in flight now
+  if (job != nullptr) {
+    job->phase = Job::Phase::kLookup;  // no transfer in flight now
+    job->pulled_us = MonoMicros();
+    job->pulled_on_loop = on_loop;
+    if (r.ok()) job->pull = *r;
+  }
   const char* via = transports_[from.transport]->name();
   if (!r.ok()) {
     Status st = table_->Abort(id, kOwner);
@@ -733,12 +815,37 @@ void Fetcher::OnSealed(const ObjectID& id) {
   if (waiting_.size() > 0) FinishFetches(id, Status::OK());
 }
 
+p::FetchTiming Fetcher::TimingOf(const Job& job, int64_t arrived_us, int64_t now_us) {
+  p::FetchTiming t;
+  auto span = [](int64_t from, int64_t to) {
+    return from > 0 && to >= from ? static_cast<uint32_t>(std::min<int64_t>(to - from, UINT32_MAX))
+                                  : 0u;
+  };
+  if (job.started_us < arrived_us) t.flags |= p::FetchTiming::kShared;
+  if (job.from_cache) t.flags |= p::FetchTiming::kCachedLocation;
+  t.lookup_us = span(job.started_us, job.looked_up_us);
+  t.queue_us = span(job.looked_up_us, job.pull_started_us);
+  if (job.pulled_us == 0 || job.pull.landed_us == 0) return t;  // not pulled (or not measured)
+  t.flags |= p::FetchTiming::kPulled;
+  if (job.pull.carried_by == TransportKind::kVerbs) t.flags |= p::FetchTiming::kRdma;
+  if (job.pulled_on_loop) t.flags |= p::FetchTiming::kOnLoop;
+  t.dispatch_us = span(job.pull_started_us, job.pull.started_us);
+  t.transfer_us = span(job.pull.started_us, job.pull.landed_us);
+  t.digest_us = span(job.pull.landed_us, job.pull.checked_us);
+  t.back_us = span(job.pull.checked_us, job.pulled_us);
+  t.seal_us = span(job.pulled_us, now_us);
+  return t;
+}
+
 void Fetcher::FinishFetches(const ObjectID& id, const Status& result) {
+  auto j = jobs_.find(id);
+  const int64_t now = MonoMicros();
   waiting_.Resolve(id, [&](Pending& f, size_t i) {
     f.results[i] = result;
+    if (f.want_timing && j != jobs_.end()) f.timing[i] = TimingOf(j->second, f.arrived_us, now);
     return true;
   });
-  auto j = jobs_.find(id);
+  j = jobs_.find(id);
   if (j != jobs_.end() && j->second.phase != Job::Phase::kPull) DropJob(id);
 }
 

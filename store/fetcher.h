@@ -12,7 +12,10 @@
 //            queues behind it
 //   pull     create the object here (unsealed, invisible), pull its bytes from
 //            one holder through a transport (digest checked), seal: the seal
-//            publishes the new location and answers the waiting Fetches
+//            publishes the new location and answers the waiting Fetches. A
+//            small object on a pooled connection is pulled by the loop
+//            itself (Transport::StartAsyncPull): no hand-off to a transfer
+//            thread and back, which costs a wake-up each way
 //   park     no live node holds it yet: subscribe to its seal channel and
 //            look up again when it is sealed somewhere; in case a message was
 //            lost, also now and then (per job, backing off exponentially;
@@ -179,6 +182,12 @@ class Fetcher {
     int64_t recheck_backoff_us = 0;  // the last wait between rechecks while parked
     int64_t recheck_at_us = 0;       // in recheck_schedule_ (while parked)
     uint64_t queue_seq = 0;          // its entry in its holder's queue (while queued)
+    // When its steps happened (MonoMicros), for the Fetches that ask: it
+    // began, its holders were known, its last pull began and ended (on the
+    // loop), and the transport's own times of that pull.
+    int64_t started_us = 0, looked_up_us = 0, pull_started_us = 0, pulled_us = 0;
+    PullResult pull;
+    bool pulled_on_loop = false;
   };
   // A holder as a pull dials it (transport and endpoint): its transfers in
   // flight, the jobs waiting for one of its slots, and whether it is suspect.
@@ -197,7 +206,12 @@ class Fetcher {
   struct Pending : WaitingRequest {
     std::vector<Status> results;
     bool no_wait = false;  // timeout 0: do not wait for an object to appear
+    bool want_timing = false;
+    int64_t arrived_us = 0;
+    std::vector<protocol::FetchTiming> timing;  // one per ID, if want_timing
   };
+  // Where `job`'s time went, for a Fetch that arrived at `arrived_us`.
+  static protocol::FetchTiming TimingOf(const Job& job, int64_t arrived_us, int64_t now_us);
 
   void Reply(Pending& f);
   void Expired(Pending& f);
@@ -217,7 +231,19 @@ class Fetcher {
   // Creates the object and starts the pull of a queued job; false if it did
   // not start one (the job moved on, or ended).
   bool StartPull(Job* job);
-  void OnPulled(const ObjectID& id, const FetchCandidate& from, Result<PullResult> r);
+  // Runs `req` from `from` with the transport's blocking Pull on a transfer
+  // thread; the result comes back to the loop.
+  void SubmitPull(const PullRequest& req, const FetchCandidate& from);
+  // A pull on the loop (AsyncPull): its connection is readable, or its
+  // deadline passed. Ending it unregisters it first.
+  void OnLoopPullReadable(const ObjectID& id);
+  void OnLoopPullTimeout(const ObjectID& id);
+  // Ends every pull on the loop (shutdown): with `report`, their failures
+  // are posted to the loop like the transfer threads' results.
+  void AbandonLoopPulls(bool report);
+  // `on_loop`: the loop ran the pull itself (AsyncPull).
+  void OnPulled(const ObjectID& id, const FetchCandidate& from, Result<PullResult> r,
+                bool on_loop = false);
   // The pulls queued for a holder a pull just could not reach move on to
   // their next candidate (called before that pull's own next step).
   void FailQueued(const std::string& key, const Status& why);
@@ -267,6 +293,14 @@ class Fetcher {
   bool sweep_posted_ = false;
   std::unordered_map<std::string, Holder> holders_;  // by HolderKey
   std::deque<std::string> ready_;                    // holders with queued jobs, served in turn
+  // Pulls the loop drives itself (small objects on pooled connections).
+  struct LoopPull {
+    std::unique_ptr<AsyncPull> pull;
+    EventLoop::TimerId timer = EventLoop::kNoTimer;
+    PullRequest request;
+    FetchCandidate from;
+  };
+  std::unordered_map<ObjectID, LoopPull, ObjectIDHash> loop_pulls_;
   std::unique_ptr<Worker> lookups_;    // directory lookups, off the loop
   std::unique_ptr<Worker> transfers_;  // pulls, off the loop
   std::unique_ptr<SealWatcher> watcher_;

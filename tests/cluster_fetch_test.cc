@@ -84,6 +84,55 @@ TEST_F(ClusterFetchTest, FetchesEverySizeClassIntact) {
   }
 }
 
+TEST_F(ClusterFetchTest, AFetchReportsWhereItsTimeWent) {
+  // Stages the store measured must fit inside its own time for the request
+  // (each is cut to whole microseconds: at most 1 us each is lost).
+  auto consistent = [](const FetchReport& r) {
+    const FetchReport::Id& x = r.ids.at(0);
+    uint64_t sum = uint64_t{x.lookup_us} + x.queue_us + x.dispatch_us + x.transfer_us +
+                   x.digest_us + x.back_us + x.seal_us;
+    return sum <= uint64_t{r.in_store_us} + 7;
+  };
+  auto fetch = [&](const ObjectID& id, FetchReport* r) {
+    auto res = c(2).Fetch({id}, kTimeoutMs, r);
+    return res.ok() && (*res)[0].ok() && r->ids.size() == 1;
+  };
+  // The first pull from node 1 makes a connection (on a transfer thread);
+  // the next small ones use it from the store's loop, without a hand-off.
+  ObjectID first = ObjectID::Random(), small = ObjectID::Random(), large = ObjectID::Random();
+  ASSERT_TRUE(Put(c(1), first, Bytes(4096, 1)).ok());
+  ASSERT_TRUE(Put(c(1), small, Bytes(4096, 2)).ok());
+  ASSERT_TRUE(Put(c(1), large, Bytes(1u << 20, 3)).ok());
+  FetchReport r;
+  ASSERT_TRUE(fetch(first, &r));
+  EXPECT_TRUE(r.ids[0].pulled);
+  EXPECT_FALSE(r.ids[0].on_loop);
+  EXPECT_FALSE(r.ids[0].cached_location);
+  EXPECT_TRUE(consistent(r));
+  ASSERT_TRUE(fetch(small, &r));
+  EXPECT_TRUE(r.ids[0].pulled);
+  EXPECT_TRUE(r.ids[0].on_loop);
+  EXPECT_FALSE(r.ids[0].rdma);
+  EXPECT_TRUE(consistent(r));
+  EXPECT_TRUE(HasBytes(c(2), small, Bytes(4096, 2)));
+  // Deleted here and fetched again: its holder is in the location cache.
+  auto del = c(2).Delete({small});
+  ASSERT_TRUE(del.ok() && (*del)[0].ok());
+  ASSERT_TRUE(fetch(small, &r));
+  EXPECT_TRUE(r.ids[0].pulled);
+  EXPECT_TRUE(r.ids[0].cached_location);
+  // A large object goes to a transfer thread.
+  ASSERT_TRUE(fetch(large, &r));
+  EXPECT_TRUE(r.ids[0].pulled);
+  EXPECT_FALSE(r.ids[0].on_loop);
+  EXPECT_GT(r.ids[0].transfer_us, 0u);
+  EXPECT_TRUE(consistent(r));
+  EXPECT_TRUE(HasBytes(c(2), large, Bytes(1u << 20, 3)));
+  // Local already: nothing was pulled.
+  ASSERT_TRUE(fetch(large, &r));
+  EXPECT_FALSE(r.ids[0].pulled);
+}
+
 TEST_F(ClusterFetchTest, GetWithFetchOptionPullsWhatIsMissing) {
   ObjectID here = ObjectID::Random(), there = ObjectID::Random(), nowhere = ObjectID::Random();
   ASSERT_TRUE(Put(c(2), here, "local").ok());

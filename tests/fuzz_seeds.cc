@@ -58,7 +58,7 @@ void ProtocolSeeds() {
   requests += Frame(T::kEvict, 9, p::EvictRequest{1 << 20});
   requests += Frame(T::kStats, 10, p::EmptyRequest{});
   requests += Frame(T::kWhere, 11, p::IdRequest{a});
-  requests += Frame(T::kFetch, 12, p::FetchRequest{-1, {b}});
+  requests += Frame(T::kFetch, 12, p::FetchRequest{-1, {b}, p::kFetchWantTiming});
   requests += Frame(T::kRefresh, 13, p::DeleteRequest{{a}});
   requests += Frame(T::kDigest, 14, p::IdRequest{a});
   requests += Frame(T::kSetOptions, 15, p::SetOptionsRequest{1 << 20});
@@ -113,7 +113,14 @@ void ProtocolSeeds() {
   p::FetchReply fr;
   fr.results = {Status(), Status::Timeout("no holder answered")};
   Write(kTarget, "fetch_reply", Frame(T::kFetch, 12, fr, true));
-  Write(kTarget, "batch_reply", Frame(T::kCreateAndSealBatch, 16, fr, true));
+  p::FetchReply timed = fr;
+  timed.has_timing = true;
+  timed.in_store_us = 75;
+  timed.timing = {{p::FetchTiming::kPulled | p::FetchTiming::kCachedLocation, 1, 2, 3, 30, 2, 3, 4},
+                  {}};
+  Write(kTarget, "fetch_reply_timed", Frame(T::kFetch, 12, timed, true));
+  Write(kTarget, "batch_reply",
+        Frame(T::kCreateAndSealBatch, 16, p::StatusListReply{Status(), fr.results}, true));
   Write(kTarget, "digest_reply", Frame(T::kDigest, 14, p::DigestReply{Status(), 0xfeed}, true));
   Write(kTarget, "msg_create_and_seal",
         Message(static_cast<uint16_t>(T::kCreateAndSeal), p::CreateAndSealRequest{a, "hello", ""}));

@@ -108,7 +108,10 @@
 // }
 // ROW = {"op": str, "size": int, "iterations": int, "p50_us": num, "p90_us": num,
 //        "p99_us": num, "p999_us": num, "max_us": num, "min_us": num, "mean_us": num,
-//        "gb_per_s": num, "gbit_per_s": num}     // rates: size / p50
+//        "gb_per_s": num, "gbit_per_s": num,     // rates: size / p50
+//        "stages_p50_us": {"client_store": num, "lookup": num, "queue": num, "dispatch": num,
+//                          "transfer": num, "digest": num, "back": num, "seal": num,
+//                          "in_store": num, "total": num}}   // fetches only: FetchReport
 #include "tools/bench_fetch.h"
 
 #include <fcntl.h>
@@ -436,6 +439,40 @@ Counts FetchCounts(const FetchConfig& cfg, uint64_t size) {
   return {it, wu};
 }
 
+// Where fetches' time went, stage by stage (FetchReport), in ns per sample:
+// the client's wall time less the store's in-store time is the trip from
+// the client to the store and back; the rest the store measured itself.
+struct Stages {
+  static constexpr size_t kCount = 10;
+  static constexpr const char* kNames[kCount] = {"client-store", "lookup", "queue", "dispatch",
+                                                 "transfer",     "digest", "back",  "seal",
+                                                 "in store",     "total"};
+  static constexpr const char* kJson[kCount] = {"client_store", "lookup",   "queue",  "dispatch",
+                                                "transfer",     "digest",   "back",   "seal",
+                                                "in_store",     "total"};
+  std::vector<uint64_t> ns[kCount];
+  void Add(uint64_t total_ns, const FetchReport& r) {
+    const FetchReport::Id& x = r.ids.at(0);
+    const uint64_t in_store = uint64_t{r.in_store_us} * 1000;
+    const uint32_t us[] = {x.lookup_us,  x.queue_us, x.dispatch_us, x.transfer_us,
+                           x.digest_us,  x.back_us,  x.seal_us};
+    ns[0].push_back(total_ns > in_store ? total_ns - in_store : 0);
+    for (size_t i = 0; i < 7; i++) ns[1 + i].push_back(uint64_t{us[i]} * 1000);
+    ns[8].push_back(in_store);
+    ns[9].push_back(total_ns);
+  }
+  bool empty() const { return ns[9].empty(); }
+  // The p50 of each stage, in us.
+  std::vector<double> Medians() const {
+    std::vector<double> m;
+    for (const std::vector<uint64_t>& v : ns) {
+      std::vector<uint64_t> c = v;
+      m.push_back(c.empty() ? NAN : Summarize(&c).p50_us);
+    }
+    return m;
+  }
+};
+
 class Fetcher {
  public:
   Fetcher(Client* holder, Client* fetcher, std::string holder_id, int64_t timeout_ms)
@@ -458,16 +495,20 @@ class Fetcher {
     return id;
   }
 
-  // The time Fetch({id}) takes on the fetching node, in ns.
-  uint64_t Fetch(const ObjectID& id, const std::string& ctx) {
+  // The time Fetch({id}) takes on the fetching node, in ns; the store's
+  // account of where it went in *report.
+  uint64_t Fetch(const ObjectID& id, const std::string& ctx, FetchReport* report = nullptr) {
     std::vector<ObjectID> ids{id};
     uint64_t t0 = NowNs();
-    auto r = fetcher_->Fetch(ids, timeout_ms_);
+    auto r = fetcher_->Fetch(ids, timeout_ms_, report);
     uint64_t t1 = NowNs();
     if (!r.ok()) Die(ctx + ": Fetch", r.status());
     if (!(*r)[0].ok()) Die(ctx + ": Fetch of " + id.Hex(), (*r)[0]);
     return t1 - t0;
   }
+
+  // Where the time of the timed fetches of the last Lookup or Cached went.
+  const Stages& stages() const { return stages_; }
 
   void DropFetched(const ObjectID& id, const std::string& ctx) {
     Delete(fetcher_, id, false, ctx + " (node 2)");
@@ -485,15 +526,20 @@ class Fetcher {
 
   // A new object each time: the fetching node looks its location up.
   std::vector<uint64_t> Lookup(uint64_t size, Counts n, const std::string& ctx) {
+    stages_ = Stages();
     std::vector<uint64_t> samples;
     samples.reserve(n.iterations);
     for (uint64_t i = 0; i < n.warmup + n.iterations; i++) {
       ObjectID id = Put(size, ctx);
       if (before_fetch_) before_fetch_(i >= n.warmup);
-      uint64_t ns = Fetch(id, ctx);
+      FetchReport report;
+      uint64_t ns = Fetch(id, ctx, &report);
       DropFetched(id, ctx);
       DropHeld(id, ctx);
-      if (i >= n.warmup) samples.push_back(ns);
+      if (i >= n.warmup) {
+        samples.push_back(ns);
+        stages_.Add(ns, report);
+      }
     }
     return samples;
   }
@@ -501,6 +547,7 @@ class Fetcher {
   // The same object again and again, deleted on the fetching node after
   // each fetch: its location stays in that node's cache.
   std::vector<uint64_t> Cached(uint64_t size, Counts n, const std::string& ctx) {
+    stages_ = Stages();
     std::vector<uint64_t> samples;
     samples.reserve(n.iterations);
     ObjectID id;
@@ -516,9 +563,13 @@ class Fetcher {
         have = true;
       }
       if (before_fetch_) before_fetch_(i >= n.warmup);
-      uint64_t ns = Fetch(id, ctx);
+      FetchReport report;
+      uint64_t ns = Fetch(id, ctx, &report);
       DropFetched(id, ctx);
-      if (i >= n.warmup) samples.push_back(ns);
+      if (i >= n.warmup) {
+        samples.push_back(ns);
+        stages_.Add(ns, report);
+      }
     }
     if (have) DropHeld(id, ctx);
     return samples;
@@ -554,6 +605,7 @@ class Fetcher {
   std::vector<uint8_t> pattern_;
   uint64_t puts_ = 0;
   std::function<void(bool)> before_fetch_;
+  Stages stages_;
 };
 
 // ---- reporting ----
@@ -562,6 +614,7 @@ struct Row {
   std::string op, label;
   uint64_t size = 0;
   Summary s;
+  std::vector<double> stage_p50_us;  // Stages::Medians(), for fetches
 };
 
 double GBps(uint64_t size, double us) { return us > 0 ? static_cast<double>(size) / us / 1e3 : NAN; }
@@ -599,7 +652,7 @@ Row LatRow(const RdmaReadLatency& l) {
   s.p999_us = l.p999_us;
   s.max_us = l.max_us;
   s.mean_us = l.avg_us;
-  return Row{"ib_read_lat", "ib_read_lat -R", l.size, s};
+  return Row{"ib_read_lat", "ib_read_lat -R", l.size, s, {}};
 }
 
 std::string LatJson(const RdmaReadLatency& l) {
@@ -620,10 +673,32 @@ std::string BwJson(const RdmaReadBandwidth& b) {
 }
 
 std::string RowJson(const Row& r) {
+  std::string stages;
+  if (!r.stage_p50_us.empty()) {
+    stages = ", \"stages_p50_us\": {";
+    for (size_t i = 0; i < Stages::kCount; i++)
+      stages += std::string(i > 0 ? ", " : "") + "\"" + Stages::kJson[i] +
+                "\": " + JsonNumber(r.stage_p50_us[i]);
+    stages += "}";
+  }
   return "{\"op\": " + JsonString(r.op) + ", \"size\": " + std::to_string(r.size) +
          ", \"iterations\": " + std::to_string(r.s.samples) + ", " + JsonSummaryFields(r.s) +
          ", \"gb_per_s\": " + JsonNumber(GBps(r.size, r.s.p50_us)) +
-         ", \"gbit_per_s\": " + JsonNumber(Gbitps(r.size, r.s.p50_us)) + "}";
+         ", \"gbit_per_s\": " + JsonNumber(Gbitps(r.size, r.s.p50_us)) + stages + "}";
+}
+
+// Where the time of each size's fetches went: the p50 of each stage.
+void PrintStages(const std::vector<Row>& rows) {
+  std::printf("  %-22s %7s", "op", "size");
+  for (const char* n : Stages::kNames) std::printf(" %*s", n == Stages::kNames[0] ? 12 : 8, n);
+  std::printf("\n");
+  for (const Row& r : rows) {
+    if (r.stage_p50_us.empty()) continue;
+    std::printf("  %-22s %7s", r.label.c_str(), FormatSize(r.size).c_str());
+    for (size_t i = 0; i < Stages::kCount; i++)
+      std::printf(" %*s", i == 0 ? 12 : 8, Us(r.stage_p50_us[i]).c_str());
+    std::printf("\n");
+  }
 }
 
 // The largest p50 of the TCP ping-pongs over the smallest: well above 1, the
@@ -904,11 +979,11 @@ int RunFetch(FetchConfig cfg) {
   // From node 2 (this process) to an echo process on node 1.
   auto tcp_pp = MeasureTcpPingPong(n2.host, n1.host, kPingPongBytes, pp);
   if (!tcp_pp.ok()) Die("the TCP ping-pong reference", tcp_pp.status());
-  Row tcp_row{"tcp_pingpong", "TCP ping-pong", kPingPongBytes, *tcp_pp};
+  Row tcp_row{"tcp_pingpong", "TCP ping-pong", kPingPongBytes, *tcp_pp, {}};
   Progress("measuring the references: IPC ping-pong");
   auto ipc_pp = MeasurePingPong(kPingPongBytes, pp, pin2);  // both on node 2's CPU
   if (!ipc_pp.ok()) Die("the IPC ping-pong reference", ipc_pp.status());
-  Row ipc_row{"ipc_pingpong", "IPC ping-pong", kPingPongBytes, *ipc_pp};
+  Row ipc_row{"ipc_pingpong", "IPC ping-pong", kPingPongBytes, *ipc_pp, {}};
   Progress("measuring the references: Redis GET");
   std::vector<uint8_t> redis_src(kTargetSmall, 0x42);
   RedisReference redis = MeasureRedis(
@@ -916,7 +991,7 @@ int RunFetch(FetchConfig cfg) {
       redis_src.data());
   std::optional<Row> redis_row;
   for (const RedisRow& rr : redis.rows)
-    if (rr.op == "redis_get") redis_row = Row{"redis_get", "Redis GET", rr.size, rr.summary};
+    if (rr.op == "redis_get") redis_row = Row{"redis_get", "Redis GET", rr.size, rr.summary, {}};
   // RDMA READ round trips, node 2 reading node 1's memory, pinned as the fetches are.
   std::vector<RdmaReadLatency> rdma_lat;
   if (verbs) {
@@ -999,11 +1074,11 @@ int RunFetch(FetchConfig cfg) {
       }
       std::vector<uint64_t> samples = cached ? f.Cached(size, n, ctx) : f.Lookup(size, n, ctx);
       f.set_before_fetch(nullptr);
-      results.push_back(Row{op, label, size, Summarize(&samples)});
+      results.push_back(Row{op, label, size, Summarize(&samples), f.stages().Medians()});
       if (!pp_samples.empty())
         interleaved.push_back(
             Row{op, "TCP ping-pong, " + std::string(cached ? "cached" : "lookup"), kPingPongBytes,
-                Summarize(&pp_samples)});
+                Summarize(&pp_samples), {}});
     }
   }
   live_pp->reset();
@@ -1011,7 +1086,7 @@ int RunFetch(FetchConfig cfg) {
   Progress("measuring the TCP ping-pong again");
   auto tcp_after = MeasureTcpPingPong(n2.host, n1.host, kPingPongBytes, pp);
   if (!tcp_after.ok()) Die("the TCP ping-pong reference", tcp_after.status());
-  Row tcp_after_row{"tcp_pingpong", "TCP ping-pong (after)", kPingPongBytes, *tcp_after};
+  Row tcp_after_row{"tcp_pingpong", "TCP ping-pong (after)", kPingPongBytes, *tcp_after, {}};
 
   // Did the fetches go by RDMA? Node 2's store counts what it pulled how.
   auto fetcher_stats = [&]() {
@@ -1172,6 +1247,15 @@ int RunFetch(FetchConfig cfg) {
     for (const RdmaReadLatency& l : rdma_lat) PrintRow(LatRow(l), l.size >= 1 * kMiB);
     std::printf("  (lookup: a new object each time, its location asked of Redis; cached: the "
                 "location known from a fetch just before)\n");
+    std::printf("\nwhere the time goes: p50 of each stage in us, as %s's store measured it "
+                "(Fetch with a FetchReport; p50s do not add up)\n",
+                n2.node_id.c_str());
+    PrintStages(results);
+    std::printf("  (client-store: the client's time less the store's, i.e. the trip to the "
+                "store and back; lookup: Redis or the location cache; queue: a transfer slot "
+                "and the create; dispatch: the hand-off to the thread running the pull; "
+                "transfer: request to last byte; digest: the check after the last byte; back: "
+                "the hand-off back to the store's loop; seal: seal, publish and reply)\n");
     if (!rdma_lat.empty())
       std::printf("  (ib_read_lat -R: perftest's RDMA READ round trip, %s reading %s's memory at "
                   "%s over rdma_cm (device %s), measured before the fetches; p50 is its typical "

@@ -20,8 +20,10 @@
 #include <cstring>
 #include <optional>
 
+#include "core/clock.h"
 #include "core/digest.h"
 #include "core/limited_log.h"
+#include "core/unix_socket.h"
 #include "transport/address.h"
 #include "transport/tcp_wire.h"
 
@@ -191,6 +193,119 @@ class TcpTransport::Lease {
   const std::string& endpoint_;
   UniqueFd fd_;
   bool reusable_ = false;
+};
+
+// A small pull on the caller's event loop: the request went out on an idle
+// pooled connection; each OnReadable reads what arrived (never blocking:
+// MSG_DONTWAIT) into the reply frame, then the bytes straight into the
+// destination, and checks the digest at the end. The connection goes back
+// to the pool if the exchange ended in a known state, else it is closed.
+class TcpTransport::LoopPull : public AsyncPull {
+ public:
+  LoopPull(TcpTransport* t, std::string endpoint, const PullRequest& request, UniqueFd fd,
+           uint64_t request_id, int64_t started_us)
+      : t_(t),
+        endpoint_(std::move(endpoint)),
+        request_(request),
+        fd_(std::move(fd)),
+        request_id_(request_id),
+        total_(request.data_size + request.metadata_size),
+        started_us_(started_us),
+        deadline_us_(started_us_ + int64_t{t->opts_.io_timeout_ms} * 1000) {}
+  ~LoopPull() override {
+    if (reusable_) {
+      t_->Release(endpoint_, std::move(fd_));
+    } else {
+      t_->Discard(std::move(fd_));
+    }
+  }
+  LoopPull(const LoopPull&) = delete;
+  LoopPull& operator=(const LoopPull&) = delete;
+
+  int fd() const override { return fd_.get(); }
+  int64_t deadline_us() const override { return deadline_us_; }
+  bool stale_connection() const override { return stale_; }
+  Status TimedOut() const override {
+    return Status::Disconnected("pull of " + request_.id.Hex() + " from " + endpoint_ +
+                                ": the holder was silent for " +
+                                std::to_string(t_->opts_.io_timeout_ms) + " ms");
+  }
+
+  std::optional<Result<PullResult>> OnReadable() override {
+    for (;;) {
+      uint8_t* dst;
+      size_t want;
+      if (header_got_ < protocol::kHeaderSize) {
+        dst = header_ + header_got_;
+        want = protocol::kHeaderSize - header_got_;
+      } else if (!have_reply_) {
+        dst = reinterpret_cast<uint8_t*>(frame_.body.data()) + body_got_;
+        want = frame_.body.size() - body_got_;
+      } else if (data_got_ < total_) {
+        dst = request_.destination + data_got_;
+        want = total_ - data_got_;
+      } else {
+        break;
+      }
+      ssize_t n = want == 0 ? 0 : ::recv(fd_.get(), dst, want, MSG_DONTWAIT);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return std::nullopt;
+      if (want > 0 && n <= 0) {
+        // Nothing came back at all: the pooled connection may have died idle.
+        stale_ = header_got_ == 0;
+        return Fail(n == 0 ? Status::Disconnected("the peer closed the connection")
+                           : SocketError("recv", errno));
+      }
+      if (header_got_ < protocol::kHeaderSize) {
+        header_got_ += static_cast<size_t>(n);
+        if (header_got_ < protocol::kHeaderSize) continue;
+        frame_.header = protocol::DecodeHeader(reinterpret_cast<const char*>(header_));
+        if (frame_.header.flags != 0 || frame_.header.body_len > tcp::kMaxControlBody)
+          return Fail(Status::ProtocolError("malformed reply header"));
+        frame_.body.resize(frame_.header.body_len);
+      } else if (!have_reply_) {
+        body_got_ += static_cast<size_t>(n);
+      } else {
+        data_got_ += static_cast<uint64_t>(n);
+        continue;
+      }
+      if (!have_reply_ && body_got_ == frame_.body.size()) {
+        Status st = t_->CheckPullReply(frame_, endpoint_, request_, request_id_, &reply_,
+                                       &reusable_);
+        if (!st.ok()) return Result<PullResult>(st);  // *reusable_ says if bytes follow
+        reusable_ = false;  // until the bytes are in
+        have_reply_ = true;
+      }
+    }
+    reusable_ = true;
+    Result<PullResult> r = t_->CheckWhole(endpoint_, request_, reply_, MonoMicros());
+    if (r.ok()) r->started_us = started_us_;
+    return r;
+  }
+
+ private:
+  Result<PullResult> Fail(Status st) {
+    reusable_ = false;
+    return Status(st.IsProtocolError() ? st.code() : StatusCode::kDisconnected,
+                  "pull of " + request_.id.Hex() + " from " + endpoint_ + ": " + st.message());
+  }
+
+  TcpTransport* t_;
+  const std::string endpoint_;
+  const PullRequest request_;
+  UniqueFd fd_;
+  const uint64_t request_id_;
+  const uint64_t total_;
+  const int64_t started_us_;  // StartAsyncPull began
+  const int64_t deadline_us_;
+  uint8_t header_[protocol::kHeaderSize];
+  size_t header_got_ = 0, body_got_ = 0;
+  uint64_t data_got_ = 0;
+  tcp::Frame frame_;
+  tcp::PullReply reply_;
+  bool have_reply_ = false;
+  bool reusable_ = false;
+  bool stale_ = false;
 };
 
 Result<std::unique_ptr<TcpTransport>> TcpTransport::Create(TcpTransportOptions options) {
@@ -728,17 +843,21 @@ Result<UniqueFd> TcpTransport::Acquire(const std::string& endpoint) {
     if (shut_down_)
       return Status::Disconnected("pull from " + endpoint + ": the transport is shut down");
   }
+  std::optional<UniqueFd> fd = TakeIdle(endpoint);
+  if (fd) return std::move(*fd);
+  return Connect(endpoint);
+}
+
+std::optional<UniqueFd> TcpTransport::TakeIdle(const std::string& endpoint) {
   // An idle connection has nothing to read: readable means the peer closed
   // it (or sent garbage).
-  std::optional<UniqueFd> fd = idle_.Take(
+  return idle_.Take(
       endpoint,
       [](const UniqueFd& f) {
         pollfd p{f.get(), POLLIN, 0};
         return ::poll(&p, 1, 0) == 0;
       },
       [this](UniqueFd f) { Discard(std::move(f)); });
-  if (fd) return std::move(*fd);
-  return Connect(endpoint);
 }
 
 void TcpTransport::Release(const std::string& endpoint, UniqueFd fd) {
@@ -899,16 +1018,11 @@ Status TcpTransport::SendPull(int fd, const std::string& endpoint, const PullReq
   return st;
 }
 
-Status TcpTransport::ReadPullReply(int fd, const std::string& endpoint, const PullRequest& request,
-                                   uint64_t offset, uint64_t length, uint64_t request_id,
-                                   tcp::PullReply* reply, bool* reusable) {
+Status TcpTransport::CheckPullReply(const tcp::Frame& f, const std::string& endpoint,
+                                    const PullRequest& request, uint64_t request_id,
+                                    tcp::PullReply* reply, bool* reusable) const {
   *reusable = false;
   const std::string ctx = "pull of " + request.id.Hex() + " from " + endpoint + ": ";
-  tcp::Frame f;
-  Status st = tcp::ReadFrame(fd, tcp::kMaxControlBody, &f);
-  if (!st.ok()) {
-    return Status(st.IsProtocolError() ? st.code() : StatusCode::kDisconnected, ctx + st.message());
-  }
   if (f.header.type != tcp::Type(tcp::MessageType::kPullReply) ||
       f.header.request_id != request_id || !tcp::ParseBody(f.body, reply))
     return Status::ProtocolError(ctx + "malformed reply");
@@ -924,6 +1038,37 @@ Status TcpTransport::ReadPullReply(int fd, const std::string& endpoint, const Pu
     *reusable = true;
     return Status(hs.code(), ctx + "the holder says: " + hs.message());
   }
+  *reusable = true;
+  return Status::OK();
+}
+
+Result<PullResult> TcpTransport::CheckWhole(const std::string& endpoint,
+                                            const PullRequest& request,
+                                            const tcp::PullReply& reply, int64_t landed_us) const {
+  if (!reply.digest_valid)
+    return Status::ProtocolError("pull of " + request.id.Hex() + " from " + endpoint +
+                                 ": the holder sent no digest");
+  uint64_t d = ObjectDigest(request.destination, request.data_size,
+                            request.destination + request.data_size, request.metadata_size);
+  if (d != reply.digest)
+    return Status::Corruption("pull of " + request.id.Hex() + " from " + endpoint +
+                              ": digest mismatch: received " + Hex64(d) + ", holder says " +
+                              Hex64(reply.digest));
+  return PullResult{d, TransportKind::kTcp, 0, landed_us, MonoMicros()};
+}
+
+Status TcpTransport::ReadPullReply(int fd, const std::string& endpoint, const PullRequest& request,
+                                   uint64_t offset, uint64_t length, uint64_t request_id,
+                                   tcp::PullReply* reply, bool* reusable) {
+  *reusable = false;
+  const std::string ctx = "pull of " + request.id.Hex() + " from " + endpoint + ": ";
+  tcp::Frame f;
+  Status st = tcp::ReadFrame(fd, tcp::kMaxControlBody, &f);
+  if (!st.ok()) {
+    return Status(st.IsProtocolError() ? st.code() : StatusCode::kDisconnected, ctx + st.message());
+  }
+  PLASMON_RETURN_IF_ERROR(CheckPullReply(f, endpoint, request, request_id, reply, reusable));
+  *reusable = false;
   if (length > 0) {
     st = tcp::ReadExact(fd, request.destination + offset, length);
     if (!st.ok()) {
@@ -952,7 +1097,41 @@ Result<PullResult> TcpTransport::Pull(const std::string& endpoint, const PullReq
     return Status::InvalidArgument("the destination lies outside registered memory");
   Result<PullGate::Ticket> in_flight = pulls_.Enter();
   if (!in_flight.ok()) return in_flight.status();
-  return total <= opts_.chunk_size ? PullWhole(endpoint, request) : PullChunked(endpoint, request);
+  const int64_t started = MonoMicros();
+  Result<PullResult> r =
+      total <= opts_.chunk_size ? PullWhole(endpoint, request) : PullChunked(endpoint, request);
+  if (r.ok()) r->started_us = started;
+  return r;
+}
+
+std::unique_ptr<AsyncPull> TcpTransport::StartAsyncPull(const std::string& endpoint,
+                                                        const PullRequest& request) {
+  const int64_t started = MonoMicros();
+  const uint64_t total = request.data_size + request.metadata_size;
+  if (total < request.data_size || total > opts_.async_max) return nullptr;
+  if (total > 0 && (request.destination == nullptr || !InRegisteredMemory(request.destination, total)))
+    return nullptr;  // Pull says why
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (shut_down_) return nullptr;
+  }
+  // Only a connection already made: connecting and the handshake block.
+  std::optional<UniqueFd> fd = TakeIdle(endpoint);
+  if (!fd) return nullptr;
+  const uint64_t rid = next_request_id_.fetch_add(1, std::memory_order_relaxed);
+  tcp::PullMessage m;
+  m.id = request.id;
+  m.length = total;
+  m.want_digest = true;
+  const std::string frame = tcp::MakeFrame(tcp::MessageType::kPull, rid, m);
+  // An idle connection's send buffer is empty: a short frame goes out whole.
+  // If not, the stream is in an unknown state: close it and pull the slow way.
+  ssize_t n = ::send(fd->get(), frame.data(), frame.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (n != static_cast<ssize_t>(frame.size())) {
+    Discard(std::move(*fd));
+    return nullptr;
+  }
+  return std::make_unique<LoopPull>(this, endpoint, request, std::move(*fd), rid, started);
 }
 
 Result<PullResult> TcpTransport::PullWhole(const std::string& endpoint,
@@ -966,16 +1145,7 @@ Result<PullResult> TcpTransport::PullWhole(const std::string& endpoint,
   Status st = PullRange(lease.fd(), endpoint, request, 0, total, true, &rep, &reusable);
   lease.set_reusable(reusable);
   if (!st.ok()) return st;
-  if (!rep.digest_valid)
-    return Status::ProtocolError("pull of " + request.id.Hex() + " from " + endpoint +
-                                 ": the holder sent no digest");
-  uint64_t d = ObjectDigest(request.destination, request.data_size,
-                            request.destination + request.data_size, request.metadata_size);
-  if (d != rep.digest)
-    return Status::Corruption("pull of " + request.id.Hex() + " from " + endpoint +
-                              ": digest mismatch: received " + Hex64(d) + ", holder says " +
-                              Hex64(rep.digest));
-  return PullResult{d, TransportKind::kTcp};
+  return CheckWhole(endpoint, request, rep, MonoMicros());
 }
 
 Result<PullResult> TcpTransport::PullChunked(const std::string& endpoint,
@@ -1058,6 +1228,7 @@ Result<PullResult> TcpTransport::PullChunked(const std::string& endpoint,
   }
   for (std::thread& t : threads) t.join();
   if (failed) return error;  // the workers are joined: no lock needed
+  const int64_t landed = MonoMicros();  // hashed as they landed: only the last chunk's remains
 
   tcp::PullReply rep = held;
   if (ask_digest) {
@@ -1077,7 +1248,7 @@ Result<PullResult> TcpTransport::PullChunked(const std::string& endpoint,
     return Status::Corruption("pull of " + request.id.Hex() + " from " + endpoint +
                               ": digest mismatch: received " + Hex64(d) + ", holder says " +
                               Hex64(rep.digest));
-  return PullResult{d, TransportKind::kTcp};
+  return PullResult{d, TransportKind::kTcp, 0, landed, MonoMicros()};
 }
 
 }  // namespace plasmon

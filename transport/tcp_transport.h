@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -40,6 +41,7 @@ namespace plasmon {
 
 namespace tcp {
 struct PullReply;
+struct Frame;
 }
 
 struct TcpTransportOptions {
@@ -72,6 +74,10 @@ struct TcpTransportOptions {
   // the connect alone); a holder that accepts and never answers then costs
   // a pull this long, not io_timeout_ms per read.
   int dial_timeout_ms = 2000;
+  // Objects up to this many bytes are pulled on the caller's event loop
+  // (StartAsyncPull) when an idle pooled connection to the holder is at
+  // hand, without a hand-off to another thread; 0: never.
+  uint64_t async_max = 64 << 10;
 };
 
 class TcpTransport : public Transport {
@@ -86,6 +92,8 @@ class TcpTransport : public Transport {
   Status RegisterMemory(const MemoryRegion& region) override;
   Result<std::string> Listen(ObjectSource* source) override;
   Result<PullResult> Pull(const std::string& endpoint, const PullRequest& request) override;
+  std::unique_ptr<AsyncPull> StartAsyncPull(const std::string& endpoint,
+                                            const PullRequest& request) override;
   void Shutdown() override;
 
   // Connections accepted since Listen, refused ones included (for tests).
@@ -100,6 +108,7 @@ class TcpTransport : public Transport {
   struct Served;
   class Lease;
   class PinGuard;
+  class LoopPull;
 
   explicit TcpTransport(TcpTransportOptions options);
 
@@ -136,6 +145,8 @@ class TcpTransport : public Transport {
   // ---- pulling ----
   // An idle pooled connection to `endpoint`, or a new authenticated one.
   Result<UniqueFd> Acquire(const std::string& endpoint);
+  // An idle pooled connection to `endpoint` that still looks alive.
+  std::optional<UniqueFd> TakeIdle(const std::string& endpoint);
   Result<UniqueFd> Connect(const std::string& endpoint);
   // Its reads end by `deadline`, its sends within SO_SNDTIMEO.
   Status ClientHandshake(int fd, const std::string& endpoint,
@@ -145,6 +156,15 @@ class TcpTransport : public Transport {
   // Sends a Pull for [offset, offset + length) of the object.
   Status SendPull(int fd, const std::string& endpoint, const PullRequest& request, uint64_t offset,
                   uint64_t length, bool want_digest, uint64_t request_id, bool hold = false);
+  // Checks a reply frame to SendPull: its type and request id, the holder's
+  // sizes against the request's, its status. *reusable tells whether the
+  // connection is in a known state (on OK: once the bytes are read).
+  Status CheckPullReply(const tcp::Frame& f, const std::string& endpoint,
+                        const PullRequest& request, uint64_t request_id, tcp::PullReply* reply,
+                        bool* reusable) const;
+  // The digest of a whole object that arrived, against the holder's.
+  Result<PullResult> CheckWhole(const std::string& endpoint, const PullRequest& request,
+                                const tcp::PullReply& reply, int64_t landed_us) const;
   // Reads the reply to SendPull and, on OK, the `length` bytes into
   // request.destination + offset. Checks the holder's sizes against the
   // request's. *reusable tells whether the connection is in a known state.

@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/clock.h"
 #include "core/digest.h"
 #include "core/fd.h"
 #include "transport/tcp_wire.h"
@@ -372,6 +373,130 @@ TEST(TcpTransportTest, WrongDigestIsCorruption) {
   EXPECT_TRUE(r.status().IsCorruption()) << r.status().ToString();
   r = PullInto(client.get(), h.endpoint, large, 3 * kMiB + 5, 0, &got);
   EXPECT_TRUE(r.status().IsCorruption()) << r.status().ToString();
+}
+
+// Drives a pull on the loop as the store's loop does: waits for the
+// connection to be readable (at most 30 s) and reads what came.
+Result<PullResult> RunLoopPull(AsyncPull* a) {
+  auto deadline = std::chrono::steady_clock::now() + 30s;
+  for (;;) {
+    int64_t left_us = a->deadline_us() - MonoMicros();
+    if (left_us <= 0) return a->TimedOut();
+    if (std::chrono::steady_clock::now() > deadline) return Status::Timeout("test deadline");
+    pollfd p{a->fd(), POLLIN, 0};
+    int n = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left_us / 1000 + 1, 1000)));
+    if (n <= 0) continue;
+    std::optional<Result<PullResult>> r = a->OnReadable();
+    if (r) return std::move(*r);
+  }
+}
+
+std::unique_ptr<AsyncPull> StartLoopPull(TcpTransport* t, const std::string& endpoint,
+                                         const ObjectID& id, uint64_t size,
+                                         std::vector<uint8_t>* out) {
+  out->assign(size, 0);
+  PullRequest req;
+  req.id = id;
+  req.data_size = size;
+  req.destination = out->data();
+  return t->StartAsyncPull(endpoint, req);
+}
+
+TEST(TcpTransportTest, SmallPullsRunOnTheCallersLoopOverPooledConnections) {
+  Holder h(Opts());
+  auto client = MakeClient(Opts());
+  ObjectID small = h.source.Add(4096, 0);
+  ObjectID limit = h.source.Add(64 << 10, 0);
+  ObjectID large = h.source.Add((64 << 10) + 1, 0);
+  std::vector<uint8_t> got;
+  // No connection yet: making one blocks, so that is Pull's business.
+  EXPECT_EQ(StartLoopPull(client.get(), h.endpoint, small, 4096, &got), nullptr);
+  ExpectPulls(client.get(), &h, small, 4096, 0);
+  for (int i = 0; i < 20; i++) {
+    for (auto [id, size] : {std::pair{small, uint64_t{4096}}, std::pair{limit, uint64_t{64 << 10}}}) {
+      std::unique_ptr<AsyncPull> a = StartLoopPull(client.get(), h.endpoint, id, size, &got);
+      ASSERT_NE(a, nullptr) << "the pooled connection came back after pull " << i;
+      Result<PullResult> r = RunLoopPull(a.get());
+      ASSERT_TRUE(r.ok()) << r.status().ToString();
+      EXPECT_EQ(r->digest, h.source.RealDigest(id));
+      EXPECT_EQ(got, h.source.Bytes(id));
+      EXPECT_GT(r->landed_us, 0);
+    }
+  }
+  EXPECT_EQ(h.transport->accepted_connections(), 1u);
+  // Past async_max (64 KiB by default) an object goes the blocking way.
+  EXPECT_EQ(StartLoopPull(client.get(), h.endpoint, large, (64 << 10) + 1, &got), nullptr);
+}
+
+TEST(TcpTransportTest, LoopPullsReportTheHoldersErrorsAndKeepTheConnection) {
+  Holder h(Opts());
+  auto client = MakeClient(Opts());
+  ObjectID id = h.source.Add(1000, 0);
+  ObjectID lied = h.source.Add(2000, 0);
+  h.source.Lie(lied);
+  ExpectPulls(client.get(), &h, id, 1000, 0);
+  std::vector<uint8_t> got;
+  std::unique_ptr<AsyncPull> a = StartLoopPull(client.get(), h.endpoint, ObjectID::Random(), 10, &got);
+  ASSERT_NE(a, nullptr);
+  Result<PullResult> r = RunLoopPull(a.get());
+  EXPECT_TRUE(r.status().IsObjectNotFound()) << r.status().ToString();
+  EXPECT_FALSE(a->stale_connection());
+  a.reset();
+  a = StartLoopPull(client.get(), h.endpoint, lied, 2000, &got);
+  ASSERT_NE(a, nullptr) << "no bytes follow an error: the connection stays";
+  r = RunLoopPull(a.get());
+  EXPECT_TRUE(r.status().IsCorruption()) << r.status().ToString();
+  a.reset();
+  a = StartLoopPull(client.get(), h.endpoint, id, 999, &got);  // the directory's size was wrong
+  ASSERT_NE(a, nullptr) << "every byte was read: the connection stays";
+  r = RunLoopPull(a.get());
+  EXPECT_TRUE(r.status().IsInvalidArgument()) << r.status().ToString();
+  a.reset();
+  // The holder sent 999 bytes after that reply, unread: the connection went.
+  ExpectPulls(client.get(), &h, id, 1000, 0);
+  EXPECT_EQ(h.transport->accepted_connections(), 2u);
+}
+
+TEST(TcpTransportTest, ASilentHolderFailsALoopPullAtItsDeadline) {
+  TcpTransportOptions o = Opts();
+  o.io_timeout_ms = 300;
+  Holder h(Opts());
+  auto client = MakeClient(o);
+  ObjectID id = h.source.Add(1000, 0);
+  ExpectPulls(client.get(), &h, id, 1000, 0);
+  h.source.BlockPinsAfter(0);  // the holder reads the request and says nothing
+  std::vector<uint8_t> got;
+  std::unique_ptr<AsyncPull> a = StartLoopPull(client.get(), h.endpoint, id, 1000, &got);
+  ASSERT_NE(a, nullptr);
+  Result<PullResult> r = RunLoopPull(a.get());
+  EXPECT_TRUE(r.status().IsDisconnected()) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("silent"), std::string::npos) << r.status().ToString();
+  a.reset();  // closes that connection: its answer would come late
+  h.source.OpenGate();
+  ExpectPulls(client.get(), &h, id, 1000, 0);
+  EXPECT_EQ(h.transport->accepted_connections(), 2u);
+}
+
+TEST(TcpTransportTest, AHolderThatClosesMidLoopPullFailsItAsStaleOnlyBeforeAnyAnswer) {
+  Holder h(Opts());
+  auto client = MakeClient(Opts());
+  ObjectID id = h.source.Add(1000, 0);
+  ExpectPulls(client.get(), &h, id, 1000, 0);
+  h.source.BlockPinsAfter(0);
+  std::vector<uint8_t> got;
+  std::unique_ptr<AsyncPull> a = StartLoopPull(client.get(), h.endpoint, id, 1000, &got);
+  ASSERT_NE(a, nullptr);
+  ASSERT_TRUE(Eventually([&] { return h.source.blocked() == 1; }));
+  std::thread stop([&] { h.transport->Shutdown(); });  // closes the served connection
+  ASSERT_TRUE(Eventually([&] {
+    pollfd p{a->fd(), POLLIN, 0};
+    return ::poll(&p, 1, 0) == 1;
+  }));
+  Result<PullResult> r = RunLoopPull(a.get());
+  EXPECT_TRUE(r.status().IsDisconnected()) << r.status().ToString();
+  EXPECT_TRUE(a->stale_connection()) << "nothing came back: worth a try on a new connection";
+  h.source.OpenGate();
+  stop.join();
 }
 
 TEST(TcpTransportTest, ClientShutdownBreaksALargePullInFlight) {

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -69,6 +70,30 @@ enum class TransportKind : uint8_t { kTcp, kVerbs };
 struct PullResult {
   uint64_t digest = 0;  // xxh3-64 of what arrived; equal to the holder's
   TransportKind carried_by = TransportKind::kTcp;
+  // Where the pull's time went, MonoMicros() on the thread that ran it (0:
+  // not measured): it began, its last byte was in, its digest was checked.
+  int64_t started_us = 0, landed_us = 0, checked_us = 0;
+};
+
+// A pull that the caller's event loop drives, without blocking it and
+// without another thread: the caller watches fd() for readability and calls
+// OnReadable() whenever it is, until that returns a result. Destroying it
+// before then abandons the pull (its connection is closed). Made by
+// Transport::StartAsyncPull; used on one thread.
+class AsyncPull {
+ public:
+  virtual ~AsyncPull() = default;
+  virtual int fd() const = 0;
+  // When a peer that stays silent fails the pull (MonoMicros()); the caller
+  // then destroys it and reports `TimedOut()`.
+  virtual int64_t deadline_us() const = 0;
+  // Reads what has arrived; nullopt while more is to come.
+  virtual std::optional<Result<PullResult>> OnReadable() = 0;
+  virtual Status TimedOut() const = 0;
+  // The pull failed before the holder answered anything, on a pooled
+  // connection that may only have died while idle: worth one more try on
+  // a new connection (the blocking Pull makes one).
+  virtual bool stale_connection() const = 0;
 };
 
 class Transport {
@@ -90,6 +115,16 @@ class Transport {
   // InvalidArgument (the holder's sizes differ from the request's),
   // ProtocolError (the peer sent garbage).
   virtual Result<PullResult> Pull(const std::string& endpoint, const PullRequest& request) = 0;
+  // Starts `request` as an AsyncPull, if this transport can without
+  // blocking (TCP: a small object and an idle pooled connection to
+  // `endpoint`); nullptr if not, and the caller uses Pull instead. The
+  // request has been sent when it returns.
+  virtual std::unique_ptr<AsyncPull> StartAsyncPull(const std::string& endpoint,
+                                                    const PullRequest& request) {
+    (void)endpoint;
+    (void)request;
+    return nullptr;
+  }
   // Stops serving and breaks pulls in flight (they fail). Idempotent.
   virtual void Shutdown() = 0;
 };

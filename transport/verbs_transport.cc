@@ -1317,6 +1317,7 @@ Result<PullResult> VerbsTransport::Impl::PullOn(Peer* p, const PullRequest& req)
     p->broken = true;
     return st;
   }
+  const int64_t landed_us = MonoMicros();  // hashed as they landed: only the last pieces remain
   const uint64_t got = digest.Finish();
   uint64_t expected = r.digest;
   if (r.digest_state == verbs::DigestState::kFollows) {
@@ -1328,7 +1329,7 @@ Result<PullResult> VerbsTransport::Impl::PullOn(Peer* p, const PullRequest& req)
   if (r.digest_state != verbs::DigestState::kNone && got != expected)
     return Status::Corruption("object " + req.id.Hex() + " from " + p->endpoint +
                               ": digest mismatch");
-  return PullResult{got, TransportKind::kVerbs};
+  return PullResult{got, TransportKind::kVerbs, 0, landed_us, MonoMicros()};
 }
 
 Result<PullResult> VerbsTransport::Impl::Pull(const std::string& endpoint,
@@ -1343,6 +1344,7 @@ Result<PullResult> VerbsTransport::Impl::Pull(const std::string& endpoint,
   }
   Result<PullGate::Ticket> in_flight = pulls_.Enter();
   if (!in_flight.ok()) return in_flight.status();
+  const int64_t started = MonoMicros();
   Result<PullResult> result = Status::Disconnected("not tried");
   for (int attempt = 0; attempt < 2; attempt++) {
     bool pooled = false;
@@ -1358,6 +1360,7 @@ Result<PullResult> VerbsTransport::Impl::Pull(const std::string& endpoint,
     // one fresh try before giving up on this holder.
     if (!stale) break;
   }
+  if (result.ok()) result->started_us = started;
   return result;
 }
 

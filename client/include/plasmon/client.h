@@ -99,6 +99,28 @@ struct ClientOptions {
   uint64_t memory_quota = 0;
 };
 
+// Where a Fetch spent its time inside the store (Client::Fetch with a
+// report), so that a slow fetch can be taken apart: the client's own wall
+// time minus in_store_us is the cost of reaching the store and back.
+struct FetchReport {
+  struct Id {
+    bool pulled = false;           // pulled from another node (else: it was local, or failed)
+    bool shared = false;           // joined a transfer an earlier request had started
+    bool cached_location = false;  // its holders came from the store's location cache
+    bool rdma = false;             // carried by RDMA READ (else TCP)
+    bool on_loop = false;          // pulled by the store's event loop itself, no hand-off
+    // Microseconds per stage, in order: the directory lookup (or cache), the
+    // wait for a transfer slot and the create, the hand-off to the thread
+    // that runs the pull (0 when the store's loop runs it), the transfer
+    // itself (request, reply and bytes), checking the digest, the hand-off
+    // back to the store's loop, and seal, publish and reply.
+    uint32_t lookup_us = 0, queue_us = 0, dispatch_us = 0, transfer_us = 0, digest_us = 0,
+             back_us = 0, seal_us = 0;
+  };
+  uint32_t in_store_us = 0;  // the store read the request -> it sent the reply
+  std::vector<Id> ids;       // one per requested ID
+};
+
 struct GetOptions {
   // Pull objects that are not in the local store from other nodes first
   // (cluster only; see Client::Fetch). The timeout covers the fetch.
@@ -221,7 +243,9 @@ class Client {
   // PermissionDenied, OutOfMemory, ...). An object that no node holds yet is
   // waited for until `timeout_ms` (-1 forever; 0: ObjectNotFound at once).
   // Concurrent fetches of one object share one transfer.
-  Result<std::vector<Status>> Fetch(const std::vector<ObjectID>& ids, int64_t timeout_ms);
+  // With `report`, the store also says where the time went (FetchReport).
+  Result<std::vector<Status>> Fetch(const std::vector<ObjectID>& ids, int64_t timeout_ms,
+                                    FetchReport* report = nullptr);
 
   // Opens a second connection on which the store reports every seal, delete
   // and eviction, in order.
