@@ -1,5 +1,6 @@
 #include "store/directory.h"
 
+#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 #include <cstdio>
 #include <optional>
 #include <unordered_set>
+#include <utility>
 
 #include "core/clock.h"
 #include "core/limited_log.h"
@@ -210,23 +212,29 @@ void Directory::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-void Directory::Publish(const ObjectID& id, uint64_t data_size, uint64_t metadata_size,
+bool Directory::Publish(const ObjectID& id, uint64_t data_size, uint64_t metadata_size,
                         bool digest_valid, uint64_t digest) {
+  bool first;
   {
     std::lock_guard<std::mutex> l(mu_);
     published_[id] = {data_size, metadata_size, digest_valid, digest};
+    first = queue_.empty();
     queue_.push_back({true, id});
   }
-  cv_.notify_one();
+  if (first && !opts_.caller_kicks) cv_.notify_one();
+  return first;
 }
 
-void Directory::Withdraw(const ObjectID& id) {
+bool Directory::Withdraw(const ObjectID& id) {
+  bool first;
   {
     std::lock_guard<std::mutex> l(mu_);
-    if (published_.erase(id) == 0) return;
+    if (published_.erase(id) == 0) return false;
+    first = queue_.empty();
     queue_.push_back({false, id});
   }
-  cv_.notify_one();
+  if (first && !opts_.caller_kicks) cv_.notify_one();
+  return first;
 }
 
 bool Directory::synced() const {
@@ -535,14 +543,21 @@ Result<LookupResult> Directory::LookupForClient(const ObjectID& id) {
 Result<LookupResult> Directory::Query(RedisConnection* conn, const ObjectID& id) {
   Status st = conn->Ensure(2000);
   if (!st.ok()) return st;
-  const std::string key = ObjectKey(id);
-  Result<Reply> r = Command(conn->get(), {"EVAL", kLookupScript, "1", key, NodeKey(""),
-                                          std::to_string(kMaxLookupHolders)});
+  const std::vector<std::string> args = LookupCommand(id);
+  Result<Reply> r = Command(conn->get(), args);
   if (!r.ok()) {
     conn->Drop();
     return r.status();
   }
-  const redisReply* all = r->get();
+  return OnLookupReply(id, r->get());
+}
+
+std::vector<std::string> Directory::LookupCommand(const ObjectID& id) const {
+  return {"EVAL", kLookupScript, "1", ObjectKey(id), NodeKey(""), std::to_string(kMaxLookupHolders)};
+}
+
+Result<LookupResult> Directory::OnLookupReply(const ObjectID& id, const redisReply* all) {
+  const std::string key = ObjectKey(id);
   std::optional<std::string> kind;
   if (all->type == REDIS_REPLY_ARRAY && all->elements >= 1) kind = StringOf(all->element[0]);
   if (kind && *kind != "hash")
@@ -604,6 +619,177 @@ LookupResult ParseLookupReply(const ObjectID& id, const LookupReply& reply) {
   const uint64_t fields = std::max<uint64_t>(reply.fields, pairs + reply.malformed_nodes);
   out.omitted = fields > accounted ? fields - accounted : 0;
   return out;
+}
+
+// ---- LoopLookups ----
+
+LoopLookups::LoopLookups(EventLoop* loop, Directory* directory)
+    : loop_(loop), directory_(directory) {}
+
+LoopLookups::~LoopLookups() {
+  pending_.clear();  // their Done is not run
+  if (timer_ != EventLoop::kNoTimer) loop_->CancelTimer(timer_);
+  if (redisAsyncContext* a = std::exchange(ac_, nullptr)) redisAsyncFree(a);
+}
+
+void LoopLookups::Connect() {
+  std::string host, path;
+  int port = 0;
+  retry_at_us_ = MonoMicros() + kRetryUs;  // if this fails
+  if (!ParseRedisAddress(directory_->options().redis, &host, &port, &path).ok()) return;
+  redisAsyncContext* a =
+      path.empty() ? redisAsyncConnect(host.c_str(), port) : redisAsyncConnectUnix(path.c_str());
+  if (a == nullptr) return;
+  if (a->err) {
+    redisAsyncFree(a);
+    return;
+  }
+  ac_ = a;
+  a->data = this;
+  a->ev.data = this;
+  a->ev.addRead = [](void* self) {
+    auto* l = static_cast<LoopLookups*>(self);
+    l->Watch(l->events_ | EPOLLIN);
+  };
+  a->ev.delRead = [](void* self) {
+    auto* l = static_cast<LoopLookups*>(self);
+    l->Watch(l->events_ & ~uint32_t{EPOLLIN});
+  };
+  a->ev.addWrite = [](void* self) {
+    auto* l = static_cast<LoopLookups*>(self);
+    l->Watch(l->events_ | EPOLLOUT);
+  };
+  a->ev.delWrite = [](void* self) {
+    auto* l = static_cast<LoopLookups*>(self);
+    l->Watch(l->events_ & ~uint32_t{EPOLLOUT});
+  };
+  a->ev.cleanup = [](void* self) {
+    auto* l = static_cast<LoopLookups*>(self);
+    if (l->fd_ >= 0) l->loop_->Remove(l->fd_);
+    l->fd_ = -1;
+    l->events_ = 0;
+  };
+  redisAsyncSetConnectCallback(a, &LoopLookups::OnConnected);
+  redisAsyncSetDisconnectCallback(a, &LoopLookups::OnDisconnected);
+  fd_ = a->c.fd;
+  if (!loop_->Add(fd_, 0, [this](uint32_t ev) {
+        if (ac_ != nullptr && (ev & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0) redisAsyncHandleRead(ac_);
+        if (ac_ != nullptr && (ev & (EPOLLOUT | EPOLLERR)) != 0) redisAsyncHandleWrite(ac_);
+      }).ok()) {
+    fd_ = -1;
+    Drop(Status::IOError("cannot watch the directory's connection"));
+    return;
+  }
+  Watch(EPOLLOUT);  // writable: the connect finished (or failed)
+  const std::string& password = directory_->options().password;
+  if (!password.empty()) {
+    const char* argv[] = {"AUTH", password.data()};
+    const size_t lens[] = {4, password.size()};
+    // Sent first; a refusal drops the connection (the lookups after it
+    // fail the same way on the blocking path, with the reason).
+    redisAsyncCommandArgv(
+        a,
+        [](redisAsyncContext* c, void* r, void*) {
+          auto* reply = static_cast<redisReply*>(r);
+          if (reply != nullptr && reply->type == REDIS_REPLY_ERROR)
+            static_cast<LoopLookups*>(c->data)->Drop(
+                Status::PermissionDenied("Redis refused the password"));
+        },
+        nullptr, 2, argv, lens);
+  }
+}
+
+void LoopLookups::Watch(uint32_t events) {
+  if (fd_ < 0 || events == events_) return;
+  events_ = events;
+  (void)loop_->Modify(fd_, events);
+}
+
+void LoopLookups::OnConnected(const redisAsyncContext* ac, int status) {
+  auto* l = static_cast<LoopLookups*>(ac->data);
+  if (status == REDIS_OK) {
+    l->ready_ = true;
+    return;
+  }
+  l->ac_ = nullptr;  // hiredis frees it
+  l->Drop(Status::Disconnected("cannot connect to Redis at " + l->directory_->options().redis));
+}
+
+void LoopLookups::OnDisconnected(const redisAsyncContext* ac, int) {
+  auto* l = static_cast<LoopLookups*>(ac->data);
+  l->ac_ = nullptr;  // hiredis frees it
+  l->Drop(Status::Disconnected("Redis closed the directory's connection"));
+}
+
+void LoopLookups::Drop(const Status& why) {
+  ready_ = false;
+  retry_at_us_ = MonoMicros() + kRetryUs;
+  std::deque<Pending> failed;
+  failed.swap(pending_);
+  // Freed from inside a hiredis callback, it is freed when that returns.
+  if (redisAsyncContext* a = std::exchange(ac_, nullptr)) redisAsyncFree(a);
+  for (Pending& p : failed) p.done(why);
+}
+
+bool LoopLookups::Start(const ObjectID& id, Done done) {
+  if (!ready_) {
+    if (ac_ == nullptr && MonoMicros() >= retry_at_us_) Connect();
+    return false;
+  }
+  const std::vector<std::string> args = directory_->LookupCommand(id);
+  std::vector<const char*> argv;
+  std::vector<size_t> lens;
+  for (const std::string& x : args) {
+    argv.push_back(x.data());
+    lens.push_back(x.size());
+  }
+  const uint64_t seq = ++seq_;
+  if (redisAsyncCommandArgv(ac_, &LoopLookups::OnReply, reinterpret_cast<void*>(seq),
+                            static_cast<int>(args.size()), argv.data(), lens.data()) != REDIS_OK) {
+    Drop(Status::Disconnected("cannot send a lookup to Redis"));
+    return false;
+  }
+  pending_.push_back({seq, id, std::move(done), MonoMicros() + kTimeoutMs * 1000});
+  ArmTimer();
+  return true;
+}
+
+void LoopLookups::OnReply(redisAsyncContext* ac, void* r, void* privdata) {
+  auto* l = static_cast<LoopLookups*>(ac->data);
+  const auto seq = reinterpret_cast<uint64_t>(privdata);
+  // No reply: the context is going away (Drop or a disconnect fails them).
+  if (r == nullptr || l->pending_.empty() || l->pending_.front().seq != seq) return;
+  Pending p = std::move(l->pending_.front());
+  l->pending_.pop_front();
+  const auto* reply = static_cast<const redisReply*>(r);
+  if (reply->type == REDIS_REPLY_ERROR) {
+    p.done(Status::IOError("redis EVAL: " + std::string(reply->str, reply->len)));
+    return;
+  }
+  Result<LookupResult> found = l->directory_->OnLookupReply(p.id, reply);
+  if (!found.ok()) {
+    p.done(found.status());
+    return;
+  }
+  p.done(std::move(found->holders));
+}
+
+void LoopLookups::ArmTimer() {
+  if (timer_ != EventLoop::kNoTimer || pending_.empty()) return;
+  timer_ = loop_->AddTimer(pending_.front().deadline_us, [this] {
+    timer_ = EventLoop::kNoTimer;
+    OnTimer();
+  });
+}
+
+void LoopLookups::OnTimer() {
+  if (pending_.empty()) return;
+  if (pending_.front().deadline_us <= MonoMicros()) {
+    Drop(Status::Disconnected("Redis did not answer a lookup in " + std::to_string(kTimeoutMs) +
+                              " ms"));
+    return;
+  }
+  ArmTimer();  // the oldest is younger than the one the timer was for
 }
 
 }  // namespace plasmon

@@ -15,6 +15,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -26,11 +27,14 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/event_loop.h"
 #include "core/log_limiter.h"
 #include "plasmon/object_id.h"
 #include "plasmon/status.h"
 
 struct redisContext;
+struct redisReply;
+struct redisAsyncContext;
 
 namespace plasmon {
 
@@ -45,6 +49,10 @@ struct DirectoryOptions {
   // Updates that met a damaged object record are retried at each heartbeat,
   // this many per beat, taking turns (lowered by tests).
   size_t damaged_retries_per_heartbeat = 1000;
+  // Publish and Withdraw do not wake the writer; the caller calls Kick()
+  // soon after (the store does from a timer on its loop, so that the writer
+  // wakes once per batch of updates, not in the middle of every request).
+  bool caller_kicks = false;
 };
 
 // What the directory knows of one object on one node.
@@ -133,10 +141,13 @@ class Directory {
   void Start();
   void Stop();
 
-  // Queue an update; never blocks on Redis.
-  void Publish(const ObjectID& id, uint64_t data_size, uint64_t metadata_size, bool digest_valid,
+  // Queue an update; never blocks on Redis. True if the queue was empty
+  // (with caller_kicks: a Kick is due).
+  bool Publish(const ObjectID& id, uint64_t data_size, uint64_t metadata_size, bool digest_valid,
                uint64_t digest);
-  void Withdraw(const ObjectID& id);
+  bool Withdraw(const ObjectID& id);
+  // Wakes the writer to send what is queued.
+  void Kick() { cv_.notify_one(); }
 
   // Where the object is, according to Redis (blocking; any thread). Nodes
   // whose record expired come back with alive false; malformed records are
@@ -191,6 +202,10 @@ class Directory {
   Status Send(RedisConnection* c, const Batch& batch);
   void AddUpdate(const Op& op, Batch* batch);  // REQUIRES: mu_ held
   Result<LookupResult> Query(RedisConnection* c, const ObjectID& id);
+  // A lookup's command, and what its reply says (for LoopLookups too).
+  std::vector<std::string> LookupCommand(const ObjectID& id) const;
+  Result<LookupResult> OnLookupReply(const ObjectID& id, const redisReply* reply);
+  friend class LoopLookups;
 
   DirectoryOptions opts_;
   int64_t start_time_ms_;
@@ -216,6 +231,61 @@ class Directory {
   // Damaged records, written or looked up: one line per 10 s per kind, the
   // rest counted ("suppressed N similar warnings").
   LogLimiter warnings_{LogLimiter::Options{10000, 1, 10, 16}};
+};
+
+// Lookups of a Directory from an event loop, without blocking it and without
+// a hand-off to another thread: hiredis's asynchronous API, driven by the
+// loop (epoll readiness calls redisAsyncHandleRead/Write), on a connection
+// of its own. Replies come back in order, so a lookup that gets no answer
+// within kTimeoutMs fails, with every later one, and the connection is
+// dropped. Until it is connected (it connects in the background at the
+// first Start, and again at most once per kRetryUs after a failure), Start
+// refuses and the caller looks up the blocking way. Loop thread only.
+class LoopLookups {
+ public:
+  using Done = std::function<void(Result<std::vector<ObjectLocationRecord>>)>;
+  static constexpr int64_t kTimeoutMs = 2000;
+  static constexpr int64_t kRetryUs = 1'000'000;
+
+  LoopLookups(EventLoop* loop, Directory* directory);
+  ~LoopLookups();  // pending lookups are dropped, their Done not run
+  LoopLookups(const LoopLookups&) = delete;
+  LoopLookups& operator=(const LoopLookups&) = delete;
+
+  // Sends the lookup of `id`; `done` runs on the loop with its result. False
+  // (and `done` never runs) when not connected.
+  bool Start(const ObjectID& id, Done done);
+  bool connected() const { return ready_; }
+  size_t in_flight() const { return pending_.size(); }
+
+ private:
+  struct Pending {
+    uint64_t seq;
+    ObjectID id;
+    Done done;
+    int64_t deadline_us;
+  };
+  void Connect();
+  // The connection failed or was dropped: every pending lookup fails with
+  // `why`, and the next connect waits kRetryUs.
+  void Drop(const Status& why);
+  void Watch(uint32_t events);  // the events of the context's fd to watch
+  void ArmTimer();
+  void OnTimer();
+  static void OnReply(redisAsyncContext* ac, void* reply, void* privdata);
+  static void OnConnected(const redisAsyncContext* ac, int status);
+  static void OnDisconnected(const redisAsyncContext* ac, int status);
+
+  EventLoop* loop_;
+  Directory* directory_;
+  redisAsyncContext* ac_ = nullptr;
+  int fd_ = -1;           // registered with the loop
+  uint32_t events_ = 0;   // what it watches
+  bool ready_ = false;    // connected (and authenticated, if need be)
+  int64_t retry_at_us_ = 0;
+  uint64_t seq_ = 0;
+  std::deque<Pending> pending_;  // in the order sent, as the replies come
+  EventLoop::TimerId timer_ = EventLoop::kNoTimer;
 };
 
 }  // namespace plasmon

@@ -78,6 +78,7 @@ Fetcher::Fetcher(EventLoop* loop, ObjectTable* table, Directory* directory,
                                  : std::max(1, transfer_threads_ / 2)) {
   if (directory_ == nullptr) return;
   lookups_ = std::make_unique<Worker>();
+  loop_lookups_ = std::make_unique<LoopLookups>(loop_, directory_);
   if (transports_.empty()) return;
   transfers_ = std::make_unique<Worker>(transfer_threads_);
   watcher_ = std::make_unique<SealWatcher>(directory_->options(),
@@ -100,6 +101,7 @@ void Fetcher::StopWatcher() {
 
 void Fetcher::StopWorkers() {
   AbandonLoopPulls(/*report=*/true);
+  loop_lookups_.reset();  // their jobs end with the store
   transfers_.reset();  // their results are posted to the loop
   lookups_.reset();    // finishes queued lookups; their replies find no session
 }
@@ -257,15 +259,27 @@ void Fetcher::PumpLookups() {
       continue;
     }
     lookups_in_flight_++;
+    // On the loop when its connection is up: no hand-off to the worker and
+    // back. Either way the result comes in on the loop.
+    if (loop_lookups_ &&
+        loop_lookups_->Start(id, [this, id = id, seq = seq](auto found) {
+          LookedUp(id, seq, std::move(found));
+        }))
+      continue;
     lookups_->Submit([this, id = id, seq = seq] {
       auto found = directory_->Lookup(id);
       loop_->Post([this, id, seq, found = std::move(found)]() mutable {
-        lookups_in_flight_--;
-        OnLookedUp(id, seq, std::move(found));
-        PumpLookups();
+        LookedUp(id, seq, std::move(found));
       });
     });
   }
+}
+
+void Fetcher::LookedUp(const ObjectID& id, uint64_t seq,
+                       Result<std::vector<ObjectLocationRecord>> found) {
+  lookups_in_flight_--;
+  OnLookedUp(id, seq, std::move(found));
+  PumpLookups();
 }
 
 void Fetcher::OnLookedUp(const ObjectID& id, uint64_t seq,

@@ -220,6 +220,7 @@ class Fetcher {
   void OnLookedUp(const ObjectID& id, uint64_t seq, Result<std::vector<ObjectLocationRecord>> found);
   // Hands queued lookups to the lookup worker, up to kMaxLookupsInFlight.
   void PumpLookups();
+  void LookedUp(const ObjectID& id, uint64_t seq, Result<std::vector<ObjectLocationRecord>> found);
   // Orders fresh candidates: by claimed size (most holders first, then the
   // smaller), suspect holders last within a size; logs holders that disagree.
   void OrderCandidates(const ObjectID& id, std::vector<FetchCandidate>* c, bool log);
@@ -301,6 +302,9 @@ class Fetcher {
     FetchCandidate from;
   };
   std::unordered_map<ObjectID, LoopPull, ObjectIDHash> loop_pulls_;
+  // Lookups the loop sends to Redis itself; the lookup worker runs them
+  // while that connection is not up.
+  std::unique_ptr<LoopLookups> loop_lookups_;
   std::unique_ptr<Worker> lookups_;    // directory lookups, off the loop
   std::unique_ptr<Worker> transfers_;  // pulls, off the loop
   std::unique_ptr<SealWatcher> watcher_;

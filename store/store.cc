@@ -90,7 +90,8 @@ class Store::Impl : public TableListener, public ObjectSource, public SessionOwn
     transports_.push_back(std::move(t));
     return ep;
   }
-  void JoinCluster(const DirectoryOptions& d) {
+  void JoinCluster(DirectoryOptions d) {
+    d.caller_kicks = true;  // KickSoon
     directory_ = std::make_unique<Directory>(d);
     directory_->Start();  // does not wait for Redis: it may be down
   }
@@ -115,6 +116,14 @@ class Store::Impl : public TableListener, public ObjectSource, public SessionOwn
   void Unpin(const ObjectID& id, std::optional<uint64_t> computed_digest) override;
   // Ends a pin on the loop: keeps a digest computed meanwhile, then releases.
   void EndPin(const ObjectID& id, std::optional<uint64_t> computed_digest);
+  // The directory's queue has updates since `first` made it non-empty: the
+  // writer is woken kDirectoryKickUs later, once for all of them, rather
+  // than in the middle of the request that sealed or removed an object
+  // (where its wake-up and its Redis round trip would compete with the
+  // reply for this store's CPU).
+  void KickSoon(bool first);
+  static constexpr int64_t kDirectoryKickUs = 1000;
+  EventLoop::TimerId kick_timer_ = EventLoop::kNoTimer;
 
   // SessionOwner
   bool HandleFrame(Session* s, const p::FrameHeader& h, std::string_view body) override;
@@ -333,7 +342,7 @@ void Store::Impl::EndPin(const ObjectID& id, std::optional<uint64_t> computed_di
     e->digest = *computed_digest;
     e->digest_valid = true;
     if (directory_ && !e->delete_pending)
-      directory_->Publish(e->id, e->data_size, e->metadata_size, true, e->digest);
+      KickSoon(directory_->Publish(e->id, e->data_size, e->metadata_size, true, e->digest));
   }
   table_.Release(e);
 }
@@ -692,18 +701,27 @@ void Store::Impl::DoRelease(Session* s, const ObjectID& id) {
   if (e != nullptr) table_.Release(e);
 }
 
+void Store::Impl::KickSoon(bool first) {
+  if (!first || kick_timer_ != EventLoop::kNoTimer) return;
+  kick_timer_ = loop_->AddTimerAfter(kDirectoryKickUs, [this] {
+    kick_timer_ = EventLoop::kNoTimer;
+    directory_->Kick();
+  });
+}
+
 void Store::Impl::OnSealed(const ObjectEntry& e) {
   gets_.Resolve(e.id, [&](PendingGet& g, size_t i) {
     Session* s = FindSession(g.session);
     return s != nullptr && TryFill(s, g.ids[i]);
   });
   fetcher_->OnSealed(e.id);
-  if (directory_) directory_->Publish(e.id, e.data_size, e.metadata_size, e.digest_valid, e.digest);
+  if (directory_)
+    KickSoon(directory_->Publish(e.id, e.data_size, e.metadata_size, e.digest_valid, e.digest));
   Notify({Notification::Kind::kSealed, e.id, e.data_size, e.metadata_size});
 }
 
 void Store::Impl::OnRemoved(const ObjectEntry& e, Notification::Kind kind) {
-  if (directory_) directory_->Withdraw(e.id);
+  if (directory_) KickSoon(directory_->Withdraw(e.id));
   Notify({kind, e.id, e.data_size, e.metadata_size});
   if (fetcher_->waiting()) {
     ObjectID id = e.id;  // `e` is about to go
