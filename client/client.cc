@@ -12,6 +12,7 @@
 #include <unordered_map>
 
 #include "client/frame_reader.h"
+#include "client/populate.h"
 #include "core/arena.h"
 #include "core/clock.h"
 #include "core/protocol.h"
@@ -145,6 +146,7 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
   const int64_t request_timeout_ms_;  // ConnectOptions; -1: none
   UniqueFd sock_;
   std::shared_ptr<const Mapping> map_;
+  std::unique_ptr<PopulateHints> populate_;  // of *map_
   std::atomic<uint64_t> next_id_{1};
 
   // Writes a frame, with any deferred releases in front of it.
@@ -217,10 +219,12 @@ Status ClientImpl::Connect(const std::string& path) {
     return Status::ProtocolError("malformed Connect reply from " + path);
   PLASMON_RETURN_IF_ERROR(rep.status);
   if (!arena_fd.valid()) return Status::ProtocolError("the store did not pass its arena");
-  Result<Mapping> m = Mapping::Map(arena_fd.get(), rep.arena_size, /*writable=*/true,
-                                   /*populate=*/rep.prefaulted);
+  // Nothing of the arena is touched here (see client/populate.h): the
+  // objects' pages are mapped as they are created and got.
+  Result<Mapping> m = Mapping::Map(arena_fd.get(), rep.arena_size, /*writable=*/true);
   if (!m.ok()) return m.status();
   map_ = std::make_shared<const Mapping>(std::move(*m));
+  populate_ = std::make_unique<PopulateHints>(map_.get(), rep.prefaulted);
   return Status::OK();
 }
 
@@ -359,6 +363,7 @@ Result<MutableBuffer> ClientImpl::Create(const ObjectID& id, uint64_t data_size,
   if (!InArena(rep.location) || rep.location.data_size != data_size)
     return Fail(Status::ProtocolError("the store placed an object outside its arena"));
   uint8_t* base = map_->base() + rep.location.offset;
+  populate_->BeforeWrite(rep.location.offset, data_size + metadata.size());
   if (!metadata.empty()) std::memcpy(base + data_size, metadata.data(), metadata.size());
   return MutableBuffer{id, base, data_size};
 }
@@ -405,6 +410,7 @@ Result<std::vector<ObjectBuffer>> ClientImpl::Get(const std::vector<ObjectID>& i
     b.size_ = e.location.data_size;
     b.metadata_ = b.data_ + b.size_;
     b.metadata_size_ = e.location.metadata_size;
+    populate_->BeforeRead(e.location.offset, e.location.data_size + e.location.metadata_size);
   }
   return out;
 }

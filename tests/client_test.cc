@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <fstream>
 #include <thread>
 
 #include "core/digest.h"
@@ -556,6 +557,93 @@ TEST_F(ClientTest, ARequestTimeoutMustBePositiveOrNone) {
   ASSERT_TRUE(c.Connect(store_.socket(), ConnectOptions{-1}).ok());
   EXPECT_TRUE(c.Stats().ok());
 }
+
+// This process's mappings of store arenas, from /proc/self/smaps: where each
+// is and how much of it is resident (mapped in this process's page tables).
+struct ArenaMapping {
+  uintptr_t start = 0, end = 0;
+  uint64_t rss = 0;
+};
+
+std::vector<ArenaMapping> ArenaMappings() {
+  std::vector<ArenaMapping> out;
+  std::ifstream f("/proc/self/smaps");
+  std::string line;
+  bool arena = false;
+  while (std::getline(f, line)) {
+    size_t space = line.find(' ');
+    if (line.find('-') < space) {  // "START-END perms offset dev inode path"
+      arena = line.find("plasmon-arena") != std::string::npos;
+      if (arena) {
+        ArenaMapping m;
+        m.start = std::stoull(line.substr(0, line.find('-')), nullptr, 16);
+        m.end = std::stoull(line.substr(line.find('-') + 1, space), nullptr, 16);
+        out.push_back(m);
+      }
+    } else if (arena && line.rfind("Rss:", 0) == 0) {
+      out.back().rss = std::stoull(line.substr(4)) * 1024;  // "Rss:  1234 kB"
+    }
+  }
+  return out;
+}
+
+// The resident bytes of the one arena mapping of this process.
+uint64_t ArenaRss() {
+  std::vector<ArenaMapping> maps = ArenaMappings();
+  EXPECT_EQ(maps.size(), 1u) << "one client, one mapping";
+  return maps.empty() ? 0 : maps[0].rss;
+}
+
+// Connect maps the arena without touching a page of it, even when the store
+// prefaulted it (clients used to map it with MAP_POPULATE: all of it, on
+// every Connect); Create maps a large object's range before it is written,
+// and Get before it is read, and little more.
+class ArenaMappingTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(ArenaMappingTest, ConnectMapsNothingAndALargeObjectIsMappedWhenCreatedAndGot) {
+  constexpr uint64_t kMiB = 1 << 20, kSize = 64 * kMiB, kSlack = 8 * kMiB;
+  std::vector<std::string> args = {"-m", "512M"};
+  if (GetParam()) args.push_back("--prefault");
+  StoreProcess store(args);
+  ASSERT_TRUE(store.started());
+  ObjectID id = ObjectID::Random();
+  {
+    Client writer;
+    ASSERT_TRUE(writer.Connect(store.socket()).ok());
+    EXPECT_LT(ArenaRss(), 1 * kMiB);
+    auto b = writer.Create(id, kSize, "meta");
+    ASSERT_TRUE(b.ok()) << b.status().ToString();
+    uint64_t rss = ArenaRss();  // before a byte of the data is written
+    EXPECT_GE(rss, kSize);
+    EXPECT_LT(rss, kSize + kSlack);
+    std::memset(b->data, 'x', kSize);
+    ASSERT_TRUE(writer.Seal(id).ok());
+    auto small = writer.Create(ObjectID::Random(), 4096);  // left to fault in when written
+    ASSERT_TRUE(small.ok());
+    EXPECT_LT(ArenaRss(), kSize + kSlack);
+  }  // the writer's mapping goes with it
+
+  Client reader;
+  ASSERT_TRUE(reader.Connect(store.socket()).ok());
+  EXPECT_LT(ArenaRss(), 1 * kMiB) << "Connect mapped the arena";
+  auto got = reader.Get({id}, 0);
+  ASSERT_TRUE(got.ok() && (*got)[0].valid());
+  const ObjectBuffer& o = (*got)[0];
+  std::vector<ArenaMapping> maps = ArenaMappings();
+  ASSERT_EQ(maps.size(), 1u);
+  auto at = reinterpret_cast<uintptr_t>(o.data());
+  EXPECT_TRUE(at >= maps[0].start && at + kSize <= maps[0].end);
+  EXPECT_GE(maps[0].rss, kSize) << "Get mapped the object's range";
+  EXPECT_LT(maps[0].rss, kSize + kSlack);
+  EXPECT_EQ(o.metadata_view(), "meta");
+  EXPECT_EQ(o.data()[0], 'x');
+  EXPECT_EQ(o.data()[kSize - 1], 'x');
+}
+
+INSTANTIATE_TEST_SUITE_P(Arena, ArenaMappingTest, ::testing::Values(true, false),
+                         [](const ::testing::TestParamInfo<bool>& prefault) {
+                           return prefault.param ? "Prefaulted" : "Lazy";
+                         });
 
 }  // namespace
 }  // namespace plasmon
