@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <functional>
@@ -635,6 +636,9 @@ Result<std::vector<ObjectBuffer>> Client::Get(const std::vector<ObjectID>& ids,
                                               int64_t timeout_ms, const GetOptions& options) {
   PLASMON_REQUIRE_CONNECTED();
   if (!options.fetch) return impl_->Get(ids, timeout_ms);
+  if (timeout_ms < -1) return Status::InvalidArgument("timeout_ms must be -1, 0 or positive");
+  // One deadline for the whole call, however many Fetches it takes.
+  const int64_t deadline_us = timeout_ms < 0 ? -1 : DeadlineAfterMs(timeout_ms);
   // What is here already costs one round trip; the rest is fetched, then got.
   Result<std::vector<ObjectBuffer>> got = impl_->Get(ids, 0);
   if (!got.ok()) return got;
@@ -645,10 +649,16 @@ Result<std::vector<ObjectBuffer>> Client::Get(const std::vector<ObjectID>& ids,
     missing.push_back(ids[i]);
     where.push_back(i);
   }
-  // A fetched object may be evicted before the Get that follows takes its
-  // reference: such ones are fetched again, a few times at most.
+  // A fetched object may be evicted (or deleted) before the Get that follows
+  // takes its reference: such ones are fetched again, a few times at most,
+  // within what is left of the deadline.
   for (int attempt = 0; attempt < 3 && !missing.empty(); attempt++) {
-    Result<std::vector<Status>> fetched = Fetch(missing, timeout_ms);
+    int64_t left_ms = timeout_ms;
+    if (deadline_us >= 0) {
+      left_ms = std::max<int64_t>(0, (deadline_us - MonoMicros() + 999) / 1000);
+      if (attempt > 0 && left_ms == 0) break;  // out of time: they stay as the last Get saw them
+    }
+    Result<std::vector<Status>> fetched = Fetch(missing, left_ms);
     if (!fetched.ok()) return fetched.status();
     Result<std::vector<ObjectBuffer>> rest = impl_->Get(missing, 0);
     if (!rest.ok()) return rest.status();
