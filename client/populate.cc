@@ -51,12 +51,17 @@ void PopulateHints::Before(uint64_t offset, uint64_t len, bool write) {
       }
     }
   }
+  // On a prefaulted arena the neighbours' pages exist too: mapping them now
+  // spares the objects next to this one their faults. At most kMinGranule
+  // on either side, though, so that a small object in a huge arena (whose
+  // granules are larger) does not map megabytes. On other arenas only the
+  // object's own pages exist, or are to be made: populating more would
+  // allocate memory for objects nobody has created.
+  const uint64_t margin = prefaulted_ ? kMinGranule : 1;
+  const uint64_t lo = offset / margin * margin;
+  const uint64_t hi = std::min((end + margin - 1) / margin * margin, size);
   for (const auto& [a, b] : runs) {
-    uint64_t from = a * granule_, to = std::min((b + 1) * granule_, size);
-    if (!prefaulted_) {  // only the object's own pages exist (or are to be made)
-      from = std::max(from, offset);
-      to = std::min(to, end);
-    }
+    const uint64_t from = std::max(a * granule_, lo), to = std::min((b + 1) * granule_, hi);
     if (!map_->Populate(from, to - from, write)) {
       // EINVAL on kernels before 5.14: the pages fault in as they are used.
       // Other errors (EFAULT, ENOMEM) are left to the access itself to meet.

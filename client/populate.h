@@ -33,9 +33,10 @@ class PopulateHints {
   static constexpr uint64_t kMinGranule = 64 * 1024;
 
   // `map` outlives this. `prefaulted`: the store populated the whole arena,
-  // so every page exists and populating a range only maps it; whole granules
-  // are populated then. Otherwise only the object's own pages are (populating
-  // others would allocate memory for objects nobody has created).
+  // so every page exists and populating a range only maps it; the object's
+  // range is then widened to kMinGranule boundaries. Otherwise only the
+  // object's own pages are populated (populating others would allocate
+  // memory for objects nobody has created).
   PopulateHints(const Mapping* map, bool prefaulted);
 
   // [offset, offset + len) of the mapping is about to be written (a new

@@ -8,13 +8,13 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
-#include <fstream>
 #include <mutex>
 #include <thread>
 
 #include "core/digest.h"
 #include "plasmon/client.h"
 #include "tests/raw_client.h"
+#include "tests/smaps.h"
 #include "tests/store_process.h"
 
 namespace plasmon {
@@ -562,38 +562,9 @@ TEST_F(ClientTest, ARequestTimeoutMustBePositiveOrNone) {
   EXPECT_TRUE(c.Stats().ok());
 }
 
-// This process's mappings of store arenas, from /proc/self/smaps: where each
-// is and how much of it is resident (mapped in this process's page tables).
-struct ArenaMapping {
-  uintptr_t start = 0, end = 0;
-  uint64_t rss = 0;
-};
-
-std::vector<ArenaMapping> ArenaMappings() {
-  std::vector<ArenaMapping> out;
-  std::ifstream f("/proc/self/smaps");
-  std::string line;
-  bool arena = false;
-  while (std::getline(f, line)) {
-    size_t space = line.find(' ');
-    if (line.find('-') < space) {  // "START-END perms offset dev inode path"
-      arena = line.find("plasmon-arena") != std::string::npos;
-      if (arena) {
-        ArenaMapping m;
-        m.start = std::stoull(line.substr(0, line.find('-')), nullptr, 16);
-        m.end = std::stoull(line.substr(line.find('-') + 1, space), nullptr, 16);
-        out.push_back(m);
-      }
-    } else if (arena && line.rfind("Rss:", 0) == 0) {
-      out.back().rss = std::stoull(line.substr(4)) * 1024;  // "Rss:  1234 kB"
-    }
-  }
-  return out;
-}
-
 // The resident bytes of the one arena mapping of this process.
 uint64_t ArenaRss() {
-  std::vector<ArenaMapping> maps = ArenaMappings();
+  std::vector<testing::SmapsEntry> maps = testing::MappingsNamed("plasmon-arena");
   EXPECT_EQ(maps.size(), 1u) << "one client, one mapping";
   return maps.empty() ? 0 : maps[0].rss;
 }
@@ -633,7 +604,7 @@ TEST_P(ArenaMappingTest, ConnectMapsNothingAndALargeObjectIsMappedWhenCreatedAnd
   auto got = reader.Get({id}, 0);
   ASSERT_TRUE(got.ok() && (*got)[0].valid());
   const ObjectBuffer& o = (*got)[0];
-  std::vector<ArenaMapping> maps = ArenaMappings();
+  std::vector<testing::SmapsEntry> maps = testing::MappingsNamed("plasmon-arena");
   ASSERT_EQ(maps.size(), 1u);
   auto at = reinterpret_cast<uintptr_t>(o.data());
   EXPECT_TRUE(at >= maps[0].start && at + kSize <= maps[0].end);
