@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <functional>
@@ -12,6 +13,7 @@
 #include <unordered_map>
 
 #include "client/frame_reader.h"
+#include "client/populate.h"
 #include "core/arena.h"
 #include "core/clock.h"
 #include "core/protocol.h"
@@ -145,6 +147,7 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
   const int64_t request_timeout_ms_;  // ConnectOptions; -1: none
   UniqueFd sock_;
   std::shared_ptr<const Mapping> map_;
+  std::unique_ptr<PopulateHints> populate_;  // of *map_
   std::atomic<uint64_t> next_id_{1};
 
   // Writes a frame, with any deferred releases in front of it.
@@ -217,10 +220,12 @@ Status ClientImpl::Connect(const std::string& path) {
     return Status::ProtocolError("malformed Connect reply from " + path);
   PLASMON_RETURN_IF_ERROR(rep.status);
   if (!arena_fd.valid()) return Status::ProtocolError("the store did not pass its arena");
-  Result<Mapping> m = Mapping::Map(arena_fd.get(), rep.arena_size, /*writable=*/true,
-                                   /*populate=*/rep.prefaulted);
+  // Nothing of the arena is touched here (see client/populate.h): the
+  // objects' pages are mapped as they are created and got.
+  Result<Mapping> m = Mapping::Map(arena_fd.get(), rep.arena_size, /*writable=*/true);
   if (!m.ok()) return m.status();
   map_ = std::make_shared<const Mapping>(std::move(*m));
+  populate_ = std::make_unique<PopulateHints>(map_.get(), rep.prefaulted);
   return Status::OK();
 }
 
@@ -359,6 +364,7 @@ Result<MutableBuffer> ClientImpl::Create(const ObjectID& id, uint64_t data_size,
   if (!InArena(rep.location) || rep.location.data_size != data_size)
     return Fail(Status::ProtocolError("the store placed an object outside its arena"));
   uint8_t* base = map_->base() + rep.location.offset;
+  populate_->BeforeWrite(rep.location.offset, data_size + metadata.size());
   if (!metadata.empty()) std::memcpy(base + data_size, metadata.data(), metadata.size());
   return MutableBuffer{id, base, data_size};
 }
@@ -405,6 +411,7 @@ Result<std::vector<ObjectBuffer>> ClientImpl::Get(const std::vector<ObjectID>& i
     b.size_ = e.location.data_size;
     b.metadata_ = b.data_ + b.size_;
     b.metadata_size_ = e.location.metadata_size;
+    populate_->BeforeRead(e.location.offset, e.location.data_size + e.location.metadata_size);
   }
   return out;
 }
@@ -629,6 +636,9 @@ Result<std::vector<ObjectBuffer>> Client::Get(const std::vector<ObjectID>& ids,
                                               int64_t timeout_ms, const GetOptions& options) {
   PLASMON_REQUIRE_CONNECTED();
   if (!options.fetch) return impl_->Get(ids, timeout_ms);
+  if (timeout_ms < -1) return Status::InvalidArgument("timeout_ms must be -1, 0 or positive");
+  // One deadline for the whole call, however many Fetches it takes.
+  const int64_t deadline_us = timeout_ms < 0 ? -1 : DeadlineAfterMs(timeout_ms);
   // What is here already costs one round trip; the rest is fetched, then got.
   Result<std::vector<ObjectBuffer>> got = impl_->Get(ids, 0);
   if (!got.ok()) return got;
@@ -639,10 +649,16 @@ Result<std::vector<ObjectBuffer>> Client::Get(const std::vector<ObjectID>& ids,
     missing.push_back(ids[i]);
     where.push_back(i);
   }
-  // A fetched object may be evicted before the Get that follows takes its
-  // reference: such ones are fetched again, a few times at most.
+  // A fetched object may be evicted (or deleted) before the Get that follows
+  // takes its reference: such ones are fetched again, a few times at most,
+  // within what is left of the deadline.
   for (int attempt = 0; attempt < 3 && !missing.empty(); attempt++) {
-    Result<std::vector<Status>> fetched = Fetch(missing, timeout_ms);
+    int64_t left_ms = timeout_ms;
+    if (deadline_us >= 0) {
+      left_ms = std::max<int64_t>(0, (deadline_us - MonoMicros() + 999) / 1000);
+      if (attempt > 0 && left_ms == 0) break;  // out of time: they stay as the last Get saw them
+    }
+    Result<std::vector<Status>> fetched = Fetch(missing, left_ms);
     if (!fetched.ok()) return fetched.status();
     Result<std::vector<ObjectBuffer>> rest = impl_->Get(missing, 0);
     if (!rest.ok()) return rest.status();

@@ -36,12 +36,24 @@ Mapping::~Mapping() {
   if (base_ != nullptr) ::munmap(base_, size_);
 }
 
-Result<Mapping> Mapping::Map(int fd, size_t size, bool writable, bool populate) {
+Result<Mapping> Mapping::Map(int fd, size_t size, bool writable) {
   int prot = PROT_READ | (writable ? PROT_WRITE : 0);
-  int flags = MAP_SHARED | (populate ? MAP_POPULATE : 0);
-  void* p = ::mmap(nullptr, size, prot, flags, fd, 0);
+  // Never MAP_POPULATE: it maps every page of the arena, which made a
+  // client's Connect cost 0.8 s on a prefaulted 12 GiB store.
+  void* p = ::mmap(nullptr, size, prot, MAP_SHARED, fd, 0);
   if (p == MAP_FAILED) return Status::FromErrno("mmap of " + std::to_string(size) + " bytes", errno);
   return Mapping(static_cast<uint8_t*>(p), size);
+}
+
+bool Mapping::Populate(uint64_t offset, uint64_t len, bool write) const {
+  if (len == 0 || offset >= size_) return false;
+  len = std::min<uint64_t>(len, size_ - offset);
+  static const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  // The mapping's base is page-aligned, so offsets align as addresses do.
+  uint64_t begin = offset / page * page;
+  uint64_t end = std::min<uint64_t>((offset + len + page - 1) / page * page, size_);
+  int advice = write ? MADV_POPULATE_WRITE : MADV_POPULATE_READ;
+  return ::madvise(base_ + begin, end - begin, advice) == 0;
 }
 
 static Result<UniqueFd> OpenBacking(const ArenaOptions& o) {
@@ -157,7 +169,7 @@ Result<Arena> Arena::Create(const ArenaOptions& o) {
   a.fd_ = std::move(*fd);
   if (::ftruncate(a.fd_.get(), static_cast<off_t>(size)) != 0)
     return Status::FromErrno("ftruncate of the arena to " + std::to_string(size) + " bytes", errno);
-  Result<Mapping> m = Mapping::Map(a.fd_.get(), size, /*writable=*/true, /*populate=*/false);
+  Result<Mapping> m = Mapping::Map(a.fd_.get(), size, /*writable=*/true);
   if (!m.ok()) {
     if (o.hugepages)
       return Status::OutOfMemory(m.status().message() +

@@ -26,8 +26,16 @@ class Mapping {
   Mapping& operator=(const Mapping&) = delete;
   ~Mapping();
 
-  // Maps `size` bytes of `fd` shared. `populate` prefaults the page tables.
-  static Result<Mapping> Map(int fd, size_t size, bool writable, bool populate);
+  // Maps `size` bytes of `fd` shared. It touches no page: the cost is the
+  // same for 256 MiB as for 64 TiB (see Populate for what comes after).
+  static Result<Mapping> Map(int fd, size_t size, bool writable);
+
+  // Asks the kernel to map [offset, offset + len) now, for writing
+  // (MADV_POPULATE_WRITE) or reading (MADV_POPULATE_READ), with one call
+  // instead of one page fault per page when the range is touched. The range
+  // is widened to whole pages. A hint: false if it did nothing (a kernel
+  // before 5.14 says EINVAL), and the pages then fault in as they are used.
+  bool Populate(uint64_t offset, uint64_t len, bool write) const;
 
   uint8_t* base() const { return base_; }
   size_t size() const { return size_; }

@@ -6,16 +6,21 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
 #include <thread>
 
 #include "core/digest.h"
 #include "plasmon/client.h"
+#include "tests/raw_client.h"
+#include "tests/smaps.h"
 #include "tests/store_process.h"
 
 namespace plasmon {
 namespace {
 
+using testing::RawClient;
 using testing::StoreProcess;
 
 class ClientTest : public ::testing::Test {
@@ -555,6 +560,122 @@ TEST_F(ClientTest, ARequestTimeoutMustBePositiveOrNone) {
   EXPECT_TRUE(c.Connect(store_.socket(), ConnectOptions{-5}).IsInvalidArgument());
   ASSERT_TRUE(c.Connect(store_.socket(), ConnectOptions{-1}).ok());
   EXPECT_TRUE(c.Stats().ok());
+}
+
+// The resident bytes of the one arena mapping of this process.
+uint64_t ArenaRss() {
+  std::vector<testing::SmapsEntry> maps = testing::MappingsNamed("plasmon-arena");
+  EXPECT_EQ(maps.size(), 1u) << "one client, one mapping";
+  return maps.empty() ? 0 : maps[0].rss;
+}
+
+// Connect maps the arena without touching a page of it, even when the store
+// prefaulted it (clients used to map it with MAP_POPULATE: all of it, on
+// every Connect); Create maps a large object's range before it is written,
+// and Get before it is read, and little more.
+class ArenaMappingTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(ArenaMappingTest, ConnectMapsNothingAndALargeObjectIsMappedWhenCreatedAndGot) {
+  constexpr uint64_t kMiB = 1 << 20, kSize = 64 * kMiB, kSlack = 8 * kMiB;
+  std::vector<std::string> args = {"-m", "512M"};
+  if (GetParam()) args.push_back("--prefault");
+  StoreProcess store(args);
+  ASSERT_TRUE(store.started());
+  ObjectID id = ObjectID::Random();
+  {
+    Client writer;
+    ASSERT_TRUE(writer.Connect(store.socket()).ok());
+    EXPECT_LT(ArenaRss(), 1 * kMiB);
+    auto b = writer.Create(id, kSize, "meta");
+    ASSERT_TRUE(b.ok()) << b.status().ToString();
+    uint64_t rss = ArenaRss();  // before a byte of the data is written
+    EXPECT_GE(rss, kSize);
+    EXPECT_LT(rss, kSize + kSlack);
+    std::memset(b->data, 'x', kSize);
+    ASSERT_TRUE(writer.Seal(id).ok());
+    auto small = writer.Create(ObjectID::Random(), 4096);  // left to fault in when written
+    ASSERT_TRUE(small.ok());
+    EXPECT_LT(ArenaRss(), kSize + kSlack);
+  }  // the writer's mapping goes with it
+
+  Client reader;
+  ASSERT_TRUE(reader.Connect(store.socket()).ok());
+  EXPECT_LT(ArenaRss(), 1 * kMiB) << "Connect mapped the arena";
+  auto got = reader.Get({id}, 0);
+  ASSERT_TRUE(got.ok() && (*got)[0].valid());
+  const ObjectBuffer& o = (*got)[0];
+  std::vector<testing::SmapsEntry> maps = testing::MappingsNamed("plasmon-arena");
+  ASSERT_EQ(maps.size(), 1u);
+  auto at = reinterpret_cast<uintptr_t>(o.data());
+  EXPECT_TRUE(at >= maps[0].start && at + kSize <= maps[0].end);
+  EXPECT_GE(maps[0].rss, kSize) << "Get mapped the object's range";
+  EXPECT_LT(maps[0].rss, kSize + kSlack);
+  EXPECT_EQ(o.metadata_view(), "meta");
+  EXPECT_EQ(o.data()[0], 'x');
+  EXPECT_EQ(o.data()[kSize - 1], 'x');
+}
+
+INSTANTIATE_TEST_SUITE_P(Arena, ArenaMappingTest, ::testing::Values(true, false),
+                         [](const ::testing::TestParamInfo<bool>& prefault) {
+                           return prefault.param ? "Prefaulted" : "Lazy";
+                         });
+
+// Get with fetch has one deadline for the whole call: a fetched object that
+// is gone again before the Get that follows is fetched again only within
+// what is left of it. (It used to run up to three Fetches of the full
+// timeout each.) Here the object is being created on this node; each time
+// the fetch sees it sealed, it is deleted and created anew, unsealed, before
+// the fetching client can get it.
+TEST(GetWithFetchTest, TheTimeoutCoversTheWholeCall) {
+  StoreProcess store({"-m", "64M"});
+  ASSERT_TRUE(store.started());
+  const ObjectID id = ObjectID::Random();
+  RawClient creator(store.socket());
+  namespace p = protocol;
+  creator.Send(p::MessageType::kCreate, 2, p::CreateRequest{id, 64, 0});
+  ASSERT_TRUE(creator.ReadReply<p::CreateReply>(2).status.ok());
+
+  constexpr int64_t kTimeoutMs = 1000;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  std::thread churn([&] {
+    // Seal (which answers the waiting Fetch), Delete and Create again, in
+    // one write: the store handles all three before the Get that follows the
+    // Fetch's reply, which then finds the object unsealed.
+    uint64_t req = 10;
+    std::unique_lock<std::mutex> l(mu);
+    for (int round = 0; round < 3; round++) {
+      auto a_while = std::chrono::milliseconds(kTimeoutMs * 8 / 10);
+      if (cv.wait_for(l, a_while, [&] { return done; })) break;
+      creator.SendFrames(RawClient::Frame(p::MessageType::kSeal, req, p::IdRequest{id}) +
+                         RawClient::Frame(p::MessageType::kDelete, req + 1, p::DeleteRequest{{id}}) +
+                         RawClient::Frame(p::MessageType::kCreate, req + 2,
+                                          p::CreateRequest{id, 64, 0}));
+      EXPECT_TRUE(creator.ReadReply<p::StatusReply>(req).status.ok());
+      creator.ReadReply<p::DeleteReply>(req + 1);
+      EXPECT_TRUE(creator.ReadReply<p::CreateReply>(req + 2).status.ok());
+      req += 3;
+    }
+  });
+
+  Client c;
+  ASSERT_TRUE(c.Connect(store.socket()).ok());
+  auto t0 = std::chrono::steady_clock::now();
+  auto got = c.Get({id}, kTimeoutMs, GetOptions{true});
+  auto took = std::chrono::steady_clock::now() - t0;
+  {
+    std::lock_guard<std::mutex> l(mu);
+    done = true;
+  }
+  cv.notify_all();
+  churn.join();
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_FALSE((*got)[0].valid());
+  EXPECT_TRUE((*got)[0].status().IsTimeout() || (*got)[0].status().IsObjectNotSealed())
+      << (*got)[0].status().ToString();
+  // Generous (not a speed check): one timeout, not two or three.
+  EXPECT_LT(took, std::chrono::milliseconds(2 * kTimeoutMs));
 }
 
 }  // namespace

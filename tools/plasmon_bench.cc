@@ -4,7 +4,7 @@
 //   plasmon-bench local [--socket PATH] [--sizes 64,4K,64K,1M,8M,64M] [--iterations N]
 //                       [--warmup N] [--clients N] [--json] [--redis-socket PATH]
 //                       [--ops create_seal,create_and_seal,get_release,contains,delete]
-//                       [--fill 40000[,1000000...]]
+//                       [--fill 40000[,1000000...]] [--connects N] [--first-touch N]
 //
 // It connects to a store that is already running (it never starts one) and
 // times, for each object size, after a warm-up:
@@ -16,6 +16,12 @@
 //    (get_release)     destruction (which sends the one-way release)
 //   contains           Contains(id) of a present object
 //   delete             Delete({id}) of an object created and sealed just before, untimed
+//
+// and what a new client pays before its first byte: Connect (--connects N
+// times, default 100; each also as Connect+Stats+close, what `plasmon stats`
+// does), and the first Get and full read of a sealed 64 MiB object by a new
+// client process (--first-touch N processes, default 5: the first touch of a
+// fresh mapping of the arena, against memcpy of 64 MiB).
 //
 // and, with --fill N (40000 by default, 0 for none), the throughput of
 // filling the store with N CreateAndSeal of 1-byte objects, kept until the
@@ -61,6 +67,8 @@
 //            | {"socket": str, "version": str, "error": str|null, "results": [ROW, ...]}
 //   },
 //   "results": [ROW, ...],
+//   "connect": [ROW, ...],    // ops "connect", "connect_stats" (size: the store's capacity),
+//                             // "first_get_read" (samples: new processes)
 //   "fill": [{"objects": int, "ids": "random" | "structured", "runs": int, "seconds": num,
 //             "ops_per_s": num}],                    // seconds: the mean of the runs
 //   "targets": [{"name": str, "value": num|null, "value_vs_floor_after": num|null,
@@ -159,7 +167,12 @@ struct Config {
   int pin_client = -1;  // --pin: CPU of the benchmark's clients
   int pin_peer = -1;    // --pin: CPU of the ping-pong's echo process (and the store's)
   std::vector<uint64_t> fill = {40000};  // --fill: object counts (none: empty)
+  uint64_t connects = 100;    // --connects: Connect (and Connect+Stats+close) samples
+  uint64_t first_touch = 5;   // --first-touch: new processes that Get and read an object
 };
+
+// The object the new processes of --first-touch read (the issue's 64 MiB).
+constexpr uint64_t kFirstTouchSize = 64 * kMiB;
 
 // Iterations (per client) and warm-up for one size: the configured counts,
 // scaled down for large objects so that a default run stays short.
@@ -205,6 +218,7 @@ using b::Progress;
 
 using b::ReadFull;
 using b::WriteFull;
+using plasmon::cluster::DescribeExit;
 
 // Messages from a forked client to the parent: one tag byte, then
 //   'R'  ready for the next phase (no payload)
@@ -433,6 +447,110 @@ std::vector<FillRow> MeasureFill(const Config& cfg) {
   return rows;
 }
 
+// ---- what a new client pays: Connect and the first touch ----
+
+// Connect alone (a new Client and its Connect; the close is untimed), and what
+// a CLI call such as `plasmon stats` does (Connect, Stats, close), `n` times
+// each. Samples in ns: {connect, connect+stats+close}.
+std::pair<std::vector<uint64_t>, std::vector<uint64_t>> MeasureConnects(const Config& cfg,
+                                                                        uint64_t n) {
+  std::vector<uint64_t> connect, stats;
+  for (uint64_t i = 0; i < n; i++) {
+    Progress("measuring connect (" + std::to_string(i + 1) + "/" + std::to_string(n) + ")");
+    {
+      Client c;
+      uint64_t t0 = b::NowNs();
+      Status st = c.Connect(cfg.socket);
+      uint64_t t1 = b::NowNs();
+      if (!st.ok()) Die(ConnectError(cfg.socket, st));
+      connect.push_back(t1 - t0);
+    }
+    uint64_t t0 = b::NowNs();
+    {
+      Client c;
+      if (Status st = c.Connect(cfg.socket); !st.ok()) Die(ConnectError(cfg.socket, st));
+      auto s = c.Stats();
+      if (!s.ok()) Die("connect+stats+close: Stats", s.status());
+    }
+    stats.push_back(b::NowNs() - t0);
+  }
+  return {std::move(connect), std::move(stats)};
+}
+
+// The first Get and full read (a memcpy into a faulted buffer, as the memcpy
+// reference does) of a sealed object of `size` bytes by a new client process,
+// `n` processes one after the other: what a process that maps the arena for
+// the first time pays for the object's pages. Samples in ns, Get to the end of
+// the read (the child's Connect is not counted: the connect rows have it).
+std::vector<uint64_t> MeasureFirstTouch(const Config& cfg, Client* owner, uint64_t size,
+                                        const uint8_t* src, uint64_t n) {
+  const ObjectID id = ObjectID::Random();
+  auto buf = owner->Create(id, size);
+  if (!buf.ok()) Die("first get+read: Create", buf.status());
+  std::memcpy(buf->data, src, size);
+  if (Status st = owner->Seal(id); !st.ok()) Die("first get+read: Seal", st);
+  std::vector<uint64_t> samples;
+  for (uint64_t i = 0; i < n; i++) {
+    Progress("measuring first get+read " + plasmon::FormatSize(size) + " by a new process (" +
+             std::to_string(i + 1) + "/" + std::to_string(n) + ")");
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) Die(std::string("pipe: ") + std::strerror(errno));
+    std::fflush(nullptr);
+    pid_t pid = ::fork();
+    if (pid < 0) Die(std::string("fork: ") + std::strerror(errno));
+    if (pid == 0) {
+      ::close(fds[0]);
+      g_report_fd = fds[1];
+      g_progress = false;
+      // Its own destination, faulted in before the clock starts (the parent's
+      // heap would be copy-on-write here).
+      std::unique_ptr<uint8_t[]> dst(new uint8_t[size]);
+      std::memset(dst.get(), 1, size);
+      // Or the compiler drops the memset as a dead store, and the timed copy
+      // faults the destination in (400 ms of 64 MiB on the VM).
+      asm volatile("" : : "r"(dst.get()) : "memory");
+      Client c;
+      if (Status st = c.Connect(cfg.socket); !st.ok()) Die(ConnectError(cfg.socket, st));
+      uint64_t t0 = b::NowNs();
+      {
+        auto got = c.Get({id}, 0);
+        if (!got.ok()) Die("first get+read: Get", got.status());
+        if (!(*got)[0].valid()) Die("first get+read: Get", (*got)[0].status());
+        std::memcpy(dst.get(), (*got)[0].data(), size);
+      }
+      uint64_t ns = b::NowNs() - t0;
+      if (std::memcmp(dst.get(), src, size) != 0) Die("first get+read: the bytes read differ");
+      if (!WriteFull(fds[1], &kMsgSamples, 1) || !WriteFull(fds[1], &ns, sizeof(ns))) ::_exit(1);
+      ::_exit(0);
+    }
+    ::close(fds[1]);
+    char tag = 0;
+    uint64_t ns = 0;
+    std::string error;
+    if (ReadFull(fds[0], &tag, 1) != 1) {
+      error = "the process exited early";
+    } else if (tag == kMsgError) {
+      uint32_t len = 0;
+      if (ReadFull(fds[0], &len, sizeof(len)) == 1) {
+        error.assign(len, '\0');
+        if (ReadFull(fds[0], error.data(), len) != 1) error = "failed";
+      }
+    } else if (tag != kMsgSamples || ReadFull(fds[0], &ns, sizeof(ns)) != 1) {
+      error = "it sent a malformed sample";
+    }
+    ::close(fds[0]);
+    int ws = 0;
+    while (::waitpid(pid, &ws, 0) < 0 && errno == EINTR) {
+    }
+    if (!error.empty())
+      Die("first get+read by a new process: " + error + " (" + DescribeExit(ws) + ")");
+    samples.push_back(ns);
+  }
+  auto deleted = owner->Delete({id});
+  if (!deleted.ok()) Die("first get+read: Delete", deleted.status());
+  return samples;
+}
+
 PhaseSamples RunInProcess(Client* c, const std::vector<Phase>& phases, const uint8_t* src) {
   PhaseSamples out(phases.size());
   Runner r(c, src, 0);
@@ -480,8 +598,6 @@ struct Child {
   int ctl = -1;   // parent -> child
   int data = -1;  // child -> parent
 };
-
-using plasmon::cluster::DescribeExit;
 
 [[noreturn]] void StopChildren(std::vector<Child>* kids, const std::string& msg) {
   for (Child& k : *kids)
@@ -647,8 +763,24 @@ std::vector<Target> ComputeTargets(const std::vector<Row>& results, const Row& f
                                    const Row& floor_after,
                                    const std::vector<b::MemcpyRow>& memcpy_rows,
                                    const b::RedisReference* redis,
-                                   const std::vector<FillRow>& fill) {
+                                   const std::vector<FillRow>& fill,
+                                   const std::vector<Row>& connect_rows) {
   std::vector<Target> t;
+  for (const Row& r : connect_rows) {
+    Target x;
+    if (r.op == "first_get_read") {
+      x.name = "first get+read " + plasmon::FormatSize(r.size) + " by a new process GB/s";
+      x.cmp = ">=";
+      x.bound = 5.0;
+      x.value = r.gb_per_s;
+    } else {
+      x.name = r.label + " p50 ms (" + plasmon::FormatSize(r.size) + " store)";
+      x.cmp = "<=";
+      x.bound = 5.0;
+      x.value = r.s.p50_us / 1000;
+    }
+    t.push_back(x);
+  }
   for (size_t i = 0; i + 1 < fill.size(); i += 2) {
     Target x;
     x.name = "fill " + std::to_string(fill[i].objects) + ": structured IDs s / random IDs s";
@@ -848,6 +980,19 @@ int main(int argc, char** argv) {
                     "counter in bytes 8-15, an index) beside random IDs, interleaved (default: "
                     "40000; 0: none). Each object takes 64 B of the store")
       ->delimiter(',');
+  local
+      ->add_option("--connects", cfg.connects,
+                   "Connects to time (each also as Connect+Stats+close, what a CLI call such as "
+                   "'plasmon stats' does), on the store's whole arena; 0: none")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  local
+      ->add_option("--first-touch", cfg.first_touch,
+                   "New client processes, one after the other, that each Get a sealed 64 MiB "
+                   "object and read all of it (into faulted memory, as memcpy does): the "
+                   "first-touch cost of a process that has just mapped the arena; 0: none")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   local->footer(
       "Latencies are nearest-rank percentiles in microseconds after the warm-up. Throughput is "
       "derived from the median: ops/s = clients / p50, GB/s = clients x size / p50 (GB = 1e9 "
@@ -919,8 +1064,9 @@ int main(int argc, char** argv) {
                  plasmon::FormatSize(stats->used).c_str());
 
   // The bytes every create writes, faulted in before any timing.
-  std::unique_ptr<uint8_t[]> src(new uint8_t[max_size]);
-  for (uint64_t i = 0; i < max_size; i++) src[i] = static_cast<uint8_t>(i * 131 + 7);
+  const uint64_t src_size = std::max(max_size, cfg.first_touch > 0 ? kFirstTouchSize : 0);
+  std::unique_ptr<uint8_t[]> src(new uint8_t[src_size]);
+  for (uint64_t i = 0; i < src_size; i++) src[i] = static_cast<uint8_t>(i * 131 + 7);
 
   b::Machine machine = b::DescribeMachine();
   if (!cfg.json) {
@@ -946,7 +1092,13 @@ int main(int argc, char** argv) {
   Row floor = MakeRow("pingpong", "ping-pong (floor)", kPingPongBytes, 1, *pingpong, false);
 
   Progress("measuring the references: memcpy");
-  std::vector<b::MemcpyRow> memcpy_rows = b::MeasureMemcpy(cfg.sizes);
+  std::vector<uint64_t> memcpy_sizes = cfg.sizes;
+  const bool first_touch =
+      cfg.first_touch > 0 && stats->capacity >= kFirstTouchSize + kFirstTouchSize / 8;
+  if (first_touch &&
+      std::find(memcpy_sizes.begin(), memcpy_sizes.end(), kFirstTouchSize) == memcpy_sizes.end())
+    memcpy_sizes.push_back(kFirstTouchSize);
+  std::vector<b::MemcpyRow> memcpy_rows = b::MeasureMemcpy(memcpy_sizes);
 
   std::optional<b::RedisReference> redis;
   std::vector<Row> redis_rows;
@@ -990,6 +1142,34 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
   }
 
+  // ---- what a new client pays ----
+  std::vector<Row> connect_rows;
+  if (cfg.connects > 0) {
+    auto [connect, with_stats] = MeasureConnects(cfg, cfg.connects);
+    connect_rows.push_back(
+        MakeRow("connect", "connect", stats->capacity, 1, b::Summarize(&connect), false));
+    connect_rows.push_back(MakeRow("connect_stats", "connect+stats+close", stats->capacity, 1,
+                                   b::Summarize(&with_stats), false));
+  }
+  if (first_touch) {
+    std::vector<uint64_t> ft =
+        MeasureFirstTouch(cfg, probe.get(), kFirstTouchSize, src.get(), cfg.first_touch);
+    connect_rows.push_back(MakeRow("first_get_read", "first get+read", kFirstTouchSize, 1,
+                                   b::Summarize(&ft), true));
+  } else if (cfg.first_touch > 0) {
+    std::fprintf(stderr, "plasmon-bench: the store is too small for the first-touch figure "
+                 "(it needs a %s object): skipped\n", plasmon::FormatSize(kFirstTouchSize).c_str());
+  }
+  ClearProgress();
+  if (!cfg.json && !connect_rows.empty()) {
+    std::printf("\nwhat a new client pays (size: the store's capacity for connect; \"first "
+                "get+read\": a new process's first Get and read of every byte, each sample a "
+                "new process)\n");
+    PrintTableHeader();
+    for (const Row& r : connect_rows) PrintRow(r);
+    std::fflush(stdout);
+  }
+
   // ---- the store ----
   PhaseSamples samples;
   if (cfg.clients == 1) {
@@ -1020,7 +1200,8 @@ int main(int argc, char** argv) {
                               b::Summarize(&samples[i]), info.copies_data));
   }
   std::vector<Target> targets =
-      ComputeTargets(results, floor, floor_after, memcpy_rows, redis ? &*redis : nullptr, fill);
+      ComputeTargets(results, floor, floor_after, memcpy_rows, redis ? &*redis : nullptr, fill,
+                     connect_rows);
 
   if (!cfg.json) {
     std::printf("\nresults%s\n",
@@ -1085,6 +1266,9 @@ int main(int argc, char** argv) {
   j += "\n  },\n  \"results\": [";
   for (size_t i = 0; i < results.size(); i++)
     j += std::string(i > 0 ? "," : "") + "\n    " + RowJson(results[i]);
+  j += "\n  ],\n  \"connect\": [";
+  for (size_t i = 0; i < connect_rows.size(); i++)
+    j += std::string(i > 0 ? "," : "") + "\n    " + RowJson(connect_rows[i]);
   j += "\n  ],\n  \"fill\": [";
   for (size_t i = 0; i < fill.size(); i++)
     j += std::string(i > 0 ? "," : "") + "\n    {\"objects\": " + std::to_string(fill[i].objects) +

@@ -154,8 +154,10 @@ class Client {
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
 
-  // Connects to the store at `socket_path` and maps its memory. Timeout if
-  // the store does not answer within options.request_timeout_ms.
+  // Connects to the store at `socket_path` and maps its memory, touching
+  // none of it (the cost does not grow with the store's size): a large
+  // object's pages are mapped when it is created or got. Timeout if the
+  // store does not answer within options.request_timeout_ms.
   Status Connect(const std::string& socket_path, const ConnectOptions& options = {});
   // Closes the connection. The store releases every reference this client
   // holds and aborts every object it created and did not seal.
