@@ -710,6 +710,7 @@ Result<std::vector<Status>> Client::Fetch(const std::vector<ObjectID>& ids, int6
       r.digest_us = t.digest_us;
       r.back_us = t.back_us;
       r.seal_us = t.seal_us;
+      r.bytes = t.bytes;
       report->ids.push_back(r);
     }
   }

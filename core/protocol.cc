@@ -268,7 +268,7 @@ bool StatusListReply::Decode(Decoder* d) {
 }
 
 namespace {
-constexpr size_t kTimingBytes = 1 + 7 * 4;
+constexpr size_t kTimingBytes = 1 + 7 * 4 + 8;
 }
 
 void FetchReply::Encode(Encoder* e) const {
@@ -282,6 +282,7 @@ void FetchReply::Encode(Encoder* e) const {
     for (uint32_t v : {t.lookup_us, t.queue_us, t.dispatch_us, t.transfer_us, t.digest_us,
                        t.back_us, t.seal_us})
       e->PutU32(v);
+    e->PutU64(t.bytes);
   }
 }
 bool FetchReply::Decode(Decoder* d) {
@@ -300,6 +301,7 @@ bool FetchReply::Decode(Decoder* d) {
     for (uint32_t* v : {&t.lookup_us, &t.queue_us, &t.dispatch_us, &t.transfer_us, &t.digest_us,
                         &t.back_us, &t.seal_us})
       if (!d->GetU32(v)) return false;
+    if (!d->GetU64(&t.bytes)) return false;
   }
   return true;
 }

@@ -271,6 +271,7 @@ struct FetchTiming {
   uint8_t flags = 0;
   uint32_t lookup_us = 0, queue_us = 0, dispatch_us = 0, transfer_us = 0, digest_us = 0,
            back_us = 0, seal_us = 0;
+  uint64_t bytes = 0;  // pulled (data and metadata), if kPulled
 };
 
 // A StatusListReply, then (if the request asked) the timing of the request

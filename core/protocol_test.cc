@@ -128,7 +128,7 @@ TEST(ProtocolTest, FetchesCarryFlagsAndRepliesTheirTimingWhenAsked) {
   FetchReply plain = RoundTrip(FetchReply{{}, {Status(), Status::Timeout("late")}, false, 0, {}});
   EXPECT_FALSE(plain.has_timing);
   EXPECT_TRUE(plain.results[1].IsTimeout());
-  FetchTiming t{FetchTiming::kPulled | FetchTiming::kOnLoop, 1, 2, 3, 40, 5, 6, 7};
+  FetchTiming t{FetchTiming::kPulled | FetchTiming::kOnLoop, 1, 2, 3, 40, 5, 6, 7, 4096};
   FetchReply timed = RoundTrip(FetchReply{{}, {Status(), Status()}, true, 99, {t, {}}});
   ASSERT_TRUE(timed.has_timing);
   EXPECT_EQ(timed.in_store_us, 99u);
@@ -136,6 +136,7 @@ TEST(ProtocolTest, FetchesCarryFlagsAndRepliesTheirTimingWhenAsked) {
   EXPECT_EQ(timed.timing[0].flags, FetchTiming::kPulled | FetchTiming::kOnLoop);
   EXPECT_EQ(timed.timing[0].transfer_us, 40u);
   EXPECT_EQ(timed.timing[0].seal_us, 7u);
+  EXPECT_EQ(timed.timing[0].bytes, 4096u);
   EXPECT_EQ(timed.timing[1].flags, 0);
 }
 

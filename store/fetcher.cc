@@ -605,6 +605,7 @@ void Fetcher::OnPulled(const ObjectID& id, const FetchCandidate& from, Result<Pu
     job->phase = Job::Phase::kLookup;  // no transfer in flight now
     job->pulled_us = MonoMicros();
     job->pulled_on_loop = on_loop;
+    job->pulled_bytes = from.data_size + from.metadata_size;
     if (r.ok()) job->pull = *r;
   }
   const char* via = transports_[from.transport]->name();
@@ -841,6 +842,7 @@ p::FetchTiming Fetcher::TimingOf(const Job& job, int64_t arrived_us, int64_t now
   t.queue_us = span(job.looked_up_us, job.pull_started_us);
   if (job.pulled_us == 0 || job.pull.landed_us == 0) return t;  // not pulled (or not measured)
   t.flags |= p::FetchTiming::kPulled;
+  t.bytes = job.pulled_bytes;
   if (job.pull.carried_by == TransportKind::kVerbs) t.flags |= p::FetchTiming::kRdma;
   if (job.pulled_on_loop) t.flags |= p::FetchTiming::kOnLoop;
   t.dispatch_us = span(job.pull_started_us, job.pull.started_us);

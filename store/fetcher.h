@@ -188,6 +188,7 @@ class Fetcher {
     int64_t started_us = 0, looked_up_us = 0, pull_started_us = 0, pulled_us = 0;
     PullResult pull;
     bool pulled_on_loop = false;
+    uint64_t pulled_bytes = 0;
   };
   // A holder as a pull dials it (transport and endpoint): its transfers in
   // flight, the jobs waiting for one of its slots, and whether it is suspect.

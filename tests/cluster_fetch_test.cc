@@ -113,6 +113,7 @@ TEST_F(ClusterFetchTest, AFetchReportsWhereItsTimeWent) {
   EXPECT_TRUE(r.ids[0].pulled);
   EXPECT_TRUE(r.ids[0].on_loop);
   EXPECT_FALSE(r.ids[0].rdma);
+  EXPECT_EQ(r.ids[0].bytes, 4096u);
   EXPECT_TRUE(consistent(r));
   EXPECT_TRUE(HasBytes(c(2), small, Bytes(4096, 2)));
   // Deleted here and fetched again: its holder is in the location cache.

@@ -92,6 +92,14 @@ TEST(ClusterLauncherTest, UpFetchAcrossNodesDown) {
   std::string id = put.out.substr(0, 40);
   auto fetch = RunCommand({CliBinary(), "-s", s2, "fetch", "-t", "10000", id});
   EXPECT_EQ(fetch.exit_code, 0) << fetch.err;
+  // It says what the transfer itself took, as the store measured it.
+  EXPECT_NE(fetch.err.find(id + ": pulled 97.7 KiB over TCP: transfer "), std::string::npos)
+      << fetch.err;
+  EXPECT_NE(fetch.err.find(" GB/s (lookup "), std::string::npos) << fetch.err;
+  // Fetched again, it is local: nothing was pulled.
+  auto again = RunCommand({CliBinary(), "-s", s2, "fetch", "-t", "10000", id});
+  EXPECT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(again.err.find("pulled"), std::string::npos) << again.err;
   auto get = RunCommand({CliBinary(), "-s", s2, "get", id});
   EXPECT_EQ(get.exit_code, 0) << get.err;
   EXPECT_EQ(get.out, data);

@@ -116,7 +116,7 @@ void ProtocolSeeds() {
   p::FetchReply timed = fr;
   timed.has_timing = true;
   timed.in_store_us = 75;
-  timed.timing = {{p::FetchTiming::kPulled | p::FetchTiming::kCachedLocation, 1, 2, 3, 30, 2, 3, 4},
+  timed.timing = {{p::FetchTiming::kPulled | p::FetchTiming::kCachedLocation, 1, 2, 3, 30, 2, 3, 4, 4096},
                   {}};
   Write(kTarget, "fetch_reply_timed", Frame(T::kFetch, 12, timed, true));
   Write(kTarget, "batch_reply",

@@ -55,20 +55,21 @@ echo "==> plasmon where (asked of node 2, which has neither yet)"
 "$BIN/plasmon" -s "$N2" where "$LARGE"
 
 echo "==> plasmon fetch on node 2 (node 1 serves at $PLASMON_ENDPOINT_1, node 2 pulls over TCP)"
-fetch_ms() {  # fetches $1 on node 2, prints the CLI's own timing in ms
-  local err
+fetch_one() {  # fetches $1 ($2: a label) on node 2; prints the CLI's wall time and the transfer's own
+  local err wall line
   if ! err=$("$BIN/plasmon" -s "$N2" fetch "$1" 2>&1 >/dev/null); then
     echo "$err" >&2
     echo "fetch of $1 failed; the stores' logs:" >&2
     tail -n 20 "$CLUSTER_DIR/n1.log" "$CLUSTER_DIR/n2.log" >&2
     return 1
   fi
-  sed -n 's/^plasmon: fetch took \([0-9.]*\) ms$/\1/p' <<<"$err"
+  wall=$(sed -n 's/^plasmon: fetch took \([0-9.]*\) ms$/\1/p' <<<"$err")
+  # "plasmon: ID: pulled 64 MiB over TCP: transfer 33.1 ms at 2.03 GB/s (...)", as the store measured it
+  line=$(sed -n 's/^plasmon: [0-9a-f]*: pulled .* over \(.*\)$/\1/p' <<<"$err")
+  echo "$2: fetched in $wall ms; the transfer over $line"
 }
-MS=$(fetch_ms "$SMALL")
-echo "4 KiB:  fetched in $MS ms"
-MS=$(fetch_ms "$LARGE")
-awk -v ms="$MS" 'BEGIN { printf "64 MiB: fetched in %s ms (%.2f GB/s)\n", ms, 67108864 / (ms * 1e6) }'
+fetch_one "$SMALL" "4 KiB "
+fetch_one "$LARGE" "64 MiB"
 "$BIN/plasmon" -s "$N2" where "$LARGE"
 
 echo "==> plasmon get on node 2 | sha256sum, against the files put on node 1"

@@ -420,7 +420,8 @@ int main(int argc, char** argv) {
       ids.push_back(*id);
     }
     auto t0 = std::chrono::steady_clock::now();
-    auto res = client.Fetch(ids, fetch_ms);
+    plasmon::FetchReport report;
+    auto res = client.Fetch(ids, fetch_ms, &report);
     double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     if (!res.ok()) return Fail(res.status().ToString());
     int rc = 0;
@@ -428,6 +429,17 @@ int main(int argc, char** argv) {
       const plasmon::Status& st = (*res)[i];
       if (st.ok()) {
         std::printf("%s\tlocal\n", ids[i].Hex().c_str());
+        // The transfer's own rate, as the store measured it (what
+        // plasmon-bench fetch reports), apart from this call's overheads.
+        const plasmon::FetchReport::Id& x = report.ids.at(i);
+        if (x.pulled && x.transfer_us > 0)
+          std::fprintf(stderr,
+                       "plasmon: %s: pulled %s over %s: transfer %.3f ms at %.2f GB/s "
+                       "(lookup %.3f ms, digest %.3f ms)\n",
+                       ids[i].Hex().c_str(), plasmon::FormatSize(x.bytes).c_str(),
+                       x.rdma ? "RDMA" : "TCP", x.transfer_us / 1e3,
+                       static_cast<double>(x.bytes) / x.transfer_us / 1e3, x.lookup_us / 1e3,
+                       x.digest_us / 1e3);
       } else {
         std::fprintf(stderr, "plasmon: %s: %s\n", ids[i].Hex().c_str(), st.ToString().c_str());
         rc = 1;

@@ -116,6 +116,7 @@ struct FetchReport {
     // back to the store's loop, and seal, publish and reply.
     uint32_t lookup_us = 0, queue_us = 0, dispatch_us = 0, transfer_us = 0, digest_us = 0,
              back_us = 0, seal_us = 0;
+    uint64_t bytes = 0;  // pulled (data and metadata)
   };
   uint32_t in_store_us = 0;  // the store read the request -> it sent the reply
   std::vector<Id> ids;       // one per requested ID
