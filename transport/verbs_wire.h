@@ -126,6 +126,12 @@ struct DescribeReply {
   bool Decode(Decoder* d);
 };
 
+// What a puller that asked for the digest (a Describe with want_digest)
+// makes of a DescribeReply's digest state: OK with kValid or kFollows. A
+// holder that answers kNone leaves nothing to check the bytes against:
+// ProtocolError, before any read (the store would publish what arrived).
+Status CheckDigestOffered(const DescribeReply& reply);
+
 struct DigestMessage {
   uint64_t digest = 0;
   void Encode(Encoder* e) const;
