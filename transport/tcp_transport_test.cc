@@ -203,9 +203,19 @@ TEST(TcpWireTest, BadFlagsAndBoolsAreRefused) {
   tcp::PullMessage p;
   body.clear();
   p.Encode(&e);
-  body.back() = 4;  // no such Pull flag
+  body.back() = 8;  // no such Pull flag
   tcp::PullMessage pout;
   EXPECT_FALSE(tcp::ParseBody(body, &pout));
+
+  tcp::PullReply r;
+  body.clear();
+  r.Encode(&e);
+  body[body.size() - 9] = 4;  // no such PullReply flag
+  tcp::PullReply rout;
+  EXPECT_FALSE(tcp::ParseBody(body, &rout));
+  body[body.size() - 9] = tcp::kDigestValid | tcp::kBlockDigestsFollow;
+  ASSERT_TRUE(tcp::ParseBody(body, &rout));
+  EXPECT_TRUE(rout.digest_valid && rout.block_digests);
 }
 
 TEST(TcpWireTest, ProofsDependOnSecretLabelAndNonces) {
@@ -242,14 +252,25 @@ TEST(TcpTransportTest, LargeObjectInParallelChunks) {
   const uint64_t data = 40 * kMiB + 123, metadata = 4567;
   ObjectID id = h.source.Add(data, metadata);
   ExpectPulls(client.get(), &h, id, data, metadata);
-  EXPECT_EQ(h.source.computed_digests(), 1u) << "the describe request computes the digest once";
+  // The holder hashes each chunk's blocks as it sends them: it never hashes
+  // the object as a whole (and so has no digest to keep).
+  EXPECT_EQ(h.source.computed_digests(), 0u);
   EXPECT_GE(h.transport->accepted_connections(), 2u) << "chunks travel over several streams";
   EXPECT_LE(h.transport->accepted_connections(), 5u);
-  // Again: the digest is now the store's, and the connections are pooled.
+  // Again, over the pooled connections.
   uint64_t accepted = h.transport->accepted_connections();
   ExpectPulls(client.get(), &h, id, data, metadata);
-  EXPECT_EQ(h.source.computed_digests(), 1u);
   EXPECT_EQ(h.transport->accepted_connections(), accepted);
+}
+
+TEST(TcpTransportTest, AWholePullGivesTheHolderTheDigest) {
+  Holder h(Opts("s3cret", kMiB, 4));
+  auto client = MakeClient(Opts("s3cret", kMiB, 4));
+  ObjectID id = h.source.Add(kMiB - 100, 100);  // several digest blocks, one request
+  ExpectPulls(client.get(), &h, id, kMiB - 100, 100);
+  EXPECT_EQ(h.source.computed_digests(), 1u) << "hashed as sent, kept by the store";
+  ExpectPulls(client.get(), &h, id, kMiB - 100, 100);
+  EXPECT_EQ(h.source.computed_digests(), 1u) << "the store's digest is used as is";
 }
 
 TEST(TcpTransportTest, SingleStreamLargeObject) {

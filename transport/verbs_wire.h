@@ -28,7 +28,8 @@
 namespace plasmon::verbs {
 
 constexpr uint32_t kMagic = 0x50534c56;  // "VLSP" on the wire
-constexpr uint16_t kVersion = 1;
+// 2: objects over one digest block have the block-tree digest (core/digest.h).
+constexpr uint16_t kVersion = 2;
 constexpr uint32_t kMaxMessage = 1024;  // a receive slot
 constexpr uint32_t kMaxStatusMessage = 512;
 constexpr uint32_t kMaxNodeName = 255;
