@@ -67,7 +67,7 @@ struct PullRequest {
 enum class TransportKind : uint8_t { kTcp, kVerbs };
 
 struct PullResult {
-  uint64_t digest = 0;  // xxh3-64 of what arrived; equal to the holder's
+  uint64_t digest = 0;  // the digest (core/digest.h) of what arrived; equal to the holder's
   TransportKind carried_by = TransportKind::kTcp;
 };
 
