@@ -47,7 +47,7 @@ class BlockHasher {
   BlockHasher(const BlockHasher&) = delete;
   BlockHasher& operator=(const BlockHasher&) = delete;
   void Update(const uint8_t* p, size_t n);
-  void Finish();               // ends a partial last block, if any
+  void Finish();                                // ends a partial last block, if any
   uint64_t blocks() const { return written_; }  // digests written so far
 
  private:

@@ -32,14 +32,16 @@ TEST(DigestTest, EveryWayOfFeedingALargeObjectAgrees) {
     const uint64_t blocks = DigestBlocks(n);
     std::vector<uint64_t> want(blocks);
     for (uint64_t i = 0; i < blocks; i++)
-      want[i] = BlockDigest(b.data() + i * kDigestBlock, std::min(kDigestBlock, n - i * kDigestBlock));
+      want[i] =
+          BlockDigest(b.data() + i * kDigestBlock, std::min(kDigestBlock, n - i * kDigestBlock));
     const uint64_t d = CombineBlockDigests(want.data(), blocks);
     EXPECT_NE(d, BlockDigest(b.data(), n)) << "a tree, not the plain digest";
     EXPECT_EQ(ObjectDigest(b.data(), n, nullptr, 0), d) << n;
     EXPECT_EQ(ObjectDigest(b.data(), 100, b.data() + 100, n - 100), d) << n;
     for (size_t piece : {size_t{1000}, size_t{kDigestBlock}, size_t{kDigestBlock + 3}}) {
       DigestStream s;
-      for (uint64_t off = 0; off < n; off += piece) s.Update(b.data() + off, std::min<uint64_t>(piece, n - off));
+      for (uint64_t off = 0; off < n; off += piece)
+        s.Update(b.data() + off, std::min<uint64_t>(piece, n - off));
       EXPECT_EQ(s.Finish(), d) << n << " in pieces of " << piece;
     }
     // Two chunks of whole blocks, each hashed apart in odd pieces.
@@ -47,7 +49,8 @@ TEST(DigestTest, EveryWayOfFeedingALargeObjectAgrees) {
     const uint64_t cut = kDigestBlock * (blocks / 2);
     for (auto [from, to] : {std::pair<uint64_t, uint64_t>{0, cut}, {cut, n}}) {
       BlockHasher h(got.data() + from / kDigestBlock);
-      for (uint64_t off = from; off < to; off += 9999) h.Update(b.data() + off, std::min<uint64_t>(9999, to - off));
+      for (uint64_t off = from; off < to; off += 9999)
+        h.Update(b.data() + off, std::min<uint64_t>(9999, to - off));
       h.Finish();
       EXPECT_EQ(h.blocks(), DigestBlocks(to - from));
     }

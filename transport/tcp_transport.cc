@@ -686,9 +686,9 @@ bool TcpTransport::ServePull(int fd, const std::string& host, const std::string&
         "bytes at offset " + std::to_string(m.offset) + " length " + std::to_string(m.length) +
         " lie outside object " + m.id.Hex() + " (" + std::to_string(total) + " bytes)");
   } else if (m.block_digests && m.offset % kDigestBlock != 0) {
-    rep.status = Status::InvalidArgument("block digests of bytes from offset " +
-                                         std::to_string(m.offset) + ", not a multiple of " +
-                                         std::to_string(kDigestBlock));
+    rep.status =
+        Status::InvalidArgument("block digests of bytes from offset " + std::to_string(m.offset) +
+                                ", not a multiple of " + std::to_string(kDigestBlock));
   } else if (!InRegisteredMemory(p.bytes, total)) {
     spdlog::error("tcp transport: object {} is pinned outside registered memory", m.id.Hex());
     rep.status = Status::IOError("object " + m.id.Hex() + " lies outside registered memory");
@@ -996,11 +996,10 @@ Status TcpTransport::ReadPullReply(int fd, const std::string& endpoint, const Pu
     *reusable = true;
     for (uint64_t i = 0; i < count; i++) {
       if (theirs[i] != blocks[i])
-        return Status::Corruption(ctx + "digest mismatch in bytes " +
-                                  std::to_string(offset + i * kDigestBlock) + " to " +
-                                  std::to_string(offset + std::min(length, (i + 1) * kDigestBlock)) +
-                                  ": received " + Hex64(blocks[i]) + ", holder says " +
-                                  Hex64(theirs[i]));
+        return Status::Corruption(
+            ctx + "digest mismatch in bytes " + std::to_string(offset + i * kDigestBlock) + " to " +
+            std::to_string(offset + std::min(length, (i + 1) * kDigestBlock)) + ": received " +
+            Hex64(blocks[i]) + ", holder says " + Hex64(theirs[i]));
     }
   }
   *reusable = true;

@@ -11,7 +11,6 @@
 
 namespace plasmon::tcp {
 
-
 void Hello::Encode(Encoder* e) const {
   e->PutU32(magic);
   e->PutU16(version);
@@ -73,9 +72,9 @@ void PullReply::Encode(Encoder* e) const {
 }
 bool PullReply::Decode(Decoder* d) {
   uint8_t flags;
-  if (!protocol::DecodeStatus(d, &status) || !d->GetU64(&data_size) ||
-      !d->GetU64(&metadata_size) || !d->GetU8(&flags) ||
-      (flags & ~(kDigestValid | kBlockDigestsFollow)) != 0 || !d->GetU64(&digest))
+  if (!protocol::DecodeStatus(d, &status) || !d->GetU64(&data_size) || !d->GetU64(&metadata_size) ||
+      !d->GetU8(&flags) || (flags & ~(kDigestValid | kBlockDigestsFollow)) != 0 ||
+      !d->GetU64(&digest))
     return false;
   digest_valid = (flags & kDigestValid) != 0;
   block_digests = (flags & kBlockDigestsFollow) != 0;

@@ -1256,8 +1256,8 @@ Result<PullResult> VerbsTransport::Impl::PullOn(Peer* p, const PullRequest& req)
   }
   if (Status offered = verbs::CheckDigestOffered(r); !offered.ok()) {
     release();
-    return Status(offered.code(), "object " + req.id.Hex() + " from " + p->endpoint + ": " +
-                                      offered.message());
+    return Status(offered.code(),
+                  "object " + req.id.Hex() + " from " + p->endpoint + ": " + offered.message());
   }
 
   // Reads, in pieces that each lie inside one remote and one local region.
