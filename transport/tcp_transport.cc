@@ -32,7 +32,9 @@ namespace plasmon {
 namespace {
 
 constexpr int kMaxStreams = 64;
-constexpr uint64_t kMinChunkSize = 4096;
+// Both ends hash (and send, and receive) this much at a time: it stays in
+// the CPU's cache between the copy and the hash.
+constexpr uint64_t kHashPiece = 256 << 10;
 
 std::string Hex64(uint64_t v) {
   char buf[17];
@@ -274,6 +276,8 @@ class TcpTransport::LoopPull : public AsyncPull {
                                        &reusable_);
         if (!st.ok()) return Result<PullResult>(st);  // *reusable_ says if bytes follow
         reusable_ = false;  // until the bytes are in
+        if (reply_.block_digests)
+          return Fail(Status::ProtocolError("block digests that were not asked for"));
         have_reply_ = true;
       }
     }
@@ -311,8 +315,9 @@ class TcpTransport::LoopPull : public AsyncPull {
 Result<std::unique_ptr<TcpTransport>> TcpTransport::Create(TcpTransportOptions options) {
   if (options.streams < 1 || options.streams > kMaxStreams)
     return Status::InvalidArgument("streams must be 1 to " + std::to_string(kMaxStreams));
-  if (options.chunk_size < kMinChunkSize)
-    return Status::InvalidArgument("chunk_size must be at least " + std::to_string(kMinChunkSize));
+  if (options.chunk_size == 0 || options.chunk_size % kDigestBlock != 0)
+    return Status::InvalidArgument("chunk_size must be a positive multiple of " +
+                                   std::to_string(kDigestBlock) + " (the digest block)");
   if (options.io_timeout_ms <= 0 || options.connect_timeout_ms <= 0 ||
       options.hold_timeout_ms <= 0 || options.handshake_timeout_ms <= 0 ||
       options.dial_timeout_ms <= 0)
@@ -735,6 +740,32 @@ bool TcpTransport::ServerHandshake(Served* s, int fd, std::string* peer) {
   return true;
 }
 
+// Sends `frame`, then the range's bytes a piece at a time, each hashed just
+// before it is sent (read once from memory for both), then the range's block
+// digests. A range that is the whole object gives its digest too, which the
+// store keeps for the next pull.
+Status TcpTransport::SendHashed(int fd, const std::string& frame, const PinnedObject& p,
+                                uint64_t offset, uint64_t length, PinGuard* guard) {
+  std::vector<uint64_t> blocks(DigestBlocks(length));
+  BlockHasher hasher(blocks.data());
+  std::string_view head = frame;
+  for (uint64_t done = 0; done < length;) {
+    const uint64_t n = std::min(kHashPiece, length - done);
+    const uint8_t* piece = p.bytes + offset + done;
+    hasher.Update(piece, n);
+    PLASMON_RETURN_IF_ERROR(tcp::SendAll(fd, head, piece, n));
+    head = {};
+    done += n;
+  }
+  hasher.Finish();
+  if (offset == 0 && length == p.total())
+    guard->computed_digest = CombineBlockDigests(blocks.data(), blocks.size());
+  std::string trailer;
+  Encoder e(&trailer);
+  for (uint64_t d : blocks) e.PutU64(d);
+  return tcp::SendAll(fd, trailer);
+}
+
 bool TcpTransport::ServePull(int fd, const std::string& host, const std::string& peer,
                              uint64_t request_id, std::string_view body,
                              std::unique_ptr<PinGuard>* held) {
@@ -771,9 +802,15 @@ bool TcpTransport::ServePull(int fd, const std::string& host, const std::string&
     rep.status = Status::InvalidArgument(
         "bytes at offset " + std::to_string(m.offset) + " length " + std::to_string(m.length) +
         " lie outside object " + m.id.Hex() + " (" + std::to_string(total) + " bytes)");
+  } else if (m.block_digests && m.offset % kDigestBlock != 0) {
+    rep.status =
+        Status::InvalidArgument("block digests of bytes from offset " + std::to_string(m.offset) +
+                                ", not a multiple of " + std::to_string(kDigestBlock));
   } else if (!InRegisteredMemory(p.bytes, total)) {
     spdlog::error("tcp transport: object {} is pinned outside registered memory", m.id.Hex());
     rep.status = Status::IOError("object " + m.id.Hex() + " lies outside registered memory");
+  } else if (m.block_digests && !p.digest_valid && m.length > 0) {
+    rep.block_digests = true;
   } else {
     if (m.want_digest && !p.digest_valid) {
       uint64_t d = ObjectDigest(p.bytes, p.data_size, p.bytes + p.data_size, p.metadata_size);
@@ -788,8 +825,9 @@ bool TcpTransport::ServePull(int fd, const std::string& host, const std::string&
   // copied once into the socket buffer. Not sendfile()/splice(): they keep
   // referencing the pages after returning, so the pin would have to outlive
   // the call until the peer acknowledged every byte.
-  Status st =
-      tcp::SendAll(fd, tcp::MakeFrame(tcp::MessageType::kPullReply, request_id, rep), tail, n);
+  const std::string frame = tcp::MakeFrame(tcp::MessageType::kPullReply, request_id, rep);
+  Status st = rep.block_digests ? SendHashed(fd, frame, p, m.offset, m.length, &guard)
+                                : tcp::SendAll(fd, frame, tail, n);
   if (!st.ok()) {
     PeerLog(log_limiter_, spdlog::level::warn, "broken connections", host,
             "tcp transport: pull of {} by {}: {}", m.id.Hex(), peer, st.ToString());
@@ -1003,19 +1041,34 @@ Status TcpTransport::ClientHandshake(int fd, const std::string& endpoint,
 }
 
 Status TcpTransport::SendPull(int fd, const std::string& endpoint, const PullRequest& request,
-                              uint64_t offset, uint64_t length, bool want_digest,
-                              uint64_t request_id, bool hold) {
+                              uint64_t offset, uint64_t length, const PullAsk& ask,
+                              uint64_t request_id) {
   tcp::PullMessage m;
   m.id = request.id;
   m.offset = offset;
   m.length = length;
-  m.want_digest = want_digest;
-  m.hold = hold;
+  m.want_digest = ask.want_digest;
+  m.hold = ask.hold;
+  m.block_digests = ask.blocks != nullptr;
   Status st = SendFrame(fd, tcp::MakeFrame(tcp::MessageType::kPull, request_id, m));
   if (!st.ok())
     return Status::Disconnected("pull of " + request.id.Hex() + " from " + endpoint + ": " +
                                 st.message());
   return st;
+}
+
+// Reads `length` bytes to `dst` a piece at a time, hashing each piece right
+// after it lands (still in the CPU's cache) into blocks[0, ...).
+static Status ReadHashed(int fd, uint8_t* dst, uint64_t length, uint64_t* blocks) {
+  BlockHasher hasher(blocks);
+  for (uint64_t done = 0; done < length;) {
+    const uint64_t n = std::min(kHashPiece, length - done);
+    PLASMON_RETURN_IF_ERROR(tcp::ReadExact(fd, dst + done, n));
+    hasher.Update(dst + done, n);
+    done += n;
+  }
+  hasher.Finish();
+  return Status::OK();
 }
 
 Status TcpTransport::CheckPullReply(const tcp::Frame& f, const std::string& endpoint,
@@ -1058,8 +1111,8 @@ Result<PullResult> TcpTransport::CheckWhole(const std::string& endpoint,
 }
 
 Status TcpTransport::ReadPullReply(int fd, const std::string& endpoint, const PullRequest& request,
-                                   uint64_t offset, uint64_t length, uint64_t request_id,
-                                   tcp::PullReply* reply, bool* reusable) {
+                                   uint64_t offset, uint64_t length, uint64_t* blocks,
+                                   uint64_t request_id, tcp::PullReply* reply, bool* reusable) {
   *reusable = false;
   const std::string ctx = "pull of " + request.id.Hex() + " from " + endpoint + ": ";
   tcp::Frame f;
@@ -1069,11 +1122,31 @@ Status TcpTransport::ReadPullReply(int fd, const std::string& endpoint, const Pu
   }
   PLASMON_RETURN_IF_ERROR(CheckPullReply(f, endpoint, request, request_id, reply, reusable));
   *reusable = false;
+  if (reply->block_digests && (blocks == nullptr || length == 0))
+    return Status::ProtocolError(ctx + "block digests that were not asked for");
   if (length > 0) {
-    st = tcp::ReadExact(fd, request.destination + offset, length);
+    st = blocks != nullptr ? ReadHashed(fd, request.destination + offset, length, blocks)
+                           : tcp::ReadExact(fd, request.destination + offset, length);
     if (!st.ok()) {
       return Status(st.IsDisconnected() ? st.code() : StatusCode::kDisconnected,
                     ctx + st.message());
+    }
+  }
+  if (reply->block_digests) {
+    const uint64_t count = DigestBlocks(length);
+    std::vector<uint64_t> theirs(count);
+    st = tcp::ReadExact(fd, theirs.data(), count * sizeof(uint64_t));
+    if (!st.ok()) {
+      return Status(st.IsDisconnected() ? st.code() : StatusCode::kDisconnected,
+                    ctx + st.message());
+    }
+    *reusable = true;
+    for (uint64_t i = 0; i < count; i++) {
+      if (theirs[i] != blocks[i])
+        return Status::Corruption(
+            ctx + "digest mismatch in bytes " + std::to_string(offset + i * kDigestBlock) + " to " +
+            std::to_string(offset + std::min(length, (i + 1) * kDigestBlock)) + ": received " +
+            Hex64(blocks[i]) + ", holder says " + Hex64(theirs[i]));
     }
   }
   *reusable = true;
@@ -1081,12 +1154,12 @@ Status TcpTransport::ReadPullReply(int fd, const std::string& endpoint, const Pu
 }
 
 Status TcpTransport::PullRange(int fd, const std::string& endpoint, const PullRequest& request,
-                               uint64_t offset, uint64_t length, bool want_digest,
-                               tcp::PullReply* reply, bool* reusable, bool hold) {
+                               uint64_t offset, uint64_t length, const PullAsk& ask,
+                               tcp::PullReply* reply, bool* reusable) {
   *reusable = false;
   const uint64_t rid = next_request_id_.fetch_add(1, std::memory_order_relaxed);
-  PLASMON_RETURN_IF_ERROR(SendPull(fd, endpoint, request, offset, length, want_digest, rid, hold));
-  return ReadPullReply(fd, endpoint, request, offset, length, rid, reply, reusable);
+  PLASMON_RETURN_IF_ERROR(SendPull(fd, endpoint, request, offset, length, ask, rid));
+  return ReadPullReply(fd, endpoint, request, offset, length, ask.blocks, rid, reply, reusable);
 }
 
 Result<PullResult> TcpTransport::Pull(const std::string& endpoint, const PullRequest& request) {
@@ -1134,31 +1207,74 @@ std::unique_ptr<AsyncPull> TcpTransport::StartAsyncPull(const std::string& endpo
   return std::make_unique<LoopPull>(this, endpoint, request, std::move(*fd), rid, started);
 }
 
+// The object's digest from the blocks that arrived, checked against the
+// holder's whole digest if it sent one (else every block was checked
+// against the holder's as it came).
+Result<PullResult> TcpTransport::Verified(const std::string& endpoint, const PullRequest& request,
+                                          const std::vector<uint64_t>& blocks,
+                                          const tcp::PullReply& holder, bool blocks_checked) {
+  const uint64_t d = CombineBlockDigests(blocks.data(), blocks.size());
+  const std::string ctx = "pull of " + request.id.Hex() + " from " + endpoint + ": ";
+  if (holder.digest_valid) {
+    if (d != holder.digest)
+      return Status::Corruption(ctx + "digest mismatch: received " + Hex64(d) + ", holder says " +
+                                Hex64(holder.digest));
+  } else if (!blocks_checked) {
+    return Status::ProtocolError(ctx + "the holder sent no digest");
+  }
+  return PullResult{d, TransportKind::kTcp};
+}
+
 Result<PullResult> TcpTransport::PullWhole(const std::string& endpoint,
                                            const PullRequest& request) {
   Result<UniqueFd> fd = Acquire(endpoint);
   if (!fd.ok()) return fd.status();
   Lease lease(this, endpoint, std::move(*fd));
   const uint64_t total = request.data_size + request.metadata_size;
+  std::vector<uint64_t> blocks(DigestBlocks(total));
+  if (total == 0) blocks[0] = BlockDigest(nullptr, 0);
   tcp::PullReply rep;
   bool reusable = false;
-  Status st = PullRange(lease.fd(), endpoint, request, 0, total, true, &rep, &reusable);
+  PullAsk ask;
+  ask.want_digest = true;
+  ask.blocks = total > 0 ? blocks.data() : nullptr;
+  Status st = PullRange(lease.fd(), endpoint, request, 0, total, ask, &rep, &reusable);
   lease.set_reusable(reusable);
   if (!st.ok()) return st;
-  return CheckWhole(endpoint, request, rep, MonoMicros());
+  const int64_t landed = MonoMicros();
+  Result<PullResult> r = Verified(endpoint, request, blocks, rep, rep.block_digests);
+  if (r.ok()) {
+    r->landed_us = landed;
+    r->checked_us = MonoMicros();
+  }
+  return r;
 }
 
 Result<PullResult> TcpTransport::PullChunked(const std::string& endpoint,
                                              const PullRequest& request) {
   const uint64_t total = request.data_size + request.metadata_size;
-  const uint64_t cs = opts_.chunk_size;
+  const uint64_t cs = opts_.chunk_size;  // a multiple of kDigestBlock
   const uint64_t chunks = total / cs + (total % cs != 0 ? 1 : 0);
 
-  // Workers take chunks in order and mark them done; this thread hashes the
-  // prefix of done chunks as it grows.
+  // First a describe on its own connection that holds the object pinned for
+  // the whole transfer (each chunk pins it too, but only while it is sent).
+  // It tells whether the holder knows the object's digest; if not, every
+  // chunk asks for its blocks' digests, which the holder computes as it
+  // sends them.
+  Result<UniqueFd> dfd = Acquire(endpoint);
+  if (!dfd.ok()) return dfd.status();
+  Lease describe(this, endpoint, std::move(*dfd));
+  tcp::PullReply held;
+  bool held_reusable = false;
+  PullAsk hold;
+  hold.hold = true;
+  PLASMON_RETURN_IF_ERROR(
+      PullRange(describe.fd(), endpoint, request, 0, 0, hold, &held, &held_reusable));
+
+  // Workers take chunks in order; each hashes its chunk's blocks as they
+  // land, into their places in `blocks`.
+  std::vector<uint64_t> blocks(DigestBlocks(total));
   std::mutex mu;
-  std::condition_variable cv;
-  std::vector<uint8_t> done(chunks, 0);
   bool failed = false;
   Status error;
   std::atomic<uint64_t> next{0};
@@ -1170,7 +1286,6 @@ Result<PullResult> TcpTransport::PullChunked(const std::string& endpoint,
       error = std::move(st);
     }
     abort.store(true, std::memory_order_relaxed);
-    cv.notify_all();
   };
   auto worker = [&] {
     Result<UniqueFd> fd = Acquire(endpoint);
@@ -1184,71 +1299,39 @@ Result<PullResult> TcpTransport::PullChunked(const std::string& endpoint,
       uint64_t off = i * cs;
       tcp::PullReply rep;
       bool reusable = false;
-      Status st = PullRange(lease.fd(), endpoint, request, off, std::min(cs, total - off), false,
+      PullAsk ask;
+      ask.blocks = blocks.data() + off / kDigestBlock;
+      Status st = PullRange(lease.fd(), endpoint, request, off, std::min(cs, total - off), ask,
                             &rep, &reusable);
       lease.set_reusable(reusable);
+      if (st.ok() && !held.digest_valid && !rep.block_digests)
+        st = Status::ProtocolError("pull of " + request.id.Hex() + " from " + endpoint +
+                                   ": the holder sent no digest");
       if (!st.ok()) return fail(std::move(st));
-      std::lock_guard<std::mutex> l(mu);
-      done[i] = 1;
-      cv.notify_all();
     }
   };
-  // First a describe on its own connection that holds the object pinned for
-  // the whole transfer (each chunk pins it too, but only while it is sent).
-  // If the holder has no digest yet, a second describe on that connection
-  // asks for it; the holder computes it while the chunks travel and its
-  // reply waits in the socket buffer until the end.
-  Result<UniqueFd> dfd = Acquire(endpoint);
-  if (!dfd.ok()) return dfd.status();
-  Lease describe(this, endpoint, std::move(*dfd));
-  tcp::PullReply held;
-  bool reusable = false;
-  PLASMON_RETURN_IF_ERROR(PullRange(describe.fd(), endpoint, request, 0, 0, false, &held,
-                                    &reusable, /*hold=*/true));
-  const bool ask_digest = !held.digest_valid;
-  uint64_t describe_rid = next_request_id_.fetch_add(1, std::memory_order_relaxed);
-  if (ask_digest)
-    PLASMON_RETURN_IF_ERROR(
-        SendPull(describe.fd(), endpoint, request, 0, 0, true, describe_rid, /*hold=*/true));
-
+  // The calling thread is one of the workers.
   const uint64_t nworkers = std::min<uint64_t>(chunks, static_cast<uint64_t>(opts_.streams));
   std::vector<std::thread> threads;
-  threads.reserve(nworkers);
-  for (uint64_t w = 0; w < nworkers; w++) threads.emplace_back(worker);
-
-  DigestStream state;
-  for (uint64_t i = 0; i < chunks; i++) {
-    {
-      std::unique_lock<std::mutex> l(mu);
-      cv.wait(l, [&] { return done[i] != 0 || failed; });
-      if (failed) break;
-    }
-    uint64_t off = i * cs;
-    state.Update(request.destination + off, std::min(cs, total - off));
-  }
+  threads.reserve(nworkers - 1);
+  for (uint64_t w = 1; w < nworkers; w++) threads.emplace_back(worker);
+  worker();
   for (std::thread& t : threads) t.join();
   if (failed) return error;  // the workers are joined: no lock needed
   const int64_t landed = MonoMicros();  // hashed as they landed: only the last chunk's remains
 
-  tcp::PullReply rep = held;
-  if (ask_digest) {
-    PLASMON_RETURN_IF_ERROR(
-        ReadPullReply(describe.fd(), endpoint, request, 0, 0, describe_rid, &rep, &reusable));
-  }
   // Ends the hold: the next frame does (a plain describe). If that fails,
   // the connection is closed, which ends the hold too; the bytes are in.
   tcp::PullReply last;
-  Status ended = PullRange(describe.fd(), endpoint, request, 0, 0, false, &last, &reusable);
-  describe.set_reusable(ended.ok() && reusable);
-  if (!rep.digest_valid)
-    return Status::ProtocolError("pull of " + request.id.Hex() + " from " + endpoint +
-                                 ": the holder sent no digest");
-  uint64_t d = state.Finish();
-  if (d != rep.digest)
-    return Status::Corruption("pull of " + request.id.Hex() + " from " + endpoint +
-                              ": digest mismatch: received " + Hex64(d) + ", holder says " +
-                              Hex64(rep.digest));
-  return PullResult{d, TransportKind::kTcp, 0, landed, MonoMicros()};
+  Status ended =
+      PullRange(describe.fd(), endpoint, request, 0, 0, PullAsk{}, &last, &held_reusable);
+  describe.set_reusable(ended.ok() && held_reusable);
+  Result<PullResult> r = Verified(endpoint, request, blocks, held, /*blocks_checked=*/true);
+  if (r.ok()) {
+    r->landed_us = landed;
+    r->checked_us = MonoMicros();
+  }
+  return r;
 }
 
 }  // namespace plasmon

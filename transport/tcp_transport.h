@@ -9,9 +9,11 @@
 //
 // Pulling: authenticated connections are pooled per endpoint and reused.
 // Objects up to chunk_size travel in one request; larger ones in chunk_size
-// pieces over up to `streams` connections at once, while the calling thread
-// hashes the chunks already complete, in order, and finally checks the result
-// against the digest the holder reports.
+// pieces over up to `streams` connections at once. Each connection hashes
+// the blocks of its bytes as they land (core/digest.h), and a holder that
+// does not know the object's digest hashes them as it sends them and sends
+// their digests after the bytes: neither end hashes before or after the
+// transfer, and the object's digest is the combination of its blocks'.
 //
 // Every connection starts with a challenge-response handshake on the shared
 // cluster secret (HMAC-SHA256; the secret never crosses the wire).
@@ -53,7 +55,8 @@ struct TcpTransportOptions {
   std::string secret;  // shared by the cluster; empty = peers are unauthenticated
   std::string node_name;
   int streams = 4;                // parallel connections for one large object (1 to 64)
-  uint64_t chunk_size = 4 << 20;  // objects up to this go in one request (at least 4 KiB)
+  // Objects up to this go in one request; a multiple of kDigestBlock (64 KiB).
+  uint64_t chunk_size = 4 << 20;
   int io_timeout_ms = 10000;      // a peer silent this long mid-transfer is dead
   int connect_timeout_ms = 3000;
   // A chunked pull holds its object pinned on one connection; a holder ends
@@ -140,6 +143,8 @@ class TcpTransport : public Transport {
   // next frame (or the connection's end).
   bool ServePull(int fd, const std::string& host, const std::string& peer, uint64_t request_id,
                  std::string_view body, std::unique_ptr<PinGuard>* held);
+  Status SendHashed(int fd, const std::string& frame, const PinnedObject& p, uint64_t offset,
+                    uint64_t length, PinGuard* guard);
   void ReapFinished();  // joins served connections whose threads ended
 
   // ---- pulling ----
@@ -153,9 +158,18 @@ class TcpTransport : public Transport {
                          std::chrono::steady_clock::time_point deadline);
   void Release(const std::string& endpoint, UniqueFd fd);  // back to the pool
   void Discard(UniqueFd fd);                               // closes it
+  // What a Pull asks for besides its range. With `blocks`, the bytes are
+  // hashed as they land, block by block, into blocks[0, DigestBlocks(length)),
+  // and the holder is asked for the digests of its blocks (checked against
+  // those), which it sends if it does not know the object's.
+  struct PullAsk {
+    bool want_digest = false;
+    bool hold = false;
+    uint64_t* blocks = nullptr;
+  };
   // Sends a Pull for [offset, offset + length) of the object.
   Status SendPull(int fd, const std::string& endpoint, const PullRequest& request, uint64_t offset,
-                  uint64_t length, bool want_digest, uint64_t request_id, bool hold = false);
+                  uint64_t length, const PullAsk& ask, uint64_t request_id);
   // Checks a reply frame to SendPull: its type and request id, the holder's
   // sizes against the request's, its status. *reusable tells whether the
   // connection is in a known state (on OK: once the bytes are read).
@@ -166,15 +180,19 @@ class TcpTransport : public Transport {
   Result<PullResult> CheckWhole(const std::string& endpoint, const PullRequest& request,
                                 const tcp::PullReply& reply, int64_t landed_us) const;
   // Reads the reply to SendPull and, on OK, the `length` bytes into
-  // request.destination + offset. Checks the holder's sizes against the
-  // request's. *reusable tells whether the connection is in a known state.
+  // request.destination + offset (hashed into `blocks` if given, and checked
+  // against the holder's block digests if it sent them). Checks the holder's
+  // sizes against the request's. *reusable tells whether the connection is
+  // in a known state.
   Status ReadPullReply(int fd, const std::string& endpoint, const PullRequest& request,
-                       uint64_t offset, uint64_t length, uint64_t request_id, tcp::PullReply* reply,
-                       bool* reusable);
+                       uint64_t offset, uint64_t length, uint64_t* blocks, uint64_t request_id,
+                       tcp::PullReply* reply, bool* reusable);
   Status PullRange(int fd, const std::string& endpoint, const PullRequest& request, uint64_t offset,
-                   uint64_t length, bool want_digest, tcp::PullReply* reply, bool* reusable,
-                   bool hold = false);
+                   uint64_t length, const PullAsk& ask, tcp::PullReply* reply, bool* reusable);
   Result<PullResult> PullWhole(const std::string& endpoint, const PullRequest& request);
+  Result<PullResult> Verified(const std::string& endpoint, const PullRequest& request,
+                              const std::vector<uint64_t>& blocks, const tcp::PullReply& holder,
+                              bool blocks_checked);
   Result<PullResult> PullChunked(const std::string& endpoint, const PullRequest& request);
   // Inside registered memory (anywhere, if none was registered).
   bool InRegisteredMemory(const uint8_t* p, uint64_t n) const;

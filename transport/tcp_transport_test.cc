@@ -17,6 +17,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <future>
 #include <map>
 #include <mutex>
@@ -204,9 +205,19 @@ TEST(TcpWireTest, BadFlagsAndBoolsAreRefused) {
   tcp::PullMessage p;
   body.clear();
   p.Encode(&e);
-  body.back() = 4;  // no such Pull flag
+  body.back() = 8;  // no such Pull flag
   tcp::PullMessage pout;
   EXPECT_FALSE(tcp::ParseBody(body, &pout));
+
+  tcp::PullReply r;
+  body.clear();
+  r.Encode(&e);
+  body[body.size() - 9] = 4;  // no such PullReply flag
+  tcp::PullReply rout;
+  EXPECT_FALSE(tcp::ParseBody(body, &rout));
+  body[body.size() - 9] = tcp::kDigestValid | tcp::kBlockDigestsFollow;
+  ASSERT_TRUE(tcp::ParseBody(body, &rout));
+  EXPECT_TRUE(rout.digest_valid && rout.block_digests);
 }
 
 TEST(TcpWireTest, ProofsDependOnSecretLabelAndNonces) {
@@ -243,14 +254,25 @@ TEST(TcpTransportTest, LargeObjectInParallelChunks) {
   const uint64_t data = 40 * kMiB + 123, metadata = 4567;
   ObjectID id = h.source.Add(data, metadata);
   ExpectPulls(client.get(), &h, id, data, metadata);
-  EXPECT_EQ(h.source.computed_digests(), 1u) << "the describe request computes the digest once";
+  // The holder hashes each chunk's blocks as it sends them: it never hashes
+  // the object as a whole (and so has no digest to keep).
+  EXPECT_EQ(h.source.computed_digests(), 0u);
   EXPECT_GE(h.transport->accepted_connections(), 2u) << "chunks travel over several streams";
   EXPECT_LE(h.transport->accepted_connections(), 5u);
-  // Again: the digest is now the store's, and the connections are pooled.
+  // Again, over the pooled connections.
   uint64_t accepted = h.transport->accepted_connections();
   ExpectPulls(client.get(), &h, id, data, metadata);
-  EXPECT_EQ(h.source.computed_digests(), 1u);
   EXPECT_EQ(h.transport->accepted_connections(), accepted);
+}
+
+TEST(TcpTransportTest, AWholePullGivesTheHolderTheDigest) {
+  Holder h(Opts("s3cret", kMiB, 4));
+  auto client = MakeClient(Opts("s3cret", kMiB, 4));
+  ObjectID id = h.source.Add(kMiB - 100, 100);  // several digest blocks, one request
+  ExpectPulls(client.get(), &h, id, kMiB - 100, 100);
+  EXPECT_EQ(h.source.computed_digests(), 1u) << "hashed as sent, kept by the store";
+  ExpectPulls(client.get(), &h, id, kMiB - 100, 100);
+  EXPECT_EQ(h.source.computed_digests(), 1u) << "the store's digest is used as is";
 }
 
 TEST(TcpTransportTest, SingleStreamLargeObject) {
@@ -497,6 +519,86 @@ TEST(TcpTransportTest, AHolderThatClosesMidLoopPullFailsItAsStaleOnlyBeforeAnyAn
   EXPECT_TRUE(a->stale_connection()) << "nothing came back: worth a try on a new connection";
   h.source.OpenGate();
   stop.join();
+}
+
+// A holder played by hand: the server half of the handshake (no secret),
+// then `serve` answers each Pull on that connection.
+class RawHolder {
+ public:
+  using Serve = std::function<void(int fd, const tcp::PullMessage& m, uint64_t request_id)>;
+  explicit RawHolder(Serve serve) : lfd_(ListenOnLoopback(&port_)) {
+    thread_ = std::thread([this, serve = std::move(serve)] {
+      UniqueFd fd(::accept4(lfd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      if (!fd.valid()) return;
+      tcp::Frame f;
+      tcp::Hello hello;
+      if (!tcp::ReadFrame(fd.get(), tcp::kMaxControlBody, &f).ok() ||
+          !tcp::ParseBody(f.body, &hello))
+        return;
+      tcp::Challenge ch;
+      ch.proof = tcp::MakeProof("", tcp::kServerLabel, hello.nonce, ch.nonce);
+      (void)tcp::SendAll(fd.get(), tcp::MakeFrame(tcp::MessageType::kChallenge, 1, ch));
+      if (!tcp::ReadFrame(fd.get(), tcp::kMaxControlBody, &f).ok()) return;
+      (void)tcp::SendAll(fd.get(), tcp::MakeFrame(tcp::MessageType::kWelcome, 2, tcp::Welcome{}));
+      tcp::PullMessage m;
+      while (tcp::ReadFrame(fd.get(), tcp::kMaxControlBody, &f).ok() && tcp::ParseBody(f.body, &m))
+        serve(fd.get(), m, f.header.request_id);
+    });
+  }
+  ~RawHolder() {
+    ::shutdown(lfd_.get(), SHUT_RDWR);
+    thread_.join();
+  }
+  std::string endpoint() const { return "127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  uint16_t port_ = 0;
+  UniqueFd lfd_;
+  std::thread thread_;
+};
+
+// A holder's block digests are checked one by one as the bytes land; a
+// reply with neither a digest nor block digests has nothing to check
+// against. Both fail the pull with a reason, and nothing is published.
+TEST(TcpTransportTest, WrongOrMissingBlockDigestsFailThePull) {
+  const uint64_t size = 3 * kDigestBlock + 10;
+  std::vector<uint8_t> bytes(size);
+  Fill(bytes.data(), size, 7);
+  for (bool send_blocks : {true, false}) {
+    SCOPED_TRACE(send_blocks ? "a wrong block digest" : "no digest");
+    RawHolder holder([&](int fd, const tcp::PullMessage& m, uint64_t rid) {
+      EXPECT_TRUE(m.block_digests && m.want_digest);
+      tcp::PullReply rep;
+      rep.data_size = size;
+      rep.block_digests = send_blocks;
+      std::string out = tcp::MakeFrame(tcp::MessageType::kPullReply, rid, rep);
+      out.append(reinterpret_cast<const char*>(bytes.data()), size);
+      if (send_blocks) {
+        for (uint64_t b = 0; b < DigestBlocks(size); b++) {
+          uint64_t d = BlockDigest(bytes.data() + b * kDigestBlock,
+                                   std::min(kDigestBlock, size - b * kDigestBlock));
+          if (b == 2) d ^= 1;  // the third block's
+          out.append(reinterpret_cast<const char*>(&d), sizeof(d));
+        }
+      }
+      (void)tcp::SendAll(fd, out);
+    });
+    auto client = MakeClient(Opts(""));
+    std::vector<uint8_t> got;
+    auto r = PullInto(client.get(), holder.endpoint(), ObjectID::Random(), size, 0, &got);
+    if (send_blocks) {
+      EXPECT_TRUE(r.status().IsCorruption()) << r.status().ToString();
+      EXPECT_NE(r.status().message().find("bytes " + std::to_string(2 * kDigestBlock) + " to " +
+                                          std::to_string(3 * kDigestBlock)),
+                std::string::npos)
+          << r.status().ToString();
+    } else {
+      EXPECT_TRUE(r.status().IsProtocolError()) << r.status().ToString();
+      EXPECT_NE(r.status().message().find("no digest"), std::string::npos)
+          << r.status().ToString();
+    }
+    client->Shutdown();
+  }
 }
 
 TEST(TcpTransportTest, ClientShutdownBreaksALargePullInFlight) {

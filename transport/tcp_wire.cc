@@ -11,13 +11,6 @@
 
 namespace plasmon::tcp {
 
-static bool GetBool(Decoder* d, bool* b) {
-  uint8_t v;
-  if (!d->GetU8(&v) || v > 1) return false;
-  *b = v == 1;
-  return true;
-}
-
 void Hello::Encode(Encoder* e) const {
   e->PutU32(magic);
   e->PutU16(version);
@@ -55,15 +48,17 @@ void PullMessage::Encode(Encoder* e) const {
   e->PutID(id);
   e->PutU64(offset);
   e->PutU64(length);
-  e->PutU8(static_cast<uint8_t>((want_digest ? kWantDigest : 0) | (hold ? kHold : 0)));
+  e->PutU8(static_cast<uint8_t>((want_digest ? kWantDigest : 0) | (hold ? kHold : 0) |
+                                (block_digests ? kBlockDigests : 0)));
 }
 bool PullMessage::Decode(Decoder* d) {
   uint8_t flags;
   if (!d->GetID(&id) || !d->GetU64(&offset) || !d->GetU64(&length) || !d->GetU8(&flags) ||
-      (flags & ~(kWantDigest | kHold)) != 0)
+      (flags & ~(kWantDigest | kHold | kBlockDigests)) != 0)
     return false;
   want_digest = (flags & kWantDigest) != 0;
   hold = (flags & kHold) != 0;
+  block_digests = (flags & kBlockDigests) != 0;
   return true;
 }
 
@@ -71,12 +66,19 @@ void PullReply::Encode(Encoder* e) const {
   protocol::EncodeStatus(status, e, kMaxStatusMessage);
   e->PutU64(data_size);
   e->PutU64(metadata_size);
-  e->PutU8(digest_valid ? 1 : 0);
+  e->PutU8(static_cast<uint8_t>((digest_valid ? kDigestValid : 0) |
+                                (block_digests ? kBlockDigestsFollow : 0)));
   e->PutU64(digest);
 }
 bool PullReply::Decode(Decoder* d) {
-  return protocol::DecodeStatus(d, &status) && d->GetU64(&data_size) && d->GetU64(&metadata_size) &&
-         GetBool(d, &digest_valid) && d->GetU64(&digest);
+  uint8_t flags;
+  if (!protocol::DecodeStatus(d, &status) || !d->GetU64(&data_size) || !d->GetU64(&metadata_size) ||
+      !d->GetU8(&flags) || (flags & ~(kDigestValid | kBlockDigestsFollow)) != 0 ||
+      !d->GetU64(&digest))
+    return false;
+  digest_valid = (flags & kDigestValid) != 0;
+  block_digests = (flags & kBlockDigestsFollow) != 0;
+  return true;
 }
 
 // As ReadExact; *eof tells whether the peer closed (rather than failed).

@@ -22,7 +22,9 @@
 namespace plasmon::tcp {
 
 constexpr uint32_t kMagic = 0x50534c50;  // "PLSP" on the wire
-constexpr uint16_t kVersion = 1;
+// 2: objects over one digest block have the block-tree digest (core/digest.h),
+// and pulls may ask for the digests of their blocks after the bytes.
+constexpr uint16_t kVersion = 2;
 using auth::kNonceSize;
 using auth::kProofSize;
 constexpr uint32_t kMaxControlBody = 4096;  // any frame body, either direction
@@ -45,6 +47,10 @@ constexpr uint8_t kHasSecret = 0x01;  // the sender has a cluster secret
 // Pull flags.
 constexpr uint8_t kWantDigest = 0x01;
 constexpr uint8_t kHold = 0x02;
+constexpr uint8_t kBlockDigests = 0x04;
+// PullReply flags.
+constexpr uint8_t kDigestValid = 0x01;
+constexpr uint8_t kBlockDigestsFollow = 0x02;
 
 // The handshake's pieces (transport/auth.h).
 using auth::kClientLabel;
@@ -89,23 +95,31 @@ struct Welcome {
 // length == 0 only describes the object. With `hold`, the holder keeps the
 // object pinned after the reply, until the next frame on this connection or
 // its end: a chunked pull holds it on one connection while the chunks travel
-// on others, so the object cannot be evicted between two chunks.
+// on others, so the object cannot be evicted between two chunks. With
+// `block_digests` (offset then a multiple of kDigestBlock), a holder that does
+// not know the object's digest hashes the range's blocks as it sends them and
+// sends their digests after the bytes (PullReply::block_digests), so that
+// neither end hashes the object before or after the transfer.
 struct PullMessage {
   ObjectID id;
   uint64_t offset = 0;
   uint64_t length = 0;
   bool want_digest = false;
   bool hold = false;
+  bool block_digests = false;
   void Encode(Encoder* e) const;
   bool Decode(Decoder* d);
 };
 
 // Sizes are the holder's whenever it has the object (also on InvalidArgument).
+// With `block_digests`, the raw bytes are followed by DigestBlocks(length)
+// block digests, 8 bytes little-endian each.
 struct PullReply {
   Status status;
   uint64_t data_size = 0;
   uint64_t metadata_size = 0;
   bool digest_valid = false;
+  bool block_digests = false;
   uint64_t digest = 0;
   void Encode(Encoder* e) const;
   bool Decode(Decoder* d);

@@ -68,7 +68,7 @@ struct PullRequest {
 enum class TransportKind : uint8_t { kTcp, kVerbs };
 
 struct PullResult {
-  uint64_t digest = 0;  // xxh3-64 of what arrived; equal to the holder's
+  uint64_t digest = 0;  // the digest (core/digest.h) of what arrived; equal to the holder's
   TransportKind carried_by = TransportKind::kTcp;
   // Where the pull's time went, MonoMicros() on the thread that ran it (0:
   // not measured): it began, its last byte was in, its digest was checked.

@@ -1254,6 +1254,11 @@ Result<PullResult> VerbsTransport::Impl::PullOn(Peer* p, const PullRequest& req)
         " bytes, the directory said " + std::to_string(req.data_size) + "+" +
         std::to_string(req.metadata_size));
   }
+  if (Status offered = verbs::CheckDigestOffered(r); !offered.ok()) {
+    release();
+    return Status(offered.code(),
+                  "object " + req.id.Hex() + " from " + p->endpoint + ": " + offered.message());
+  }
 
   // Reads, in pieces that each lie inside one remote and one local region.
   struct Piece {
@@ -1326,7 +1331,7 @@ Result<PullResult> VerbsTransport::Impl::PullOn(Peer* p, const PullRequest& req)
     expected = dm.digest;
   }
   release();
-  if (r.digest_state != verbs::DigestState::kNone && got != expected)
+  if (got != expected)
     return Status::Corruption("object " + req.id.Hex() + " from " + p->endpoint +
                               ": digest mismatch");
   return PullResult{got, TransportKind::kVerbs, 0, landed_us, MonoMicros()};

@@ -113,6 +113,12 @@ bool DescribeReply::Decode(Decoder* d) {
   return data_size + metadata_size >= data_size;
 }
 
+Status CheckDigestOffered(const DescribeReply& reply) {
+  if (reply.digest_state == DigestState::kNone)
+    return Status::ProtocolError("the holder sent no digest (it was asked for one)");
+  return Status::OK();
+}
+
 void DigestMessage::Encode(Encoder* e) const { e->PutU64(digest); }
 bool DigestMessage::Decode(Decoder* d) { return d->GetU64(&digest); }
 

@@ -28,7 +28,8 @@
 namespace plasmon::verbs {
 
 constexpr uint32_t kMagic = 0x50534c56;  // "VLSP" on the wire
-constexpr uint16_t kVersion = 1;
+// 2: objects over one digest block have the block-tree digest (core/digest.h).
+constexpr uint16_t kVersion = 2;
 constexpr uint32_t kMaxMessage = 1024;  // a receive slot
 constexpr uint32_t kMaxStatusMessage = 512;
 constexpr uint32_t kMaxNodeName = 255;
@@ -125,6 +126,12 @@ struct DescribeReply {
   void Encode(Encoder* e) const;
   bool Decode(Decoder* d);
 };
+
+// What a puller that asked for the digest (a Describe with want_digest)
+// makes of a DescribeReply's digest state: OK with kValid or kFollows. A
+// holder that answers kNone leaves nothing to check the bytes against:
+// ProtocolError, before any read (the store would publish what arrived).
+Status CheckDigestOffered(const DescribeReply& reply);
 
 struct DigestMessage {
   uint64_t digest = 0;

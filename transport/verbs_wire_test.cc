@@ -26,5 +26,26 @@ TEST(VerbsWireTest, RefusalsCarryAStatusCode) {
   EXPECT_FALSE(r2.Decode(r.Encode().substr(0, verbs::Refusal::kSize - 1)));
 }
 
+// A holder that answers a Describe asking for the digest with none: the
+// puller used to read the bytes, compare its hash with nothing and report it
+// as the holder's, and the store published it. TCP refuses the same case.
+TEST(VerbsWireTest, AHolderThatOffersNoDigestIsRefused) {
+  verbs::DescribeReply r;
+  r.data_size = 1 << 20;
+  r.digest_state = verbs::DigestState::kNone;
+  verbs::DescribeReply wire;
+  std::string body;
+  Encoder e(&body);
+  r.Encode(&e);
+  ASSERT_TRUE(verbs::ParseBody(body, &wire));  // well-formed: refused for what it says
+  Status st = verbs::CheckDigestOffered(wire);
+  EXPECT_TRUE(st.IsProtocolError()) << st.ToString();
+  EXPECT_NE(st.message().find("no digest"), std::string::npos) << st.ToString();
+  for (verbs::DigestState ok : {verbs::DigestState::kValid, verbs::DigestState::kFollows}) {
+    wire.digest_state = ok;
+    EXPECT_TRUE(verbs::CheckDigestOffered(wire).ok());
+  }
+}
+
 }  // namespace
 }  // namespace plasmon

@@ -216,10 +216,11 @@ class Client {
   // without getting them (Arrow Plasma's Refresh). One Status per ID: OK,
   // ObjectNotFound, ObjectNotSealed.
   Result<std::vector<Status>> Refresh(const std::vector<ObjectID>& ids);
-  // The xxh3-64 digest of a sealed object's data followed by its metadata
-  // (Arrow Plasma's Hash), for objects of every size: computed when first
-  // asked for if the store did not compute it at seal. ObjectNotFound,
-  // ObjectNotSealed.
+  // The digest of a sealed object's data followed by its metadata (Arrow
+  // Plasma's Hash), for objects of every size: xxh3-64 of the bytes up to
+  // 64 KiB, else xxh3-64 of the xxh3-64s of its 64 KiB blocks (8 bytes
+  // little-endian each). Computed when first asked for if the store did not
+  // compute it at seal. ObjectNotFound, ObjectNotSealed.
   Result<uint64_t> Digest(const ObjectID& id);
   // Sets this connection's options (once). InvalidArgument if the quota is
   // set already or is more than what other clients' quotas leave.
