@@ -680,7 +680,13 @@ void LoopLookups::Connect() {
     Drop(Status::IOError("cannot watch the directory's connection"));
     return;
   }
-  Watch(EPOLLOUT);  // writable: the connect finished (or failed)
+  // A Unix socket connects at once, and hiredis then never calls the
+  // connect callback; a TCP connect finishes when the socket is writable.
+  if ((a->c.flags & REDIS_CONNECTED) != 0) {
+    ready_ = true;
+  } else {
+    Watch(EPOLLOUT);
+  }
   const std::string& password = directory_->options().password;
   if (!password.empty()) {
     const char* argv[] = {"AUTH", password.data()};

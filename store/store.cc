@@ -120,8 +120,8 @@ class Store::Impl : public TableListener, public ObjectSource, public SessionOwn
   // writer is woken kDirectoryKickUs later, once for all of them, rather
   // than in the middle of the request that sealed or removed an object
   // (where its wake-up and its Redis round trip would compete with the
-  // reply for this store's CPU).
-  void KickSoon(bool first);
+  // reply for this store's CPU). With `now`, at once (a new object).
+  void KickSoon(bool first, bool now = false);
   static constexpr int64_t kDirectoryKickUs = 1000;
   EventLoop::TimerId kick_timer_ = EventLoop::kNoTimer;
 
@@ -701,7 +701,13 @@ void Store::Impl::DoRelease(Session* s, const ObjectID& id) {
   if (e != nullptr) table_.Release(e);
 }
 
-void Store::Impl::KickSoon(bool first) {
+void Store::Impl::KickSoon(bool first, bool now) {
+  if (now) {
+    if (kick_timer_ != EventLoop::kNoTimer) loop_->CancelTimer(kick_timer_);
+    kick_timer_ = EventLoop::kNoTimer;
+    directory_->Kick();
+    return;
+  }
   if (!first || kick_timer_ != EventLoop::kNoTimer) return;
   kick_timer_ = loop_->AddTimerAfter(kDirectoryKickUs, [this] {
     kick_timer_ = EventLoop::kNoTimer;
@@ -715,8 +721,11 @@ void Store::Impl::OnSealed(const ObjectEntry& e) {
     return s != nullptr && TryFill(s, g.ids[i]);
   });
   fetcher_->OnSealed(e.id);
+  // A new object is announced at once (other nodes may be waiting for it);
+  // a fetched copy, a second holder, with the next batch.
   if (directory_)
-    KickSoon(directory_->Publish(e.id, e.data_size, e.metadata_size, e.digest_valid, e.digest));
+    KickSoon(directory_->Publish(e.id, e.data_size, e.metadata_size, e.digest_valid, e.digest),
+             /*now=*/e.creator != Fetcher::kOwner);
   Notify({Notification::Kind::kSealed, e.id, e.data_size, e.metadata_size});
 }
 
