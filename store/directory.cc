@@ -2,6 +2,7 @@
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <openssl/evp.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -10,6 +11,7 @@
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
+#include <cstring>
 #include <optional>
 #include <unordered_set>
 #include <utility>
@@ -540,11 +542,36 @@ Result<LookupResult> Directory::LookupForClient(const ObjectID& id) {
   return Query(&client_lookup_conn_, id);
 }
 
+namespace {
+
+// The lookup script's name in Redis's script cache: its SHA1 in hex.
+const std::string& LookupScriptSha() {
+  static const std::string sha = [] {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    std::string hex;
+    if (EVP_Digest(kLookupScript, std::strlen(kLookupScript), md, &n, EVP_sha1(), nullptr) != 1)
+      return hex;  // EVAL every time
+    static const char* kDigits = "0123456789abcdef";
+    for (unsigned int i = 0; i < n; i++) {
+      hex += kDigits[md[i] >> 4];
+      hex += kDigits[md[i] & 15];
+    }
+    return hex;
+  }();
+  return sha;
+}
+
+bool IsNoScript(std::string_view error) { return error.find("NOSCRIPT") != std::string_view::npos; }
+
+}  // namespace
+
 Result<LookupResult> Directory::Query(RedisConnection* conn, const ObjectID& id) {
   Status st = conn->Ensure(2000);
   if (!st.ok()) return st;
-  const std::vector<std::string> args = LookupCommand(id);
-  Result<Reply> r = Command(conn->get(), args);
+  Result<Reply> r = Command(conn->get(), LookupCommand(id));
+  if (!r.ok() && IsNoScript(r.status().message()))
+    r = Command(conn->get(), LookupCommand(id, /*by_sha=*/false));  // loads it again
   if (!r.ok()) {
     conn->Drop();
     return r.status();
@@ -552,7 +579,10 @@ Result<LookupResult> Directory::Query(RedisConnection* conn, const ObjectID& id)
   return OnLookupReply(id, r->get());
 }
 
-std::vector<std::string> Directory::LookupCommand(const ObjectID& id) const {
+std::vector<std::string> Directory::LookupCommand(const ObjectID& id, bool by_sha) const {
+  if (by_sha && !LookupScriptSha().empty())
+    return {"EVALSHA", LookupScriptSha(), "1", ObjectKey(id), NodeKey(""),
+            std::to_string(kMaxLookupHolders)};
   return {"EVAL", kLookupScript, "1", ObjectKey(id), NodeKey(""), std::to_string(kMaxLookupHolders)};
 }
 
@@ -742,7 +772,11 @@ bool LoopLookups::Start(const ObjectID& id, Done done) {
     if (ac_ == nullptr && MonoMicros() >= retry_at_us_) Connect();
     return false;
   }
-  const std::vector<std::string> args = directory_->LookupCommand(id);
+  return Send(Pending{0, id, std::move(done), MonoMicros() + kTimeoutMs * 1000}, /*by_sha=*/true);
+}
+
+bool LoopLookups::Send(Pending p, bool by_sha) {
+  const std::vector<std::string> args = directory_->LookupCommand(p.id, by_sha);
   std::vector<const char*> argv;
   std::vector<size_t> lens;
   for (const std::string& x : args) {
@@ -755,7 +789,8 @@ bool LoopLookups::Start(const ObjectID& id, Done done) {
     Drop(Status::Disconnected("cannot send a lookup to Redis"));
     return false;
   }
-  pending_.push_back({seq, id, std::move(done), MonoMicros() + kTimeoutMs * 1000});
+  p.seq = seq;
+  pending_.push_back(std::move(p));
   ArmTimer();
   return true;
 }
@@ -769,7 +804,12 @@ void LoopLookups::OnReply(redisAsyncContext* ac, void* r, void* privdata) {
   l->pending_.pop_front();
   const auto* reply = static_cast<const redisReply*>(r);
   if (reply->type == REDIS_REPLY_ERROR) {
-    p.done(Status::IOError("redis EVAL: " + std::string(reply->str, reply->len)));
+    std::string error(reply->str, reply->len);
+    // Redis lost the script (restarted, flushed, failed over): this one goes
+    // again with the script itself, behind those already sent, which keeps
+    // the replies in order; the script is cached again for the next ones.
+    if (IsNoScript(error) && l->Send(std::move(p), /*by_sha=*/false)) return;
+    p.done(Status::IOError("redis lookup: " + error));
     return;
   }
   Result<LookupResult> found = l->directory_->OnLookupReply(p.id, reply);

@@ -203,7 +203,10 @@ class Directory {
   void AddUpdate(const Op& op, Batch* batch);  // REQUIRES: mu_ held
   Result<LookupResult> Query(RedisConnection* c, const ObjectID& id);
   // A lookup's command, and what its reply says (for LoopLookups too).
-  std::vector<std::string> LookupCommand(const ObjectID& id) const;
+  // By the script's SHA1 (EVALSHA: Redis neither receives nor hashes the
+  // script again), or the script itself (EVAL, when Redis answers NOSCRIPT:
+  // restarted, flushed, or failed over).
+  std::vector<std::string> LookupCommand(const ObjectID& id, bool by_sha = true) const;
   Result<LookupResult> OnLookupReply(const ObjectID& id, const redisReply* reply);
   friend class LoopLookups;
 
@@ -266,6 +269,8 @@ class LoopLookups {
     int64_t deadline_us;
   };
   void Connect();
+  // Sends `p`'s lookup (EVALSHA, or EVAL after a NOSCRIPT) and queues it.
+  bool Send(Pending p, bool by_sha);
   // The connection failed or was dropped: every pending lookup fails with
   // `why`, and the next connect waits kRetryUs.
   void Drop(const Status& why);

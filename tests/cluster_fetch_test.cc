@@ -134,6 +134,28 @@ TEST_F(ClusterFetchTest, AFetchReportsWhereItsTimeWent) {
   EXPECT_FALSE(r.ids[0].pulled);
 }
 
+TEST_F(ClusterFetchTest, LookupsGoOnAfterRedisForgetsTheirScript) {
+  // Lookups name their script by its SHA1; a Redis that restarted, failed
+  // over or flushed its scripts answers NOSCRIPT, and they send it again.
+  ObjectID first = ObjectID::Random();
+  ASSERT_TRUE(Put(c(1), first, "before the flush").ok());
+  ASSERT_TRUE(FetchOne(c(2), first).ok());
+  for (int round = 0; round < 2; round++) {
+    redis_.Integer({"SCRIPT", "FLUSH"});
+    std::vector<ObjectID> ids;
+    for (int i = 0; i < 6; i++) {  // several lookups in flight at once
+      ids.push_back(ObjectID::Random());
+      ASSERT_TRUE(Put(c(1), ids.back(), Bytes(100, 10 * round + i)).ok());
+    }
+    auto r = c(2).Fetch(ids, kTimeoutMs);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    for (size_t i = 0; i < ids.size(); i++) {
+      EXPECT_TRUE((*r)[i].ok()) << (*r)[i].ToString() << "\n" << store(2).Log();
+      EXPECT_TRUE(HasBytes(c(2), ids[i], Bytes(100, 10 * round + static_cast<int>(i))));
+    }
+  }
+}
+
 TEST_F(ClusterFetchTest, GetWithFetchOptionPullsWhatIsMissing) {
   ObjectID here = ObjectID::Random(), there = ObjectID::Random(), nowhere = ObjectID::Random();
   ASSERT_TRUE(Put(c(2), here, "local").ok());
