@@ -156,6 +156,23 @@ TEST_F(ClusterFetchTest, LookupsGoOnAfterRedisForgetsTheirScript) {
   }
 }
 
+TEST_F(ClusterFetchTest, ASmallFetchFromARestartedHolderDialsAgain) {
+  // Node 2 keeps its connection to node 1 for the next pull; node 1 then
+  // restarts on the same address. The store's loop takes that connection
+  // without checking it, finds it dead before any answer, and the pull goes
+  // again on a new connection: the fetch succeeds.
+  ObjectID before = ObjectID::Random(), after = ObjectID::Random();
+  ASSERT_TRUE(Put(c(1), before, Bytes(4096, 1)).ok());
+  ASSERT_TRUE(FetchOne(c(2), before).ok());
+  store(1).Kill();
+  ASSERT_TRUE(StartNode(1));
+  ASSERT_TRUE(Put(c(1), after, Bytes(4096, 2)).ok());
+  ASSERT_TRUE(Published(2, after, "node-1"));
+  Status st = FetchOne(c(2), after);
+  ASSERT_TRUE(st.ok()) << st.ToString() << "\n" << store(2).Log();
+  EXPECT_TRUE(HasBytes(c(2), after, Bytes(4096, 2)));
+}
+
 TEST_F(ClusterFetchTest, GetWithFetchOptionPullsWhatIsMissing) {
   ObjectID here = ObjectID::Random(), there = ObjectID::Random(), nowhere = ObjectID::Random();
   ASSERT_TRUE(Put(c(2), here, "local").ok());

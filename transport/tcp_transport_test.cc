@@ -479,6 +479,24 @@ TEST(TcpTransportTest, LoopPullsReportTheHoldersErrorsAndKeepTheConnection) {
   EXPECT_EQ(h.transport->accepted_connections(), 2u);
 }
 
+TEST(TcpTransportTest, APooledConnectionThatDiedIdleFailsALoopPullAsStale) {
+  auto client = MakeClient(Opts());
+  std::vector<uint8_t> got;
+  std::unique_ptr<AsyncPull> a;
+  {
+    Holder h(Opts());
+    ObjectID id = h.source.Add(1000, 0);
+    ExpectPulls(client.get(), &h, id, 1000, 0);
+    h.transport->Shutdown();  // closes its end of the pooled connection
+    // Taken without a check (no system call): the pull finds out.
+    a = StartLoopPull(client.get(), h.endpoint, id, 1000, &got);
+  }
+  if (a == nullptr) GTEST_SKIP() << "the send already failed: Pull's business";
+  Result<PullResult> r = RunLoopPull(a.get());
+  EXPECT_TRUE(r.status().IsDisconnected()) << r.status().ToString();
+  EXPECT_TRUE(a->stale_connection()) << "the caller should pull again on a new connection";
+}
+
 TEST(TcpTransportTest, ASilentHolderFailsALoopPullAtItsDeadline) {
   TcpTransportOptions o = Opts();
   o.io_timeout_ms = 300;
