@@ -199,7 +199,7 @@ struct ConnectReply {
   uint32_t client_id = 0;
   uint64_t capacity = 0;
   uint64_t arena_size = 0;  // the mapping behind the fd passed with this reply
-  bool prefaulted = false;  // clients may populate their mapping up front
+  bool prefaulted = false;  // every page is backed: clients populate whole 64 KiB granules
   void Encode(Encoder* e) const;
   bool Decode(Decoder* d);
 };
