@@ -4,6 +4,7 @@
 #include <hiredis/hiredis.h>
 #include <openssl/evp.h>
 #include <spdlog/spdlog.h>
+#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -659,6 +660,7 @@ LoopLookups::LoopLookups(EventLoop* loop, Directory* directory)
 LoopLookups::~LoopLookups() {
   pending_.clear();  // their Done is not run
   if (timer_ != EventLoop::kNoTimer) loop_->CancelTimer(timer_);
+  CancelConnectTimer();
   if (redisAsyncContext* a = std::exchange(ac_, nullptr)) redisAsyncFree(a);
 }
 
@@ -667,6 +669,16 @@ void LoopLookups::Connect() {
   int port = 0;
   retry_at_us_ = MonoMicros() + kRetryUs;  // if this fails
   if (!ParseRedisAddress(directory_->options().redis, &host, &port, &path).ok()) return;
+  if (path.empty()) {
+    in_addr v4;
+    in6_addr v6;
+    if (::inet_pton(AF_INET, host.c_str(), &v4) != 1 && ::inet_pton(AF_INET6, host.c_str(), &v6) != 1) {
+      // A name: hiredis would resolve it with a blocking getaddrinfo() on
+      // the loop. The lookup worker serves this store instead.
+      usable_ = false;
+      return;
+    }
+  }
   redisAsyncContext* a =
       path.empty() ? redisAsyncConnect(host.c_str(), port) : redisAsyncConnectUnix(path.c_str());
   if (a == nullptr) return;
@@ -710,12 +722,19 @@ void LoopLookups::Connect() {
     Drop(Status::IOError("cannot watch the directory's connection"));
     return;
   }
-  // A Unix socket connects at once, and hiredis then never calls the
-  // connect callback; a TCP connect finishes when the socket is writable.
+  // If hiredis counts the connection as made already (a Unix socket may
+  // connect at once), it is ready; otherwise its connect callback says so
+  // when the socket is writable, within kTimeoutMs or it is dropped.
   if ((a->c.flags & REDIS_CONNECTED) != 0) {
     ready_ = true;
   } else {
     Watch(EPOLLOUT);
+    connect_timer_ = loop_->AddTimerAfter(kTimeoutMs * 1000, [this] {
+      connect_timer_ = EventLoop::kNoTimer;
+      if (!ready_ && ac_ != nullptr)
+        Drop(Status::Disconnected("cannot connect to Redis in " + std::to_string(kTimeoutMs) +
+                                  " ms"));
+    });
   }
   const std::string& password = directory_->options().password;
   if (!password.empty()) {
@@ -743,6 +762,7 @@ void LoopLookups::Watch(uint32_t events) {
 
 void LoopLookups::OnConnected(const redisAsyncContext* ac, int status) {
   auto* l = static_cast<LoopLookups*>(ac->data);
+  l->CancelConnectTimer();
   if (status == REDIS_OK) {
     l->ready_ = true;
     return;
@@ -757,7 +777,13 @@ void LoopLookups::OnDisconnected(const redisAsyncContext* ac, int) {
   l->Drop(Status::Disconnected("Redis closed the directory's connection"));
 }
 
+void LoopLookups::CancelConnectTimer() {
+  if (connect_timer_ != EventLoop::kNoTimer) loop_->CancelTimer(connect_timer_);
+  connect_timer_ = EventLoop::kNoTimer;
+}
+
 void LoopLookups::Drop(const Status& why) {
+  CancelConnectTimer();
   ready_ = false;
   retry_at_us_ = MonoMicros() + kRetryUs;
   std::deque<Pending> failed;
@@ -768,14 +794,16 @@ void LoopLookups::Drop(const Status& why) {
 }
 
 bool LoopLookups::Start(const ObjectID& id, Done done) {
+  if (!usable_) return false;
   if (!ready_) {
     if (ac_ == nullptr && MonoMicros() >= retry_at_us_) Connect();
     return false;
   }
-  return Send(Pending{0, id, std::move(done), MonoMicros() + kTimeoutMs * 1000}, /*by_sha=*/true);
+  Pending p{0, id, std::move(done), MonoMicros() + kTimeoutMs * 1000};
+  return Send(p, /*by_sha=*/true);
 }
 
-bool LoopLookups::Send(Pending p, bool by_sha) {
+bool LoopLookups::Send(Pending& p, bool by_sha) {
   const std::vector<std::string> args = directory_->LookupCommand(p.id, by_sha);
   std::vector<const char*> argv;
   std::vector<size_t> lens;
@@ -808,7 +836,7 @@ void LoopLookups::OnReply(redisAsyncContext* ac, void* r, void* privdata) {
     // Redis lost the script (restarted, flushed, failed over): this one goes
     // again with the script itself, behind those already sent, which keeps
     // the replies in order; the script is cached again for the next ones.
-    if (IsNoScript(error) && l->Send(std::move(p), /*by_sha=*/false)) return;
+    if (IsNoScript(error) && l->Send(p, /*by_sha=*/false)) return;
     p.done(Status::IOError("redis lookup: " + error));
     return;
   }

@@ -242,8 +242,10 @@ class Directory {
 // of its own. Replies come back in order, so a lookup that gets no answer
 // within kTimeoutMs fails, with every later one, and the connection is
 // dropped. Until it is connected (it connects in the background at the
-// first Start, and again at most once per kRetryUs after a failure), Start
-// refuses and the caller looks up the blocking way. Loop thread only.
+// first Start, and again at most once per kRetryUs after a failure; a
+// connect has kTimeoutMs), Start refuses and the caller looks up the
+// blocking way, as it always does for a Redis named by a host name (hiredis
+// would resolve it with a blocking getaddrinfo()). Loop thread only.
 class LoopLookups {
  public:
   using Done = std::function<void(Result<std::vector<ObjectLocationRecord>>)>;
@@ -269,8 +271,10 @@ class LoopLookups {
     int64_t deadline_us;
   };
   void Connect();
-  // Sends `p`'s lookup (EVALSHA, or EVAL after a NOSCRIPT) and queues it.
-  bool Send(Pending p, bool by_sha);
+  // Sends `p`'s lookup (EVALSHA, or EVAL after a NOSCRIPT) and queues it
+  // (moving from `p`); false, and `p` as it was, if hiredis refuses it.
+  bool Send(Pending& p, bool by_sha);
+  void CancelConnectTimer();
   // The connection failed or was dropped: every pending lookup fails with
   // `why`, and the next connect waits kRetryUs.
   void Drop(const Status& why);
@@ -287,6 +291,8 @@ class LoopLookups {
   int fd_ = -1;           // registered with the loop
   uint32_t events_ = 0;   // what it watches
   bool ready_ = false;    // connected (and authenticated, if need be)
+  bool usable_ = true;    // false for a Redis named by a host name (see Connect)
+  EventLoop::TimerId connect_timer_ = EventLoop::kNoTimer;
   int64_t retry_at_us_ = 0;
   uint64_t seq_ = 0;
   std::deque<Pending> pending_;  // in the order sent, as the replies come

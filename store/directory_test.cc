@@ -7,8 +7,11 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <thread>
 
+#include "core/clock.h"
+#include "core/event_loop.h"
 #include "tests/redis_process.h"
 #include "tests/store_process.h"
 
@@ -427,6 +430,121 @@ TEST(DirectoryTest, WrongPasswordIsAClearError) {
   auto r = d.Lookup(ObjectID::Random());
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("password"), std::string::npos) << r.status().ToString();
+}
+
+}  // namespace
+}  // namespace plasmon
+
+namespace plasmon {
+namespace {
+
+// Runs lookups of `ids` with LoopLookups on a loop of their own until all
+// are answered (or 20 s pass); each result in *out, in order. Start refuses
+// until the connection (made at the first Start) is up: it is tried every
+// 10 ms for 2 s. Returns whether the lookups were started on the loop.
+bool LookUpOnALoop(Directory* d, const std::vector<ObjectID>& ids,
+                   std::vector<Result<std::vector<ObjectLocationRecord>>>* out) {
+  auto loop = EventLoop::Create();
+  EXPECT_TRUE(loop.ok());
+  EventLoop* l = loop->get();
+  LoopLookups lookups(l, d);
+  bool started = false;
+  size_t answered = 0;
+  out->assign(ids.size(), Status::Timeout("not answered"));
+  const int64_t give_up_starting = MonoMicros() + 2'000'000, deadline = MonoMicros() + 20'000'000;
+  std::function<void()> tick = [&] {
+    if (!started) {
+      started = lookups.Start(ids[0], [&](Result<std::vector<ObjectLocationRecord>> r) {
+        (*out)[0] = std::move(r);
+        answered++;
+      });
+      for (size_t i = 1; started && i < ids.size(); i++) {
+        EXPECT_TRUE(lookups.Start(ids[i], [&, i](Result<std::vector<ObjectLocationRecord>> r) {
+          (*out)[i] = std::move(r);
+          answered++;
+        }));
+      }
+      if (!started && MonoMicros() > give_up_starting) {
+        l->Stop();
+        return;
+      }
+    }
+    if ((started && answered == ids.size()) || MonoMicros() > deadline) {
+      l->Stop();
+      return;
+    }
+    l->AddTimerAfter(10'000, tick);
+  };
+  l->Post(tick);
+  EXPECT_TRUE(l->Run().ok());
+  return started;
+}
+
+TEST(LoopLookupsTest, FindOnTheLoopWhatTheBlockingLookupFinds) {
+  testing::RedisProcess redis;
+  ASSERT_TRUE(redis.started());
+  // The same server over TCP too (a second listener of its own).
+  const std::string dir = testing::TempDir();
+  int port = 20000 + (::getpid() + 7919) % 20000;
+  cluster::RedisOptions o;
+  o.dir = dir;
+  o.extra = {"--port", std::to_string(port), "--bind", "127.0.0.1", "--loglevel", "warning"};
+  cluster::Redis tcp(o);
+  ASSERT_TRUE(tcp.Start().ok());
+  DirectoryOptions po = Options(redis, "node-a");
+  po.redis = "127.0.0.1:" + std::to_string(port);
+  Directory publisher(po);
+  publisher.Start();
+  std::vector<ObjectID> ids;
+  for (int i = 0; i < 5; i++) {
+    ids.push_back(ObjectID::Random());
+    publisher.Publish(ids.back(), 100 + i, 0, true, 7);
+  }
+  ObjectID nowhere = ObjectID::Random();
+  ASSERT_TRUE(Eventually([&] {
+    auto r = publisher.Lookup(ids.back());
+    return r.ok() && r->size() == 1;
+  }));
+  for (const std::string& addr : {po.redis, std::string("localhost:") + std::to_string(port)}) {
+    SCOPED_TRACE(addr);
+    DirectoryOptions ro = po;
+    ro.node_id = "reader";
+    ro.redis = addr;
+    Directory reader(ro);
+    std::vector<ObjectID> asked = ids;
+    asked.push_back(nowhere);
+    std::vector<Result<std::vector<ObjectLocationRecord>>> got;
+    bool on_loop = LookUpOnALoop(&reader, asked, &got);
+    if (addr.rfind("localhost", 0) == 0) {
+      // A host name would be resolved on the loop, blocking: refused, the
+      // worker looks it up.
+      EXPECT_FALSE(on_loop);
+      continue;
+    }
+    ASSERT_TRUE(on_loop);
+    for (size_t i = 0; i < ids.size(); i++) {
+      ASSERT_TRUE(got[i].ok()) << got[i].status().ToString();
+      ASSERT_EQ(got[i]->size(), 1u);
+      EXPECT_EQ((*got[i])[0].node_id, "node-a");
+      EXPECT_EQ((*got[i])[0].data_size, 100u + i);
+      EXPECT_TRUE((*got[i])[0].alive);
+    }
+    ASSERT_TRUE(got.back().ok()) << got.back().status().ToString();
+    EXPECT_TRUE(got.back()->empty());
+  }
+  // Nobody listening: nothing hangs, Start refuses (the worker would say why).
+  {
+    DirectoryOptions ro = po;
+    ro.redis = "127.0.0.1:1";
+    Directory reader(ro);
+    std::vector<Result<std::vector<ObjectLocationRecord>>> got;
+    LookUpOnALoop(&reader, {ids[0]}, &got);
+    EXPECT_FALSE(got[0].ok());
+  }
+  publisher.Stop();
+  tcp.Kill();
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
 }
 
 }  // namespace
