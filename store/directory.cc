@@ -689,22 +689,10 @@ void LoopLookups::Connect() {
   ac_ = a;
   a->data = this;
   a->ev.data = this;
-  a->ev.addRead = [](void* self) {
-    auto* l = static_cast<LoopLookups*>(self);
-    l->Watch(l->events_ | EPOLLIN);
-  };
-  a->ev.delRead = [](void* self) {
-    auto* l = static_cast<LoopLookups*>(self);
-    l->Watch(l->events_ & ~uint32_t{EPOLLIN});
-  };
-  a->ev.addWrite = [](void* self) {
-    auto* l = static_cast<LoopLookups*>(self);
-    l->Watch(l->events_ | EPOLLOUT);
-  };
-  a->ev.delWrite = [](void* self) {
-    auto* l = static_cast<LoopLookups*>(self);
-    l->Watch(l->events_ & ~uint32_t{EPOLLOUT});
-  };
+  a->ev.addRead = &LoopLookups::Interest<EPOLLIN, true>;
+  a->ev.delRead = &LoopLookups::Interest<EPOLLIN, false>;
+  a->ev.addWrite = &LoopLookups::Interest<EPOLLOUT, true>;
+  a->ev.delWrite = &LoopLookups::Interest<EPOLLOUT, false>;
   a->ev.cleanup = [](void* self) {
     auto* l = static_cast<LoopLookups*>(self);
     if (l->fd_ >= 0) l->loop_->Remove(l->fd_);

@@ -279,6 +279,12 @@ class LoopLookups {
   // `why`, and the next connect waits kRetryUs.
   void Drop(const Status& why);
   void Watch(uint32_t events);  // the events of the context's fd to watch
+  // hiredis's hooks for starting and stopping to read or write.
+  template <uint32_t kEvent, bool kOn>
+  static void Interest(void* self) {
+    auto* l = static_cast<LoopLookups*>(self);
+    l->Watch(kOn ? l->events_ | kEvent : l->events_ & ~kEvent);
+  }
   void ArmTimer();
   void OnTimer();
   static void OnReply(redisAsyncContext* ac, void* reply, void* privdata);

@@ -210,22 +210,15 @@ class TcpTransport::LoopPull : public AsyncPull {
       : t_(t),
         endpoint_(std::move(endpoint)),
         request_(request),
-        fd_(std::move(fd)),
+        lease_(t, endpoint_, std::move(fd)),
         request_id_(request_id),
         total_(request.data_size + request.metadata_size),
         started_us_(started_us),
         deadline_us_(started_us_ + int64_t{t->opts_.io_timeout_ms} * 1000) {}
-  ~LoopPull() override {
-    if (reusable_) {
-      t_->Release(endpoint_, std::move(fd_));
-    } else {
-      t_->Discard(std::move(fd_));
-    }
-  }
   LoopPull(const LoopPull&) = delete;
   LoopPull& operator=(const LoopPull&) = delete;
 
-  int fd() const override { return fd_.get(); }
+  int fd() const override { return lease_.fd(); }
   int64_t deadline_us() const override { return deadline_us_; }
   bool stale_connection() const override { return stale_; }
   Status TimedOut() const override {
@@ -249,7 +242,7 @@ class TcpTransport::LoopPull : public AsyncPull {
       } else {
         break;
       }
-      ssize_t n = ::recv(fd_.get(), dst, want, MSG_DONTWAIT);
+      ssize_t n = ::recv(lease_.fd(), dst, want, MSG_DONTWAIT);
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return std::nullopt;
       if (n <= 0) {
@@ -272,13 +265,13 @@ class TcpTransport::LoopPull : public AsyncPull {
       frame_.body.assign(reinterpret_cast<const char*>(scratch_.data()) + protocol::kHeaderSize,
                          frame_.header.body_len);
       const size_t extra = scratch_got_ - frame_len;  // the object's first bytes
+      bool reusable = false;
       Status st =
-          t_->CheckPullReply(frame_, endpoint_, request_, request_id_, &reply_, &reusable_);
+          t_->CheckPullReply(frame_, endpoint_, request_, request_id_, &reply_, &reusable);
       if (!st.ok()) {
-        if (extra > 0) reusable_ = false;  // bytes after an error: garbage
-        return Result<PullResult>(st);     // reusable_ says if bytes follow
+        lease_.set_reusable(reusable && extra == 0);  // bytes after an error: garbage
+        return Result<PullResult>(st);
       }
-      reusable_ = false;  // until the bytes are in
       if (reply_.block_digests)
         return Fail(Status::ProtocolError("block digests that were not asked for"));
       if (extra > total_) return Fail(Status::ProtocolError("more bytes than the object has"));
@@ -286,16 +279,22 @@ class TcpTransport::LoopPull : public AsyncPull {
       data_got_ = extra;
       have_reply_ = true;
     }
-    reusable_ = true;
-    Result<PullResult> r = t_->CheckWhole(endpoint_, request_, reply_, MonoMicros());
-    if (r.ok()) r->started_us = started_us_;
+    lease_.set_reusable(true);
+    const int64_t landed = MonoMicros();
+    const std::vector<uint64_t> blocks{BlockDigest(request_.destination, total_)};  // one block
+    Result<PullResult> r = t_->Verified(endpoint_, request_, blocks, reply_, false);
+    if (r.ok()) {
+      r->started_us = started_us_;
+      r->landed_us = landed;
+      r->checked_us = MonoMicros();
+    }
     return r;
   }
 
 
  private:
   Result<PullResult> Fail(Status st) {
-    reusable_ = false;
+    lease_.set_reusable(false);
     return Status(st.IsProtocolError() ? st.code() : StatusCode::kDisconnected,
                   "pull of " + request_.id.Hex() + " from " + endpoint_ + ": " + st.message());
   }
@@ -303,7 +302,7 @@ class TcpTransport::LoopPull : public AsyncPull {
   TcpTransport* t_;
   const std::string endpoint_;
   const PullRequest request_;
-  UniqueFd fd_;
+  Lease lease_;  // back to the pool only if the exchange ended in a known state
   const uint64_t request_id_;
   const uint64_t total_;
   const int64_t started_us_;  // StartAsyncPull began
@@ -316,7 +315,6 @@ class TcpTransport::LoopPull : public AsyncPull {
   tcp::Frame frame_;
   tcp::PullReply reply_;
   bool have_reply_ = false;
-  bool reusable_ = false;
   bool stale_ = false;
 };
 
@@ -1103,21 +1101,6 @@ Status TcpTransport::CheckPullReply(const tcp::Frame& f, const std::string& endp
   return Status::OK();
 }
 
-Result<PullResult> TcpTransport::CheckWhole(const std::string& endpoint,
-                                            const PullRequest& request,
-                                            const tcp::PullReply& reply, int64_t landed_us) const {
-  if (!reply.digest_valid)
-    return Status::ProtocolError("pull of " + request.id.Hex() + " from " + endpoint +
-                                 ": the holder sent no digest");
-  uint64_t d = ObjectDigest(request.destination, request.data_size,
-                            request.destination + request.data_size, request.metadata_size);
-  if (d != reply.digest)
-    return Status::Corruption("pull of " + request.id.Hex() + " from " + endpoint +
-                              ": digest mismatch: received " + Hex64(d) + ", holder says " +
-                              Hex64(reply.digest));
-  return PullResult{d, TransportKind::kTcp, 0, landed_us, MonoMicros()};
-}
-
 Status TcpTransport::ReadPullReply(int fd, const std::string& endpoint, const PullRequest& request,
                                    uint64_t offset, uint64_t length, uint64_t* blocks,
                                    uint64_t request_id, tcp::PullReply* reply, bool* reusable) {
@@ -1192,10 +1175,7 @@ std::unique_ptr<AsyncPull> TcpTransport::StartAsyncPull(const std::string& endpo
   if (total < request.data_size || total > opts_.async_max) return nullptr;
   if (total > 0 && (request.destination == nullptr || !InRegisteredMemory(request.destination, total)))
     return nullptr;  // Pull says why
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    if (shut_down_) return nullptr;
-  }
+  // After Shutdown the pool is closed and empty: nothing below is found.
   // Only a connection already made: connecting and the handshake block.
   // Not checked with poll() first (a system call): one that died idle fails
   // the pull before any answer, as stale, and the caller pulls again the

@@ -176,9 +176,6 @@ class TcpTransport : public Transport {
   Status CheckPullReply(const tcp::Frame& f, const std::string& endpoint,
                         const PullRequest& request, uint64_t request_id, tcp::PullReply* reply,
                         bool* reusable) const;
-  // The digest of a whole object that arrived, against the holder's.
-  Result<PullResult> CheckWhole(const std::string& endpoint, const PullRequest& request,
-                                const tcp::PullReply& reply, int64_t landed_us) const;
   // Reads the reply to SendPull and, on OK, the `length` bytes into
   // request.destination + offset (hashed into `blocks` if given, and checked
   // against the holder's block digests if it sent them). Checks the holder's
