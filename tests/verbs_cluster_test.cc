@@ -95,6 +95,45 @@ TEST_F(VerbsClusterTest, FetchesEverySizeByRdmaWithTheDigestChecked) {
   EXPECT_EQ(s.pulls_failed, 0u);
 }
 
+TEST_F(VerbsClusterTest, SmallFetchesAfterTheFirstAreReadByTheStoresLoop) {
+  // The first pull makes the connection (on a transfer thread); the next
+  // small ones post their Describe and READ from node 2's event loop, which
+  // waits on the connection's completion channel: no hand-off.
+  ASSERT_TRUE(StartNode(1, "verbs"));
+  ASSERT_TRUE(StartNode(2, "verbs"));
+  ObjectID first = ObjectID::Random(), small = ObjectID::Random();
+  ASSERT_TRUE(Put(c(1), first, Bytes(4096, 1)).ok());
+  ASSERT_TRUE(Put(c(1), small, Bytes(60000, 2), "meta").ok());
+  ASSERT_TRUE(testing::Published(c(2), small, "node-1"));
+  auto fetch = [&](const ObjectID& id, FetchReport* r) {
+    auto res = c(2).Fetch({id}, kSlowMs, r);
+    EXPECT_TRUE(res.ok() && (*res)[0].ok() && r->ids.size() == 1) << store(2).Log();
+    return res.ok() && (*res)[0].ok() && r->ids.size() == 1;
+  };
+  FetchReport r;
+  ASSERT_TRUE(fetch(first, &r));
+  EXPECT_TRUE(r.ids[0].rdma);
+  EXPECT_FALSE(r.ids[0].on_loop);
+  for (int round = 0; round < 3; round++) {
+    SCOPED_TRACE(round);
+    ASSERT_TRUE(fetch(small, &r));
+    EXPECT_TRUE(r.ids[0].pulled);
+    EXPECT_TRUE(r.ids[0].rdma);
+    EXPECT_TRUE(r.ids[0].on_loop);
+    EXPECT_TRUE(HasBytes(c(2), small, Bytes(60000, 2), "meta"));
+    auto del = c(2).Delete({small});  // and again, from the location cache
+    ASSERT_TRUE(del.ok() && (*del)[0].ok());
+  }
+  StoreStats s = Stats(2);
+  EXPECT_EQ(s.fetched_verbs, 4u);
+  EXPECT_EQ(s.pulls_failed, 0u);
+  // Every pin node 1 lent is back: it can delete what node 2 read.
+  EXPECT_TRUE(Eventually([&] {
+    auto d = c(1).Delete({small});
+    return d.ok() && (*d)[0].ok();
+  }));
+}
+
 TEST_F(VerbsClusterTest, SeveralFetchesAtOnceAndOneTransferPerObject) {
   ASSERT_TRUE(StartNode(1, "verbs"));
   ASSERT_TRUE(StartNode(2, "verbs"));

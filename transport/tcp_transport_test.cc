@@ -397,22 +397,6 @@ TEST(TcpTransportTest, WrongDigestIsCorruption) {
   EXPECT_TRUE(r.status().IsCorruption()) << r.status().ToString();
 }
 
-// Drives a pull on the loop as the store's loop does: waits for the
-// connection to be readable (at most 30 s) and reads what came.
-Result<PullResult> RunLoopPull(AsyncPull* a) {
-  auto deadline = std::chrono::steady_clock::now() + 30s;
-  for (;;) {
-    int64_t left_us = a->deadline_us() - MonoMicros();
-    if (left_us <= 0) return a->TimedOut();
-    if (std::chrono::steady_clock::now() > deadline) return Status::Timeout("test deadline");
-    pollfd p{a->fd(), POLLIN, 0};
-    int n = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left_us / 1000 + 1, 1000)));
-    if (n <= 0) continue;
-    std::optional<Result<PullResult>> r = a->OnReadable();
-    if (r) return std::move(*r);
-  }
-}
-
 std::unique_ptr<AsyncPull> StartLoopPull(TcpTransport* t, const std::string& endpoint,
                                          const ObjectID& id, uint64_t size,
                                          std::vector<uint8_t>* out) {

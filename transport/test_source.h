@@ -5,8 +5,10 @@
 
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
@@ -15,9 +17,11 @@
 #include <string>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
+#include "core/clock.h"
 #include "core/digest.h"
 #include "core/fd.h"
 #include "transport/transport.h"
@@ -191,6 +195,22 @@ class FakeSource : public ObjectSource {
   uint64_t gate_passes_ = 0;
   uint64_t blocked_ = 0;
 };
+
+// Drives a pull on the loop as the store's loop does: waits for its fd to
+// be readable (at most 30 s in all) and steps it.
+inline Result<PullResult> RunLoopPull(AsyncPull* a) {
+  const int64_t test_deadline = MonoMicros() + 30'000'000;
+  for (;;) {
+    int64_t left_us = a->deadline_us() - MonoMicros();
+    if (left_us <= 0) return a->TimedOut();
+    if (MonoMicros() > test_deadline) return Status::Timeout("test deadline");
+    pollfd p{a->fd(), POLLIN, 0};
+    int n = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left_us / 1000 + 1, 1000)));
+    if (n <= 0) continue;
+    std::optional<Result<PullResult>> r = a->OnReadable();
+    if (r) return std::move(*r);
+  }
+}
 
 // RDMA-capable addresses for the verbs tests: $PLASMON_TEST_RDMA_ADDRS
 // (separated by spaces), or the one-VM Soft-RoCE harness's two rxe addresses

@@ -10,6 +10,7 @@
 #include <poll.h>
 #include <rdma/rdma_cma.h>
 #include <spdlog/spdlog.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -275,6 +276,9 @@ class VerbsTransport::Impl {
     uint64_t chunk = 0;   // bytes per READ at most
     uint64_t reads_done = 0;
     std::deque<std::string> inbox;
+    // An epoll set of comp's and events' fds, made at the first LoopPull: a
+    // loop watches one fd and hears of completions and disconnects.
+    UniqueFd waitset;
     ~Peer();
   };
 
@@ -326,20 +330,45 @@ class VerbsTransport::Impl {
                 rdma_conn_param* param);
   Status Progress(Peer* p, int timeout_ms, const std::function<bool()>& done);
   Status Drain(Peer* p, bool* progressed);
+  // Takes the completion channel's event, if one is there (never blocks);
+  // false if there was none.
+  static bool TakeCqEvent(Peer* p);
+  // Reads the connection's rdma_cm events (never blocks); true if it is
+  // disconnected (then also marked broken).
+  static bool TakeCmEvents(Peer* p);
+  // Asks for an event at the next completion (the caller drains once more
+  // after: one may have landed before).
+  static Status Arm(Peer* p);
+  // What the inbox held: the message looked for, nothing yet, or something
+  // a well-behaved holder never sends. Stale Digests (of abandoned pulls)
+  // are skipped.
+  enum class Taken { kNothing, kFound, kBad };
+  static Taken TakeMessage(Peer* p, MessageType type, uint64_t request_id, std::string* body);
+  // `body` decoded as `msg` (named `what` in errors); a malformed one breaks
+  // the connection.
+  template <typename Msg>
+  static Status Parsed(Peer* p, const std::string& body, const char* what, Msg* msg) {
+    if (verbs::ParseBody(body, msg)) return Status::OK();
+    p->broken = true;
+    return Status::ProtocolError(p->endpoint + ": a malformed " + what);
+  }
   Result<std::string> AwaitMessage(Peer* p, MessageType type, uint64_t request_id);
-  // AwaitMessage, then its body decoded as `msg` (named `what` in errors).
   template <typename Msg>
   Status AwaitParsed(Peer* p, MessageType type, uint64_t request_id, const char* what, Msg* msg) {
     Result<std::string> body = AwaitMessage(p, type, request_id);
     if (!body.ok()) return body.status();
-    if (!verbs::ParseBody(*body, msg)) {
-      p->broken = true;
-      return Status::ProtocolError(p->endpoint + ": a malformed " + what);
-    }
-    return Status::OK();
+    return Parsed(p, *body, what, msg);
   }
+  class PullOp;
+  class LoopPull;
   Result<PullResult> PullOn(Peer* p, const PullRequest& req);
   void Return(std::unique_ptr<Peer> p);
+
+ public:
+  std::unique_ptr<AsyncPull> StartAsyncPull(const std::string& endpoint,
+                                            const PullRequest& request);
+
+ private:
 
   // server
   void ServeLoop();
@@ -1134,6 +1163,41 @@ Status VerbsTransport::Impl::Drain(Peer* p, bool* progressed) {
   return Status::OK();
 }
 
+bool VerbsTransport::Impl::TakeCqEvent(Peer* p) {
+  ibv_cq* cq = nullptr;
+  void* ctx = nullptr;
+  if (ibv_get_cq_event(p->comp, &cq, &ctx) != 0) return false;  // none (the fd is non-blocking)
+  p->unacked++;
+  p->armed = false;
+  if (p->unacked >= 64) {
+    ibv_ack_cq_events(p->cq, p->unacked);
+    p->unacked = 0;
+  }
+  return true;
+}
+
+bool VerbsTransport::Impl::TakeCmEvents(Peer* p) {
+  rdma_cm_event* ev = nullptr;
+  while (rdma_get_cm_event(p->events, &ev) == 0) {
+    rdma_cm_event_type type = ev->event;
+    rdma_ack_cm_event(ev);
+    if (type == RDMA_CM_EVENT_DISCONNECTED || type == RDMA_CM_EVENT_DEVICE_REMOVAL) {
+      p->connected = false;
+      p->broken = true;
+    }
+  }
+  return !p->connected;
+}
+
+Status VerbsTransport::Impl::Arm(Peer* p) {
+  if (int rc = ibv_req_notify_cq(p->cq, 0); rc != 0) {
+    p->broken = true;
+    return Status::IOError("ibv_req_notify_cq: " + Errno(rc));
+  }
+  p->armed = true;
+  return Status::OK();
+}
+
 Status VerbsTransport::Impl::Progress(Peer* p, int timeout_ms, const std::function<bool()>& done) {
   int64_t deadline = MonoMicros() + int64_t{timeout_ms} * 1000;
   for (;;) {
@@ -1142,11 +1206,7 @@ Status VerbsTransport::Impl::Progress(Peer* p, int timeout_ms, const std::functi
     if (done()) return Status::OK();
     if (progressed) deadline = MonoMicros() + int64_t{timeout_ms} * 1000;
     if (!p->armed) {
-      if (int rc = ibv_req_notify_cq(p->cq, 0); rc != 0) {
-        p->broken = true;
-        return Status::IOError("ibv_req_notify_cq: " + Errno(rc));
-      }
-      p->armed = true;
+      PLASMON_RETURN_IF_ERROR(Arm(p));
       continue;  // a completion may have landed before arming
     }
     int64_t left_ms = (deadline - MonoMicros()) / 1000;
@@ -1164,127 +1224,168 @@ Status VerbsTransport::Impl::Progress(Peer* p, int timeout_ms, const std::functi
       p->broken = true;
       return Status::Disconnected("the transport is shutting down");
     }
-    if (fds[1].revents != 0) {
-      rdma_cm_event* ev = nullptr;
-      while (rdma_get_cm_event(p->events, &ev) == 0) {
-        rdma_cm_event_type type = ev->event;
-        rdma_ack_cm_event(ev);
-        if (type == RDMA_CM_EVENT_DISCONNECTED || type == RDMA_CM_EVENT_DEVICE_REMOVAL) {
-          p->connected = false;
-          p->broken = true;
-          // Completions already queued still count: take them first.
-          bool more = false;
-          PLASMON_RETURN_IF_ERROR(Drain(p, &more));
-          if (done()) return Status::OK();
-          return Status::Disconnected(p->endpoint + " closed the connection");
-        }
-      }
+    if (fds[1].revents != 0 && TakeCmEvents(p)) {
+      // Completions already queued still count: take them first.
+      bool more = false;
+      PLASMON_RETURN_IF_ERROR(Drain(p, &more));
+      if (done()) return Status::OK();
+      return Status::Disconnected(p->endpoint + " closed the connection");
     }
-    if (fds[0].revents != 0) {
-      ibv_cq* cq = nullptr;
-      void* ctx = nullptr;
-      if (ibv_get_cq_event(p->comp, &cq, &ctx) == 0) {
-        p->unacked++;
-        p->armed = false;
-        if (p->unacked >= 64) {
-          ibv_ack_cq_events(p->cq, p->unacked);
-          p->unacked = 0;
-        }
-      }
-    }
+    if (fds[0].revents != 0) (void)TakeCqEvent(p);
   }
+}
+
+VerbsTransport::Impl::Taken VerbsTransport::Impl::TakeMessage(Peer* p, MessageType type,
+                                                             uint64_t request_id,
+                                                             std::string* body) {
+  while (!p->inbox.empty()) {
+    std::string msg = std::move(p->inbox.front());
+    p->inbox.pop_front();
+    verbs::Header h;
+    std::string_view b;
+    if (!verbs::ParseHeader(msg, &h, &b)) return Taken::kBad;
+    if (h.type == type && h.request_id == request_id) {
+      body->assign(b);
+      return Taken::kFound;
+    }
+    // Anything else is stale (a Digest for an abandoned pull) or garbage.
+    if (h.type != MessageType::kDigest) return Taken::kBad;
+  }
+  return Taken::kNothing;
 }
 
 Result<std::string> VerbsTransport::Impl::AwaitMessage(Peer* p, MessageType type,
                                                        uint64_t request_id) {
   std::string found;
-  bool bad = false;
+  Taken taken = Taken::kNothing;
   Status st = Progress(p, opts_.io_timeout_ms, [&] {
-    while (!p->inbox.empty()) {
-      std::string msg = std::move(p->inbox.front());
-      p->inbox.pop_front();
-      verbs::Header h;
-      std::string_view body;
-      if (!verbs::ParseHeader(msg, &h, &body)) {
-        bad = true;
-        return true;
-      }
-      if (h.type == type && h.request_id == request_id) {
-        found.assign(body);
-        return true;
-      }
-      // Anything else is stale (a Digest for an abandoned pull) or garbage.
-      if (h.type != MessageType::kDigest) {
-        bad = true;
-        return true;
-      }
-    }
-    return false;
+    taken = TakeMessage(p, type, request_id, &found);
+    return taken != Taken::kNothing;
   });
   if (!st.ok()) return st;
-  if (bad) {
+  if (taken == Taken::kBad) {
     p->broken = true;
     return Status::ProtocolError(p->endpoint + " sent an unexpected message");
   }
   return found;
 }
 
-Result<PullResult> VerbsTransport::Impl::PullOn(Peer* p, const PullRequest& req) {
-  const uint64_t total = req.data_size + req.metadata_size;
-  const uint64_t rid = next_request_id_.fetch_add(1);
-  verbs::Describe d;
-  d.id = req.id;
-  d.want_digest = true;
-  Status st = p->ctl.Send(p->id->qp, verbs::MakeMessage(MessageType::kDescribe, rid, d));
-  if (!st.ok()) {
-    p->broken = true;
-    return st;
-  }
-  verbs::DescribeReply r;
-  PLASMON_RETURN_IF_ERROR(AwaitParsed(p, MessageType::kDescribeReply, rid, "DescribeReply", &r));
-  if (!r.status.ok()) return r.status;  // nothing pinned
-  auto release = [&] {
-    Status rs = p->ctl.Send(p->id->qp, verbs::MakeMessage(MessageType::kRelease, rid));
-    if (!rs.ok()) p->broken = true;
-  };
-  if (r.data_size != req.data_size || r.metadata_size != req.metadata_size) {
-    release();
-    return Status::InvalidArgument(
-        "the holder has " + std::to_string(r.data_size) + "+" + std::to_string(r.metadata_size) +
-        " bytes, the directory said " + std::to_string(req.data_size) + "+" +
-        std::to_string(req.metadata_size));
-  }
-  if (Status offered = verbs::CheckDigestOffered(r); !offered.ok()) {
-    release();
-    return Status(offered.code(),
-                  "object " + req.id.Hex() + " from " + p->endpoint + ": " + offered.message());
+// One pull on one connection, as a state machine: Describe, then RDMA READs
+// in pieces that each lie inside one remote and one local region (several
+// outstanding, each hashed as it lands), then the digest (the holder's, or
+// the one it sends when its hash is done), then Release. Whoever waits for
+// the connection's completions drives it: PullOn, blocking, for any size;
+// a LoopPull, on the caller's event loop, for small objects. Step() looks at
+// what Drain left: the peer's inbox and its count of finished READs.
+class VerbsTransport::Impl::PullOp {
+ public:
+  PullOp(Impl* t, Peer* p, const PullRequest& req)
+      : t_(t), p_(p), req_(req), total_(req.data_size + req.metadata_size) {}
+
+  Status Start() {
+    rid_ = t_->next_request_id_.fetch_add(1, std::memory_order_relaxed);
+    verbs::Describe d;
+    d.id = req_.id;
+    d.want_digest = true;
+    return Broken(p_->ctl.Send(p_->id->qp, verbs::MakeMessage(MessageType::kDescribe, rid_, d)));
   }
 
-  // Reads, in pieces that each lie inside one remote and one local region.
+  // The result once the pull is over; nullopt while it waits for more.
+  std::optional<Result<PullResult>> Step() {
+    std::string body;
+    switch (phase_) {
+      case Phase::kDescribe: {
+        Taken taken = TakeMessage(p_, MessageType::kDescribeReply, rid_, &body);
+        if (taken == Taken::kNothing) return std::nullopt;
+        if (taken == Taken::kBad) return Unexpected();
+        PLASMON_RETURN_IF_ERROR(Parsed(p_, body, "DescribeReply", &reply_));
+        if (!reply_.status.ok()) return Result<PullResult>(reply_.status);  // nothing pinned
+        if (reply_.data_size != req_.data_size || reply_.metadata_size != req_.metadata_size) {
+          Release();
+          return Result<PullResult>(Status::InvalidArgument(
+              "the holder has " + std::to_string(reply_.data_size) + "+" +
+              std::to_string(reply_.metadata_size) + " bytes, the directory said " +
+              std::to_string(req_.data_size) + "+" + std::to_string(req_.metadata_size)));
+        }
+        if (Status offered = verbs::CheckDigestOffered(reply_); !offered.ok()) {
+          Release();
+          return Result<PullResult>(Status(offered.code(), "object " + req_.id.Hex() + " from " +
+                                                               p_->endpoint + ": " +
+                                                               offered.message()));
+        }
+        phase_ = Phase::kRead;
+        reads_seen_ = p_->reads_done;
+        PLASMON_RETURN_IF_ERROR(PostMore());
+        [[fallthrough]];  // nothing to read in an empty object
+      }
+      case Phase::kRead: {
+        // Completions on one RC queue arrive in order: the oldest pieces landed.
+        std::vector<Piece> ready;
+        for (; reads_seen_ < p_->reads_done && !in_flight_.empty(); reads_seen_++) {
+          ready.push_back(in_flight_.front());
+          in_flight_.pop_front();
+        }
+        PLASMON_RETURN_IF_ERROR(PostMore());  // keep the link busy while hashing
+        for (const Piece& pc : ready) digest_.Update(pc.dst, pc.len);
+        if (!in_flight_.empty()) return std::nullopt;
+        landed_us_ = MonoMicros();  // hashed as they landed: only the last pieces remained
+        got_ = digest_.Finish();
+        if (reply_.digest_state != verbs::DigestState::kFollows) return Finish(reply_.digest);
+        phase_ = Phase::kDigest;
+        [[fallthrough]];
+      }
+      case Phase::kDigest: {
+        Taken taken = TakeMessage(p_, MessageType::kDigest, rid_, &body);
+        if (taken == Taken::kNothing) return std::nullopt;
+        if (taken == Taken::kBad) return Unexpected();
+        verbs::DigestMessage dm;
+        PLASMON_RETURN_IF_ERROR(Parsed(p_, body, "Digest", &dm));
+        return Finish(dm.digest);
+      }
+    }
+    return std::nullopt;
+  }
+
+  // The holder answered the Describe (a failure after that is not the
+  // pooled connection's having died while idle).
+  bool answered() const { return phase_ != Phase::kDescribe; }
+
+ private:
+  enum class Phase { kDescribe, kRead, kDigest };
   struct Piece {
     uint8_t* dst;
     uint64_t len;
   };
-  std::deque<Piece> in_flight;
-  DigestStream digest;
-  uint64_t issued = 0;
-  auto post_more = [&]() -> Status {
-    while (issued < total && static_cast<int>(in_flight.size()) < p->reads) {
-      uint64_t raddr = r.address + issued;
+
+  // A failure after which the connection's state is unknown (reads may
+  // still be landing in the destination): it is destroyed, and the caller
+  // aborts the object.
+  Status Broken(Status st) {
+    if (!st.ok()) p_->broken = true;
+    return st;
+  }
+  Result<PullResult> Unexpected() {
+    return Broken(Status::ProtocolError(p_->endpoint + " sent an unexpected message"));
+  }
+
+  Status PostMore() {
+    while (issued_ < total_ && static_cast<int>(in_flight_.size()) < p_->reads) {
+      uint64_t raddr = reply_.address + issued_;
       const verbs::RemoteRegion* rr = nullptr;
-      for (const verbs::RemoteRegion& x : p->remote)
+      for (const verbs::RemoteRegion& x : p_->remote)
         if (raddr >= x.address && raddr - x.address < x.length) rr = &x;
-      uint8_t* dst = req.destination + issued;
-      const LocalMr* lm = p->dev->Find(dst);
+      uint8_t* dst = req_.destination + issued_;
+      const LocalMr* lm = p_->dev->Find(dst);
       if (rr == nullptr)
-        return Status::ProtocolError(p->endpoint + " described an object outside its regions");
+        return Broken(
+            Status::ProtocolError(p_->endpoint + " described an object outside its regions"));
       if (lm == nullptr)
-        return Status::InvalidArgument("the destination is not in registered memory");
-      uint64_t len = std::min({p->chunk, total - issued, rr->address + rr->length - raddr,
+        return Broken(Status::InvalidArgument("the destination is not in registered memory"));
+      uint64_t len = std::min({p_->chunk, total_ - issued_, rr->address + rr->length - raddr,
                                static_cast<uint64_t>(lm->base + lm->length - dst)});
       ibv_sge sge{reinterpret_cast<uint64_t>(dst), static_cast<uint32_t>(len), lm->mr->lkey};
       ibv_send_wr wr{};
-      wr.wr_id = WrId(WrKind::kRead, issued);
+      wr.wr_id = WrId(WrKind::kRead, issued_);
       wr.sg_list = &sge;
       wr.num_sge = 1;
       wr.opcode = IBV_WR_RDMA_READ;
@@ -1292,49 +1393,169 @@ Result<PullResult> VerbsTransport::Impl::PullOn(Peer* p, const PullRequest& req)
       wr.wr.rdma.remote_addr = raddr;
       wr.wr.rdma.rkey = rr->rkey;
       ibv_send_wr* bad = nullptr;
-      if (int rc = ibv_post_send(p->id->qp, &wr, &bad); rc != 0) {
-        p->broken = true;
-        return Status::IOError("posting an RDMA READ: " + Errno(rc));
-      }
-      in_flight.push_back({dst, len});
-      issued += len;
+      if (int rc = ibv_post_send(p_->id->qp, &wr, &bad); rc != 0)
+        return Broken(Status::IOError("posting an RDMA READ: " + Errno(rc)));
+      in_flight_.push_back({dst, len});
+      issued_ += len;
     }
     return Status::OK();
-  };
-  st = post_more();
-  while (st.ok() && !in_flight.empty()) {
-    uint64_t before = p->reads_done;
-    st = Progress(p, opts_.io_timeout_ms, [&] { return p->reads_done > before; });
-    if (!st.ok()) break;
-    // Completions on one RC queue arrive in order: the oldest pieces landed.
-    uint64_t landed = p->reads_done - before;
-    std::vector<Piece> ready;
-    for (uint64_t i = 0; i < landed && !in_flight.empty(); i++) {
-      ready.push_back(in_flight.front());
-      in_flight.pop_front();
-    }
-    st = post_more();  // keep the link busy while hashing
-    for (const Piece& pc : ready) digest.Update(pc.dst, pc.len);
   }
+
+  void Release() {
+    (void)Broken(p_->ctl.Send(p_->id->qp, verbs::MakeMessage(MessageType::kRelease, rid_)));
+  }
+
+  Result<PullResult> Finish(uint64_t expected) {
+    Release();
+    if (got_ != expected)
+      return Status::Corruption("object " + req_.id.Hex() + " from " + p_->endpoint +
+                                ": digest mismatch");
+    return PullResult{got_, TransportKind::kVerbs, 0, landed_us_, MonoMicros()};
+  }
+
+  Impl* const t_;
+  Peer* const p_;
+  const PullRequest req_;
+  const uint64_t total_;
+  uint64_t rid_ = 0;
+  Phase phase_ = Phase::kDescribe;
+  verbs::DescribeReply reply_;
+  std::deque<Piece> in_flight_;
+  DigestStream digest_;
+  uint64_t issued_ = 0;
+  uint64_t reads_seen_ = 0;  // the peer's reads_done that Step has accounted for
+  int64_t landed_us_ = 0;
+  uint64_t got_ = 0;
+};
+
+Result<PullResult> VerbsTransport::Impl::PullOn(Peer* p, const PullRequest& req) {
+  PullOp op(this, p, req);
+  PLASMON_RETURN_IF_ERROR(op.Start());
+  std::optional<Result<PullResult>> out;
+  Status st = Progress(p, opts_.io_timeout_ms, [&] {
+    out = op.Step();
+    return out.has_value();
+  });
   if (!st.ok()) {
-    // Reads may still be in flight into the destination: this connection is
-    // done for (its destruction stops them) and the caller aborts the object.
-    p->broken = true;
+    p->broken = true;  // reads may still be in flight into the destination
     return st;
   }
-  const int64_t landed_us = MonoMicros();  // hashed as they landed: only the last pieces remain
-  const uint64_t got = digest.Finish();
-  uint64_t expected = r.digest;
-  if (r.digest_state == verbs::DigestState::kFollows) {
-    verbs::DigestMessage dm;
-    PLASMON_RETURN_IF_ERROR(AwaitParsed(p, MessageType::kDigest, rid, "Digest", &dm));
-    expected = dm.digest;
+  return std::move(*out);
+}
+
+// A small pull on the caller's event loop (StartAsyncPull): the Describe
+// went out on an idle pooled connection whose queue was armed first; each
+// OnReadable takes the completion channel's event, drains the queue, steps
+// the pull, and arms the queue again. Nothing else runs between the
+// loop and the NIC: a cached small fetch is one Describe, one READ and one
+// Release. The loop watches the connection's waitset, so a holder that
+// goes away is noticed by its disconnect (or a failed completion, or the
+// deadline). Destroyed before its result, the pull is
+// abandoned and its connection destroyed (READs may still be landing); after,
+// the connection goes back to the pool unless it broke. The transport must
+// outlive it.
+class VerbsTransport::Impl::LoopPull : public AsyncPull {
+ public:
+  LoopPull(Impl* t, std::unique_ptr<Peer> p, const PullRequest& req, int64_t started_us)
+      : t_(t),
+        p_(std::move(p)),
+        op_(t, p_.get(), req),
+        id_(req.id),
+        started_us_(started_us),
+        deadline_us_(started_us + int64_t{t->opts_.io_timeout_ms} * 1000) {}
+  LoopPull(const LoopPull&) = delete;
+  LoopPull& operator=(const LoopPull&) = delete;
+  ~LoopPull() override {
+    if (!done_) p_->broken = true;
+    t_->Return(std::move(p_));
   }
-  release();
-  if (got != expected)
-    return Status::Corruption("object " + req.id.Hex() + " from " + p->endpoint +
-                              ": digest mismatch");
-  return PullResult{got, TransportKind::kVerbs, 0, landed_us, MonoMicros()};
+
+  Status Start() {
+    if (!p_->waitset.valid()) {
+      UniqueFd ep(::epoll_create1(EPOLL_CLOEXEC));
+      if (!ep.valid()) return Status::FromErrno("epoll_create1", errno);
+      for (int fd : {p_->comp->fd, p_->events->fd}) {
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        if (::epoll_ctl(ep.get(), EPOLL_CTL_ADD, fd, &ev) != 0)
+          return Status::FromErrno("epoll_ctl", errno);
+      }
+      p_->waitset = std::move(ep);
+    }
+    if (!p_->armed) PLASMON_RETURN_IF_ERROR(Arm(p_.get()));  // before the first completion
+    return op_.Start();
+  }
+
+  int fd() const override { return p_->waitset.get(); }
+  int64_t deadline_us() const override { return deadline_us_; }
+  bool stale_connection() const override { return stale_; }
+  Status TimedOut() const override {
+    return Status::Disconnected("pull of " + id_.Hex() + " from " + p_->endpoint +
+                                ": the holder was silent for " +
+                                std::to_string(t_->opts_.io_timeout_ms) + " ms");
+  }
+
+  std::optional<Result<PullResult>> OnReadable() override {
+    // Woken without a completion event: the rdma_cm channel has news.
+    // (Not read otherwise: that would cost a system call per wake-up.)
+    if (!TakeCqEvent(p_.get()) && TakeCmEvents(p_.get())) {
+      bool more = false;  // completions already queued still count
+      Status st = t_->Drain(p_.get(), &more);
+      if (!st.ok()) return Done(st);
+      if (std::optional<Result<PullResult>> r = op_.Step()) return Done(std::move(*r));
+      return Done(Status::Disconnected("pull of " + id_.Hex() + ": " + p_->endpoint +
+                                       " closed the connection"));
+    }
+    for (;;) {
+      bool progressed = false;
+      Status st = t_->Drain(p_.get(), &progressed);
+      if (!st.ok()) return Done(st);
+      if (std::optional<Result<PullResult>> r = op_.Step()) return Done(std::move(*r));
+      if (p_->armed) return std::nullopt;
+      if (st = Arm(p_.get()); !st.ok()) return Done(st);
+      // Drain once more: a completion may have landed before arming.
+    }
+  }
+
+ private:
+  Result<PullResult> Done(Result<PullResult> r) {
+    done_ = true;
+    if (r.ok()) {
+      r->started_us = started_us_;
+      return r;
+    }
+    // Nothing came back on a connection that had been idle: it may only
+    // have died meanwhile (the caller tries once more, the blocking way).
+    stale_ = !op_.answered() && p_->broken && r.status().IsDisconnected();
+    return r;
+  }
+
+  Impl* const t_;
+  std::unique_ptr<Peer> p_;
+  PullOp op_;
+  const ObjectID id_;
+  const int64_t started_us_;
+  const int64_t deadline_us_;
+  bool done_ = false;
+  bool stale_ = false;
+};
+
+std::unique_ptr<AsyncPull> VerbsTransport::Impl::StartAsyncPull(const std::string& endpoint,
+                                                                const PullRequest& request) {
+  const int64_t started = MonoMicros();
+  const uint64_t total = request.data_size + request.metadata_size;
+  if (total < request.data_size || total > opts_.async_max) return nullptr;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (shut_down_ || !memory_.Contains(request.destination, total)) return nullptr;  // Pull says why
+  }
+  // Only a connection already made: connecting blocks.
+  std::optional<std::unique_ptr<Peer>> p = idle_.Take(endpoint);
+  if (!p) return nullptr;
+  auto pull = std::make_unique<LoopPull>(this, std::move(*p), request, started);
+  // Failed to post: that connection is destroyed with `pull`; Pull makes a new one.
+  if (!pull->Start().ok()) return nullptr;
+  return pull;
 }
 
 Result<PullResult> VerbsTransport::Impl::Pull(const std::string& endpoint,
@@ -1445,6 +1666,10 @@ Status VerbsTransport::RegisterMemory(const MemoryRegion& region) {
 Result<std::string> VerbsTransport::Listen(ObjectSource* source) { return impl_->Listen(source); }
 Result<PullResult> VerbsTransport::Pull(const std::string& endpoint, const PullRequest& request) {
   return impl_->Pull(endpoint, request);
+}
+std::unique_ptr<AsyncPull> VerbsTransport::StartAsyncPull(const std::string& endpoint,
+                                                          const PullRequest& request) {
+  return impl_->StartAsyncPull(endpoint, request);
 }
 void VerbsTransport::Shutdown() { impl_->Shutdown(); }
 uint64_t VerbsTransport::accepted_connections() const { return impl_->accepted(); }

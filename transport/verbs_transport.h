@@ -17,7 +17,9 @@
 // on one completion channel shared by every served connection; one hashing
 // thread computes digests the holder does not have yet. A Pull runs on its
 // caller's thread, on a pooled connection it has to itself, and sleeps on
-// that connection's completion channel: nothing spins.
+// that connection's completion channel: nothing spins. A small pull on a
+// pooled connection can instead run on the caller's event loop
+// (StartAsyncPull): the loop waits on the same completion channel.
 #pragma once
 
 #include <memory>
@@ -44,6 +46,9 @@ struct VerbsTransportOptions {
   // Register in pieces of at most this many bytes (0: the device's
   // max_mr_size). Tests use it to make objects straddle registrations.
   uint64_t max_registration = 0;
+  // Objects up to this size are pulled on the caller's event loop when an
+  // idle connection to the holder is pooled (StartAsyncPull); 0: never.
+  uint64_t async_max = 64 << 10;
 };
 
 class VerbsTransport : public Transport {
@@ -62,6 +67,10 @@ class VerbsTransport : public Transport {
   Status RegisterMemory(const MemoryRegion& region) override;
   Result<std::string> Listen(ObjectSource* source) override;
   Result<PullResult> Pull(const std::string& endpoint, const PullRequest& request) override;
+  // A small object, on a pooled connection: the caller's loop waits on the
+  // connection's completion channel (AsyncPull::fd) and steps the pull.
+  std::unique_ptr<AsyncPull> StartAsyncPull(const std::string& endpoint,
+                                            const PullRequest& request) override;
   void Shutdown() override;
 
   // Connections accepted since Listen (for tests).

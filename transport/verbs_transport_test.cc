@@ -8,8 +8,10 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <future>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "core/digest.h"
@@ -82,6 +84,20 @@ struct Puller {
     req.metadata_size = meta;
     req.destination = memory.data() + at;
     return transport->Pull(ep, req);
+  }
+  // The same request as a pull on the caller's loop (nullptr: not possible).
+  std::unique_ptr<AsyncPull> StartLoopPull(const std::string& ep, const ObjectID& id, uint64_t data,
+                                           uint64_t meta) {
+    PullRequest req;
+    req.id = id;
+    req.data_size = data;
+    req.metadata_size = meta;
+    req.destination = memory.data();
+    return transport->StartAsyncPull(ep, req);
+  }
+  bool Holds(Holder* h, const ObjectID& id) {
+    std::vector<uint8_t> want = h->source.Bytes(id);
+    return want.empty() || std::memcmp(memory.data(), want.data(), want.size()) == 0;
   }
 };
 
@@ -283,6 +299,105 @@ TEST(VerbsTransportTest, HoldTimeoutEndsAPinThePullerKeepsTooLong) {
   // A small object still goes through on a new connection.
   ObjectID small = h.source.Add(4096, 0);
   ExpectPulled(&p, &h, small, 4096, 0);
+}
+
+TEST(VerbsTransportTest, SmallPullsRunOnTheCallersLoopOverAPooledConnection) {
+  REQUIRE_RDMA();
+  Holder h(Opts(HolderAddress()));
+  Puller p(Opts(PullerAddress()));
+  ObjectID small = h.source.Add(4096, 100);
+  ObjectID limit = h.source.Add((64 << 10) - 7, 7);
+  ObjectID empty = h.source.Add(0, 0);
+  ObjectID large = h.source.Add((64 << 10) + 1, 0);
+  // No connection yet: making one blocks, so that is Pull's business.
+  EXPECT_EQ(p.StartLoopPull(h.endpoint, small, 4096, 100), nullptr);
+  ExpectPulled(&p, &h, small, 4096, 100);
+  for (int i = 0; i < 10; i++) {
+    for (auto [id, data, meta] : {std::tuple{small, uint64_t{4096}, uint64_t{100}},
+                                  std::tuple{limit, uint64_t{(64 << 10) - 7}, uint64_t{7}},
+                                  std::tuple{empty, uint64_t{0}, uint64_t{0}}}) {
+      std::memset(p.memory.data(), 0xee, 128 << 10);
+      std::unique_ptr<AsyncPull> a = p.StartLoopPull(h.endpoint, id, data, meta);
+      ASSERT_NE(a, nullptr) << "the pooled connection came back after pull " << i;
+      Result<PullResult> r = RunLoopPull(a.get());
+      ASSERT_TRUE(r.ok()) << r.status().ToString();
+      EXPECT_EQ(r->digest, h.source.RealDigest(id));
+      EXPECT_EQ(r->carried_by, TransportKind::kVerbs);
+      EXPECT_TRUE(p.Holds(&h, id)) << "bytes differ";
+      EXPECT_GT(r->landed_us, 0);
+    }
+  }
+  EXPECT_EQ(h.transport->accepted_connections(), 1u);
+  EXPECT_TRUE(Eventually([&] { return h.transport->pinned_objects() == 0; })) << "every pin released";
+  // Past async_max (64 KiB by default) an object goes the blocking way.
+  EXPECT_EQ(p.StartLoopPull(h.endpoint, large, (64 << 10) + 1, 0), nullptr);
+}
+
+TEST(VerbsTransportTest, LoopPullsReportTheHoldersErrorsAndKeepTheConnection) {
+  REQUIRE_RDMA();
+  Holder h(Opts(HolderAddress()));
+  Puller p(Opts(PullerAddress()));
+  ObjectID id = h.source.Add(1000, 0);
+  ObjectID lied = h.source.Add(2000, 0);
+  h.source.Lie(lied);
+  ExpectPulled(&p, &h, id, 1000, 0);
+  struct Case {
+    ObjectID id;
+    uint64_t size;
+    bool (Status::*is)() const;
+  };
+  for (Case c : {Case{ObjectID::Random(), 10, &Status::IsObjectNotFound},
+                 Case{lied, 2000, &Status::IsCorruption},
+                 Case{id, 999, &Status::IsInvalidArgument}}) {  // the directory's size was wrong
+    std::unique_ptr<AsyncPull> a = p.StartLoopPull(h.endpoint, c.id, c.size, 0);
+    ASSERT_NE(a, nullptr) << "the connection stays after the holder's answer";
+    Result<PullResult> r = RunLoopPull(a.get());
+    EXPECT_TRUE((r.status().*c.is)()) << r.status().ToString();
+    EXPECT_FALSE(a->stale_connection()) << "the holder answered";
+  }
+  std::unique_ptr<AsyncPull> a = p.StartLoopPull(h.endpoint, id, 1000, 0);
+  ASSERT_NE(a, nullptr);
+  Result<PullResult> r = RunLoopPull(a.get());
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE(p.Holds(&h, id));
+  EXPECT_EQ(h.transport->accepted_connections(), 1u);
+  EXPECT_TRUE(Eventually([&] { return h.transport->pinned_objects() == 0; }));
+}
+
+TEST(VerbsTransportTest, AnAbandonedLoopPullEndsItsConnectionAndItsPin) {
+  REQUIRE_RDMA();
+  Holder h(Opts(HolderAddress()));
+  Puller p(Opts(PullerAddress()));
+  ObjectID id = h.source.Add(4096, 0);
+  ExpectPulled(&p, &h, id, 4096, 0);
+  std::unique_ptr<AsyncPull> a = p.StartLoopPull(h.endpoint, id, 4096, 0);
+  ASSERT_NE(a, nullptr);
+  ASSERT_TRUE(Eventually([&] { return h.source.pins() == 2; })) << "the holder pinned it";
+  a.reset();  // a READ may be landing: the connection is destroyed, not pooled
+  EXPECT_TRUE(Eventually([&] { return h.transport->pinned_objects() == 0; }))
+      << "the holder unpins when the connection goes";
+  EXPECT_EQ(p.StartLoopPull(h.endpoint, id, 4096, 0), nullptr) << "nothing pooled";
+  ExpectPulled(&p, &h, id, 4096, 0);
+  EXPECT_EQ(h.transport->accepted_connections(), 2u);
+}
+
+TEST(VerbsTransportTest, APooledConnectionWhoseHolderWentAwayFailsALoopPullAsStale) {
+  REQUIRE_RDMA();
+  Puller p(Opts(PullerAddress()));
+  std::unique_ptr<AsyncPull> a;
+  {
+    Holder h(Opts(HolderAddress()));
+    ObjectID id = h.source.Add(4096, 0);
+    ExpectPulled(&p, &h, id, 4096, 0);
+    h.transport->Shutdown();  // disconnects the pooled connection
+    a = p.StartLoopPull(h.endpoint, id, 4096, 0);
+  }
+  if (a == nullptr) GTEST_SKIP() << "posting already failed: Pull's business";
+  Result<PullResult> r = RunLoopPull(a.get());
+  EXPECT_TRUE(r.status().IsDisconnected()) << r.status().ToString();
+  EXPECT_EQ(r.status().message().find("silent"), std::string::npos)
+      << "the disconnect should end it, not the deadline: " << r.status().ToString();
+  EXPECT_TRUE(a->stale_connection()) << "the caller should pull again on a new connection";
 }
 
 }  // namespace
