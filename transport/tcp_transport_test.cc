@@ -408,6 +408,65 @@ std::unique_ptr<AsyncPull> StartLoopPull(TcpTransport* t, const std::string& end
   return t->StartAsyncPull(endpoint, req);
 }
 
+TEST(TcpWireTest, AFrameReaderTakesFramesHoweverTheStreamCutsThem) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  UniqueFd a(sv[0]), b(sv[1]);
+  tcp::PullMessage m;
+  m.id = ObjectID::Random();
+  m.length = 4096;
+  const std::string f1 = tcp::MakeFrame(tcp::MessageType::kPull, 1, m);
+  const std::string f2 = tcp::MakeFrame(tcp::MessageType::kPull, 2, m);
+  tcp::FrameReader r(b.get());
+  tcp::Frame f;
+  Status st;
+  auto next = [&](int idle_ms) { return r.Next(idle_ms, &f, &st); };
+  using Got = tcp::FrameReader::Got;
+  // Two frames in one write: two frames out, in order.
+  ASSERT_TRUE(tcp::SendAll(a.get(), f1 + f2).ok());
+  ASSERT_EQ(next(-1), Got::kFrame);
+  EXPECT_EQ(f.header.request_id, 1u);
+  ASSERT_EQ(next(-1), Got::kFrame);
+  EXPECT_EQ(f.header.request_id, 2u);
+  tcp::PullMessage back;
+  ASSERT_TRUE(tcp::ParseBody(f.body, &back));
+  EXPECT_EQ(back.id, m.id);
+  EXPECT_EQ(next(0), Got::kIdle) << "nothing more was sent";
+  // A frame that trickles in byte by byte, then half of another.
+  std::thread trickle([&] {
+    for (char c : f1) {
+      ASSERT_EQ(::send(a.get(), &c, 1, 0), 1);
+      std::this_thread::sleep_for(1ms);
+    }
+    ASSERT_EQ(::send(a.get(), f2.data(), 10, 0), 10);
+  });
+  ASSERT_EQ(next(-1), Got::kFrame);
+  EXPECT_EQ(f.header.request_id, 1u);
+  trickle.join();
+  // The peer goes away mid-frame: an error, not a clean end.
+  a.Reset();
+  EXPECT_EQ(next(-1), Got::kError);
+  EXPECT_TRUE(st.IsDisconnected()) << st.ToString();
+  // A clean end between frames, and a header that lies about its body.
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  UniqueFd c(sv[0]), d(sv[1]);
+  tcp::FrameReader r2(d.get());
+  ASSERT_TRUE(tcp::SendAll(c.get(), f1).ok());
+  ASSERT_EQ(r2.Next(-1, &f, &st), Got::kFrame);
+  std::string huge = f1;
+  protocol::FrameHeader h = protocol::DecodeHeader(huge.data());
+  h.body_len = tcp::kMaxControlBody + 1;
+  protocol::EncodeHeader(h, huge.data());
+  ASSERT_TRUE(tcp::SendAll(c.get(), huge.substr(0, protocol::kHeaderSize)).ok());
+  EXPECT_EQ(r2.Next(-1, &f, &st), Got::kError);
+  EXPECT_TRUE(st.IsProtocolError()) << st.ToString();
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  UniqueFd e(sv[0]), g(sv[1]);
+  tcp::FrameReader r3(g.get());
+  e.Reset();
+  EXPECT_EQ(r3.Next(-1, &f, &st), Got::kEof);
+}
+
 TEST(TcpTransportTest, SmallPullsRunOnTheCallersLoopOverPooledConnections) {
   Holder h(Opts());
   auto client = MakeClient(Opts());

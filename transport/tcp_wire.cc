@@ -1,5 +1,6 @@
 #include "transport/tcp_wire.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -129,13 +130,64 @@ Status ReadFrame(int fd, uint32_t max_body, Frame* out, bool* clean_eof) {
     return st;
   }
   out->header = protocol::DecodeHeader(hdr);
-  if (out->header.flags != 0)
-    return Status::ProtocolError("nonzero flags " + std::to_string(out->header.flags));
-  if (out->header.body_len > max_body)
-    return Status::ProtocolError("frame body of " + std::to_string(out->header.body_len) +
-                                 " bytes (at most " + std::to_string(max_body) + ")");
+  PLASMON_RETURN_IF_ERROR(CheckHeader(out->header, max_body));
   out->body.resize(out->header.body_len);
   return ReadExact(fd, out->body.data(), out->body.size());
+}
+
+Status CheckHeader(const protocol::FrameHeader& h, uint32_t max_body) {
+  if (h.flags != 0) return Status::ProtocolError("nonzero flags " + std::to_string(h.flags));
+  if (h.body_len > max_body)
+    return Status::ProtocolError("frame body of " + std::to_string(h.body_len) +
+                                 " bytes (at most " + std::to_string(max_body) + ")");
+  return Status::OK();
+}
+
+FrameReader::Got FrameReader::Next(int idle_ms, Frame* out, Status* st) {
+  for (;;) {
+    const size_t have = end_ - begin_;
+    if (have >= protocol::kHeaderSize) {
+      protocol::FrameHeader h = protocol::DecodeHeader(buf_ + begin_);
+      if (*st = CheckHeader(h, kMaxControlBody); !st->ok()) return Got::kError;
+      const size_t len = protocol::kHeaderSize + h.body_len;
+      if (have >= len) {
+        out->header = h;
+        out->body.assign(buf_ + begin_ + protocol::kHeaderSize, h.body_len);
+        begin_ += len;
+        if (begin_ == end_) begin_ = end_ = 0;
+        return Got::kFrame;
+      }
+    }
+    if (begin_ > 0) {  // room for the rest of the frame: it fits the buffer
+      std::memmove(buf_, buf_ + begin_, have);
+      begin_ = 0;
+      end_ = have;
+    }
+    if (have == 0 && idle_ms >= 0) {
+      pollfd p{fd_, POLLIN, 0};
+      int r = ::poll(&p, 1, idle_ms);
+      if (r == 0) return Got::kIdle;
+      if (r < 0 && errno != EINTR) {
+        *st = Status::FromErrno("poll", errno);
+        return Got::kError;
+      }
+    }
+    ssize_t n = ::recv(fd_, buf_ + end_, sizeof(buf_) - end_, 0);
+    if (n > 0) {
+      end_ += static_cast<size_t>(n);
+      continue;
+    }
+    if (n == 0) {
+      if (have == 0) return Got::kEof;
+      *st = Status::Disconnected("the peer closed the connection mid-frame");
+      return Got::kError;
+    }
+    if (errno == EINTR) continue;
+    // SO_RCVTIMEO passed between frames: still idle, which is allowed.
+    if ((errno == EAGAIN || errno == EWOULDBLOCK) && have == 0) continue;
+    *st = SocketError("recv", errno);
+    return Got::kError;
+  }
 }
 
 }  // namespace plasmon::tcp

@@ -146,6 +146,30 @@ struct Frame {
 // (ProtocolError). A peer that closes before the first header byte sets
 // *clean_eof (if given) and returns Disconnected.
 Status ReadFrame(int fd, uint32_t max_body, Frame* out, bool* clean_eof = nullptr);
+// What ReadFrame refuses in a header (ProtocolError), or OK.
+Status CheckHeader(const protocol::FrameHeader& h, uint32_t max_body);
+
+// The frames a served connection sends, read through a buffer that holds
+// the largest one, so that one recv() usually takes a whole frame (and any
+// pipelined after it). The socket is blocking; its SO_RCVTIMEO bounds each
+// wait once a frame has begun. Between frames the wait is unbounded (a
+// pooled connection may stay idle), or `idle_ms` if that is >= 0.
+class FrameReader {
+ public:
+  explicit FrameReader(int fd) : fd_(fd) {}
+  enum class Got {
+    kFrame,  // *out holds the next frame
+    kIdle,   // idle_ms passed before it began
+    kEof,    // the peer closed between frames
+    kError,  // *st says why (a malformed header, a peer that stopped mid-frame)
+  };
+  Got Next(int idle_ms, Frame* out, Status* st);
+
+ private:
+  const int fd_;
+  char buf_[protocol::kHeaderSize + kMaxControlBody];
+  size_t begin_ = 0, end_ = 0;  // the bytes read and not yet taken
+};
 
 // Decodes a whole body as `msg`; trailing bytes are an error.
 template <typename Msg>
