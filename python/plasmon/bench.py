@@ -3,7 +3,8 @@
 Against a store already running (--socket, else $PLASMON_SOCKET), in one run:
   get+release   Python `c.get(id)` + `buf.release()`, beside the same Get and
                 buffer drop timed in C++ on the same connection (a loop inside the
-                module: the C++ client without Python), per size;
+                module: the C++ client without Python), in alternating blocks of
+                50, per size;
   put           Python `c.put(data)` (CreateAndSeal up to 1 MiB, else Create +
                 one copy + Seal), per size;
   get_object    `c.get_object(id)` of a numpy array of 1 KiB and of 1 GiB
@@ -128,9 +129,16 @@ def main(argv=None):
         warm = max(10, n // 10)
         data = rng.integers(0, 256, size, dtype=np.uint8)
         oid = c.put(data)
-        py = percentiles(time_get_release(c, oid, n, warm))
+        # Python and C++ in alternating blocks, so that a machine whose load
+        # drifts (other jobs) weighs on both alike.
+        time_get_release(c, oid, 0, warm)
         c._time_get_release(oid, warm)
-        cxx = percentiles(c._time_get_release(oid, n))
+        py_ns, cxx_ns = [], []
+        while len(py_ns) < n:
+            block = min(50, n - len(py_ns))
+            py_ns += time_get_release(c, oid, block, 0)
+            cxx_ns += c._time_get_release(oid, block)
+        py, cxx = percentiles(py_ns), percentiles(cxx_ns)
         c.delete(oid)
         put = percentiles(time_put(c, data, n, warm))
         out["results"].append({"size": size, "get_release_python": py,

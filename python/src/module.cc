@@ -388,7 +388,7 @@ class PyClient {
     core_->client->Disconnect();
   }
 
-  std::unique_ptr<PyMutableBuffer> Create(py::handle id_h, uint64_t size, py::handle metadata_h) {
+  std::unique_ptr<PyMutableBuffer> Create(py::object id_h, uint64_t size, py::object metadata_h) {
     ObjectID id = IdFrom(id_h);
     Input meta(metadata_h);
     Client& c = core_->Use();
@@ -403,7 +403,7 @@ class PyClient {
     return std::make_unique<PyMutableBuffer>(core_, std::move(state));
   }
 
-  void Seal(py::handle id_h) {
+  void Seal(py::object id_h) {
     ObjectID id = IdFrom(id_h);
     Client& c = core_->Use();
     Status st;
@@ -415,7 +415,7 @@ class PyClient {
     core_->CloseWrites(id);
   }
 
-  void Abort(py::handle id_h) {
+  void Abort(py::object id_h) {
     ObjectID id = IdFrom(id_h);
     Client& c = core_->Use();
     core_->CloseWrites(id);  // before: the memory is the store's again once it answers
@@ -430,7 +430,7 @@ class PyClient {
   // Creates and seals `id` from the concatenation of `parts`, each starting
   // at a multiple of `align` bytes (zeros between), copying each once with
   // the GIL released. Returns the offset of each part.
-  std::vector<uint64_t> PutParts(const ObjectID& id, py::handle parts_h, py::handle metadata_h,
+  std::vector<uint64_t> PutParts(const ObjectID& id, py::object parts_h, py::object metadata_h,
                                  uint64_t align) {
     if (align == 0 || (align & (align - 1)) != 0)
       Raise(Status::InvalidArgument("align must be a power of two"));
@@ -470,13 +470,13 @@ class PyClient {
     return offsets;
   }
 
-  ObjectID Put(py::handle data, py::handle id_h, py::handle metadata_h) {
+  ObjectID Put(py::object data, py::object id_h, py::object metadata_h) {
     ObjectID id = id_h.is_none() ? ObjectID::Random() : IdFrom(id_h);
     PutParts(id, py::make_tuple(data), metadata_h, 1);
     return id;
   }
 
-  py::object Get(py::handle ids_h, int64_t timeout_ms, bool fetch) {
+  py::object Get(py::object ids_h, int64_t timeout_ms, bool fetch) {
     bool single;
     std::vector<ObjectID> ids = IdsFrom(ids_h, &single);
     Client& c = core_->Use();
@@ -501,7 +501,7 @@ class PyClient {
     return out;
   }
 
-  bool Contains(py::handle id_h) {
+  bool Contains(py::object id_h) {
     ObjectID id = IdFrom(id_h);
     Client& c = core_->Use();
     Result<bool> r = [&] {
@@ -523,7 +523,7 @@ class PyClient {
   }
 
   // Delete and Refresh: one None or error per ID.
-  py::list PerId(py::handle ids_h,
+  py::list PerId(py::object ids_h,
                  Result<std::vector<Status>> (Client::*call)(const std::vector<ObjectID>&)) {
     bool single;
     std::vector<ObjectID> ids = IdsFrom(ids_h, &single);
@@ -536,7 +536,7 @@ class PyClient {
     return StatusList(*r);
   }
 
-  py::list Fetch(py::handle ids_h, int64_t timeout_ms) {
+  py::list Fetch(py::object ids_h, int64_t timeout_ms) {
     bool single;
     std::vector<ObjectID> ids = IdsFrom(ids_h, &single);
     Client& c = core_->Use();
@@ -548,7 +548,7 @@ class PyClient {
     return StatusList(*r);
   }
 
-  uint64_t Digest(py::handle id_h) {
+  uint64_t Digest(py::object id_h) {
     ObjectID id = IdFrom(id_h);
     Client& c = core_->Use();
     Result<uint64_t> r = [&] {
@@ -591,7 +591,7 @@ class PyClient {
     return *r;
   }
 
-  std::vector<ObjectHolder> Where(py::handle id_h) {
+  std::vector<ObjectHolder> Where(py::object id_h) {
     ObjectID id = IdFrom(id_h);
     Client& c = core_->Use();
     Result<std::vector<ObjectHolder>> r = [&] {
@@ -614,7 +614,7 @@ class PyClient {
 
   // The C++ reference for the benchmark: `n` Gets and releases of `id` in
   // C++ on this connection, each timed; returns the times in nanoseconds.
-  std::vector<int64_t> TimeGetRelease(py::handle id_h, int n) {
+  std::vector<int64_t> TimeGetRelease(py::object id_h, int n) {
     ObjectID id = IdFrom(id_h);
     Client& c = core_->Use();
     std::vector<int64_t> ns;
@@ -704,7 +704,7 @@ ObjectID.from_hex(), ObjectID.random() and ObjectID.from_content() make others.)
       .def_static("random", &ObjectID::Random, "A uniformly random ID.")
       .def_static(
           "from_content",
-          [](py::handle data) {
+          [](py::object data) {
             Input in(data);
             return ContentId(in.view());
           },
@@ -887,13 +887,13 @@ left (several may arrive in one read).)")
       .def("list", &PyClient::List, "Every object in the store (ObjectInfo), in ID order.")
       .def(
           "delete",
-          [](PyClient& c, py::handle ids) { return c.PerId(ids, &Client::Delete); },
+          [](PyClient& c, py::object ids) { return c.PerId(ids, &Client::Delete); },
           py::arg("ids"),
           "Deletes objects. One entry per ID: None (deleted), or the error, not raised: "
           "ObjectInUse (deleted when its last reference goes), ObjectNotFound, ObjectNotSealed.")
       .def(
           "refresh",
-          [](PyClient& c, py::handle ids) { return c.PerId(ids, &Client::Refresh); },
+          [](PyClient& c, py::object ids) { return c.PerId(ids, &Client::Refresh); },
           py::arg("ids"),
           "Marks objects as just used (evicted last). One None or error per ID.")
       .def("fetch", &PyClient::Fetch, py::arg("ids"), py::arg("timeout_ms") = -1,
