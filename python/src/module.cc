@@ -20,6 +20,7 @@
 // Disconnected) and its C++ side is never destroyed there (destroying it
 // would shut the parent's socket down and send the parent's releases).
 #include <pthread.h>
+#include <sys/socket.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -311,41 +312,51 @@ class PyMutableBuffer {
 class PySubscription {
  public:
   PySubscription(std::shared_ptr<Core> core, Subscription sub)
-      : generation_(core->generation), sub_(std::make_unique<Subscription>(std::move(sub))) {}
+      : generation_(core->generation), fd_(sub.fd()),
+        sub_(std::make_unique<Subscription>(std::move(sub))) {}
   ~PySubscription() { DestroyUnlessInherited(sub_, generation_); }
 
   int fileno() {
-    Subscription& s = Use();
-    return s.fd();
+    Use();
+    return fd_;
   }
   // The next notification, or None if none came within timeout_ms.
   py::object Next(int timeout_ms) {
-    Subscription& s = Use();
-    Result<Notification> n = [&] {
+    Use();
+    Result<Notification> n = [&]() -> Result<Notification> {
       py::gil_scoped_release nogil;
       std::lock_guard<std::mutex> l(mu_);  // Next reads a shared frame buffer
-      return s.Next(timeout_ms);
+      if (sub_ == nullptr) return Status::Disconnected("the subscription was closed");
+      return sub_->Next(timeout_ms);
     }();
     if (!n.ok() && n.status().IsTimeout()) return py::none();
     Check(n.status());
     return py::cast(*n);
   }
+  // Safe while another thread waits in Next: the shutdown wakes it (with
+  // Disconnected) before the lock it holds is taken. Never in a child, whose
+  // shutdown would end the parent's subscription too.
   void Close() {
     py::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> c(close_mu_);
+    closed_ = true;
+    if (!Inherited(generation_) && sub_ != nullptr) ::shutdown(fd_, SHUT_RDWR);
     std::lock_guard<std::mutex> l(mu_);
     DestroyUnlessInherited(sub_, generation_);
   }
 
  private:
-  Subscription& Use() {
+  void Use() {
     if (Inherited(generation_))
       Raise(Status::Disconnected("this subscription belongs to the parent process (fork)"));
-    if (sub_ == nullptr) Raise(Status::Disconnected("the subscription was closed"));
-    return *sub_;
+    if (closed_) Raise(Status::Disconnected("the subscription was closed"));
   }
 
   uint64_t generation_;
-  std::mutex mu_;
+  int fd_;                         // valid until closed_
+  std::atomic<bool> closed_{false};
+  std::mutex close_mu_;  // one Close at a time
+  std::mutex mu_;        // held by Next; sub_ changes under both
   std::unique_ptr<Subscription> sub_;
 };
 

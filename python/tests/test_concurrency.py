@@ -112,3 +112,23 @@ def test_fork_child_connects_again(store, client):
     assert ref_count(client, oid) == 1 and bytes(held) == b"from the parent"
     held.release()
     assert ref_count(client, oid) == 0
+
+
+def test_closing_a_subscription_wakes_its_reader(client):
+    sub = client.subscribe()
+    woke = []
+
+    def read():
+        try:
+            next(sub)
+        except plasmon.Disconnected as e:
+            woke.append(e)
+
+    t = threading.Thread(target=read)
+    t.start()
+    t.join(0.2)  # let it block in next()
+    sub.close()
+    t.join(10)
+    assert not t.is_alive() and len(woke) == 1
+    with pytest.raises(plasmon.Disconnected, match="closed"):
+        sub.fileno()
