@@ -7,7 +7,7 @@ Against a store already running (--socket, else $PLASMON_SOCKET), in one run:
                 50, per size;
   put           Python `c.put(data)` (CreateAndSeal up to 1 MiB, else Create +
                 one copy + Seal), per size;
-  get_object    `c.get_object(id)` of a numpy array of 1 KiB and of 1 GiB
+  get_object    `c.get_object(id)` of a numpy array of 1 KiB and of 1 GiB (at most 1000 times)
                 (--object-mib): a view of the store's memory, no copy;
 and, with --plasmon-bench PATH, `plasmon-bench local --json` on the same store
 (its get_release, create_and_seal and create_seal), so that the Python figures
@@ -149,8 +149,8 @@ def main(argv=None):
         arr = np.zeros(nbytes // 8, dtype=np.float64)
         oid = c.put_object(arr)
         del arr
-        n = 1000
-        got = percentiles(time_get_object(c, oid, n, 100))
+        n = min(1000, args.iterations)
+        got = percentiles(time_get_object(c, oid, n, max(10, n // 10)))
         objects.append({"array_bytes": nbytes, "get_object": got})
         c.delete(oid)
     out["get_object"] = objects

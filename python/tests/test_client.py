@@ -171,22 +171,38 @@ def test_out_of_memory_and_quota(make_store):
 
 def test_cluster_calls_on_a_single_store(client):
     oid = client.put(b"x")
-    with pytest.raises(plasmon.InvalidArgument):
+    with pytest.raises(plasmon.InvalidArgument, match="not part of a cluster"):
         client.where(oid)
+    assert client.fetch(oid) == [None]  # local already
 
 
-def test_seal_errors(client):
+def test_seal_and_abort_errors(client):
     oid = client.put(b"sealed")
-    with pytest.raises(plasmon.Error) as e:
+    with pytest.raises(plasmon.AlreadySealed, match=oid.hex()):
         client.seal(oid)
-    assert type(e.value) is not plasmon.Error  # a specific class, with the store's text
+    with pytest.raises(plasmon.AlreadySealed):
+        client.abort(oid)
+    with pytest.raises(plasmon.ObjectNotFound):
+        client.seal(plasmon.ObjectID.random())
+    pending = plasmon.ObjectID.random()
+    client.create(pending, 1)
     with pytest.raises(plasmon.ObjectNotSealed):
-        pending = plasmon.ObjectID.random()
-        client.create(pending, 1)
-        try:
-            client.digest(pending)
-        finally:
-            client.abort(pending)
+        client.digest(pending)
+    client.abort(pending)
+
+
+def test_the_benchmark_runs(store):
+    import json
+    import sys
+    out = subprocess.run([sys.executable, "-m", "plasmon.bench", "--socket", store.socket,
+                          "--sizes", "64,2M", "--iterations", "20", "--object-mib", "4", "--json"],
+                         check=True, capture_output=True, text=True).stdout
+    doc = json.loads(out)
+    assert [r["size"] for r in doc["results"]] == [64, 2 << 20]
+    for r in doc["results"]:
+        for k in ("get_release_python", "get_release_cxx_same_connection", "put_python"):
+            assert r[k]["samples"] == 20 and r[k]["p50_us"] > 0, k
+    assert [o["array_bytes"] for o in doc["get_object"]] == [1024, 4 << 20]
 
 
 def test_timeout_from_a_stopped_store(make_store):
