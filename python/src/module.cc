@@ -731,11 +731,9 @@ ObjectID.from_hex(), ObjectID.random() and ObjectID.from_content() make others.)
         return py::isinstance<ObjectID>(b) && a == b.cast<const ObjectID&>();
       })
       .def("__lt__", [](const ObjectID& a, const ObjectID& b) { return a < b; })
-      .def("__hash__", [](const ObjectID& id) {
-        size_t h;
-        std::memcpy(&h, id.data(), sizeof h);  // stable across processes (and forks)
-        return h;
-      })
+      // All 20 bytes, keyed (ObjectID::Hash): IDs that share a prefix and a
+      // counter (structured IDs) must not collide in a dict.
+      .def("__hash__", [](const ObjectID& id) { return id.Hash(); })
       .def(py::pickle([](const ObjectID& id) { return py::make_tuple(py::bytes(id.Binary())); },
                       [](py::tuple t) {
                         Result<ObjectID> id = ObjectID::FromBinary(t[0].cast<std::string>());

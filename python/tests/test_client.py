@@ -247,3 +247,9 @@ def test_error_classes():
     assert issubclass(plasmon.InvalidArgument, ValueError)
     assert issubclass(plasmon.PermissionDenied, PermissionError)
     assert issubclass(plasmon.IOError, OSError)
+
+
+def test_ids_with_a_shared_prefix_hash_apart():
+    # Structured IDs: a prefix, then a counter; a dict of them must not degenerate.
+    ids = [plasmon.ObjectID(b"job-0001" + i.to_bytes(12, "little")) for i in range(1000)]
+    assert len({hash(i) for i in ids}) > 990
