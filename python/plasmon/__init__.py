@@ -29,11 +29,12 @@ from ._plasmon import (
 )
 from . import _objects
 
+# plasmon.IOError is left out of __all__: `from plasmon import *` would hide the builtin.
 __all__ = [
     "connect", "Client", "ObjectID", "Buffer", "MutableBuffer", "ObjectInfo", "StoreStats",
     "ObjectHolder", "Notification", "Subscription", "DEFAULT_SOCKET", "Error",
     "ObjectExists", "ObjectNotFound", "ObjectNotSealed", "OutOfMemory", "Timeout",
-    "InvalidArgument", "Disconnected", "IOError", "ProtocolError", "ObjectInUse",
+    "InvalidArgument", "Disconnected", "ProtocolError", "ObjectInUse",
     "AlreadySealed", "PermissionDenied", "Corruption",
 ]
 

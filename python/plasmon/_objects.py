@@ -50,7 +50,10 @@ def put_object(self, obj, id=None, metadata=b""):
     header = bytearray(_HEAD.pack(MAGIC, VERSION, len(raw), offsets[0], len(body)))
     for off, part in zip(offsets[1:], raw):
         header += _ENTRY.pack(off, len(part))
-    oid = _plasmon.ObjectID.random() if id is None else id
+    if id is None:
+        oid = _plasmon.ObjectID.random()
+    else:
+        oid = id if isinstance(id, _plasmon.ObjectID) else _plasmon.ObjectID(id)
     got = self._put_parts(oid, [header, body] + raw, metadata, ALIGN)
     assert got[1:] == offsets, (got, offsets)
     return oid

@@ -52,6 +52,7 @@ def test_pickle_buffer_and_given_id(client):
     oid = plasmon.ObjectID.random()
     data = bytearray(b"out of band" * 1000)
     assert client.put_object(pickle.PickleBuffer(data), id=oid) == oid
+    assert client.put_object(b"given as bytes", id=b"i" * 20) == plasmon.ObjectID(b"i" * 20)
     back = client.get_object(oid)
     assert bytes(memoryview(back)) == bytes(data) and memoryview(back).readonly
 
