@@ -24,6 +24,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -309,6 +310,10 @@ class PyMutableBuffer {
 
 // ---- subscriptions ----
 
+// How long one wait of a Get or a Subscription's Next lasts before the
+// signal handlers run (and Ctrl-C can interrupt it).
+constexpr int64_t kSliceMs = 100;
+
 class PySubscription {
  public:
   PySubscription(std::shared_ptr<Core> core, Subscription sub)
@@ -321,17 +326,28 @@ class PySubscription {
     return fd_;
   }
   // The next notification, or None if none came within timeout_ms.
+  // Waits in slices (see kSliceMs) so that Ctrl-C interrupts it.
   py::object Next(int timeout_ms) {
     Use();
-    Result<Notification> n = [&]() -> Result<Notification> {
-      py::gil_scoped_release nogil;
-      std::lock_guard<std::mutex> l(mu_);  // Next reads a shared frame buffer
-      if (sub_ == nullptr) return Status::Disconnected("the subscription was closed");
-      return sub_->Next(timeout_ms);
-    }();
-    if (!n.ok() && n.status().IsTimeout()) return py::none();
-    Check(n.status());
-    return py::cast(*n);
+    using Clock = std::chrono::steady_clock;
+    const auto deadline = Clock::now() + std::chrono::milliseconds(std::max(timeout_ms, 0));
+    for (;;) {
+      int slice = static_cast<int>(kSliceMs);
+      if (timeout_ms >= 0) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+        slice = static_cast<int>(std::clamp<int64_t>(left.count(), 0, kSliceMs));
+      }
+      Result<Notification> n = [&]() -> Result<Notification> {
+        py::gil_scoped_release nogil;
+        std::lock_guard<std::mutex> l(mu_);  // Next reads a shared frame buffer
+        if (sub_ == nullptr) return Status::Disconnected("the subscription was closed");
+        return sub_->Next(slice);
+      }();
+      if (n.ok()) return py::cast(*n);
+      if (!n.status().IsTimeout()) Raise(n.status());
+      if (timeout_ms >= 0 && Clock::now() >= deadline) return py::none();
+      if (PyErr_CheckSignals() != 0) throw py::error_already_set();  // KeyboardInterrupt
+    }
   }
   // Safe while another thread waits in Next: the shutdown wakes it (with
   // Disconnected) before the lock it holds is taken. Never in a child, whose
@@ -493,10 +509,12 @@ class PyClient {
     Client& c = core_->Use();
     GetOptions o;
     o.fetch = fetch;
-    Result<std::vector<ObjectBuffer>> r = [&] {
+    Result<std::vector<ObjectBuffer>> r = fetch ? [&] {
+      // A fetch is not cut in slices: each Get would start its fetch again.
       py::gil_scoped_release nogil;
       return c.Get(ids, timeout_ms, o);
-    }();
+    }()
+                                                : GetInSlices(c, ids, timeout_ms);
     Check(r.status());
     auto one = [&](ObjectBuffer& b) -> py::object {
       if (b.valid()) return py::cast(std::make_unique<PyBuffer>(core_, std::move(b)));
@@ -509,6 +527,49 @@ class PyClient {
     if (single) return one((*r)[0]);
     py::list out(r->size());
     for (size_t i = 0; i < r->size(); i++) out[i] = one((*r)[i]);
+    return out;
+  }
+
+  // Get without fetch, waiting in slices of kSliceMs with the signal handlers
+  // run between them, so that Ctrl-C interrupts a long wait (the C++ client
+  // itself retries the poll that a signal interrupts). Objects found in one
+  // slice are held while the others are waited for.
+  Result<std::vector<ObjectBuffer>> GetInSlices(Client& c, const std::vector<ObjectID>& ids,
+                                                int64_t timeout_ms) {
+    using Clock = std::chrono::steady_clock;
+    const auto deadline = Clock::now() + std::chrono::milliseconds(std::max<int64_t>(timeout_ms, 0));
+    auto slice = [&] {
+      if (timeout_ms < 0) return kSliceMs;
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      return std::clamp<int64_t>(left.count(), 0, kSliceMs);
+    };
+    auto get = [&](const std::vector<ObjectID>& want) {
+      py::gil_scoped_release nogil;
+      return c.Get(want, slice());
+    };
+    auto missing = [](const ObjectBuffer& b) {
+      return !b.valid() && (b.status().IsObjectNotFound() || b.status().IsObjectNotSealed());
+    };
+    Result<std::vector<ObjectBuffer>> r = get(ids);
+    if (!r.ok()) return r;
+    std::vector<ObjectBuffer> out = std::move(*r);
+    std::vector<size_t> waiting;  // indexes into ids of the objects still missing
+    for (size_t i = 0; i < out.size(); i++)
+      if (missing(out[i])) waiting.push_back(i);
+    std::vector<ObjectID> want;
+    while (!waiting.empty() && (timeout_ms < 0 || Clock::now() < deadline)) {
+      if (PyErr_CheckSignals() != 0) throw py::error_already_set();  // KeyboardInterrupt
+      want.clear();
+      for (size_t i : waiting) want.push_back(ids[i]);
+      r = get(want);
+      if (!r.ok()) return r.status();
+      std::vector<size_t> still;
+      for (size_t k = 0; k < waiting.size(); k++) {
+        if (missing((*r)[k])) still.push_back(waiting[k]);
+        out[waiting[k]] = std::move((*r)[k]);
+      }
+      waiting = std::move(still);
+    }
     return out;
   }
 
@@ -890,7 +951,8 @@ left (several may arrive in one read).)")
            py::arg("fetch") = false,
            "Buffer (or list of them, for a list of IDs) of sealed objects, None for each one "
            "missing after timeout_ms (-1: wait forever, 0: do not wait). fetch=True pulls "
-           "objects missing here from other nodes first; a fetch that failed raises its error.")
+           "objects missing here from other nodes first; a fetch that failed raises its error. "
+           "Ctrl-C interrupts the wait (without fetch).")
       .def("contains", &PyClient::Contains, py::arg("id"),
            "Whether a sealed object with this ID is in the store.")
       .def("list", &PyClient::List, "Every object in the store (ObjectInfo), in ID order.")

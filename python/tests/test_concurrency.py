@@ -132,3 +132,21 @@ def test_closing_a_subscription_wakes_its_reader(client):
     assert not t.is_alive() and len(woke) == 1
     with pytest.raises(plasmon.Disconnected, match="closed"):
         sub.fileno()
+
+
+def test_ctrl_c_interrupts_waits_that_have_no_end(client):
+    import signal
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    missing = plasmon.ObjectID.random()
+    held = client.put(b"found at once")
+    with client.subscribe() as sub:
+        for wait in (lambda: client.get([held, missing]), lambda: sub.next(-1), lambda: next(sub)):
+            timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+            timer.start()
+            try:
+                with pytest.raises(KeyboardInterrupt):
+                    wait()
+            finally:
+                timer.cancel()
+    assert ref_count(client, held) == 0  # what the interrupted get had found is released
+    assert client.get(held, timeout_ms=0) is not None  # and the client goes on
