@@ -724,6 +724,95 @@ std::string KindName(Notification::Kind k) {
   return "unknown";
 }
 
+
+// ---- the hot path, without pybind11's dispatcher ----
+//
+// Client.get and Buffer.release run once per object read, and pybind11's
+// generic dispatch (argument vectors on the heap, overload matching) costs
+// about as much as the rest of the binding's share of a get. These two are
+// CPython METH_FASTCALL methods instead, over the same implementation.
+
+// Runs `f`, turning a C++ exception into the Python error it carries.
+template <typename F>
+PyObject* Guarded(F&& f) {
+  try {
+    return f();
+  } catch (py::error_already_set& e) {
+    e.restore();
+  } catch (const py::builtin_exception& e) {
+    e.set_error();
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+  }
+  return nullptr;
+}
+
+// get(ids, timeout_ms=-1, fetch=False), by position or keyword.
+PyObject* FastGet(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return Guarded([&]() -> PyObject* {
+    static constexpr const char* kNames[] = {"ids", "timeout_ms", "fetch"};
+    constexpr Py_ssize_t kArgs = 3;
+    PyObject* a[kArgs] = {nullptr, nullptr, nullptr};
+    if (nargs > kArgs) throw py::type_error("get() takes at most 3 arguments");
+    for (Py_ssize_t i = 0; i < nargs; i++) a[i] = args[i];
+    Py_ssize_t nkw = kwnames != nullptr ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+      const char* name = PyUnicode_AsUTF8(PyTuple_GET_ITEM(kwnames, k));
+      if (name == nullptr) throw py::error_already_set();
+      Py_ssize_t j = 0;
+      while (j < kArgs && std::strcmp(name, kNames[j]) != 0) j++;
+      if (j == kArgs)
+        throw py::type_error(std::string("get() got an unexpected keyword argument '") + name + "'");
+      if (a[j] != nullptr)
+        throw py::type_error(std::string("get() got multiple values for argument '") + name + "'");
+      a[j] = args[nargs + k];
+    }
+    if (a[0] == nullptr) throw py::type_error("get() missing required argument 'ids'");
+    int64_t timeout_ms = -1;
+    if (a[1] != nullptr) {
+      timeout_ms = PyLong_AsLongLong(a[1]);
+      if (timeout_ms == -1 && PyErr_Occurred()) throw py::error_already_set();
+    }
+    bool fetch = false;
+    if (a[2] != nullptr) {
+      int t = PyObject_IsTrue(a[2]);
+      if (t < 0) throw py::error_already_set();
+      fetch = t != 0;
+    }
+    PyClient* c = py::handle(self).cast<PyClient*>();
+    return c->Get(py::reinterpret_borrow<py::object>(a[0]), timeout_ms, fetch).release().ptr();
+  });
+}
+
+PyObject* FastRelease(PyObject* self, PyObject*) {
+  return Guarded([&]() -> PyObject* {
+    py::handle(self).cast<PyBuffer*>()->Release();
+    Py_RETURN_NONE;
+  });
+}
+
+// Installs `def` (static storage) as a method of `cls`.
+void AddFastMethod(py::handle cls, PyMethodDef* def) {
+  py::object descr = py::reinterpret_steal<py::object>(
+      PyDescr_NewMethod(reinterpret_cast<PyTypeObject*>(cls.ptr()), def));
+  if (!descr) throw py::error_already_set();
+  py::setattr(cls, def->ml_name, descr);
+}
+
+PyMethodDef kGetDef = {
+    "get", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(&FastGet)),
+    METH_FASTCALL | METH_KEYWORDS,
+    "get($self, /, ids, timeout_ms=-1, fetch=False)\n--\n\n"
+    "Buffer (or list of them, for a list of IDs) of sealed objects, None for each one missing "
+    "after timeout_ms (-1: wait forever, 0: do not wait). fetch=True pulls objects missing here "
+    "from other nodes first; a fetch that failed raises its error. Ctrl-C interrupts the wait "
+    "(without fetch)."};
+
+PyMethodDef kReleaseDef = {
+    "release", &FastRelease, METH_NOARGS,
+    "release($self, /)\n--\n\n"
+    "Done with it: no new views; the reference goes now, or when the last view does."};
+
 }  // namespace
 }  // namespace plasmon::python
 
@@ -812,8 +901,6 @@ reading metadata raises ValueError. Views exported before release() keep the
 reference until they are released themselves; an array made with
 numpy.frombuffer(buf) holds no export: keep the Buffer unreleased while it is
 used (numpy.asarray(buf) does hold one).)")
-      .def("release", &PyBuffer::Release,
-           "Done with it: no new views; the reference goes now, or when the last view does.")
       .def_property_readonly("released", &PyBuffer::released)
       .def_property_readonly("id", &PyBuffer::id, "The object's ObjectID.")
       .def_property_readonly("size", &PyBuffer::size, "The data's size in bytes.")
@@ -947,12 +1034,6 @@ left (several may arrive in one read).)")
            "given) and returns its ObjectID.")
       .def("_put_parts", &PyClient::PutParts, py::arg("id"), py::arg("parts"),
            py::arg("metadata"), py::arg("align"))
-      .def("get", &PyClient::Get, py::arg("ids"), py::arg("timeout_ms") = -1,
-           py::arg("fetch") = false,
-           "Buffer (or list of them, for a list of IDs) of sealed objects, None for each one "
-           "missing after timeout_ms (-1: wait forever, 0: do not wait). fetch=True pulls "
-           "objects missing here from other nodes first; a fetch that failed raises its error. "
-           "Ctrl-C interrupts the wait (without fetch).")
       .def("contains", &PyClient::Contains, py::arg("id"),
            "Whether a sealed object with this ID is in the store.")
       .def("list", &PyClient::List, "Every object in the store (ObjectInfo), in ID order.")
@@ -983,4 +1064,6 @@ left (several may arrive in one read).)")
       .def("subscribe", &PyClient::Subscribe,
            "A Subscription to every seal, delete and eviction, on a connection of its own.")
       .def("_time_get_release", &PyClient::TimeGetRelease, py::arg("id"), py::arg("n"));
+  AddFastMethod(m.attr("_Client"), &kGetDef);
+  AddFastMethod(m.attr("Buffer"), &kReleaseDef);
 }

@@ -253,3 +253,21 @@ def test_ids_with_a_shared_prefix_hash_apart():
     # Structured IDs: a prefix, then a counter; a dict of them must not degenerate.
     ids = [plasmon.ObjectID(b"job-0001" + i.to_bytes(12, "little")) for i in range(1000)]
     assert len({hash(i) for i in ids}) > 990
+
+
+def test_get_arguments(client):
+    oid = client.put(b"args")
+    assert bytes(client.get(ids=oid, timeout_ms=0, fetch=False)) == b"args"
+    assert bytes(client.get(oid, 0, False)) == b"args"
+    with pytest.raises(TypeError, match="unexpected keyword argument 'timeout'"):
+        client.get(oid, timeout=5)
+    with pytest.raises(TypeError, match="multiple values for argument 'ids'"):
+        client.get(oid, ids=oid)
+    with pytest.raises(TypeError, match="missing required argument 'ids'"):
+        client.get()
+    with pytest.raises(TypeError, match="at most 3"):
+        client.get(oid, 0, False, 1)
+    with pytest.raises(TypeError):
+        client.get(oid, "soon")
+    with pytest.raises(OverflowError):
+        client.get(oid, 1 << 70)
