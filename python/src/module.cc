@@ -71,6 +71,20 @@ void Check(const Status& st) {
   if (!st.ok()) Raise(st);
 }
 
+// Runs a call of the C++ client with the GIL released (it may block).
+template <typename F>
+auto Unlocked(F&& f) {
+  py::gil_scoped_release nogil;
+  return f();
+}
+
+// What a call returned, or the error it raised.
+template <typename T>
+T Value(Result<T> r) {
+  Check(r.status());
+  return std::move(*r);
+}
+
 // ---- fork ----
 
 // Bumped in the child at every fork; whatever was made in an earlier
@@ -314,6 +328,31 @@ class PyMutableBuffer {
 // signal handlers run (and Ctrl-C can interrupt it).
 constexpr int64_t kSliceMs = 100;
 
+// A wait of timeout_ms (-1: no end) cut in slices of at most kSliceMs.
+class SlicedWait {
+ public:
+  using Clock = std::chrono::steady_clock;
+  explicit SlicedWait(int64_t timeout_ms)
+      : timeout_ms_(timeout_ms),
+        deadline_(Clock::now() + std::chrono::milliseconds(std::max<int64_t>(timeout_ms, 0))) {}
+
+  // The next slice's wait in ms (0 once the deadline passed).
+  int64_t Slice() const {
+    if (timeout_ms_ < 0) return kSliceMs;
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - Clock::now());
+    return std::clamp<int64_t>(left.count(), 0, kSliceMs);
+  }
+  bool Over() const { return timeout_ms_ >= 0 && Clock::now() >= deadline_; }
+  // Between slices: runs Python's signal handlers (KeyboardInterrupt on Ctrl-C).
+  static void CheckSignals() {
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+  }
+
+ private:
+  int64_t timeout_ms_;
+  Clock::time_point deadline_;
+};
+
 class PySubscription {
  public:
   PySubscription(std::shared_ptr<Core> core, Subscription sub)
@@ -329,14 +368,9 @@ class PySubscription {
   // Waits in slices (see kSliceMs) so that Ctrl-C interrupts it.
   py::object Next(int timeout_ms) {
     Use();
-    using Clock = std::chrono::steady_clock;
-    const auto deadline = Clock::now() + std::chrono::milliseconds(std::max(timeout_ms, 0));
+    SlicedWait wait(timeout_ms);
     for (;;) {
-      int slice = static_cast<int>(kSliceMs);
-      if (timeout_ms >= 0) {
-        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-        slice = static_cast<int>(std::clamp<int64_t>(left.count(), 0, kSliceMs));
-      }
+      const int slice = static_cast<int>(wait.Slice());
       Result<Notification> n = [&]() -> Result<Notification> {
         py::gil_scoped_release nogil;
         std::lock_guard<std::mutex> l(mu_);  // Next reads a shared frame buffer
@@ -345,8 +379,8 @@ class PySubscription {
       }();
       if (n.ok()) return py::cast(*n);
       if (!n.status().IsTimeout()) Raise(n.status());
-      if (timeout_ms >= 0 && Clock::now() >= deadline) return py::none();
-      if (PyErr_CheckSignals() != 0) throw py::error_already_set();  // KeyboardInterrupt
+      if (wait.Over()) return py::none();
+      SlicedWait::CheckSignals();
     }
   }
   // Safe while another thread waits in Next: the shutdown wakes it (with
@@ -395,12 +429,7 @@ class PyClient {
     core_->socket = socket;
     ConnectOptions o;
     o.request_timeout_ms = request_timeout_ms;
-    Status st;
-    {
-      py::gil_scoped_release nogil;
-      st = core_->client->Connect(socket, o);
-    }
-    Check(st);
+    Check(Unlocked([&] { return core_->client->Connect(socket, o); }));
   }
 
   const std::string& socket() const { return core_->socket; }
@@ -419,13 +448,8 @@ class PyClient {
     ObjectID id = IdFrom(id_h);
     Input meta(metadata_h);
     Client& c = core_->Use();
-    Result<MutableBuffer> b = [&] {
-      py::gil_scoped_release nogil;
-      return c.Create(id, size, meta.view());
-    }();
-    Check(b.status());
     auto state = std::make_shared<WriteState>();
-    state->buf = *b;
+    state->buf = Value(Unlocked([&] { return c.Create(id, size, meta.view()); }));
     core_->creating[id] = state;
     return std::make_unique<PyMutableBuffer>(core_, std::move(state));
   }
@@ -433,12 +457,7 @@ class PyClient {
   void Seal(py::object id_h) {
     ObjectID id = IdFrom(id_h);
     Client& c = core_->Use();
-    Status st;
-    {
-      py::gil_scoped_release nogil;
-      st = c.Seal(id);
-    }
-    Check(st);
+    Check(Unlocked([&] { return c.Seal(id); }));
     core_->CloseWrites(id);
   }
 
@@ -446,12 +465,7 @@ class PyClient {
     ObjectID id = IdFrom(id_h);
     Client& c = core_->Use();
     core_->CloseWrites(id);  // before: the memory is the store's again once it answers
-    Status st;
-    {
-      py::gil_scoped_release nogil;
-      st = c.Abort(id);
-    }
-    Check(st);
+    Check(Unlocked([&] { return c.Abort(id); }));
   }
 
   // Creates and seals `id` from the concatenation of `parts`, each starting
@@ -509,12 +523,9 @@ class PyClient {
     Client& c = core_->Use();
     GetOptions o;
     o.fetch = fetch;
-    Result<std::vector<ObjectBuffer>> r = fetch ? [&] {
-      // A fetch is not cut in slices: each Get would start its fetch again.
-      py::gil_scoped_release nogil;
-      return c.Get(ids, timeout_ms, o);
-    }()
-                                                : GetInSlices(c, ids, timeout_ms);
+    // A fetch is not cut in slices: each Get would start its fetch again.
+    Result<std::vector<ObjectBuffer>> r =
+        fetch ? Unlocked([&] { return c.Get(ids, timeout_ms, o); }) : GetInSlices(c, ids, timeout_ms);
     Check(r.status());
     auto one = [&](ObjectBuffer& b) -> py::object {
       if (b.valid()) return py::cast(std::make_unique<PyBuffer>(core_, std::move(b)));
@@ -536,16 +547,9 @@ class PyClient {
   // slice are held while the others are waited for.
   Result<std::vector<ObjectBuffer>> GetInSlices(Client& c, const std::vector<ObjectID>& ids,
                                                 int64_t timeout_ms) {
-    using Clock = std::chrono::steady_clock;
-    const auto deadline = Clock::now() + std::chrono::milliseconds(std::max<int64_t>(timeout_ms, 0));
-    auto slice = [&] {
-      if (timeout_ms < 0) return kSliceMs;
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-      return std::clamp<int64_t>(left.count(), 0, kSliceMs);
-    };
+    SlicedWait wait(timeout_ms);
     auto get = [&](const std::vector<ObjectID>& want) {
-      py::gil_scoped_release nogil;
-      return c.Get(want, slice());
+      return Unlocked([&] { return c.Get(want, wait.Slice()); });
     };
     auto missing = [](const ObjectBuffer& b) {
       return !b.valid() && (b.status().IsObjectNotFound() || b.status().IsObjectNotSealed());
@@ -557,8 +561,8 @@ class PyClient {
     for (size_t i = 0; i < out.size(); i++)
       if (missing(out[i])) waiting.push_back(i);
     std::vector<ObjectID> want;
-    while (!waiting.empty() && (timeout_ms < 0 || Clock::now() < deadline)) {
-      if (PyErr_CheckSignals() != 0) throw py::error_already_set();  // KeyboardInterrupt
+    while (!waiting.empty() && !wait.Over()) {
+      SlicedWait::CheckSignals();
       want.clear();
       for (size_t i : waiting) want.push_back(ids[i]);
       r = get(want);
@@ -576,22 +580,12 @@ class PyClient {
   bool Contains(py::object id_h) {
     ObjectID id = IdFrom(id_h);
     Client& c = core_->Use();
-    Result<bool> r = [&] {
-      py::gil_scoped_release nogil;
-      return c.Contains(id);
-    }();
-    Check(r.status());
-    return *r;
+    return Value(Unlocked([&] { return c.Contains(id); }));
   }
 
   std::vector<ObjectInfo> List() {
     Client& c = core_->Use();
-    Result<std::vector<ObjectInfo>> r = [&] {
-      py::gil_scoped_release nogil;
-      return c.List();
-    }();
-    Check(r.status());
-    return std::move(*r);
+    return Value(Unlocked([&] { return c.List(); }));
   }
 
   // Delete and Refresh: one None or error per ID.
@@ -600,88 +594,48 @@ class PyClient {
     bool single;
     std::vector<ObjectID> ids = IdsFrom(ids_h, &single);
     Client& c = core_->Use();
-    Result<std::vector<Status>> r = [&] {
-      py::gil_scoped_release nogil;
-      return (c.*call)(ids);
-    }();
-    Check(r.status());
-    return StatusList(*r);
+    return StatusList(Value(Unlocked([&] { return (c.*call)(ids); })));
   }
 
   py::list Fetch(py::object ids_h, int64_t timeout_ms) {
     bool single;
     std::vector<ObjectID> ids = IdsFrom(ids_h, &single);
     Client& c = core_->Use();
-    Result<std::vector<Status>> r = [&] {
-      py::gil_scoped_release nogil;
-      return c.Fetch(ids, timeout_ms);
-    }();
-    Check(r.status());
-    return StatusList(*r);
+    return StatusList(Value(Unlocked([&] { return c.Fetch(ids, timeout_ms); })));
   }
 
   uint64_t Digest(py::object id_h) {
     ObjectID id = IdFrom(id_h);
     Client& c = core_->Use();
-    Result<uint64_t> r = [&] {
-      py::gil_scoped_release nogil;
-      return c.Digest(id);
-    }();
-    Check(r.status());
-    return *r;
+    return Value(Unlocked([&] { return c.Digest(id); }));
   }
 
   void SetMemoryQuota(uint64_t bytes) {
     Client& c = core_->Use();
     ClientOptions o;
     o.memory_quota = bytes;
-    Status st;
-    {
-      py::gil_scoped_release nogil;
-      st = c.SetOptions(o);
-    }
-    Check(st);
+    Check(Unlocked([&] { return c.SetOptions(o); }));
   }
 
   uint64_t Evict(uint64_t bytes) {
     Client& c = core_->Use();
-    Result<uint64_t> r = [&] {
-      py::gil_scoped_release nogil;
-      return c.Evict(bytes);
-    }();
-    Check(r.status());
-    return *r;
+    return Value(Unlocked([&] { return c.Evict(bytes); }));
   }
 
   StoreStats Stats() {
     Client& c = core_->Use();
-    Result<StoreStats> r = [&] {
-      py::gil_scoped_release nogil;
-      return c.Stats();
-    }();
-    Check(r.status());
-    return *r;
+    return Value(Unlocked([&] { return c.Stats(); }));
   }
 
   std::vector<ObjectHolder> Where(py::object id_h) {
     ObjectID id = IdFrom(id_h);
     Client& c = core_->Use();
-    Result<std::vector<ObjectHolder>> r = [&] {
-      py::gil_scoped_release nogil;
-      return c.Where(id);
-    }();
-    Check(r.status());
-    return std::move(*r);
+    return Value(Unlocked([&] { return c.Where(id); }));
   }
 
   std::unique_ptr<PySubscription> Subscribe() {
     Client& c = core_->Use();
-    Result<Subscription> r = [&] {
-      py::gil_scoped_release nogil;
-      return c.Subscribe();
-    }();
-    Check(r.status());
-    return std::make_unique<PySubscription>(core_, std::move(*r));
+    return std::make_unique<PySubscription>(core_, Value(Unlocked([&] { return c.Subscribe(); })));
   }
 
   // The C++ reference for the benchmark: `n` Gets and releases of `id` in
