@@ -3,7 +3,8 @@
 #   1. starts a two-node cluster (tools/plasmon-cluster: each store in its own
 #      network namespace, or on loopback where namespaces are not available),
 #      puts a 4 KiB and a 64 MiB object on node 1, shows where they are,
-#      fetches them on node 2 over TCP and checks the bytes;
+#      fetches them on node 2 over TCP and checks the bytes; then, from Python,
+#      a numpy array put on node 1 is read on node 2 (get_object, fetch=True);
 #   2. starts a single store and puts, gets and lists objects with the CLI;
 #   3. prints the local latency figures beside their references (Unix-socket
 #      ping-pong, memcpy, Redis over the same kind of socket), and the fetch
@@ -83,6 +84,26 @@ for obj in "small:$SMALL" "large:$LARGE"; do
   fi
   echo "$id  $got  same bytes"
 done
+
+# The Python binding (python/): a numpy array put on node 1 comes back on
+# node 2 as a read-only view of node 2's store (pulled over TCP on the way).
+if [ -d build/python/plasmon ]; then
+  echo "==> Python: a numpy array put on node 1 (put_object), read on node 2 (get_object, fetch=True)"
+  PYTHONPATH=build/python /usr/bin/python3 - "$N1" "$N2" <<'PY'
+import sys
+import numpy as np
+import plasmon
+with plasmon.connect(sys.argv[1]) as n1, plasmon.connect(sys.argv[2]) as n2:
+    arr = np.random.default_rng(0).random((1024, 1024))  # 8 MiB of float64
+    oid = n1.put_object({"weights": arr, "step": 7})
+    obj = n2.get_object(oid, timeout_ms=30000, fetch=True)
+    w = obj["weights"]
+    assert np.array_equal(w, arr) and obj["step"] == 7, "node 2 has other bytes"
+    print(f"{oid}: {w.shape} {w.dtype} on node 2, equal to node 1's; "
+          f"a read-only view of node 2's store (writeable={w.flags.writeable}, "
+          f"owns its data={w.flags.owndata})")
+PY
+fi
 
 # ---- 2. One node, as a single store ---------------------------------------------
 export PLASMON_SOCKET="$WORK/plasmon.sock"

@@ -14,6 +14,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev                            # tests
   procps iproute2                                      # pgrep/pkill; ip netns and tc for cluster tests
   iperf3 nlohmann-json3-dev                            # plasmon-bench fetch's link reference, its -J
+  python3-dev pybind11-dev python3-pybind11            # the Python binding (python/), for /usr/bin/python3
+  python3-numpy python3-pytest                         # its numpy support and its tests
 )
 
 tools/install-packages.sh setup "${PACKAGES[@]}"
