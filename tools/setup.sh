@@ -14,6 +14,9 @@ PACKAGES=(
   libgtest-dev libgmock-dev                            # tests
   procps iproute2                                      # pgrep/pkill; ip netns and tc for cluster tests
   iperf3 nlohmann-json3-dev                            # plasmon-bench fetch's link reference, its -J
+  libcpp-httplib-dev prometheus                        # --metrics; promtool and a real scrape in tests
+  help2man dpkg-dev systemd file                       # man pages; the .deb, its unit and its check
+  gnuplot-nox                                          # plasmon-bench --plot
 )
 
 tools/install-packages.sh setup "${PACKAGES[@]}"
