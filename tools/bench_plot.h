@@ -1,0 +1,50 @@
+// plasmon-bench --plot DIR: latency CDFs and throughput charts, drawn by
+// gnuplot (Debian's gnuplot-nox) as PNG and SVG from the distributions the
+// benchmark measured (Summary::histogram), references on the same axes.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "plasmon/status.h"
+#include "tools/bench_stats.h"
+
+namespace plasmon::bench {
+
+// One curve of a latency CDF: a distribution and its legend.
+struct CdfCurve {
+  std::string label;
+  const Summary* summary;
+  bool reference = false;  // drawn dashed
+};
+struct LatencyChart {
+  std::string file;   // DIR/FILE.png and DIR/FILE.svg
+  std::string title;
+  std::vector<CdfCurve> curves;
+};
+
+// One line of a throughput chart: GB/s against object size.
+struct RateLine {
+  std::string label;
+  std::vector<std::pair<uint64_t, double>> points;  // (bytes, GB/s); NaN rates are skipped
+  bool reference = false;
+};
+struct ThroughputChart {
+  std::string file;
+  std::string title;
+  std::vector<RateLine> lines;
+};
+
+// Writes every chart into `dir` (made if missing) as FILE.png and FILE.svg,
+// with the data and the gnuplot script beside them (FILE.dat, FILE.gp) so
+// that a user can restyle them. *written lists the images.
+Status WritePlots(const std::string& dir, const std::vector<LatencyChart>& latency,
+                  const std::vector<ThroughputChart>& throughput,
+                  std::vector<std::string>* written);
+
+// "4KiB", "64MiB": a size for a file name.
+std::string SizeForFile(uint64_t bytes);
+
+}  // namespace plasmon::bench
