@@ -148,4 +148,56 @@ Status WritePlots(const std::string& dir, const std::vector<LatencyChart>& laten
   return Status::OK();
 }
 
+Status WriteFetchPlots(const std::string& dir, const std::vector<PlotRow>& rows,
+                       const std::vector<PlotRow>& references, double iperf_gb_per_s,
+                       uint64_t throughput_size, double throughput_gb_per_s) {
+  std::vector<uint64_t> sizes;
+  for (const PlotRow& r : rows)
+    if (std::find(sizes.begin(), sizes.end(), r.size) == sizes.end()) sizes.push_back(r.size);
+  std::vector<LatencyChart> latency;
+  for (uint64_t size : sizes) {
+    LatencyChart c;
+    c.file = "fetch-latency-" + SizeForFile(size);
+    c.title = "plasmon-bench fetch: latency of " + FormatSize(size) + " objects, node 2 from node 1";
+    for (const PlotRow& r : rows)
+      if (r.size == size) c.curves.push_back({r.label, r.s, false});
+    for (const PlotRow& r : references)
+      if (r.op != "redis_get" || r.size == size)
+        c.curves.push_back({r.label + " (" + FormatSize(r.size) + ")", r.s, true});
+    latency.push_back(std::move(c));
+  }
+  ThroughputChart t;
+  t.file = "fetch-throughput";
+  t.title = "plasmon-bench fetch: GB/s at the median latency, against size";
+  std::vector<std::string> ops;
+  for (const PlotRow& r : rows)
+    if (std::find(ops.begin(), ops.end(), r.op) == ops.end()) ops.push_back(r.op);
+  uint64_t largest = throughput_size;
+  for (const std::string& op : ops) {
+    RateLine l;
+    for (const PlotRow& r : rows)
+      if (r.op == op) {
+        l.label = r.label;
+        if (r.s->p50_us > 0)
+          l.points.push_back({r.size, static_cast<double>(r.size) / r.s->p50_us / 1e3});
+        largest = std::max(largest, r.size);
+      }
+    t.lines.push_back(std::move(l));
+  }
+  if (throughput_size > 0 && std::isfinite(throughput_gb_per_s))
+    t.lines.push_back({"fetch " + FormatSize(throughput_size) + " (median of the throughput runs)",
+                       {{throughput_size, throughput_gb_per_s}}, false});
+  if (iperf_gb_per_s > 0 && !sizes.empty()) {
+    // The link's rate, over the sizes measured.
+    const uint64_t smallest = *std::min_element(sizes.begin(), sizes.end());
+    t.lines.push_back({"iperf3 (the better of 1 and 2 streams)",
+                       {{smallest, iperf_gb_per_s}, {largest, iperf_gb_per_s}}, true});
+  }
+  std::vector<std::string> written;
+  PLASMON_RETURN_IF_ERROR(WritePlots(dir, latency, {t}, &written));
+  std::fprintf(stderr, "plasmon-bench: wrote %zu plots to %s (PNG and SVG; data and gnuplot "
+                       "scripts beside them)\n", written.size() / 2, dir.c_str());
+  return Status::OK();
+}
+
 }  // namespace plasmon::bench

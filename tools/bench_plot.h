@@ -44,6 +44,18 @@ Status WritePlots(const std::string& dir, const std::vector<LatencyChart>& laten
                   const std::vector<ThroughputChart>& throughput,
                   std::vector<std::string>* written);
 
+// plasmon-bench fetch's charts: per size, a CDF of each fetch row beside
+// the references (TCP ping-pong, Redis GET); GB/s at the p50 against size
+// beside iperf3's best rate and the large fetch's median (NaN/0: not measured).
+struct PlotRow {
+  std::string op, label;
+  uint64_t size = 0;
+  const Summary* s = nullptr;
+};
+Status WriteFetchPlots(const std::string& dir, const std::vector<PlotRow>& rows,
+                       const std::vector<PlotRow>& references, double iperf_gb_per_s,
+                       uint64_t throughput_size, double throughput_gb_per_s);
+
 // "4KiB", "64MiB": a size for a file name.
 std::string SizeForFile(uint64_t bytes);
 

@@ -16,7 +16,7 @@ PACKAGES=(
   iperf3 nlohmann-json3-dev                            # plasmon-bench fetch's link reference, its -J
   libcpp-httplib-dev prometheus                        # --metrics; promtool and a real scrape in tests
   help2man dpkg-dev systemd file                       # man pages; the .deb, its unit and its check
-  gnuplot-nox                                          # plasmon-bench --plot
+  gnuplot-nox python3                                  # plasmon-bench --plot; its test reads the images
 )
 
 tools/install-packages.sh setup "${PACKAGES[@]}"
