@@ -32,21 +32,7 @@ namespace {
 using namespace std::chrono_literals;
 using testing::StoreProcess;
 
-// A TCP port nothing listens on now (the kernel's choice, so that tests
-// running in parallel do not collide).
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  int port = -1;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0)
-    port = ntohs(a.sin_port);
-  ::close(fd);
-  return port;
-}
+int FreePort() { return cluster::FreeLocalPort(); }
 
 // GET http://127.0.0.1:port/path; nullopt if it failed.
 std::optional<std::string> HttpGet(int port, const std::string& path) {

@@ -110,6 +110,7 @@
 // }
 // ROW = {"op": str, "size": int, "iterations": int, "p50_us": num, "p90_us": num,
 //        "p99_us": num, "p999_us": num, "max_us": num, "min_us": num, "mean_us": num,
+//        "histogram_ns": [[int, int], ...],   // the whole distribution (tools/bench_stats.h)
 //        "gb_per_s": num, "gbit_per_s": num,     // rates: size / p50
 //        "stages_p50_us": {"client_store": num, "lookup": num, "queue": num, "dispatch": num,
 //                          "transfer": num, "digest": num, "back": num, "seal": num,

@@ -34,12 +34,18 @@ std::string Terminals(const std::string& dir, const std::string& file, const std
          "set output " + Quote(base + ".svg") + "\n" + plot + "set output\n";
 }
 
-Status RunGnuplot(const std::string& script) {
+// Writes DIR/FILE.gp to draw `plot` and runs it: DIR/FILE.png and .svg.
+Status Draw(const std::string& dir, const std::string& file, const std::string& plot,
+            std::vector<std::string>* written) {
   const std::string gnuplot = cluster::FindExecutable("gnuplot");
   if (gnuplot.empty())
     return Status::IOError("--plot needs gnuplot (apt-get install gnuplot-nox; tools/setup.sh)");
-  cluster::CommandResult r = cluster::RunCommand({gnuplot, script});
-  if (!r.ok()) return Status::IOError("gnuplot " + script + " failed: " + r.err);
+  const std::string gp = dir + "/" + file + ".gp";
+  std::ofstream(gp) << Terminals(dir, file, plot);
+  cluster::CommandResult r = cluster::RunCommand({gnuplot, gp});
+  if (!r.ok()) return Status::IOError("gnuplot " + gp + " failed: " + r.err);
+  written->push_back(dir + "/" + file + ".png");
+  written->push_back(dir + "/" + file + ".svg");
   return Status::OK();
 }
 
@@ -101,12 +107,7 @@ Status WritePlots(const std::string& dir, const std::vector<LatencyChart>& laten
     d.close();
     if (!d) return Status::IOError("cannot write " + dat);
     if (index == 0) continue;
-    plot += "\n";
-    const std::string gp = dir + "/" + c.file + ".gp";
-    std::ofstream(gp) << Terminals(dir, c.file, plot);
-    PLASMON_RETURN_IF_ERROR(RunGnuplot(gp));
-    written->push_back(dir + "/" + c.file + ".png");
-    written->push_back(dir + "/" + c.file + ".svg");
+    PLASMON_RETURN_IF_ERROR(Draw(dir, c.file, plot + "\n", written));
   }
 
   for (const ThroughputChart& c : throughput) {
@@ -138,13 +139,10 @@ Status WritePlots(const std::string& dir, const std::vector<LatencyChart>& laten
     d.close();
     if (!d) return Status::IOError("cannot write " + dat);
     if (plot.back() == ' ') continue;  // nothing to draw
-    plot += "\n";
-    const std::string gp = dir + "/" + c.file + ".gp";
-    std::ofstream(gp) << Terminals(dir, c.file, plot);
-    PLASMON_RETURN_IF_ERROR(RunGnuplot(gp));
-    written->push_back(dir + "/" + c.file + ".png");
-    written->push_back(dir + "/" + c.file + ".svg");
+    PLASMON_RETURN_IF_ERROR(Draw(dir, c.file, plot + "\n", written));
   }
+  std::fprintf(stderr, "plasmon-bench: wrote %zu plots to %s (PNG and SVG; data and gnuplot "
+                       "scripts beside them)\n", written->size() / 2, dir.c_str());
   return Status::OK();
 }
 
@@ -194,10 +192,7 @@ Status WriteFetchPlots(const std::string& dir, const std::vector<PlotRow>& rows,
                        {{smallest, iperf_gb_per_s}, {largest, iperf_gb_per_s}}, true});
   }
   std::vector<std::string> written;
-  PLASMON_RETURN_IF_ERROR(WritePlots(dir, latency, {t}, &written));
-  std::fprintf(stderr, "plasmon-bench: wrote %zu plots to %s (PNG and SVG; data and gnuplot "
-                       "scripts beside them)\n", written.size() / 2, dir.c_str());
-  return Status::OK();
+  return WritePlots(dir, latency, {t}, &written);
 }
 
 }  // namespace plasmon::bench

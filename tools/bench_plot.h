@@ -39,7 +39,8 @@ struct ThroughputChart {
 
 // Writes every chart into `dir` (made if missing) as FILE.png and FILE.svg,
 // with the data and the gnuplot script beside them (FILE.dat, FILE.gp) so
-// that a user can restyle them. *written lists the images.
+// that a user can restyle them, and says so on stderr. *written lists the
+// images.
 Status WritePlots(const std::string& dir, const std::vector<LatencyChart>& latency,
                   const std::vector<ThroughputChart>& throughput,
                   std::vector<std::string>* written);

@@ -50,6 +50,8 @@
 // barrier), and each sends its raw samples back through a pipe, so the
 // percentiles are over all samples of all clients.
 //
+// --plot DIR draws latency CDFs and throughput charts (tools/bench_plot.h).
+//
 // --json prints one JSON document on stdout instead of the tables (progress
 // and warnings go to stderr). Times in microseconds, sizes in bytes:
 //
@@ -78,7 +80,9 @@
 // }
 // ROW = {"op": str, "size": int, "clients": int, "iterations": int,   // samples, all clients
 //        "p50_us": num, "p90_us": num, "p99_us": num, "p999_us": num, "max_us": num,
-//        "min_us": num, "mean_us": num, "ops_per_s": num, "gb_per_s": num|null}
+//        "min_us": num, "mean_us": num, "ops_per_s": num, "gb_per_s": num|null,
+//        "histogram_ns": [[bound, count], ...]}   // every sample: `count` of them below
+//                                                 // `bound` ns (buckets 1/16 of an octave)
 // Result ops: "create_seal", "create_and_seal", "get_release", "contains", "delete";
 // Redis ops: "redis_set", "redis_get". A value that could not be computed is null.
 #include <fcntl.h>
@@ -914,8 +918,6 @@ void WriteLocalPlots(const Config& cfg, const std::vector<Row>& results, const R
   t.lines.push_back(std::move(m));
   std::vector<std::string> written;
   if (Status st = b::WritePlots(cfg.plot_dir, latency, {t}, &written); !st.ok()) Die("--plot", st);
-  std::fprintf(stderr, "plasmon-bench: wrote %zu plots to %s (PNG and SVG; data and gnuplot "
-                       "scripts beside them)\n", written.size() / 2, cfg.plot_dir.c_str());
 }
 
 // ---- command line ----

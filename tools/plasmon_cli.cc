@@ -2,11 +2,11 @@
 //
 //   plasmon put [ID] FILE|-     store a file (ID derived from the content if omitted)
 //   plasmon get ID [-o FILE]    write an object's data to stdout or FILE
-//   plasmon ls                  list objects
+//   plasmon ls [--json]         list objects
 //   plasmon rm ID...            delete objects
 //   plasmon digest ID...        the xxh3-64 digest of each object
 //   plasmon refresh ID...       mark objects as just used (evicted last)
-//   plasmon stats               store statistics
+//   plasmon stats [--json]      store statistics
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>

@@ -5,17 +5,9 @@
 # header, size) and a valid SVG (parses as XML, an <svg> root with drawn
 # paths), and that --json carries each row's whole distribution.
 #   tests/bench/plot_test.sh BUILD_DIR [--fetch]
-set -euo pipefail
 build=$(cd "$1" && pwd)
 fetch="${2:-}"
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/plasmon-plot.XXXXXX")
-store_pid=""
-cleanup() {
-  if [ -n "$store_pid" ]; then kill "$store_pid" 2>/dev/null || true; wait "$store_pid" 2>/dev/null || true; fi
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+. "$(dirname "$0")/../script_lib.sh" plot
 
 # Each image, and the histograms of the JSON's rows (at `rows`, a path of
 # keys) summing to their iteration counts.
@@ -49,10 +41,7 @@ PY
 }
 
 sock="$tmp/s.sock"
-"$build/tools/plasmon-store" -s "$sock" -m 64M --log-level warn &
-store_pid=$!
-for _ in $(seq 200); do [ -S "$sock" ] && break; sleep 0.05; done
-[ -S "$sock" ] || fail "plasmon-store did not start"
+start_store "$build/tools/plasmon-store" "$sock" -m 64M
 "$build/tools/plasmon-bench" local -s "$sock" --sizes 64,4K --iterations 50 --warmup 5 --fill 0 \
   --connects 5 --first-touch 0 --plot "$tmp/local" --json >"$tmp/local.json" 2>"$tmp/local.err" \
   || { cat "$tmp/local.err"; fail "plasmon-bench local"; }

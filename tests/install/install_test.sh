@@ -5,17 +5,9 @@
 # against the installed plasmon-store. Also compiles each installed header
 # on its own, with no include path but the prefix's.
 #   tests/install/install_test.sh BUILD_DIR SOURCE_DIR
-set -euo pipefail
 build=$(cd "$1" && pwd)
 src=$(cd "$2" && pwd)
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/plasmon-install.XXXXXX")
-store_pid=""
-cleanup() {
-  if [ -n "$store_pid" ]; then kill "$store_pid" 2>/dev/null || true; wait "$store_pid" 2>/dev/null || true; fi
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+. "$(dirname "$0")/../script_lib.sh" install
 
 p="$tmp/prefix"
 cmake --install "$build" --prefix "$p" >/dev/null
@@ -61,10 +53,7 @@ c++ "$src/examples/hello.cc" $flags -Wl,-rpath,"$p/$libdir" -o "$tmp/hello_pc"
 
 # Against the installed store.
 sock="$tmp/s.sock"
-"$p/bin/plasmon-store" -s "$sock" -m 16M --log-level warn &
-store_pid=$!
-for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
-[ -S "$sock" ] || fail "the installed plasmon-store did not start"
+start_store "$p/bin/plasmon-store" "$sock" -m 16M
 for app in "$tmp/app/hello_shared" "$tmp/app/hello_static" "$tmp/hello_pc"; do
   out=$("$app" "$sock") || fail "$(basename "$app") failed: $out"
   echo "$out" | grep -q '"hello, plasmon"' || fail "$(basename "$app") printed: $out"

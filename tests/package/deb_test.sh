@@ -5,16 +5,8 @@
 # the systemd unit (systemd-analyze verify), and that the packaged
 # plasmon-store starts with the flags of the packaged /etc/default file.
 #   tests/package/deb_test.sh BUILD_DIR
-set -euo pipefail
 build=$(cd "$1" && pwd)
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/plasmon-deb.XXXXXX")
-store_pid=""
-cleanup() {
-  if [ -n "$store_pid" ]; then kill "$store_pid" 2>/dev/null || true; wait "$store_pid" 2>/dev/null || true; fi
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+. "$(dirname "$0")/../script_lib.sh" deb
 
 cpack --config "$build/CPackConfig.cmake" -G DEB -B "$tmp/out" >"$tmp/cpack.log" 2>&1 \
   || { cat "$tmp/cpack.log"; fail "cpack failed"; }
@@ -63,15 +55,12 @@ out=$(systemd-analyze verify --man=no "$tmp/unit/plasmon-store.service" 2>&1) \
   || fail "systemd-analyze verify: $out"
 [ -z "$out" ] || fail "systemd-analyze verify complains: $out"
 
-# The packaged defaults start the packaged store (the socket moved here, no
+# The packaged defaults start the packaged store (its socket in $tmp, no
 # group: the package's postinst would have made it).
 opts=$(. "$tmp/root/etc/default/plasmon-store" && echo "$PLASMON_STORE_OPTS")
-opts=$(sed -e "s|--socket [^ ]*|--socket $tmp/s.sock|" -e 's|--socket-group [^ ]*||' \
+opts=$(sed -e "s|--socket [^ ]*||" -e 's|--socket-group [^ ]*||' \
            -e 's|--metrics [^ ]*|--metrics 127.0.0.1:0|' <<<"$opts")
 # shellcheck disable=SC2086
-"$tmp/root/usr/bin/plasmon-store" $opts --log-level warn &
-store_pid=$!
-for _ in $(seq 100); do [ -S "$tmp/s.sock" ] && break; sleep 0.05; done
-[ -S "$tmp/s.sock" ] || fail "the packaged plasmon-store did not start with: $opts"
+start_store "$tmp/root/usr/bin/plasmon-store" "$tmp/s.sock" $opts
 "$tmp/root/usr/bin/plasmon" -s "$tmp/s.sock" stats >/dev/null || fail "the packaged plasmon cannot reach it"
 echo "deb test passed: $(basename "$deb")"
