@@ -2,6 +2,8 @@
 # `ninja package`): plasmon_VERSION_ARCH.deb with everything install.cmake
 # installs, under /usr, plus the systemd unit plasmon-store.service and its
 # flags in /etc/default/plasmon-store. tests/package/deb_test.sh checks it.
+# Whatever else has an install() rule joins the package by itself (the
+# Python module, once python/ installs it).
 
 # The unit and its defaults have absolute destinations: a component of
 # their own that a plain `cmake --install --prefix P` leaves out (it would
