@@ -245,6 +245,11 @@ bool Directory::synced() const {
   return synced_;
 }
 
+Directory::Counters Directory::counters() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return {synced_, queue_.size(), failed_updates_};
+}
+
 // Renews this node's record in one step, and says whether it had to create
 // it (1) or replace a malformed one (2): either way Redis lost what this node
 // registered, and most likely what it published too (FLUSHALL, a failover to
@@ -455,6 +460,7 @@ void Directory::Run() {
     l.lock();
     if (!st.ok()) {
       spdlog::warn("lost the directory: {}", st.ToString());
+      failed_updates_ += ops.size();
       conn.Drop();
       synced_ = false;  // reconnect, then re-publish everything
     } else if (lost) {

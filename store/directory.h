@@ -161,6 +161,13 @@ class Directory {
 
   // Whether the writer is connected and has re-published everything.
   bool synced() const;
+  // For --metrics (any thread).
+  struct Counters {
+    bool synced = false;
+    uint64_t queued = 0;            // updates not yet taken by the writer
+    uint64_t failed_updates = 0;    // updates in batches that failed (re-published on resync)
+  };
+  Counters counters() const;
   const DirectoryOptions& options() const { return opts_; }
 
   std::string NodeKey(const std::string& node) const { return opts_.prefix + ":node:" + node; }
@@ -217,6 +224,7 @@ class Directory {
   std::condition_variable cv_;
   bool stop_ = false;
   bool synced_ = false;
+  uint64_t failed_updates_ = 0;
   std::deque<Op> queue_;
   std::unordered_map<ObjectID, Published, ObjectIDHash> published_;  // what Redis should say
   std::thread thread_;

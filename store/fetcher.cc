@@ -615,6 +615,7 @@ void Fetcher::OnPulled(const ObjectID& id, const FetchCandidate& from, Result<Pu
     spdlog::warn("fetch {}: pull from {} ({} over {}) failed: {}", id.Hex(), from.node_id,
                  from.endpoint, via, r.status().ToString());
     counters_.pulls_failed++;
+    if (std::string_view(via) == "verbs") counters_.pulls_failed_rdma++;
     location_cache_.Drop(id);  // the next fetch asks the directory
     // The pulls queued for an unreachable holder would wait for the same
     // failure, one at a time: they move on now, before this job's next step
@@ -648,6 +649,7 @@ void Fetcher::OnPulled(const ObjectID& id, const FetchCandidate& from, Result<Pu
       counters_.fetched++;
       counters_.fetched_bytes += e->total_size();
       if (r->carried_by == TransportKind::kVerbs) counters_.fetched_rdma++;
+      if (job != nullptr) counters_.latency.Add(MonoMicros() - job->started_us);
       spdlog::debug("fetch {}: {} from {}", id.Hex(), FormatSize(e->total_size()), from.node_id);
       Status st = table_->Seal(id, kOwner);  // publishes; answers the Fetches (OnSealed)
       if (!st.ok()) spdlog::error("fetch {}: seal: {}", id.Hex(), st.ToString());

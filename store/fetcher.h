@@ -54,6 +54,7 @@
 #include "plasmon/object_id.h"
 #include "plasmon/status.h"
 #include "store/directory.h"
+#include "store/metrics.h"
 #include "store/object_table.h"
 #include "store/seal_watcher.h"
 #include "store/wait_queue.h"
@@ -121,6 +122,8 @@ class Fetcher {
 
   struct Counters {
     uint64_t fetched = 0, fetched_bytes = 0, fetched_rdma = 0, pulls_failed = 0;
+    uint64_t pulls_failed_rdma = 0;  // of pulls_failed (--metrics)
+    LatencyHistogram latency;        // pulled objects: from the job's start to the seal
   };
   using ReplyFn = std::function<void(uint32_t session, uint64_t request_id, protocol::FetchReply)>;
 

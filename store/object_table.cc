@@ -107,6 +107,7 @@ Result<ObjectEntry*> ObjectTable::Create(const ObjectID& id, uint64_t data_size,
   }
   Account(e, true);
   Changed();
+  counters_.creates++;
   return &e;
 }
 
@@ -121,6 +122,7 @@ Status ObjectTable::Seal(const ObjectID& id, uint32_t client) {
   e->seal_time_us = e->last_access_us = WallMicros();
   if (!e->digest_valid && e->total_size() <= kDigestAtSealMax) ComputeDigest(e);
   sealed_count_++;
+  counters_.seals++;
   if (e->ref_count == 0) MakeEvictable(e);
   listener_->OnSealed(*e);
   return Status::OK();
@@ -336,6 +338,9 @@ void ObjectTable::Remove(ObjectEntry* e, Notification::Kind kind) {
   if (kind == Notification::Kind::kEvicted) {
     evictions_++;
     evicted_bytes_ += Allocator::RoundUp(e->total_size());
+  } else {
+    counters_.deletes++;
+    counters_.deleted_bytes += Allocator::RoundUp(e->total_size());
   }
   alloc_.Free(e->offset, e->total_size());
   Account(*e, false);
@@ -378,6 +383,12 @@ std::vector<ObjectInfo> ObjectTable::List(bool has_cursor, const ObjectID& curso
   out.reserve(rows.size());
   for (const ObjectEntry* e : rows) out.push_back(e->Info());
   return out;
+}
+
+uint64_t ObjectTable::pinned_bytes() const {
+  uint64_t evictable = lru_.units();
+  for (const auto& [client, q] : quotas_) evictable += q.lru.units();
+  return alloc_.used() - evictable;
 }
 
 StoreStats ObjectTable::Stats() const {

@@ -120,6 +120,13 @@ class ObjectTable {
                                bool* more) const;
 
   StoreStats Stats() const;
+  // Since start, for --metrics (store/metrics.h).
+  struct Counters {
+    uint64_t creates = 0, seals = 0, deletes = 0, deleted_bytes = 0;
+  };
+  const Counters& counters() const { return counters_; }
+  // Used bytes that eviction cannot free: referenced, or not sealed yet.
+  uint64_t pinned_bytes() const;
   uint8_t* arena_base() const { return base_; }
   const Allocator& allocator() const { return alloc_; }
   // How many times a Create walked the eviction lists to plan room (for
@@ -172,6 +179,7 @@ class ObjectTable {
   uint64_t sealed_count_ = 0;
   uint64_t evictions_ = 0;
   uint64_t evicted_bytes_ = 0;
+  Counters counters_;
   mutable uint64_t plan_walks_ = 0;
   // Bumped on every allocation, free, LRU insert and quota change: a "no
   // room" verdict holds while it stays the same (removals from an LRU and

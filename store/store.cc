@@ -26,6 +26,7 @@
 #include "core/size.h"
 #include "core/unix_socket.h"
 #include "store/fetcher.h"
+#include "store/metrics.h"
 #include "store/object_table.h"
 #include "store/session.h"
 #include "store/wait_queue.h"
@@ -193,13 +194,74 @@ class Store::Impl : public TableListener, public ObjectSource, public SessionOwn
   // fetcher answers through a callback that names only these.
   std::multimap<std::pair<uint32_t, uint64_t>, size_t> fetch_charges_;
   WaitQueue<PendingGet> gets_;
+  // --metrics: the loop copies its numbers into the slot when a scrape asks.
+  uint64_t gets_socket_ = 0;  // IDs asked for by Gets
+  std::unique_ptr<SnapshotSlot> metrics_slot_;
+  std::unique_ptr<MetricsServer> metrics_;
+  // What Stats answers, and --metrics shows with more.
+  StoreStats StatsNow() const;
+  MetricsSnapshot TakeSnapshot() const;
+
+ public:
+  Status StartMetrics(const std::string& listen) {
+    metrics_slot_ = std::make_unique<SnapshotSlot>([this] {
+      loop_->Post([this] { metrics_slot_->Publish(std::make_shared<MetricsSnapshot>(TakeSnapshot())); });
+    });
+    Result<std::unique_ptr<MetricsServer>> server = MetricsServer::Start(listen, metrics_slot_.get());
+    if (!server.ok()) return server.status();
+    metrics_ = std::move(*server);
+    return Status::OK();
+  }
 };
+
+StoreStats Store::Impl::StatsNow() const {
+  StoreStats s = table_.Stats();
+  s.clients = sessions_.size();
+  const Fetcher::Counters& fc = fetcher_->counters();
+  s.fetched = fc.fetched;
+  s.fetched_bytes = fc.fetched_bytes;
+  s.fetched_verbs = fc.fetched_rdma;
+  s.pulls_failed = fc.pulls_failed;
+  return s;
+}
+
+MetricsSnapshot Store::Impl::TakeSnapshot() const {
+  MetricsSnapshot m;
+  m.stats = StatsNow();
+  m.pinned_bytes = table_.pinned_bytes();
+  const ObjectTable::Counters& tc = table_.counters();
+  m.creates = tc.creates;
+  m.seals = tc.seals;
+  m.deletes = tc.deletes;
+  m.deleted_bytes = tc.deleted_bytes;
+  m.gets_socket = gets_socket_;
+  const Fetcher::Counters& fc = fetcher_->counters();
+  m.pulls_ok_verbs = fc.fetched_rdma;
+  m.pulls_ok_tcp = fc.fetched - fc.fetched_rdma;
+  m.pulls_failed_verbs = fc.pulls_failed_rdma;
+  m.pulls_failed_tcp = fc.pulls_failed - fc.pulls_failed_rdma;
+  m.fetch_latency = fc.latency;
+  if (directory_) {
+    Directory::Counters dc = directory_->counters();
+    m.has_directory = true;
+    m.directory_connected = dc.synced;
+    m.directory_queued = dc.queued;
+    m.directory_failed = dc.failed_updates;
+  }
+  for (const std::shared_ptr<Transport>& t : transports_) {
+    Transport::Connections c = t->connections();
+    if (c.known) m.transports.push_back({t->name(), c.serving, c.handshaking, c.outgoing});
+  }
+  m.taken_us = WallMicros();
+  return m;
+}
 
 Status Store::Impl::Run() {
   spdlog::info("store serving {} on {} ({} arena{})", FormatSize(table_.allocator().capacity()),
                opts_.socket_path, opts_.arena.hugepages ? "huge-page" : "memfd",
                arena_.prefaulted() ? ", prefaulted" : "");
   Status st = loop_->Run();
+  metrics_.reset();  // no scrape asks the stopped loop for snapshots
   {
     std::lock_guard<std::mutex> l(table_mu_);
     spdlog::info("store shutting down: {} clients, {} objects", sessions_.size(),
@@ -499,13 +561,7 @@ bool Store::Impl::HandleFrame(Session* s, const p::FrameHeader& h, std::string_v
     case p::MessageType::kStats: {
       if (!body.empty()) return bad("malformed Stats");
       p::StatsReply rep;
-      rep.stats = table_.Stats();
-      rep.stats.clients = sessions_.size();
-      const Fetcher::Counters& fc = fetcher_->counters();
-      rep.stats.fetched = fc.fetched;
-      rep.stats.fetched_bytes = fc.fetched_bytes;
-      rep.stats.fetched_verbs = fc.fetched_rdma;
-      rep.stats.pulls_failed = fc.pulls_failed;
+      rep.stats = StatsNow();
       Reply(s, h, rep);
       return true;
     }
@@ -655,6 +711,7 @@ void Store::Impl::DoGet(Session* s, const p::FrameHeader& h, p::GetRequest r) {
   g.session = s->id();
   g.request_id = h.request_id;
   g.InitSlots(std::move(r.ids));
+  gets_socket_ += g.ids.size();
   for (size_t i = 0; i < g.ids.size(); i++)
     if (TryFill(s, g.ids[i])) g.Settle(i);
   if (g.remaining == 0 || r.timeout_ms == 0) {
@@ -826,6 +883,7 @@ Result<std::unique_ptr<Store>> Store::Create(const StoreOptions& o) {
   }
   if (dir) impl->JoinCluster(*dir);
   impl->StartFetcher();
+  if (!o.metrics_listen.empty()) PLASMON_RETURN_IF_ERROR(impl->StartMetrics(o.metrics_listen));
   return std::unique_ptr<Store>(new Store(std::move(impl)));
 }
 

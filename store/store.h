@@ -51,6 +51,9 @@ struct StoreOptions {
   // one past it is refused with OutOfMemory. Each client may have at most
   // kMaxWheresPerSession (store.cc) of them.
   uint32_t max_wheres = 1024;
+  // If set, ADDR:PORT to serve Prometheus metrics at (/metrics), on threads
+  // of their own (store/metrics.h). Port 0: any free port (logged).
+  std::string metrics_listen;
 };
 
 class Store {

@@ -4,6 +4,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <nlohmann/json.hpp>
+
 #include "plasmon/client.h"
 #include "tests/store_process.h"
 #include "core/digest.h"
@@ -81,6 +83,49 @@ TEST_F(CliTest, LsStatsAndRm) {
   auto rm = Cli({"rm", id});
   EXPECT_EQ(rm.exit_code, 0) << rm.err;
   EXPECT_EQ(Cli({"ls"}).out.find(id), std::string::npos);
+}
+
+TEST_F(CliTest, StatsAndLsAsJson) {
+  const std::string id = ObjectID::Random().Hex();
+  ASSERT_EQ(Cli({"put", "--metadata", "m=1", id, "-"}, std::string(1000, 'a')).exit_code, 0);
+  Client c;
+  ASSERT_TRUE(c.Connect(store_.socket()).ok());
+  Result<MutableBuffer> open = c.Create(ObjectID::Random(), 10);  // unsealed, listed as created
+  ASSERT_TRUE(open.ok());
+
+  CommandResult ls = Cli({"ls", "--json"});
+  ASSERT_EQ(ls.exit_code, 0) << ls.err;
+  nlohmann::json rows = nlohmann::json::parse(ls.out);
+  ASSERT_EQ(rows.size(), 2u) << ls.out;
+  const nlohmann::json& put = rows[0]["id"] == id ? rows[0] : rows[1];
+  const nlohmann::json& created = rows[0]["id"] == id ? rows[1] : rows[0];
+  EXPECT_EQ(put["id"], id);
+  EXPECT_EQ(put["state"], "sealed");
+  EXPECT_EQ(put["data_size"], 1000);
+  EXPECT_EQ(put["metadata_size"], 3);
+  EXPECT_EQ(put["ref_count"], 0);
+  auto digest = c.Digest(*ObjectID::FromHex(id));
+  ASSERT_TRUE(digest.ok());
+  char hex[17];
+  std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(*digest));
+  EXPECT_EQ(put["digest"], hex);
+  EXPECT_GE(put["create_to_seal_us"].get<int64_t>(), 0);
+  EXPECT_EQ(created["state"], "created");
+  EXPECT_EQ(created["create_to_seal_us"], -1);
+  EXPECT_TRUE(created["digest"].is_null());
+
+  CommandResult stats = Cli({"stats", "--json"});
+  ASSERT_EQ(stats.exit_code, 0) << stats.err;
+  nlohmann::json j = nlohmann::json::parse(stats.out);
+  Result<StoreStats> st = c.Stats();
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(j["objects"], 2);
+  EXPECT_EQ(j["sealed_objects"], 1);
+  EXPECT_EQ(j["capacity_bytes"], st->capacity);
+  EXPECT_EQ(j["used_bytes"], st->used);
+  EXPECT_EQ(j["clients"], 2);  // c and the CLI itself
+  EXPECT_EQ(j["evictions"], 0);
+  EXPECT_EQ(j["fetched"], 0);
 }
 
 TEST_F(CliTest, DigestAndRefresh) {

@@ -110,11 +110,13 @@
 // }
 // ROW = {"op": str, "size": int, "iterations": int, "p50_us": num, "p90_us": num,
 //        "p99_us": num, "p999_us": num, "max_us": num, "min_us": num, "mean_us": num,
+//        "histogram_ns": [[int, int], ...],   // the whole distribution (tools/bench_stats.h)
 //        "gb_per_s": num, "gbit_per_s": num,     // rates: size / p50
 //        "stages_p50_us": {"client_store": num, "lookup": num, "queue": num, "dispatch": num,
 //                          "transfer": num, "digest": num, "back": num, "seal": num,
 //                          "in_store": num, "total": num}}   // fetches only: FetchReport
 #include "tools/bench_fetch.h"
+#include "tools/bench_plot.h"
 
 #include <fcntl.h>
 #include <malloc.h>
@@ -775,6 +777,9 @@ CLI::App* AddFetchCommand(CLI::App* app, FetchConfig* cfg) {
   f->add_flag("--json", cfg->json,
               "Print one JSON document on stdout instead of the tables (schema at the top of "
               "tools/bench_fetch.cc)");
+  f->add_option("--plot", cfg->plot_dir,
+                "Also draw the results into DIR: latency CDFs per size (with the TCP ping-pong "
+                "and Redis GET) and GB/s against size (with iperf3), PNG and SVG (gnuplot)");
   f->add_option("--cluster-dir", cfg->cluster_dir,
                 "Use the cluster already up in this directory (tools/plasmon-cluster up --dir "
                 "DIR; nodes 1 and 2) instead of starting one. Its stores should run with "
@@ -1272,6 +1277,16 @@ int RunFetch(FetchConfig cfg) {
       }
       targets.push_back(u);
     }
+  }
+
+  if (!cfg.plot_dir.empty()) {  // tools/bench_plot.h
+    std::vector<PlotRow> plotted, refs;
+    for (const Row& r : results) plotted.push_back({r.op, r.label, r.size, &r.s});
+    refs.push_back({tcp_row.op, tcp_row.label, tcp_row.size, &tcp_row.s});
+    if (redis_row) refs.push_back({redis_row->op, redis_row->label, redis_row->size, &redis_row->s});
+    Status st = WriteFetchPlots(cfg.plot_dir, plotted, refs, best_iperf / 8e9, cfg.throughput_size,
+                                tput_median / 8);
+    if (!st.ok()) Die("--plot", st);
   }
 
   // ---- output ----

@@ -48,6 +48,7 @@ struct FetchConfig {
   // node-2 ends) on CPU N2; "none"; "auto": 0,1 with 2 CPUs or more.
   std::string pin = "auto";
   bool json = false;
+  std::string plot_dir;  // --plot
 };
 
 // Adds the `fetch` subcommand to `app`; its flags fill *cfg.

@@ -37,6 +37,16 @@ Summary Summarize(std::vector<uint64_t>* ns) {
   s.p999_us = us(NearestRank(v, 999));
   s.max_us = us(v.back());
   s.mean_us = static_cast<double>(total / static_cast<long double>(v.size()) / 1000.0L);
+  for (uint64_t x : v) {
+    const int k = x == 0 ? -1 : static_cast<int>(std::floor(16 * std::log2(static_cast<double>(x))));
+    uint64_t bound = static_cast<uint64_t>(std::ceil(std::exp2((k + 1) / 16.0)));
+    if (bound <= x) bound = x + 1;  // rounding at the edge of a bucket
+    if (!s.histogram.empty() && s.histogram.back().first >= bound) {
+      s.histogram.back().second++;
+    } else {
+      s.histogram.emplace_back(bound, 1);
+    }
+  }
   return s;
 }
 
@@ -89,11 +99,20 @@ std::string JsonNumber(double v) {
   return buf;
 }
 
+static std::string HistogramJson(const Summary& s) {
+  std::string out = "[";
+  for (const auto& [bound, count] : s.histogram) {
+    if (out.size() > 1) out += ", ";
+    out += "[" + std::to_string(bound) + ", " + std::to_string(count) + "]";
+  }
+  return out + "]";
+}
+
 std::string JsonSummaryFields(const Summary& s) {
   return "\"p50_us\": " + JsonNumber(s.p50_us) + ", \"p90_us\": " + JsonNumber(s.p90_us) +
          ", \"p99_us\": " + JsonNumber(s.p99_us) + ", \"p999_us\": " + JsonNumber(s.p999_us) +
          ", \"max_us\": " + JsonNumber(s.max_us) + ", \"min_us\": " + JsonNumber(s.min_us) +
-         ", \"mean_us\": " + JsonNumber(s.mean_us);
+         ", \"mean_us\": " + JsonNumber(s.mean_us) + ", \"histogram_ns\": " + HistogramJson(s);
 }
 
 std::optional<bool> Target::met() const {

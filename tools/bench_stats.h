@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace plasmon::bench {
@@ -29,6 +30,11 @@ inline uint64_t NowNs() {
 struct Summary {
   uint64_t samples = 0;
   double min_us = 0, p50_us = 0, p90_us = 0, p99_us = 0, p999_us = 0, max_us = 0, mean_us = 0;
+  // The whole distribution, HdrHistogram-style: (bound, count) of each
+  // non-empty bucket, ascending. Buckets are 1/16 of a power of two wide
+  // (within 4.4%): `count` samples were below `bound` ns and at or above the
+  // previous bucket's bound. For --json and --plot's CDFs.
+  std::vector<std::pair<uint64_t, uint64_t>> histogram;
 };
 
 // The nearest-rank percentile of `sorted` (ascending, non-empty): the smallest
@@ -53,7 +59,8 @@ void Progress(const std::string& what);
 std::string JsonString(std::string_view s);
 // A number with enough digits; "null" if not finite.
 std::string JsonNumber(double v);
-std::string JsonSummaryFields(const Summary& s);  // "p50_us": .., ..., "mean_us": ..
+// "p50_us": .., ..., "mean_us": .., "histogram_ns": [[bound, count], ...]
+std::string JsonSummaryFields(const Summary& s);
 
 // A target: a figure (usually a ratio to its reference) against a bound.
 struct Target {

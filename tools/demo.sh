@@ -8,7 +8,8 @@
 #   2. starts a single store and puts, gets and lists objects with the CLI;
 #   3. prints the local latency figures beside their references (Unix-socket
 #      ping-pong, memcpy, Redis over the same kind of socket), and the fetch
-#      figures of the cluster of part 1 (plasmon-bench fetch --cluster-dir).
+#      figures of the cluster of part 1 (plasmon-bench fetch --cluster-dir),
+#      and draws both as charts (--plot) into build/demo-plots (PNG and SVG).
 #   tools/demo.sh            # the whole demo
 #   QUICK=1 tools/demo.sh    # fewer benchmark iterations
 set -euo pipefail
@@ -141,11 +142,16 @@ for _ in $(seq 100); do [ -S "$REDIS_SOCK" ] && break; sleep 0.05; done
 echo "==> plasmon-bench local (latency in microseconds)"
 ARGS=()
 if [ -n "${QUICK:-}" ]; then ARGS+=(--iterations 2000); fi
-"$BIN/plasmon-bench" local --socket "$PLASMON_SOCKET" --redis-socket "$REDIS_SOCK" "${PIN[@]}" "${ARGS[@]}"
+PLOTS="$PWD/build/demo-plots"  # kept after the demo
+rm -rf "$PLOTS"
+"$BIN/plasmon-bench" local --socket "$PLASMON_SOCKET" --redis-socket "$REDIS_SOCK" "${PIN[@]}" "${ARGS[@]}" \
+  --plot "$PLOTS"
 
 # plasmon-bench fetch: a few iterations on the cluster of part 1.
 echo "==> plasmon-bench fetch (node 2 pulling from node 1; few iterations)"
 ITERATIONS=100
 if [ -n "${QUICK:-}" ]; then ITERATIONS=20; fi
-"$BIN/plasmon-bench" fetch --cluster-dir "$CLUSTER_DIR" --iterations "$ITERATIONS"
+"$BIN/plasmon-bench" fetch --cluster-dir "$CLUSTER_DIR" --iterations "$ITERATIONS" --plot "$PLOTS"
+echo "==> the charts of both benchmarks (latency CDFs, throughput against size) are in $PLOTS:"
+ls "$PLOTS"/*.png | sed 's/^/    /'
 echo "==> done; tearing down the cluster and the store"

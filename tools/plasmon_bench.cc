@@ -50,6 +50,8 @@
 // barrier), and each sends its raw samples back through a pipe, so the
 // percentiles are over all samples of all clients.
 //
+// --plot DIR draws latency CDFs and throughput charts (tools/bench_plot.h).
+//
 // --json prints one JSON document on stdout instead of the tables (progress
 // and warnings go to stderr). Times in microseconds, sizes in bytes:
 //
@@ -78,7 +80,9 @@
 // }
 // ROW = {"op": str, "size": int, "clients": int, "iterations": int,   // samples, all clients
 //        "p50_us": num, "p90_us": num, "p99_us": num, "p999_us": num, "max_us": num,
-//        "min_us": num, "mean_us": num, "ops_per_s": num, "gb_per_s": num|null}
+//        "min_us": num, "mean_us": num, "ops_per_s": num, "gb_per_s": num|null,
+//        "histogram_ns": [[bound, count], ...]}   // every sample: `count` of them below
+//                                                 // `bound` ns (buckets 1/16 of an octave)
 // Result ops: "create_seal", "create_and_seal", "get_release", "contains", "delete";
 // Redis ops: "redis_set", "redis_get". A value that could not be computed is null.
 #include <fcntl.h>
@@ -105,6 +109,7 @@
 #include "core/size.h"
 #include "plasmon/client.h"
 #include "tools/bench_fetch.h"
+#include "tools/bench_plot.h"
 #include "tools/bench_refs.h"
 #include "tools/bench_stats.h"
 #include "tools/cluster/process.h"
@@ -162,6 +167,7 @@ struct Config {
   uint64_t warmup = 1000;
   unsigned clients = 1;
   bool json = false;
+  std::string plot_dir;  // --plot
   std::string redis_socket;
   std::vector<Op> ops;
   int pin_client = -1;  // --pin: CPU of the benchmark's clients
@@ -875,6 +881,45 @@ void PrintTargets(const std::vector<Target>& targets, const Row& floor, const Ro
   }
 }
 
+// ---- --plot ----
+
+// Per size: a latency CDF of each operation, beside the IPC floor and
+// Redis at that size; one chart of GB/s against size beside memcpy.
+void WriteLocalPlots(const Config& cfg, const std::vector<Row>& results, const Row& floor,
+                     const std::vector<Row>& redis_rows, const std::vector<b::MemcpyRow>& memcpy_rows) {
+  std::vector<b::LatencyChart> latency;
+  for (uint64_t size : cfg.sizes) {
+    b::LatencyChart c;
+    c.file = "local-latency-" + b::SizeForFile(size);
+    c.title = "plasmon-bench local: latency of " + plasmon::FormatSize(size) + " objects (" +
+              std::to_string(cfg.clients) + " client" + (cfg.clients > 1 ? "s" : "") + ")";
+    for (const Row& r : results)
+      if (r.size == size) c.curves.push_back({r.label, &r.s, false});
+    for (const Row& r : redis_rows)
+      if (r.size == size) c.curves.push_back({r.label, &r.s, true});
+    c.curves.push_back({"IPC floor (" + plasmon::FormatSize(floor.size) + " ping-pong)", &floor.s, true});
+    latency.push_back(std::move(c));
+  }
+  b::ThroughputChart t;
+  t.file = "local-throughput";
+  t.title = "plasmon-bench local: throughput at the median latency, against size";
+  for (Op op : cfg.ops) {
+    const OpInfo& info = InfoOf(op);
+    if (!info.copies_data) continue;
+    b::RateLine l{info.label, {}, false};
+    for (const Row& r : results)
+      if (r.op == info.key) l.points.push_back({r.size, r.gb_per_s});
+    t.lines.push_back(std::move(l));
+  }
+  b::RateLine m{"memcpy", {}, true};
+  for (const b::MemcpyRow& r : memcpy_rows)
+    if (std::find(cfg.sizes.begin(), cfg.sizes.end(), r.size) != cfg.sizes.end())
+      m.points.push_back({r.size, r.gb_per_s});
+  t.lines.push_back(std::move(m));
+  std::vector<std::string> written;
+  if (Status st = b::WritePlots(cfg.plot_dir, latency, {t}, &written); !st.ok()) Die("--plot", st);
+}
+
 // ---- command line ----
 
 bool ParseConfig(const std::vector<std::string>& sizes, const std::vector<std::string>& ops,
@@ -955,6 +1000,9 @@ int main(int argc, char** argv) {
                    "IDs; percentiles are over all their samples, throughput is their sum")
       ->check(CLI::Range(1u, kMaxClients))
       ->capture_default_str();
+  local->add_option("--plot", cfg.plot_dir,
+                    "Also draw the results into DIR: latency CDFs per size (with the IPC floor "
+                    "and Redis) and throughput against size (with memcpy), PNG and SVG (gnuplot)");
   local->add_flag("--json", cfg.json,
                   "Print one JSON document on stdout instead of the tables (schema at the top "
                   "of tools/plasmon_bench.cc); progress and warnings go to stderr");
@@ -1202,6 +1250,7 @@ int main(int argc, char** argv) {
   std::vector<Target> targets =
       ComputeTargets(results, floor, floor_after, memcpy_rows, redis ? &*redis : nullptr, fill,
                      connect_rows);
+  if (!cfg.plot_dir.empty()) WriteLocalPlots(cfg, results, floor, redis_rows, memcpy_rows);
 
   if (!cfg.json) {
     std::printf("\nresults%s\n",

@@ -2,16 +2,17 @@
 //
 //   plasmon put [ID] FILE|-     store a file (ID derived from the content if omitted)
 //   plasmon get ID [-o FILE]    write an object's data to stdout or FILE
-//   plasmon ls                  list objects
+//   plasmon ls [--json]         list objects
 //   plasmon rm ID...            delete objects
 //   plasmon digest ID...        the xxh3-64 digest of each object
 //   plasmon refresh ID...       mark objects as just used (evicted last)
-//   plasmon stats               store statistics
+//   plasmon stats [--json]      store statistics
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <charconv>
@@ -246,6 +247,7 @@ int ReportEach(const std::vector<plasmon::Status>& results) {
 
 int main(int argc, char** argv) {
   CLI::App app{"plasmon: command-line client of a plasmon store"};
+  app.set_version_flag("--version", PLASMON_VERSION);
   app.require_subcommand(1);
   const char* env = std::getenv("PLASMON_SOCKET");
   std::string socket = env != nullptr && *env != '\0' ? env : kDefaultSocket;
@@ -287,6 +289,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
 
   auto* ls = app.add_subcommand("ls", "List the objects in the store");
+  bool ls_json = false;
+  ls->add_flag("--json", ls_json, "Print a JSON array, one object per row (sizes in bytes, times "
+                                  "in microseconds since the epoch)");
   std::vector<std::string> rm_ids;
   auto* rm = app.add_subcommand("rm", "Delete objects");
   rm->add_option("ID", rm_ids, "Object IDs")->required();
@@ -299,6 +304,8 @@ int main(int argc, char** argv) {
       "refresh", "Mark objects as just used, so that eviction takes them last");
   refresh->add_option("ID", refresh_ids, "Object IDs")->required();
   auto* stats = app.add_subcommand("stats", "Print store statistics");
+  bool stats_json = false;
+  stats->add_flag("--json", stats_json, "Print them as one JSON object (sizes in bytes)");
   std::string where_id;
   auto* where = app.add_subcommand("where", "Which nodes of the cluster hold an object");
   where->add_option("ID", where_id, "Object ID (40 hex digits)")->required();
@@ -356,6 +363,25 @@ int main(int argc, char** argv) {
   if (*ls) {
     auto list = client.List();
     if (!list.ok()) return Fail(list.status().ToString());
+    if (ls_json) {
+      nlohmann::json rows = nlohmann::json::array();
+      for (const plasmon::ObjectInfo& o : *list) {
+        char digest[17];
+        std::snprintf(digest, sizeof(digest), "%016llx", static_cast<unsigned long long>(o.digest));
+        rows.push_back({{"id", o.id.Hex()},
+                        {"state", o.state == plasmon::ObjectState::kSealed ? "sealed" : "created"},
+                        {"data_size", o.data_size},
+                        {"metadata_size", o.metadata_size},
+                        {"ref_count", o.ref_count},
+                        {"digest", o.digest_valid ? nlohmann::json(digest) : nlohmann::json()},
+                        {"create_time_us", o.create_time_us},
+                        {"last_access_us", o.last_access_us},
+                        {"seal_time_us", o.seal_time_us},
+                        {"create_to_seal_us", o.create_to_seal_us()}});
+      }
+      std::printf("%s\n", rows.dump(2).c_str());
+      return 0;
+    }
     std::printf("%-40s  %-7s  %12s  %8s  %4s  %-16s  %-20s  %s\n", "ID", "STATE", "DATA",
                 "METADATA", "REFS", "DIGEST", "CREATED", "SEALED_AFTER");
     for (const plasmon::ObjectInfo& o : *list) {
@@ -472,6 +498,17 @@ int main(int argc, char** argv) {
   if (*stats) {
     auto s = client.Stats();
     if (!s.ok()) return Fail(s.status().ToString());
+    if (stats_json) {
+      // The names of plasmon-store --metrics (docs: README), in plain counts.
+      nlohmann::json j = {{"capacity_bytes", s->capacity},   {"used_bytes", s->used},
+                          {"objects", s->object_count},      {"sealed_objects", s->sealed_count},
+                          {"evictions", s->evictions},       {"evicted_bytes", s->evicted_bytes},
+                          {"clients", s->clients},           {"fetched", s->fetched},
+                          {"fetched_bytes", s->fetched_bytes}, {"fetched_verbs", s->fetched_verbs},
+                          {"pulls_failed", s->pulls_failed}};
+      std::printf("%s\n", j.dump(2).c_str());
+      return 0;
+    }
     double pct = s->capacity ? 100.0 * static_cast<double>(s->used) / static_cast<double>(s->capacity) : 0;
     std::printf("capacity       %s (%llu bytes)\n", plasmon::FormatSize(s->capacity).c_str(),
                 static_cast<unsigned long long>(s->capacity));

@@ -50,6 +50,7 @@ void OnSignal(int) {
 
 int main(int argc, char** argv) {
   CLI::App app{"plasmon-store: the plasmon object store daemon for one node"};
+  app.set_version_flag("--version", PLASMON_VERSION);
   plasmon::StoreOptions opts;
   opts.socket_path = "/tmp/plasmon.sock";
   std::string memory = "1G", log_level = "info", socket_mode = "0600";
@@ -95,6 +96,9 @@ int main(int argc, char** argv) {
                  "bytes of store memory each)")
       ->check(CLI::Range(min_waiting, max_waiting))
       ->capture_default_str();
+  app.add_option("--metrics", opts.metrics_listen,
+                 "Serve Prometheus metrics at http://ADDR:PORT/metrics (e.g. 127.0.0.1:9464; "
+                 "port 0: any free port, logged), on threads of their own");
   plasmon::DirectoryOptions dir;
   char host[256] = "node";
   ::gethostname(host, sizeof(host) - 1);

@@ -16,6 +16,10 @@ PACKAGES=(
   iperf3 nlohmann-json3-dev                            # plasmon-bench fetch's link reference, its -J
   python3-dev pybind11-dev python3-pybind11            # the Python binding (python/), for /usr/bin/python3
   python3-numpy python3-pytest                         # its numpy support and its tests
+  libcpp-httplib-dev prometheus                        # --metrics; promtool and a real scrape in tests
+  help2man dpkg-dev systemd file                       # man pages; the .deb, its unit and its check
+  gnuplot-nox                                          # plasmon-bench --plot (its test reads the images with python3)
+  spin                                                 # the SPIN model checker (tests/model)
 )
 
 tools/install-packages.sh setup "${PACKAGES[@]}"

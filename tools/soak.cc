@@ -662,21 +662,6 @@ void KillAndReap(pid_t pid) {
 }
 
 
-// A TCP port on 127.0.0.1 that nothing listens on now.
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  int port = -1;
-  if (fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0)
-    port = ntohs(addr.sin_port);
-  if (fd >= 0) ::close(fd);
-  return port;
-}
-
 // ---- A's notifications, followed from the start ----
 
 class Watcher {
@@ -937,9 +922,9 @@ bool Controller::Setup() {
   b_count_path_ = dir_ + "/b_count";
   b_count_ = MapCounters(b_count_path_);
   feeder_counters_ = MapCounters(dir_ + "/feeder.counters");
-  port_a_ = FreePort();
-  port_b_ = FreePort();
-  while (port_b_ == port_a_) port_b_ = FreePort();
+  port_a_ = cluster::FreeLocalPort();
+  port_b_ = cluster::FreeLocalPort();
+  while (port_b_ == port_a_) port_b_ = cluster::FreeLocalPort();
   if (b_count_ == nullptr || feeder_counters_ == nullptr || port_a_ < 0 || port_b_ < 0) {
     std::fprintf(stderr, "plasmon-soak: cannot set up files or ports in %s\n", dir_.c_str());
     return false;

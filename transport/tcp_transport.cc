@@ -350,6 +350,11 @@ uint64_t TcpTransport::accepted_connections() const {
   return accepted_;
 }
 
+Transport::Connections TcpTransport::connections() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return {true, serving_, handshaking_, client_fds_.size()};
+}
+
 Status TcpTransport::RegisterMemory(const MemoryRegion& region) {
   if (region.base == nullptr || region.size == 0)
     return Status::InvalidArgument("empty memory region");

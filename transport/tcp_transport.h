@@ -98,6 +98,7 @@ class TcpTransport : public Transport {
   std::unique_ptr<AsyncPull> StartAsyncPull(const std::string& endpoint,
                                             const PullRequest& request) override;
   void Shutdown() override;
+  Connections connections() const override;
 
   // Connections accepted since Listen, refused ones included (for tests).
   uint64_t accepted_connections() const;

@@ -127,6 +127,16 @@ class Transport {
   }
   // Stops serving and breaks pulls in flight (they fail). Idempotent.
   virtual void Shutdown() = 0;
+
+  // The connections it holds now, for --metrics (any thread); `known` false
+  // where the transport does not count them.
+  struct Connections {
+    bool known = false;
+    uint64_t serving = 0;      // from peers, handshaken
+    uint64_t handshaking = 0;  // from peers, in their handshake
+    uint64_t outgoing = 0;     // to holders, pooled or pulling
+  };
+  virtual Connections connections() const { return {}; }
 };
 
 }  // namespace plasmon

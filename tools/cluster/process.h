@@ -106,4 +106,8 @@ std::vector<ProcessId> StopProcesses(const std::vector<ProcessId>& ids, int grac
 // A fresh, empty directory $TMPDIR/PREFIX-XXXXXX (mode 0700).
 Result<std::string> MakeTempDir(const std::string& prefix);
 
+// A TCP port on 127.0.0.1 that nothing listens on now (the kernel's pick,
+// so that tests running at once do not collide); -1 if none.
+int FreeLocalPort();
+
 }  // namespace plasmon::cluster
