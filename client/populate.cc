@@ -10,8 +10,6 @@ namespace {
 
 constexpr uint64_t kMaxGranules = uint64_t{1} << 24;  // 2 MiB of bits per record
 
-bool Test(const std::vector<uint64_t>& bits, uint64_t i) { return (bits[i / 64] >> (i % 64)) & 1; }
-void Set(std::vector<uint64_t>* bits, uint64_t i) { (*bits)[i / 64] |= uint64_t{1} << (i % 64); }
 
 }  // namespace
 
@@ -41,13 +39,24 @@ void PopulateHints::Before(uint64_t offset, uint64_t len, bool write) {
       written_.assign(words, 0);
       read_.assign(words, 0);
     }
-    for (uint64_t g = first; g <= last; g++) {
-      if (Test(written_, g) || (!write && Test(read_, g))) continue;
-      Set(write ? &written_ : &read_, g);
-      if (!runs.empty() && runs.back().second + 1 == g) {
-        runs.back().second = g;
-      } else {
-        runs.emplace_back(g, g);
+    // A word of granules at a time: a large object seen before costs a few
+    // hundred steps here, not one per granule (16384 for 1 GiB).
+    std::vector<uint64_t>& mark = write ? written_ : read_;
+    for (uint64_t w = first / 64; w <= last / 64; w++) {
+      const uint64_t lo_bit = w == first / 64 ? first % 64 : 0;
+      const uint64_t hi_bit = w == last / 64 ? last % 64 : 63;
+      const uint64_t span = (hi_bit == 63 ? ~uint64_t{0} : (uint64_t{1} << (hi_bit + 1)) - 1) &
+                            ~((uint64_t{1} << lo_bit) - 1);
+      uint64_t missing = span & ~written_[w] & (write ? ~uint64_t{0} : ~read_[w]);
+      mark[w] |= missing;
+      while (missing != 0) {
+        const uint64_t g = w * 64 + static_cast<uint64_t>(__builtin_ctzll(missing));
+        missing &= missing - 1;
+        if (!runs.empty() && runs.back().second + 1 == g) {
+          runs.back().second = g;
+        } else {
+          runs.emplace_back(g, g);
+        }
       }
     }
   }

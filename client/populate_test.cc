@@ -75,6 +75,32 @@ TEST_F(PopulateHintsTest, SmallObjectsAreLeftToFaultIn) {
   EXPECT_EQ(Rss(), 64 * kKiB);
 }
 
+TEST_F(PopulateHintsTest, RangesAcrossWordsOfTheRecordArePopulatedOnceEach) {
+  // 8 MiB of 64 KiB granules: two 64-bit words of the record, the second
+  // from 4 MiB. Ranges that start and end inside either word, and span both.
+  PopulateHints hints(&map_, /*prefaulted=*/false);
+  hints.BeforeWrite(3 * kMiB + 512 * kKiB, 1536 * kKiB);  // [3.5, 5) MiB
+  EXPECT_EQ(Rss(), 1536 * kKiB);
+  Unmap();
+  hints.BeforeWrite(3 * kMiB + 512 * kKiB, 1536 * kKiB);
+  hints.BeforeRead(3 * kMiB + 512 * kKiB, 1536 * kKiB);
+  EXPECT_EQ(Rss(), 0u) << "populated already; written covers reading";
+  hints.BeforeWrite(0, kSize);  // only the rest: [0, 3.5) and [5, 8) MiB
+  EXPECT_EQ(Rss(), kSize - 1536 * kKiB);
+  // Read-populated is not enough for writing (fault-around may map up to
+  // 60 KiB more on either side of a read; see above).
+  PopulateHints fresh(&map_, /*prefaulted=*/false);
+  Unmap();
+  fresh.BeforeRead(3 * kMiB, 2 * kMiB);
+  EXPECT_GE(Rss(), 2 * kMiB);
+  EXPECT_LE(Rss(), 2 * kMiB + 120 * kKiB);
+  Unmap();
+  fresh.BeforeRead(3 * kMiB, 2 * kMiB);
+  EXPECT_EQ(Rss(), 0u);
+  fresh.BeforeWrite(3 * kMiB, 2 * kMiB);
+  EXPECT_EQ(Rss(), 2 * kMiB);
+}
+
 TEST(PopulateGranuleTest, TheRecordStaysSmallForEveryArena) {
   EXPECT_EQ(PopulateHints::GranuleFor(16ull << 30), 64 * kKiB);
   EXPECT_EQ(PopulateHints::GranuleFor(1ull << 40), 128 * kKiB);   // 1 TiB: 2^23 granules
