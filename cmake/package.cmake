@@ -33,6 +33,10 @@ set(CPACK_DEBIAN_PACKAGE_SECTION misc)
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 set(CPACK_DEBIAN_PACKAGE_DEPENDS "adduser")  # postinst makes the service's user
 set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "redis-server")  # the cluster directory
+if(PLASMON_DEB_PYTHON_DEPENDS)  # the Python module (python/), built for one python3
+  string(APPEND CPACK_DEBIAN_PACKAGE_DEPENDS ", ${PLASMON_DEB_PYTHON_DEPENDS}")
+  string(APPEND CPACK_DEBIAN_PACKAGE_RECOMMENDS ", python3-numpy")
+endif()
 set(CPACK_DEBIAN_PACKAGE_SUGGESTS "prometheus, iperf3")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
   ${PROJECT_SOURCE_DIR}/packaging/postinst ${PROJECT_SOURCE_DIR}/packaging/prerm

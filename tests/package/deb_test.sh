@@ -26,12 +26,20 @@ for f in ./usr/bin/plasmon-store ./usr/bin/plasmon ./usr/bin/plasmon-bench ./usr
          ./etc/default/plasmon-store; do
   grep -qxF "$f" <<<"$contents" || fail "not in the package: $f"
 done
+# The Python module, where Debian's python3 looks, if this build made it.
+if [ -f "$build/python/plasmon/__init__.py" ]; then
+  grep -qxF ./usr/lib/python3/dist-packages/plasmon/__init__.py <<<"$contents" \
+    || fail "the Python package is not in /usr/lib/python3/dist-packages"
+  grep -qE '^\./usr/lib/python3/dist-packages/plasmon/_plasmon\..*\.so$' <<<"$contents" \
+    || fail "the compiled _plasmon module is not in the package"
+  python=yes
+fi
 # Nothing from the build or source tree, no test binaries.
 ! grep -E 'tests|_CPack|/build/|\.o$' <<<"$contents" || fail "stray files in the package"
 
 # Dependencies found by dpkg-shlibdeps (libraries the binaries link).
 depends=$(dpkg-deb -f "$deb" Depends)
-for lib in libc6 libstdc++6 libhiredis libssl3 libcpp-httplib adduser; do
+for lib in libc6 libstdc++6 libhiredis libssl3 libcpp-httplib adduser ${python:+python3}; do
   grep -q "$lib" <<<"$depends" || fail "Depends lacks $lib: $depends"
 done
 dpkg-deb -e "$deb" "$tmp/control"
@@ -63,4 +71,9 @@ opts=$(sed -e "s|--socket [^ ]*||" -e 's|--socket-group [^ ]*||' \
 # shellcheck disable=SC2086
 start_store "$tmp/root/usr/bin/plasmon-store" "$tmp/s.sock" $opts
 "$tmp/root/usr/bin/plasmon" -s "$tmp/s.sock" stats >/dev/null || fail "the packaged plasmon cannot reach it"
+if [ -n "${python:-}" ]; then
+  PYTHONPATH="$tmp/root/usr/lib/python3/dist-packages" /usr/bin/python3 -c \
+    'import sys, plasmon; c = plasmon.connect(sys.argv[1]); i = c.put(b"from the .deb"); assert bytes(c.get(i)) == b"from the .deb"' \
+    "$tmp/s.sock" || fail "the packaged Python module cannot use the packaged store"
+fi
 echo "deb test passed: $(basename "$deb")"
