@@ -570,8 +570,9 @@ void TcpTransport::Serve(Served* s, int fd, std::string peer) {
   // The accept thread ends a handshake that takes longer than
   // handshake_timeout (CutLateHandshakes), however slowly its bytes come.
   // Then SO_RCVTIMEO bounds the wait for the rest of a frame once it has
-  // begun; between frames the thread waits in poll() without a timeout, so
-  // pooled connections may stay idle indefinitely. SO_SNDTIMEO keeps a peer
+  // begun; between frames the thread sleeps in recv(), which SO_RCVTIMEO
+  // wakes now and then to no effect (tcp::FrameReader), so pooled
+  // connections may stay idle indefinitely. SO_SNDTIMEO keeps a peer
   // that stops reading from wedging this thread.
   const std::string& host = s->host;  // never changes
   Status st = SetNoDelay(fd);

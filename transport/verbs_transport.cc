@@ -256,6 +256,11 @@ class VerbsTransport::Impl {
     std::lock_guard<std::mutex> l(mu_);
     return pins_.size();
   }
+  Transport::Connections connections() const {
+    const uint64_t served = served_count_.load(std::memory_order_relaxed);
+    const uint64_t authed = std::min(served, served_authed_.load(std::memory_order_relaxed));
+    return {true, authed, served - authed, outgoing_.load(std::memory_order_relaxed)};
+  }
 
  private:
   // ---- client side: a connection to one holder, used by one Pull at a time.
@@ -279,6 +284,7 @@ class VerbsTransport::Impl {
     // An epoll set of comp's and events' fds, made at the first LoopPull: a
     // loop watches one fd and hears of completions and disconnects.
     UniqueFd waitset;
+    std::atomic<uint64_t>* live = nullptr;  // the transport's count of outgoing connections
     ~Peer();
   };
 
@@ -392,6 +398,7 @@ class VerbsTransport::Impl {
   const VerbsTransportOptions opts_;
   UniqueFd shutdown_fd_;  // eventfd: readable once Shutdown starts; never reset
   std::atomic<uint64_t> next_request_id_{1};
+  std::atomic<bool> stopping_{false};  // Shutdown began: loop pulls fail at their next wake-up
 
   mutable std::mutex mu_;
   bool shut_down_ = false;
@@ -411,6 +418,9 @@ class VerbsTransport::Impl {
   std::thread serve_thread_;
   uint64_t next_conn_id_ = 1;
   std::unordered_map<uint64_t, std::unique_ptr<Served>> served_;
+  // For --metrics (read by any thread): served connections, those past
+  // their handshake, and outgoing ones (pooled or pulling).
+  std::atomic<uint64_t> served_count_{0}, served_authed_{0}, outgoing_{0};
   std::unique_ptr<EventLoop> serve_loop_;
 
   // Hashing.
@@ -424,6 +434,7 @@ class VerbsTransport::Impl {
 };
 
 VerbsTransport::Impl::Peer::~Peer() {
+  if (live != nullptr) live->fetch_sub(1, std::memory_order_relaxed);
   if (id != nullptr) {
     if (connected) rdma_disconnect(id);
     if (id->qp != nullptr) rdma_destroy_qp(id);
@@ -713,6 +724,7 @@ void VerbsTransport::Impl::OnConnectRequest(rdma_cm_event* ev, rdma_cm_id** dest
   if (rdma_accept(id, &param) != 0) return fail("rdma_accept: " + Errno(errno));
   spdlog::debug("verbs transport: connection {} from {} ({} reads in flight)", s->conn_id, addr,
                 param.responder_resources);
+  served_count_.fetch_add(1, std::memory_order_relaxed);
   served_.emplace(s->conn_id, std::move(s));
 }
 
@@ -779,6 +791,7 @@ void VerbsTransport::Impl::OnMessage(Served* s, std::string_view msg) {
       s->close_after_send = true;
     } else {
       s->authed = true;
+      served_authed_.fetch_add(1, std::memory_order_relaxed);
       for (const LocalMr& m : s->dev->mrs)
         w.regions.push_back({reinterpret_cast<uint64_t>(m.base), m.length, m.mr->rkey});
       if (w.regions.size() > verbs::kMaxRegions) {
@@ -973,6 +986,8 @@ void VerbsTransport::Impl::DestroyServed(Served* s) {
   s->ctl.Reset();
   s->id->context = nullptr;
   rdma_destroy_id(s->id);
+  served_count_.fetch_sub(1, std::memory_order_relaxed);
+  if (s->authed) served_authed_.fetch_sub(1, std::memory_order_relaxed);
   spdlog::debug("verbs transport: connection {} closed", s->conn_id);
 }
 
@@ -1047,6 +1062,8 @@ Result<std::unique_ptr<VerbsTransport::Impl::Peer>> VerbsTransport::Impl::Connec
   const int64_t deadline = MonoMicros() + int64_t{opts_.connect_timeout_ms} * 1000;
   auto p = std::make_unique<Peer>();
   p->endpoint = endpoint;
+  p->live = &outgoing_;
+  outgoing_.fetch_add(1, std::memory_order_relaxed);
   p->events = rdma_create_event_channel();
   if (p->events == nullptr) return Status::IOError("rdma_create_event_channel: " + Errno(errno));
   PLASMON_RETURN_IF_ERROR(SetNonBlocking(p->events->fd));
@@ -1448,9 +1465,12 @@ Result<PullResult> VerbsTransport::Impl::PullOn(Peer* p, const PullRequest& req)
 // OnReadable takes the completion channel's event, drains the queue, steps
 // the pull, and arms the queue again. Nothing else runs between the
 // loop and the NIC: a cached small fetch is one Describe, one READ and one
-// Release. The loop watches the connection's waitset, so a holder that
+// Release. The loop watches the connection's waitset (its completion and
+// rdma_cm channels and the transport's shutdown eventfd), so a holder that
 // goes away is noticed by its disconnect (or a failed completion, or the
-// deadline). Destroyed before its result, the pull is
+// deadline), and Shutdown fails the pull at once. A holder silent past the
+// deadline fails it as TimedOut, not stale (as the TCP loop pull: a dead
+// peer's queue pair fails its sends well before). Destroyed before its result, the pull is
 // abandoned and its connection destroyed (READs may still be landing); after,
 // the connection goes back to the pool unless it broke. The transport must
 // outlive it.
@@ -1474,7 +1494,7 @@ class VerbsTransport::Impl::LoopPull : public AsyncPull {
     if (!p_->waitset.valid()) {
       UniqueFd ep(::epoll_create1(EPOLL_CLOEXEC));
       if (!ep.valid()) return Status::FromErrno("epoll_create1", errno);
-      for (int fd : {p_->comp->fd, p_->events->fd}) {
+      for (int fd : {p_->comp->fd, p_->events->fd, t_->shutdown_fd_.get()}) {
         epoll_event ev{};
         ev.events = EPOLLIN;
         if (::epoll_ctl(ep.get(), EPOLL_CTL_ADD, fd, &ev) != 0)
@@ -1496,6 +1516,10 @@ class VerbsTransport::Impl::LoopPull : public AsyncPull {
   }
 
   std::optional<Result<PullResult>> OnReadable() override {
+    if (t_->stopping_.load(std::memory_order_relaxed)) {  // woken by the shutdown eventfd
+      p_->broken = true;
+      return Done(Status::Disconnected("pull of " + id_.Hex() + ": the transport is shutting down"));
+    }
     // Woken without a completion event: the rdma_cm channel has news.
     // (Not read otherwise: that would cost a system call per wake-up.)
     if (!TakeCqEvent(p_.get()) && TakeCmEvents(p_.get())) {
@@ -1596,6 +1620,7 @@ void VerbsTransport::Impl::Shutdown() {
     if (shut_down_) return;
     shut_down_ = true;
   }
+  stopping_.store(true, std::memory_order_relaxed);
   uint64_t one = 1;
   if (shutdown_fd_.valid()) (void)!::write(shutdown_fd_.get(), &one, sizeof(one));
   if (serve_loop_) serve_loop_->Stop();
@@ -1674,5 +1699,6 @@ std::unique_ptr<AsyncPull> VerbsTransport::StartAsyncPull(const std::string& end
 void VerbsTransport::Shutdown() { impl_->Shutdown(); }
 uint64_t VerbsTransport::accepted_connections() const { return impl_->accepted(); }
 size_t VerbsTransport::pinned_objects() const { return impl_->pinned(); }
+Transport::Connections VerbsTransport::connections() const { return impl_->connections(); }
 
 }  // namespace plasmon

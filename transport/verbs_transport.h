@@ -77,6 +77,7 @@ class VerbsTransport : public Transport {
   uint64_t accepted_connections() const;
   // Objects pinned for peers right now (for tests: nothing leaks).
   size_t pinned_objects() const;
+  Connections connections() const override;
 
  private:
   class Impl;

@@ -329,6 +329,13 @@ TEST(VerbsTransportTest, SmallPullsRunOnTheCallersLoopOverAPooledConnection) {
   }
   EXPECT_EQ(h.transport->accepted_connections(), 1u);
   EXPECT_TRUE(Eventually([&] { return h.transport->pinned_objects() == 0; })) << "every pin released";
+  // What --metrics shows: one connection each way.
+  Transport::Connections held = h.transport->connections(), pulling = p.transport->connections();
+  EXPECT_TRUE(held.known && pulling.known);
+  EXPECT_EQ(held.serving, 1u);
+  EXPECT_EQ(held.handshaking, 0u);
+  EXPECT_EQ(pulling.outgoing, 1u);
+  EXPECT_EQ(pulling.serving, 0u);
   // Past async_max (64 KiB by default) an object goes the blocking way.
   EXPECT_EQ(p.StartLoopPull(h.endpoint, large, (64 << 10) + 1, 0), nullptr);
 }
@@ -398,6 +405,24 @@ TEST(VerbsTransportTest, APooledConnectionWhoseHolderWentAwayFailsALoopPullAsSta
   EXPECT_EQ(r.status().message().find("silent"), std::string::npos)
       << "the disconnect should end it, not the deadline: " << r.status().ToString();
   EXPECT_TRUE(a->stale_connection()) << "the caller should pull again on a new connection";
+}
+
+TEST(VerbsTransportTest, ShutdownEndsALoopPullInFlight) {
+  REQUIRE_RDMA();
+  Holder h(Opts(HolderAddress()));
+  Puller p(Opts(PullerAddress()));
+  ObjectID id = h.source.Add(4096, 0);
+  ExpectPulled(&p, &h, id, 4096, 0);
+  h.source.BlockPinsAfter(0);  // the holder takes the Describe and says nothing
+  std::unique_ptr<AsyncPull> a = p.StartLoopPull(h.endpoint, id, 4096, 0);
+  ASSERT_NE(a, nullptr);
+  ASSERT_TRUE(Eventually([&] { return h.source.blocked() == 1; }));
+  p.transport->Shutdown();  // breaks pulls in flight, those on a loop too
+  Result<PullResult> r = RunLoopPull(a.get());
+  EXPECT_TRUE(r.status().IsDisconnected()) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("shutting down"), std::string::npos) << r.status().ToString();
+  a.reset();
+  h.source.OpenGate();
 }
 
 }  // namespace

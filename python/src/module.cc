@@ -159,6 +159,7 @@ struct Core;
 struct WriteState {
   MutableBuffer buf;
   bool open = true;  // false after seal, abort or close
+  Py_ssize_t exports = 0;  // memoryviews (and the like) of it out now
 };
 
 struct Core {
@@ -176,6 +177,16 @@ struct Core {
       Raise(Status::Disconnected("this client was connected by the parent process: connect again "
                                  "after fork"));
     return *client;
+  }
+  // Seal and abort refuse while views of the object's memory are out: a
+  // write through one after would change a sealed object, or memory the
+  // store has given to another.
+  void CheckNoViews(const ObjectID& id) {
+    auto it = creating.find(id);
+    if (it == creating.end()) return;
+    if (auto w = it->second.lock(); w && w->exports > 0)
+      throw py::buffer_error("object " + id.Hex() + " still has " + std::to_string(w->exports) +
+                             " view(s) of its memory (memoryview, numpy array): release them first");
   }
   void CloseWrites(const ObjectID& id) {
     auto it = creating.find(id);
@@ -291,7 +302,7 @@ class PyBuffer {
 class PyMutableBuffer {
  public:
   PyMutableBuffer(std::shared_ptr<Core> core, std::shared_ptr<WriteState> state)
-      : core_(std::move(core)), state_(std::move(state)) {}
+      : core_(std::move(core)), state_(std::move(state)), exports(state_->exports) {}
   ~PyMutableBuffer() {
     if (Inherited(core_->generation)) new std::shared_ptr<Core>(std::move(core_));  // leaked
   }
@@ -315,11 +326,12 @@ class PyMutableBuffer {
   uint64_t size() const { return state_->buf.size; }
   bool open() const { return state_->open; }
 
-  Py_ssize_t exports = 0;
-
  private:
   std::shared_ptr<Core> core_;
   std::shared_ptr<WriteState> state_;
+
+ public:
+  Py_ssize_t& exports;  // the object's count (after state_: initialised from it)
 };
 
 // ---- subscriptions ----
@@ -457,6 +469,7 @@ class PyClient {
   void Seal(py::object id_h) {
     ObjectID id = IdFrom(id_h);
     Client& c = core_->Use();
+    core_->CheckNoViews(id);
     Check(Unlocked([&] { return c.Seal(id); }));
     core_->CloseWrites(id);
   }
@@ -464,6 +477,7 @@ class PyClient {
   void Abort(py::object id_h) {
     ObjectID id = IdFrom(id_h);
     Client& c = core_->Use();
+    core_->CheckNoViews(id);
     core_->CloseWrites(id);  // before: the memory is the store's again once it answers
     Check(Unlocked([&] { return c.Abort(id); }));
   }
@@ -979,9 +993,12 @@ left (several may arrive in one read).)")
            "Creates an object of `size` bytes and returns its MutableBuffer; seal() or abort() "
            "it. ObjectExists, OutOfMemory, InvalidArgument.")
       .def("seal", &PyClient::Seal, py::arg("id"),
-           "Makes an object this client created immutable and visible to all.")
+           "Makes an object this client created immutable and visible to all. Raises\n"
+           "BufferError while a memoryview (or an array holding one) of its memory is\n"
+           "out: release it first.")
       .def("abort", &PyClient::Abort, py::arg("id"),
-           "Discards an object this client created and has not sealed.")
+           "Discards an object this client created and has not sealed. Raises\n"
+           "BufferError while a view of its memory is out, as seal does.")
       .def("put", &PyClient::Put, py::arg("data"), py::arg("id") = py::none(),
            py::arg("metadata") = py::bytes(),
            "Copies a contiguous buffer once into a new sealed object (a random ID if none is "

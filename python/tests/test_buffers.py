@@ -118,6 +118,23 @@ def test_eviction_waits_for_the_last_view(make_store):
         assert c.evict(64 << 20) >= 32 << 20 and not c.contains(oid)
 
 
+def test_seal_and_abort_refuse_while_views_of_the_new_object_are_out(client):
+    # A write through a view kept past the seal would change a sealed
+    # object; past an abort, memory the store may give to another object.
+    oid = plasmon.ObjectID.random()
+    mb = client.create(oid, 8)
+    view = memoryview(mb)
+    view[:] = b"abcdefgh"
+    for call in (client.seal, client.abort):
+        with pytest.raises(BufferError, match="view"):
+            call(oid)
+    assert mb.open and not client.contains(oid), "nothing happened"
+    view.release()
+    client.seal(oid)
+    with client.get(oid) as got:
+        assert bytes(got) == b"abcdefgh"
+
+
 def test_mutable_buffer_views(client):
     oid = plasmon.ObjectID.random()
     mb = client.create(oid, 8)
