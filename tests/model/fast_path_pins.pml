@@ -24,13 +24,17 @@
  * state, i.e. no store left waiting for a release that never comes):
  *   P1 memory is never freed or reused while a pin validated against it
  *      stands (assert in Client's use);
- *   P2 a killed client's pins are always cleared (assert at the store's end,
- *      and the store never waits forever on a dead client);
+ *   P2 a killed client's pins are always cleared: the store never waits
+ *      forever on a dead client's pin (no invalid end state);
  *   P3 a get never returns an object whose Delete had returned before the
  *      get published its pin (assert at the get's success).
  */
 
 #define NCLIENTS 3
+/* The bounds (the search is exhaustive within them: some 8.5 million
+ * states, 15-60 s, 0.5 GB). Not covered by them, and left to the stress tests: a
+ * client reusing a pin slot, several pins per client, several slots, a
+ * stale nudge meeting a later delete. */
 #define ROUNDS 1      /* objects the store deletes in the slot, each reused: ABA */
 #define GETS 1        /* fast gets per client */
 
@@ -106,6 +110,9 @@ proctype Client(byte c) {
         };
         if
         :: atomic { ok ->
+#ifdef REACH_SUCCESS
+            assert(false);  /* check.sh: a get can succeed (P1 and P3 are not vacuous) */
+#endif
             assert(!deleted_at_pin);  /* P3 */
             /* Reads the object's bytes while pinned... */
             assert(mem_gen == g1) };  /* P1 */
@@ -128,13 +135,14 @@ end_idle:
   }
 }
 
-/* SIGKILLs any of the clients, at any moment (spelled out for NCLIENTS = 3:
- * select() would add states of its own). */
+/* SIGKILLs clients 0 and 1, either or both, at any moment; client 2 lives
+ * through every run (killing it too multiplies the states by 3.5 and adds
+ * no case: the clients are alike). Spelled out: select() would add states
+ * of its own. */
 proctype Killer() {
   do
   :: kill[0] = true
   :: kill[1] = true
-  :: kill[2] = true
   :: break
   od
 }
@@ -195,6 +203,9 @@ proctype Store() {
 #endif
     do
     :: busy ->
+#ifdef REACH_WAIT
+      assert(false);  /* check.sh: the store does wait for pins */
+#endif
       /* Pinned: wait for a release or a death, then look again. */
       if
       :: nudges > 0 -> nudges--
@@ -214,9 +225,7 @@ proctype Store() {
 end_serving:
   do
   :: nudges > 0 -> nudges--
-  :: UNHANDLED_CLOSE ->
-    take_close(c);
-    assert(FORGOTTEN(c))  /* P2: a dead client's pins are cleared */
+  :: UNHANDLED_CLOSE -> take_close(c)
   od
 }
 
