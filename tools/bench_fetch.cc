@@ -401,7 +401,11 @@ Cluster StartCluster(const FetchConfig& cfg, uint64_t memory) {
   }
   // The stores of the build this binary belongs to (also when --cluster-script
   // names another plasmon-cluster, e.g. the tools/plasmon-cluster wrapper).
-  args.insert(args.end(), {"--build", std::filesystem::path(ExeDir()).parent_path().string()});
+  // An installed binary (not in a build's tools/) has them beside it, where
+  // plasmon-cluster looks by default.
+  const std::filesystem::path exe_dir(ExeDir());
+  if (exe_dir.filename() == "tools")
+    args.insert(args.end(), {"--build", exe_dir.parent_path().string()});
   std::vector<std::string> store_args = cfg.store_args;
   if (!cfg.transport.empty()) store_args.insert(store_args.end(), {"--transport", cfg.transport});
   if (!store_args.empty()) {

@@ -59,4 +59,12 @@ for app in "$tmp/app/hello_shared" "$tmp/app/hello_static" "$tmp/hello_pc"; do
   echo "$out" | grep -q '"hello, plasmon"' || fail "$(basename "$app") printed: $out"
 done
 "$p/bin/plasmon" -s "$sock" stats | grep -q "objects" || fail "installed plasmon stats"
+# The installed benchmark starts its cluster with the installed launcher and
+# stores (not a build tree's), in namespaces of its own (root, as CI is).
+if [ "$(id -u)" = 0 ]; then
+  "$p/bin/plasmon-bench" fetch --name "in$(($$ % 100000))" --subnet 217 --sizes 4K --iterations 20 \
+    --warmup 2 --pingpong-round-trips 100 --throughput-size 0 --iperf-seconds 0 --json \
+    >"$tmp/fetch.json" 2>"$tmp/fetch.err" || { tail -20 "$tmp/fetch.err"; fail "installed plasmon-bench fetch"; }
+  grep -q '"fetch_cached"' "$tmp/fetch.json" || fail "installed plasmon-bench fetch printed no results"
+fi
 echo "install test passed: $p ($version)"
