@@ -254,8 +254,8 @@ class TcpTransport::LoopPull : public AsyncPull {
       scratch_got_ += static_cast<size_t>(n);
       if (scratch_got_ < protocol::kHeaderSize) continue;
       frame_.header = protocol::DecodeHeader(reinterpret_cast<const char*>(scratch_.data()));
-      if (frame_.header.flags != 0 || frame_.header.body_len > tcp::kMaxControlBody)
-        return Fail(Status::ProtocolError("malformed reply header"));
+      if (Status bad = tcp::CheckHeader(frame_.header, tcp::kMaxControlBody); !bad.ok())
+        return Fail(Status::ProtocolError("malformed reply header: " + bad.message()));
       const size_t frame_len = protocol::kHeaderSize + frame_.header.body_len;
       if (scratch_got_ < frame_len) continue;  // the scratch holds the largest frame
       frame_.body.assign(reinterpret_cast<const char*>(scratch_.data()) + protocol::kHeaderSize,

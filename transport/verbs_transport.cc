@@ -256,6 +256,10 @@ class VerbsTransport::Impl {
     std::lock_guard<std::mutex> l(mu_);
     return pins_.size();
   }
+  bool shutting_down() const {
+    std::lock_guard<std::mutex> l(mu_);
+    return shut_down_;
+  }
   Transport::Connections connections() const {
     const uint64_t served = served_count_.load(std::memory_order_relaxed);
     const uint64_t authed = std::min(served, served_authed_.load(std::memory_order_relaxed));
@@ -398,7 +402,6 @@ class VerbsTransport::Impl {
   const VerbsTransportOptions opts_;
   UniqueFd shutdown_fd_;  // eventfd: readable once Shutdown starts; never reset
   std::atomic<uint64_t> next_request_id_{1};
-  std::atomic<bool> stopping_{false};  // Shutdown began: loop pulls fail at their next wake-up
 
   mutable std::mutex mu_;
   bool shut_down_ = false;
@@ -1516,19 +1519,23 @@ class VerbsTransport::Impl::LoopPull : public AsyncPull {
   }
 
   std::optional<Result<PullResult>> OnReadable() override {
-    if (t_->stopping_.load(std::memory_order_relaxed)) {  // woken by the shutdown eventfd
-      p_->broken = true;
-      return Done(Status::Disconnected("pull of " + id_.Hex() + ": the transport is shutting down"));
-    }
-    // Woken without a completion event: the rdma_cm channel has news.
-    // (Not read otherwise: that would cost a system call per wake-up.)
-    if (!TakeCqEvent(p_.get()) && TakeCmEvents(p_.get())) {
-      bool more = false;  // completions already queued still count
-      Status st = t_->Drain(p_.get(), &more);
-      if (!st.ok()) return Done(st);
-      if (std::optional<Result<PullResult>> r = op_.Step()) return Done(std::move(*r));
-      return Done(Status::Disconnected("pull of " + id_.Hex() + ": " + p_->endpoint +
-                                       " closed the connection"));
+    // Woken without a completion event: the shutdown eventfd or the
+    // rdma_cm channel has news. (Not looked at otherwise: that would cost a
+    // lock and a system call per wake-up.)
+    if (!TakeCqEvent(p_.get())) {
+      if (t_->shutting_down()) {
+        p_->broken = true;
+        return Done(
+            Status::Disconnected("pull of " + id_.Hex() + ": the transport is shutting down"));
+      }
+      if (TakeCmEvents(p_.get())) {
+        bool more = false;  // completions already queued still count
+        Status st = t_->Drain(p_.get(), &more);
+        if (!st.ok()) return Done(st);
+        if (std::optional<Result<PullResult>> r = op_.Step()) return Done(std::move(*r));
+        return Done(Status::Disconnected("pull of " + id_.Hex() + ": " + p_->endpoint +
+                                         " closed the connection"));
+      }
     }
     for (;;) {
       bool progressed = false;
@@ -1620,7 +1627,6 @@ void VerbsTransport::Impl::Shutdown() {
     if (shut_down_) return;
     shut_down_ = true;
   }
-  stopping_.store(true, std::memory_order_relaxed);
   uint64_t one = 1;
   if (shutdown_fd_.valid()) (void)!::write(shutdown_fd_.get(), &one, sizeof(one));
   if (serve_loop_) serve_loop_->Stop();

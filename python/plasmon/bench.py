@@ -65,30 +65,27 @@ def time_get_release(c, oid, n, warmup):
     return ns
 
 
-def time_put(c, data, n, warmup):
+def _time_each(n, warmup, op, undo):
+    """Times op() n times after warmup untimed calls; undo(result) after each, untimed."""
     clock = time.perf_counter_ns
     ns = []
     for i in range(warmup + n):
         t0 = clock()
-        oid = c.put(data)
+        got = op()
         t1 = clock()
-        c.delete(oid)
+        undo(got)
+        del got  # its last reference goes here, untimed
         if i >= warmup:
             ns.append(t1 - t0)
     return ns
+
+
+def time_put(c, data, n, warmup):
+    return _time_each(n, warmup, lambda: c.put(data), c.delete)
 
 
 def time_get_object(c, oid, n, warmup):
-    clock = time.perf_counter_ns
-    ns = []
-    for i in range(warmup + n):
-        t0 = clock()
-        a = c.get_object(oid)
-        t1 = clock()
-        del a
-        if i >= warmup:
-            ns.append(t1 - t0)
-    return ns
+    return _time_each(n, warmup, lambda: c.get_object(oid), lambda a: None)
 
 
 def run_plasmon_bench(path, socket, sizes, iterations):
