@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 
@@ -17,6 +18,7 @@
 #include "core/arena.h"
 #include "core/clock.h"
 #include "core/protocol.h"
+#include "core/shm_index.h"
 #include "core/unix_socket.h"
 
 namespace plasmon {
@@ -45,6 +47,10 @@ class Reference {
   bool held_ = false;
   Reference* older_ = nullptr;
   Reference* newer_ = nullptr;
+  // A pin in the shared index (pin slot, index slot, generation) instead of
+  // a reference the store counts; pin_ < 0: the store's reference.
+  int pin_ = -1;
+  uint64_t slot_ = 0, gen_ = 0;
 };
 
 class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
@@ -61,9 +67,10 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
     if (flusher_.joinable()) flusher_.join();
   }
 
-  Status Connect(const std::string& path);
+  Status Connect(const std::string& path, bool shared_index);
   void Shutdown() {
     std::lock_guard<std::mutex> l(mu_);
+    fast_live_.store(false, std::memory_order_relaxed);
     if (!broken_) {
       broken_ = true;
       broken_status_ = Status::Disconnected("the client disconnected");
@@ -98,6 +105,11 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
   }
   Result<MutableBuffer> Create(const ObjectID& id, uint64_t data_size, std::string_view metadata);
   Result<std::vector<ObjectBuffer>> Get(const std::vector<ObjectID>& ids, int64_t timeout_ms);
+  // Get through the store (a round trip).
+  Result<std::vector<ObjectBuffer>> SocketGet(const std::vector<ObjectID>& ids, int64_t timeout_ms);
+  // Contains from the shared index; nullopt if only the store can say.
+  std::optional<bool> FastContains(const ObjectID& id);
+  bool fast() const { return pins_ != nullptr; }
   // Client::Release: gives up the newest reference to `id` still held.
   Status Release(const ObjectID& id);
   // A Reference going away: releases it if it is still held.
@@ -124,6 +136,16 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
   Status GiveUp(uint64_t id, const OnLate& on_late);
   // Queues a Release of one reference to `id` for the store.
   Status SendRelease(const ObjectID& id);
+  // Queues a one-way frame: it rides with the next request, or goes within
+  // kReleaseDelay.
+  Status Defer(const std::string& frame);
+  // Ends what `ref` holds: its pin, or the store's reference.
+  Status ReleaseRef(Reference* ref);
+  // Finds a sealed `id` in the shared index and pins it (docs/FAST_PATH.md:
+  // publish the pin, then revalidate); false: ask the store.
+  bool FastGet(const ObjectID& id, ObjectBuffer* b);
+  // Clears a pin, then looks whether the store waits for it, and tells it.
+  void Unpin(int pin, uint64_t slot, uint64_t gen);
   // Sends a `type` request about `id` whose reply nobody waits for.
   void SendAbandoned(p::MessageType type, const ObjectID& id) {
     uint64_t rid = next_id_.fetch_add(1, std::memory_order_relaxed);
@@ -149,6 +171,13 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
   std::shared_ptr<const Mapping> map_;
   std::unique_ptr<PopulateHints> populate_;  // of *map_
   std::atomic<uint64_t> next_id_{1};
+  // The fast path (null without it): the index, read-only, and our pin page.
+  std::unique_ptr<shm::IndexReader> index_;
+  std::unique_ptr<shm::PinPageClient> pins_;
+  // Cleared when the connection ends: the store honours no pin after that.
+  std::atomic<bool> fast_live_{false};
+  uint64_t fork_epoch_ = 0;  // shm::ForkEpoch() at Connect: in a child, the pin page is not mapped
+  bool InParent() const { return shm::ForkEpoch() == fork_epoch_; }
 
   // Writes a frame, with any deferred releases in front of it.
   Status WriteLocked(std::string_view frame);
@@ -194,7 +223,7 @@ Reference::~Reference() {
   if (auto c = client_.lock()) c->Drop(this);
 }
 
-Status ClientImpl::Connect(const std::string& path) {
+Status ClientImpl::Connect(const std::string& path, bool shared_index) {
   path_ = path;
   int64_t deadline_us = DeadlineFor(0);
   Result<UniqueFd> fd = ConnectUnix(path, request_timeout_ms_);
@@ -202,11 +231,12 @@ Status ClientImpl::Connect(const std::string& path) {
   sock_ = std::move(*fd);
   p::ConnectRequest req;
   req.pid = static_cast<uint32_t>(::getpid());
+  req.flags = shared_index ? p::kConnectSharedIndex : 0;
   PLASMON_RETURN_IF_ERROR(WriteAll(sock_.get(), p::MakeFrame(static_cast<uint16_t>(p::MessageType::kConnect), 0, req)));
   p::FrameHeader h;
   std::string body;
-  UniqueFd arena_fd;
-  if (Status st = reader_.Read(sock_.get(), &h, &body, &arena_fd, deadline_us); !st.ok()) {
+  std::vector<UniqueFd> fds;  // the arena's; then the index's and the pin page's
+  if (Status st = reader_.Read(sock_.get(), &h, &body, &fds, deadline_us); !st.ok()) {
     if (st.IsTimeout())
       return Status::Timeout("the store at " + path + " did not answer within " +
                              std::to_string(request_timeout_ms_) + " ms (stopped, or overloaded?)");
@@ -219,18 +249,34 @@ Status ClientImpl::Connect(const std::string& path) {
   if (h.type != p::ReplyType(p::MessageType::kConnect) || !p::ParseBody(body, &rep))
     return Status::ProtocolError("malformed Connect reply from " + path);
   PLASMON_RETURN_IF_ERROR(rep.status);
-  if (!arena_fd.valid()) return Status::ProtocolError("the store did not pass its arena");
+  if (fds.empty()) return Status::ProtocolError("the store did not pass its arena");
   // Nothing of the arena is touched here (see client/populate.h): the
   // objects' pages are mapped as they are created and got.
-  Result<Mapping> m = Mapping::Map(arena_fd.get(), rep.arena_size, /*writable=*/true);
+  Result<Mapping> m = Mapping::Map(fds[0].get(), rep.arena_size, /*writable=*/true);
   if (!m.ok()) return m.status();
   map_ = std::make_shared<const Mapping>(std::move(*m));
   populate_ = std::make_unique<PopulateHints>(map_.get(), rep.prefaulted);
+  if (rep.index_size > 0) {
+    if (fds.size() != 3 || rep.pin_page_size != shm::kPinPageBytes)
+      return Status::ProtocolError("the store's shared index came without its descriptors");
+    // Read-only: the store is its only writer, and needs to trust no client.
+    Result<Mapping> im = Mapping::Map(fds[1].get(), rep.index_size, /*writable=*/false);
+    if (!im.ok()) return im.status();
+    Result<shm::IndexReader> index = shm::IndexReader::Open(std::move(*im));
+    if (!index.ok()) return index.status();
+    Result<std::unique_ptr<shm::PinPageClient>> pins = shm::PinPageClient::Open(fds[2].get());
+    if (!pins.ok()) return pins.status();
+    index_ = std::make_unique<shm::IndexReader>(std::move(*index));
+    pins_ = std::move(*pins);
+    fork_epoch_ = shm::ForkEpoch();
+    fast_live_.store(true, std::memory_order_relaxed);
+  }
   return Status::OK();
 }
 
 Status ClientImpl::Fail(Status st) {
   std::lock_guard<std::mutex> l(mu_);
+  fast_live_.store(false, std::memory_order_relaxed);
   if (!broken_) {
     broken_ = true;
     broken_status_ = st;
@@ -322,6 +368,7 @@ Status ClientImpl::WaitReply(uint64_t id, uint16_t type, std::string* body,
       return GiveUp(id, on_late);
     }
     if (!st.ok()) {
+      fast_live_.store(false, std::memory_order_relaxed);
       if (!broken_) {
         broken_ = true;
         broken_status_ = st;
@@ -374,6 +421,31 @@ Result<std::vector<ObjectBuffer>> ClientImpl::Get(const std::vector<ObjectID>& i
   if (ids.size() > p::kMaxBatch)
     return Status::InvalidArgument("at most " + std::to_string(p::kMaxBatch) + " IDs per Get");
   if (timeout_ms < -1) return Status::InvalidArgument("timeout_ms must be -1, 0 or positive");
+  std::vector<ObjectBuffer> out(ids.size());
+  // What the shared index has costs no round trip; the store is asked for
+  // the rest only.
+  std::vector<ObjectID> rest;
+  std::vector<size_t> where;
+  if (fast_live_.load(std::memory_order_relaxed) && InParent()) {
+    for (size_t i = 0; i < ids.size(); i++) {
+      if (FastGet(ids[i], &out[i])) continue;
+      rest.push_back(ids[i]);
+      where.push_back(i);
+    }
+    if (rest.empty()) return out;
+    if (rest.size() < ids.size()) {
+      Result<std::vector<ObjectBuffer>> more = SocketGet(rest, timeout_ms);
+      if (!more.ok()) return more.status();
+      for (size_t j = 0; j < rest.size(); j++) out[where[j]] = std::move((*more)[j]);
+      return out;
+    }
+  }
+  return SocketGet(ids, timeout_ms);
+}
+
+Result<std::vector<ObjectBuffer>> ClientImpl::SocketGet(const std::vector<ObjectID>& ids,
+                                                        int64_t timeout_ms) {
+  std::vector<ObjectBuffer> out(ids.size());
   p::GetRequest req{timeout_ms, ids};
   p::GetReply rep;
   // A Get answered after we gave up holds references nobody has: release them.
@@ -389,7 +461,6 @@ Result<std::vector<ObjectBuffer>> ClientImpl::Get(const std::vector<ObjectID>& i
   PLASMON_RETURN_IF_ERROR(rep.status);
   if (rep.entries.size() != ids.size())
     return Fail(Status::ProtocolError("Get reply has the wrong number of entries"));
-  std::vector<ObjectBuffer> out(ids.size());
   std::weak_ptr<ClientImpl> self = weak_from_this();
   for (size_t i = 0; i < ids.size(); i++) {
     const p::GetReply::Entry& e = rep.entries[i];
@@ -441,6 +512,7 @@ Status ClientImpl::Release(const ObjectID& id) {
     // As every other call after Disconnect (or a lost connection) says.
     if (broken_) return broken_status_;
   }
+  Reference* ref = nullptr;
   {
     std::lock_guard<std::mutex> l(refs_mu_);
     auto it = held_.find(id);
@@ -448,9 +520,10 @@ Status ClientImpl::Release(const ObjectID& id) {
       return Status::InvalidArgument("this client holds no reference to " + id.Hex());
     // The newest: Get, read, Release pairs up like a scope, and leaves alone
     // a buffer of the same object kept from an earlier Get.
-    Unlink(it->second.newest);  // its buffer's end now sends nothing
+    ref = it->second.newest;
+    Unlink(ref);  // its buffer's end now sends nothing
   }
-  return SendRelease(id);
+  return ReleaseRef(ref);
 }
 
 void ClientImpl::Drop(Reference* ref) {
@@ -459,14 +532,82 @@ void ClientImpl::Drop(Reference* ref) {
     if (!ref->held_) return;  // released already, by an explicit Release
     Unlink(ref);
   }
-  Status st = SendRelease(ref->id_);
+  Status st = ReleaseRef(ref);
   (void)st;  // a buffer's end has no one to tell; a broken connection freed it anyway
+}
+
+Status ClientImpl::ReleaseRef(Reference* ref) {
+  if (ref->pin_ < 0) return SendRelease(ref->id_);
+  Unpin(ref->pin_, ref->slot_, ref->gen_);
+  ref->pin_ = -1;
+  return Status::OK();
+}
+
+bool ClientImpl::FastGet(const ObjectID& id, ObjectBuffer* b) {
+  std::optional<shm::Found> f = index_->Lookup(id);
+  if (!f || shm::WordState(f->word) != shm::kSealed) return false;  // the store knows more
+  const uint64_t gen = shm::WordGen(f->word);
+  const int pin = pins_->Acquire();
+  if (pin < 0) return false;  // every pin slot in use: a reference from the store
+  // Publish, then revalidate (seq_cst both): the store, which marks an
+  // object going before it scans the pins, either sees this pin or has
+  // already changed the word we reload.
+  const bool live = pins_->Pin(pin, shm::PinToken(f->slot, gen));
+  if (!live || index_->Word(f->slot) != f->word || !fast_live_.load(std::memory_order_relaxed)) {
+    Unpin(pin, f->slot, gen);
+    return false;
+  }
+  p::ObjectLocation loc{0, f->offset, f->data_size, f->metadata_size};
+  if (!InArena(loc)) {  // the store's own index says so: never read outside the mapping
+    Unpin(pin, f->slot, gen);
+    return false;
+  }
+  pins_->RecordGet(shm::PinToken(f->slot, gen));
+  b->id_ = id;
+  b->ref_ = std::make_shared<Reference>(weak_from_this(), map_, id);
+  b->ref_->pin_ = pin;
+  b->ref_->slot_ = f->slot;
+  b->ref_->gen_ = gen;
+  {
+    std::lock_guard<std::mutex> l(refs_mu_);
+    Link(b->ref_.get());
+  }
+  b->data_ = map_->base() + loc.offset;
+  b->size_ = loc.data_size;
+  b->metadata_ = b->data_ + b->size_;
+  b->metadata_size_ = loc.metadata_size;
+  populate_->BeforeRead(loc.offset, loc.data_size + loc.metadata_size);
+  return true;
+}
+
+void ClientImpl::Unpin(int pin, uint64_t slot, uint64_t gen) {
+  if (!InParent()) return;  // the parent's pin: not ours to clear (nor mapped here)
+  pins_->Unpin(pin);  // cleared (seq_cst), then the look:
+  const uint64_t w = index_->Word(slot);
+  if (shm::WordGen(w) == gen && shm::WordState(w) == shm::kSealed) return;
+  // Going (or gone): the store may be waiting for this pin. One-way, and
+  // deferred like a release.
+  (void)Defer(p::MakeFrame(static_cast<uint16_t>(p::MessageType::kUnpinned), 0, p::EmptyRequest{}));
+}
+
+std::optional<bool> ClientImpl::FastContains(const ObjectID& id) {
+  if (!fast_live_.load(std::memory_order_relaxed) || !InParent()) return std::nullopt;
+  std::optional<shm::Found> f = index_->Lookup(id);
+  if (f) {
+    if (shm::WordState(f->word) != shm::kSealed) return std::nullopt;  // going: it may stay
+  } else if (index_->unpublished()) {
+    return std::nullopt;  // the store holds objects its index could not take
+  }
+  pins_->RecordContains();
+  return f.has_value();
 }
 
 Status ClientImpl::SendRelease(const ObjectID& id) {
   // One-way (the store never answers a Release), and deferred: see kReleaseDelay.
-  std::string frame =
-      p::MakeFrame(static_cast<uint16_t>(p::MessageType::kRelease), 0, p::IdRequest{id});
+  return Defer(p::MakeFrame(static_cast<uint16_t>(p::MessageType::kRelease), 0, p::IdRequest{id}));
+}
+
+Status ClientImpl::Defer(const std::string& frame) {
   bool wake = false;
   {
     std::lock_guard<std::mutex> w(write_mu_);
@@ -535,7 +676,7 @@ Result<Subscription> internal::ClientImpl::Subscribe() {
   PLASMON_RETURN_IF_ERROR(WriteAll(s, frames));
   p::FrameHeader h;
   std::string body;
-  UniqueFd unused;  // the arena fd that comes with every Connect reply
+  std::vector<UniqueFd> unused;  // the arena fd that comes with every Connect reply
   PLASMON_RETURN_IF_ERROR(sub.state_->reader.Read(s, &h, &body, &unused, deadline_us));
   PLASMON_RETURN_IF_ERROR(sub.state_->reader.Read(s, &h, &body, nullptr, deadline_us));
   p::StatusReply rep;
@@ -555,7 +696,7 @@ Status Client::Connect(const std::string& socket_path, const ConnectOptions& opt
   if (options.request_timeout_ms < -1 || options.request_timeout_ms == 0)
     return Status::InvalidArgument("request_timeout_ms must be positive, or -1 for none");
   auto impl = std::make_shared<internal::ClientImpl>(options.request_timeout_ms);
-  PLASMON_RETURN_IF_ERROR(impl->Connect(socket_path));
+  PLASMON_RETURN_IF_ERROR(impl->Connect(socket_path, options.shared_index));
   impl_ = std::move(impl);
   return Status::OK();
 }
@@ -722,8 +863,11 @@ Status Client::Release(const ObjectID& id) {
   return impl_->Release(id);
 }
 
+bool Client::shared_index() const { return impl_ && impl_->fast() && impl_->connected(); }
+
 Result<bool> Client::Contains(const ObjectID& id) {
   PLASMON_REQUIRE_CONNECTED();
+  if (std::optional<bool> known = impl_->FastContains(id)) return *known;
   p::ContainsReply rep;
   PLASMON_RETURN_IF_ERROR(impl_->Call(p::MessageType::kContains, p::IdRequest{id}, &rep));
   PLASMON_RETURN_IF_ERROR(rep.status);

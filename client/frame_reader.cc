@@ -32,7 +32,7 @@ bool FrameReader::HasFrame() const {
   return h.body_len > max_body_ || buf_.size() >= p::kHeaderSize + h.body_len;
 }
 
-Status FrameReader::Read(int sock, p::FrameHeader* h, std::string* body, UniqueFd* fd,
+Status FrameReader::Read(int sock, p::FrameHeader* h, std::string* body, std::vector<UniqueFd>* fds,
                          int64_t deadline_us) {
   for (;;) {
     size_t have = buf_.size();
@@ -53,8 +53,8 @@ Status FrameReader::Read(int sock, p::FrameHeader* h, std::string* body, UniqueF
     size_t want = std::max<size_t>(need - have, 64 * 1024);
     char* dst = buf_.Prepare(want);
     ssize_t n;
-    if (fd != nullptr) {
-      Result<size_t> r = RecvWithFd(sock, dst, want, fd);
+    if (fds != nullptr) {
+      Result<size_t> r = RecvWithFds(sock, dst, want, fds);
       if (!r.ok()) return r.status();
       n = static_cast<ssize_t>(*r);
     } else {

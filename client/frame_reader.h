@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "core/byte_buffer.h"
 #include "core/fd.h"
@@ -15,11 +16,11 @@ class FrameReader {
 
   // Whether a whole frame is already buffered (Read will not block).
   bool HasFrame() const;
-  // The next frame. If `fd` is given, a descriptor passed with the bytes is
-  // stored there. Disconnected at EOF; ProtocolError for an oversized frame;
+  // The next frame. If `fds` is given, descriptors passed with the bytes
+  // are appended there. Disconnected at EOF; ProtocolError for an oversized frame;
   // Timeout if the frame is not whole by `deadline_us` (MonoMicros; -1:
   // wait as long as it takes). Bytes read before a Timeout stay buffered.
-  Status Read(int sock, protocol::FrameHeader* h, std::string* body, UniqueFd* fd = nullptr,
+  Status Read(int sock, protocol::FrameHeader* h, std::string* body, std::vector<UniqueFd>* fds = nullptr,
               int64_t deadline_us = -1);
 
  private:

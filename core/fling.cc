@@ -9,23 +9,25 @@
 
 namespace plasmon {
 
-Result<size_t> SendWithFd(int sock, std::string_view data, int fd) {
+Result<size_t> SendWithFds(int sock, std::string_view data, const int* fds, size_t count) {
+  if (count == 0 || count > kMaxPassedFds)
+    return Status::InvalidArgument("passing " + std::to_string(count) + " descriptors");
   struct iovec iov;
   iov.iov_base = const_cast<char*>(data.data());
   iov.iov_len = data.size();
-  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  alignas(struct cmsghdr) char control[CMSG_SPACE(kMaxPassedFds * sizeof(int))];
   std::memset(control, 0, sizeof(control));
   struct msghdr msg;
   std::memset(&msg, 0, sizeof(msg));
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
   msg.msg_control = control;
-  msg.msg_controllen = sizeof(control);
+  msg.msg_controllen = CMSG_SPACE(count * sizeof(int));
   struct cmsghdr* cm = CMSG_FIRSTHDR(&msg);
   cm->cmsg_level = SOL_SOCKET;
   cm->cmsg_type = SCM_RIGHTS;
-  cm->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+  cm->cmsg_len = CMSG_LEN(count * sizeof(int));
+  std::memcpy(CMSG_DATA(cm), fds, count * sizeof(int));
   for (;;) {
     ssize_t n = ::sendmsg(sock, &msg, MSG_NOSIGNAL);
     if (n >= 0) return static_cast<size_t>(n);
@@ -35,11 +37,11 @@ Result<size_t> SendWithFd(int sock, std::string_view data, int fd) {
   }
 }
 
-Result<size_t> RecvWithFd(int sock, char* buf, size_t len, UniqueFd* fd) {
+Result<size_t> RecvWithFds(int sock, char* buf, size_t len, std::vector<UniqueFd>* fds) {
   struct iovec iov;
   iov.iov_base = buf;
   iov.iov_len = len;
-  alignas(struct cmsghdr) char control[CMSG_SPACE(4 * sizeof(int))];
+  alignas(struct cmsghdr) char control[CMSG_SPACE(kMaxPassedFds * sizeof(int))];
   struct msghdr msg;
   std::memset(&msg, 0, sizeof(msg));
   msg.msg_iov = &iov;
@@ -57,8 +59,8 @@ Result<size_t> RecvWithFd(int sock, char* buf, size_t len, UniqueFd* fd) {
     for (size_t i = 0; i < nfds; i++) {
       int f;
       std::memcpy(&f, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
-      if (!fd->valid()) {
-        fd->Reset(f);
+      if (fds->size() < kMaxPassedFds) {
+        fds->emplace_back(f);
       } else {
         ::close(f);
       }

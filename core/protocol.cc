@@ -64,9 +64,11 @@ void ConnectRequest::Encode(Encoder* e) const {
   e->PutU32(magic);
   e->PutU16(version);
   e->PutU32(pid);
+  if (version >= 5) e->PutU32(flags);
 }
 bool ConnectRequest::Decode(Decoder* d) {
-  return d->GetU32(&magic) && d->GetU16(&version) && d->GetU32(&pid);
+  if (!d->GetU32(&magic) || !d->GetU16(&version) || !d->GetU32(&pid)) return false;
+  return version < 5 || d->GetU32(&flags);
 }
 
 void CreateRequest::Encode(Encoder* e) const {
@@ -184,6 +186,10 @@ void ConnectReply::Encode(Encoder* e) const {
   e->PutU64(capacity);
   e->PutU64(arena_size);
   e->PutU8(prefaulted ? 1 : 0);
+  if (version >= 5) {
+    e->PutU64(index_size);
+    e->PutU64(pin_page_size);
+  }
 }
 bool ConnectReply::Decode(Decoder* d) {
   uint8_t pf;
@@ -191,7 +197,7 @@ bool ConnectReply::Decode(Decoder* d) {
       !d->GetU64(&capacity) || !d->GetU64(&arena_size) || !d->GetU8(&pf))
     return false;
   prefaulted = pf != 0;
-  return true;
+  return version < 5 || (d->GetU64(&index_size) && d->GetU64(&pin_page_size));
 }
 
 void StatusReply::Encode(Encoder* e) const { EncodeStatus(status, e); }
@@ -374,6 +380,10 @@ void StatsReply::Encode(Encoder* e) const {
   e->PutU64(stats.fetched_bytes);
   e->PutU64(stats.fetched_verbs);
   e->PutU64(stats.pulls_failed);
+  if (version >= 5) {
+    e->PutU64(stats.shm_gets);
+    e->PutU64(stats.shm_contains);
+  }
 }
 bool StatsReply::Decode(Decoder* d) {
   return DecodeStatus(d, &status) && d->GetU64(&stats.capacity) && d->GetU64(&stats.used) &&
@@ -381,7 +391,8 @@ bool StatsReply::Decode(Decoder* d) {
          d->GetU64(&stats.evictions) && d->GetU64(&stats.evicted_bytes) &&
          d->GetU64(&stats.clients) && d->GetU64(&stats.fetched) &&
          d->GetU64(&stats.fetched_bytes) && d->GetU64(&stats.fetched_verbs) &&
-         d->GetU64(&stats.pulls_failed);
+         d->GetU64(&stats.pulls_failed) &&
+         (version < 5 || (d->GetU64(&stats.shm_gets) && d->GetU64(&stats.shm_contains)));
 }
 
 void WhereReply::Encode(Encoder* e) const {

@@ -18,9 +18,12 @@
 namespace plasmon::protocol {
 
 constexpr uint32_t kMagic = 0x4d534c50;  // "PLSM" on the wire
-constexpr uint16_t kVersion = 4;  // 2: Refresh, batches, Digest, SetOptions; seal times in List
+constexpr uint16_t kVersion = 5;  // 2: Refresh, batches, Digest, SetOptions; seal times in List
                                   // 3: Where says how many holders it left out
                                   // 4: Fetch flags; a Fetch reply may carry its timing
+                                  // 5: the shared index (Connect flags, Unpinned); Stats' shm counts
+// The oldest version a store still serves (without the shared index).
+constexpr uint16_t kOldestVersion = 4;
 constexpr size_t kHeaderSize = 16;
 
 // Limits. A request body over kMaxRequestBody closes the connection before the
@@ -57,6 +60,7 @@ enum class MessageType : uint16_t {
   kCreateAndSealBatch = 18,  // several small objects in one round trip
   kDigest = 19,        // a sealed object's xxh3-64, computed if not known yet
   kSetOptions = 20,    // this client's options (its memory quota)
+  kUnpinned = 21,      // one-way: a pin of an object the index marks going was cleared
 };
 constexpr uint16_t kReplyBit = 0x8000;
 inline uint16_t ReplyType(MessageType t) { return static_cast<uint16_t>(t) | kReplyBit; }
@@ -104,10 +108,13 @@ struct EmptyRequest {
   void Encode(Encoder*) const {}
 };
 
+// Connect flags (version 5).
+constexpr uint32_t kConnectSharedIndex = 1;  // map the shared index, get a pin page
 struct ConnectRequest {
   uint32_t magic = kMagic;
   uint16_t version = kVersion;
   uint32_t pid = 0;
+  uint32_t flags = 0;  // kConnect* bits (version 5 on); unknown bits are refused
   void Encode(Encoder* e) const;
   bool Decode(Decoder* d);
 };
@@ -200,6 +207,10 @@ struct ConnectReply {
   uint64_t capacity = 0;
   uint64_t arena_size = 0;  // the mapping behind the fd passed with this reply
   bool prefaulted = false;  // every page is backed: clients populate whole 64 KiB granules
+  // Version 5: with kConnectSharedIndex granted, the sizes of the index and
+  // of the client's pin page, whose fds follow the arena's (0: not granted).
+  uint64_t index_size = 0;
+  uint64_t pin_page_size = 0;
   void Encode(Encoder* e) const;
   bool Decode(Decoder* d);
 };
@@ -312,6 +323,7 @@ struct EvictReply {
 struct StatsReply {
   Status status;
   StoreStats stats;
+  uint16_t version = kVersion;  // of the connection: the shm counts from 5 on (not encoded)
   void Encode(Encoder* e) const;
   bool Decode(Decoder* d);
 };

@@ -84,8 +84,10 @@ std::string FormatPrometheus(const MetricsSnapshot& m) {
   w.Family("plasmon_seals_total", "counter", "Objects sealed.");
   w.Sample(m.seals);
   w.Family("plasmon_gets_total", "counter",
-           "Object IDs asked for by Gets, by path (socket: a request to the store).");
+           "Object IDs asked for by Gets, by path (socket: a request to the store; shm: got "
+           "from the shared index with no round trip, as the clients count them).");
   w.Sample(m.gets_socket, "path=\"socket\"");
+  w.Sample(m.gets_shm, "path=\"shm\"");
   w.Family("plasmon_deletes_total", "counter", "Objects deleted (at once or at their last release).");
   w.Sample(m.deletes);
   w.Family("plasmon_deleted_bytes_total", "counter", "Bytes freed by deletes.");

@@ -51,6 +51,7 @@ struct MetricsSnapshot {
   uint64_t pinned_bytes = 0;  // used and not evictable: referenced or being created
   uint64_t creates = 0, seals = 0, deletes = 0, deleted_bytes = 0;
   uint64_t gets_socket = 0;  // object IDs asked for by Gets over the socket
+  uint64_t gets_shm = 0;     // objects got from the shared index (counted by the clients)
   // Pulls by transport and result (a Fetch of an object tries holders and
   // transports in turn: each try is one).
   uint64_t pulls_ok_tcp = 0, pulls_ok_verbs = 0, pulls_failed_tcp = 0, pulls_failed_verbs = 0;

@@ -16,7 +16,8 @@ ObjectInfo ObjectEntry::Info() const {
   o.state = state;
   o.data_size = data_size;
   o.metadata_size = metadata_size;
-  o.ref_count = static_cast<uint32_t>(std::min<uint64_t>(ref_count, UINT32_MAX));  // saturates
+  // Clients' pins count as references (as of the last SyncPins).
+  o.ref_count = static_cast<uint32_t>(std::min<uint64_t>(ref_count + pins_seen, UINT32_MAX));
   o.digest_valid = digest_valid;
   o.digest = digest;
   o.create_time_us = create_time_us;
@@ -57,6 +58,9 @@ Result<ObjectEntry*> ObjectTable::Create(const ObjectID& id, uint64_t data_size,
     return Status::OutOfMemory("object " + id.Hex() + " of " + FormatSize(size) +
                                " is larger than the " + FormatSize(shared) +
                                " that clients' memory quotas leave to share");
+  // What clients pinned through the shared index must not be chosen, and
+  // what they got recently is not oldest: the LRU learns both first.
+  if (gate_ != nullptr && !FitsNow(q, need)) SyncPins();
   // Evict only what makes room: if even evicting all that may go would not,
   // fail now and keep the cache.
   switch (PlanRoom(q, need)) {
@@ -90,10 +94,16 @@ Result<ObjectEntry*> ObjectTable::Create(const ObjectID& id, uint64_t data_size,
   if (count > 0) {
     spdlog::debug("evicted {} objects ({}) for create of {}", count, FormatSize(freed), id.Hex());
   }
-  if (!offset) {  // PlanRoom said it would fit
+  if (!offset) {  // PlanRoom said it would fit, unless a victim was pinned meanwhile
+    if (pinned_victims_ > 0) {
+      pinned_victims_ = 0;
+      return Status::OutOfMemory("no room for object " + id.Hex() + " of " + FormatSize(size) +
+                                 ": objects clients hold through the shared index fill the rest");
+    }
     spdlog::error("create of {}: evicted {} objects and still found no room", id.Hex(), count);
     return Status::OutOfMemory("no room for object " + id.Hex() + " of " + FormatSize(size));
   }
+  pinned_victims_ = 0;
   ObjectEntry& e = objects_[id];
   e.id = id;
   e.offset = *offset;
@@ -123,6 +133,7 @@ Status ObjectTable::Seal(const ObjectID& id, uint32_t client) {
   if (!e->digest_valid && e->total_size() <= kDigestAtSealMax) ComputeDigest(e);
   sealed_count_++;
   counters_.seals++;
+  if (gate_ != nullptr) gate_->Publish(e);  // before the Seal's reply: visible to all when it returns
   if (e->ref_count == 0) MakeEvictable(e);
   listener_->OnSealed(*e);
   return Status::OK();
@@ -162,7 +173,7 @@ void ObjectTable::Release(ObjectEntry* e, uint64_t count) {
   e->ref_count -= count;
   if (e->ref_count > 0) return;
   if (e->delete_pending) {
-    Remove(e, Notification::Kind::kDeleted);
+    if (!e->pin_held) RemoveUnlessPinned(e);  // held: SyncPins frees it
   } else if (e->state == ObjectState::kSealed) {
     MakeEvictable(e);
   }
@@ -172,18 +183,86 @@ StatusCode ObjectTable::Delete(const ObjectID& id) {
   ObjectEntry* e = Find(id);
   if (e == nullptr || e->delete_pending) return StatusCode::kObjectNotFound;
   if (e->state != ObjectState::kSealed) return StatusCode::kObjectNotSealed;
+  if (gate_ != nullptr) gate_->Hide(e);  // invisible now, to the fast path too
   if (e->ref_count > 0) {
     e->delete_pending = true;
+    MakeUnevictable(e);
+    return StatusCode::kObjectInUse;
+  }
+  if (gate_ != nullptr && gate_->Pinned(*e)) {
+    e->delete_pending = true;
+    HoldForPins(e);
     return StatusCode::kObjectInUse;
   }
   Remove(e, Notification::Kind::kDeleted);
   return StatusCode::kOk;
 }
 
+void ObjectTable::RemoveUnlessPinned(ObjectEntry* e) {
+  // Hidden at its Delete: a scan now sees every pin that could still validate.
+  if (gate_ != nullptr && gate_->Pinned(*e)) {
+    HoldForPins(e);
+    return;
+  }
+  Remove(e, Notification::Kind::kDeleted);
+}
+
+void ObjectTable::HoldForPins(ObjectEntry* e) {
+  MakeUnevictable(e);
+  e->pin_held = true;
+  pin_held_.insert(e->id);
+}
+
+bool ObjectTable::FitsNow(const Quota* q, uint64_t need) const {
+  const uint64_t used = q != nullptr ? q->used : shared_used_;
+  const uint64_t limit = q != nullptr ? q->limit : alloc_.capacity() - reserved_;
+  return used + need <= limit && alloc_.largest_free() >= need;
+}
+
+void ObjectTable::SyncPins() {
+  if (gate_ == nullptr) return;
+  std::vector<ObjectEntry*> pinned, used;
+  gate_->Collect(&pinned, &used);
+  const int64_t now = WallMicros();
+  for (ObjectEntry* e : used) {
+    e->last_access_us = now;
+    if (e->in_lru) {  // to the young end, as a socket Get's release puts it
+      MakeUnevictable(e);
+      MakeEvictable(e);
+    }
+  }
+  for (const ObjectID& id : pin_held_) objects_.at(id).pins_seen = 0;
+  std::unordered_set<ObjectEntry*> held;
+  for (ObjectEntry* e : pinned) {
+    held.insert(e);
+    if (!e->pin_held && e->state == ObjectState::kSealed) HoldForPins(e);
+    if (e->pin_held) e->pins_seen++;
+  }
+  // Those no pin holds any more. (A deleted one was hidden at its Delete,
+  // before this scan: no pin of it can appear after it.)
+  std::vector<ObjectEntry*> released;
+  for (const ObjectID& id : pin_held_) {
+    ObjectEntry* e = Find(id);
+    if (e != nullptr && held.count(e) == 0) released.push_back(e);
+  }
+  for (ObjectEntry* e : released) {
+    pin_held_.erase(e->id);
+    e->pin_held = false;
+    e->pins_seen = 0;
+    if (e->ref_count > 0) continue;  // the last Release decides
+    if (e->delete_pending) {
+      Remove(e, Notification::Kind::kDeleted);
+    } else {
+      MakeEvictable(e);
+    }
+  }
+}
+
 std::pair<uint64_t, uint64_t> ObjectTable::Evict(uint64_t bytes) {
   // The shared part first, then the quotas.
   uint64_t freed = 0, count = 0;
   auto enough = [&] { return freed >= bytes; };
+  SyncPins();
   if (!EvictUntil(&lru_, enough, &freed, &count)) {
     for (auto& [client, q] : quotas_)
       if (EvictUntil(&q.lru, enough, &freed, &count)) break;
@@ -234,6 +313,16 @@ bool ObjectTable::EvictUntil(LruPolicy* lru, Fits fits, uint64_t* freed, uint64_
   while (!fits()) {
     if (lru->empty()) return false;
     ObjectEntry* victim = &objects_.at(lru->Oldest());
+    if (gate_ != nullptr) {
+      // No new pin validates once it is hidden; a pin that stands keeps it.
+      gate_->Hide(victim);
+      if (gate_->Pinned(*victim)) {
+        gate_->Unhide(victim);
+        HoldForPins(victim);
+        pinned_victims_++;
+        continue;
+      }
+    }
     *freed += Allocator::RoundUp(victim->total_size());
     ++*count;
     Remove(victim, Notification::Kind::kEvicted);
@@ -342,6 +431,8 @@ void ObjectTable::Remove(ObjectEntry* e, Notification::Kind kind) {
     counters_.deletes++;
     counters_.deleted_bytes += Allocator::RoundUp(e->total_size());
   }
+  if (gate_ != nullptr) gate_->Unpublish(e);  // hidden, and no pin stood at the scan since
+  if (e->pin_held) pin_held_.erase(e->id);
   alloc_.Free(e->offset, e->total_size());
   Account(*e, false);
   Changed();
@@ -351,7 +442,7 @@ void ObjectTable::Remove(ObjectEntry* e, Notification::Kind kind) {
 }
 
 void ObjectTable::MakeEvictable(ObjectEntry* e) {
-  if (e->in_lru || e->delete_pending) return;
+  if (e->in_lru || e->delete_pending || e->pin_held) return;
   e->lru = LruOf(*e).Add(e->id, Allocator::RoundUp(e->total_size()));
   e->in_lru = true;
   Changed();

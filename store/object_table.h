@@ -37,6 +37,14 @@ struct ObjectEntry {
   int64_t seal_time_us = 0;
   bool in_lru = false;
   LruPolicy::Handle lru;
+  // The shared index (PinGate): where clients find it, if published.
+  int64_t index_slot = -1;
+  uint64_t index_gen = 0;
+  bool index_unpublished = false;  // sealed and visible, but its probe window was full
+  // Held by clients' pins (the last scan saw one): out of the LRU, or, if
+  // delete_pending, not freed, until a scan finds none.
+  bool pin_held = false;
+  uint32_t pins_seen = 0;  // pins the last scan found (shown with ref_count in List)
 
   uint64_t total_size() const { return data_size + metadata_size; }
   bool visible() const { return state == ObjectState::kSealed && !delete_pending; }
@@ -50,6 +58,24 @@ class TableListener {
   virtual void OnSealed(const ObjectEntry& e) = 0;
   // The object is gone; `kind` is kDeleted or kEvicted.
   virtual void OnRemoved(const ObjectEntry& e, Notification::Kind kind) = 0;
+};
+
+// The shared index's side of the table (store/fast_path.h): clients find
+// sealed objects there and pin them in their own pages, without the table's
+// references. Before the table frees an object's memory it hides the object
+// (no new pin validates) and then asks whether a pin stands: the protocol of
+// docs/FAST_PATH.md.
+class PinGate {
+ public:
+  virtual ~PinGate() = default;
+  virtual void Publish(ObjectEntry* e) = 0;        // sealed: clients may find and pin it
+  virtual void Hide(ObjectEntry* e) = 0;           // invisible: no new pin validates (GOING)
+  virtual void Unhide(ObjectEntry* e) = 0;         // visible again: an eviction found it pinned
+  virtual bool Pinned(const ObjectEntry& e) = 0;   // a pin of it stands (scans every page)
+  virtual void Unpublish(ObjectEntry* e) = 0;      // its memory is freed next: the slot goes
+  // One scan: the entries that pins name now, and those that fast-path gets
+  // used since the last call (the LRU's accesses).
+  virtual void Collect(std::vector<ObjectEntry*>* pinned, std::vector<ObjectEntry*>* used) = 0;
 };
 
 class ObjectTable {
@@ -92,6 +118,17 @@ class ObjectTable {
   // Evicts unreferenced sealed objects, oldest first, until at least `bytes`
   // were freed or none is left. Returns (bytes, count) evicted.
   std::pair<uint64_t, uint64_t> Evict(uint64_t bytes);
+
+  // Objects go through `gate` (null: no shared index) from now on.
+  void SetPinGate(PinGate* gate) { gate_ = gate; }
+  // Brings the table up to date with the clients' pins and fast-path gets:
+  // objects that pins hold leave the LRU, those no pin holds any more return
+  // to it (or, deleted, are freed), recent gets count as accesses. The store
+  // calls it when a client says it released a pin of a going object, when a
+  // client's pins are dropped, and the table before it evicts.
+  void SyncPins();
+  // Objects held by pins only (out of the LRU, or deleted and not freed).
+  size_t pin_held_count() const { return pin_held_.size(); }
 
   // Computes the digest now if it was deferred.
   uint64_t EnsureDigest(ObjectEntry* e);
@@ -158,6 +195,12 @@ class ObjectTable {
   // The arena or an LRU changed in a way that may make room.
   void Changed() { generation_++; }
   void Remove(ObjectEntry* e, Notification::Kind kind);
+  // A pin holds `e`: out of the LRU until a scan finds none.
+  void HoldForPins(ObjectEntry* e);
+  // A deleted object with no references left: freed unless a pin holds it.
+  void RemoveUnlessPinned(ObjectEntry* e);
+  // Whether `need` units fit in `q` (null: the shared part) without evicting.
+  bool FitsNow(const Quota* q, uint64_t need) const;
   void MakeEvictable(ObjectEntry* e);
   void MakeUnevictable(ObjectEntry* e);
   void ComputeDigest(ObjectEntry* e);
@@ -171,6 +214,8 @@ class ObjectTable {
   uint8_t* base_;
   Allocator alloc_;
   TableListener* listener_;
+  PinGate* gate_ = nullptr;
+  std::unordered_set<ObjectID, ObjectIDHash> pin_held_;  // entries with pin_held
   std::unordered_map<ObjectID, ObjectEntry, ObjectIDHash> objects_;
   LruPolicy lru_;  // evictable objects of the shared part
   std::unordered_map<uint32_t, Quota> quotas_;
@@ -181,6 +226,7 @@ class ObjectTable {
   uint64_t evicted_bytes_ = 0;
   Counters counters_;
   mutable uint64_t plan_walks_ = 0;
+  uint64_t pinned_victims_ = 0;  // victims this Create found pinned (so PlanRoom was wrong)
   // Bumped on every allocation, free, LRU insert and quota change: a "no
   // room" verdict holds while it stays the same (removals from an LRU and
   // allocations only take room away).

@@ -70,20 +70,22 @@ void Session::OnReadable() {
   }
 }
 
-void Session::Send(std::string frame, int pass_fd) {
+void Session::Send(std::string frame, std::vector<int> pass_fds, UniqueFd owned_fd) {
   out_bytes_ += frame.size();
-  out_.push_back(OutFrame{std::move(frame), pass_fd, 0});
+  if (owned_fd.valid()) pass_fds.push_back(owned_fd.get());
+  out_.push_back(OutFrame{std::move(frame), std::move(pass_fds), std::move(owned_fd), 0});
   if (out_.size() == 1 && !Flush()) return;  // closed later by the read path
   size_t limit = subscriber ? std::min(kMaxSubscriberBacklog, max_backlog_) : max_backlog_;
   if (out_bytes_ > limit) {
     spdlog::warn("client {} (pid {}) is not reading its replies ({} queued): disconnecting it", id_,
                  pid_, FormatSize(out_bytes_));
+    shut_by_store_ = true;
     ::shutdown(fd_.get(), SHUT_RDWR);
   }
 }
 
 bool Session::Flush() {
-  auto fail = [&] {
+  auto fail = [&] {  // the peer is gone (or broke the stream): not the store's choice
     ::shutdown(fd_.get(), SHUT_RDWR);  // the read path will see EOF and close
     out_.clear();
     out_bytes_ = 0;
@@ -94,8 +96,8 @@ bool Session::Flush() {
     OutFrame& f = out_.front();
     std::string_view rest = std::string_view(f.bytes).substr(f.sent);
     ssize_t n;
-    if (f.pass_fd >= 0 && f.sent == 0) {
-      Result<size_t> r = SendWithFd(fd_.get(), rest, f.pass_fd);
+    if (!f.pass_fds.empty() && f.sent == 0) {
+      Result<size_t> r = SendWithFds(fd_.get(), rest, f.pass_fds.data(), f.pass_fds.size());
       if (r.ok() && *r == 0) break;  // full: EPOLLOUT resumes
       n = r.ok() ? static_cast<ssize_t>(*r) : -1;
       if (n < 0) {

@@ -14,6 +14,7 @@
 #include <string_view>
 #include <unordered_map>
 #include <unordered_set>
+#include <vector>
 
 #include "core/byte_buffer.h"
 #include "core/event_loop.h"
@@ -56,15 +57,22 @@ class Session {
 
   // Readiness of the socket (the loop's handler). May destroy the session.
   void OnEvents(uint32_t events);
-  // Queues a frame (and a descriptor to pass with its first byte, not owned)
-  // and writes what the socket takes now. A client whose unread replies
+  // Queues a frame (and descriptors to pass with its first byte: `pass_fds`,
+  // not owned, then `owned_fd`, closed once passed) and writes what the
+  // socket takes now. A client whose unread replies
   // exceed its backlog limit is shut down (its next read sees EOF and closes
   // it): the loop never blocks on a client that does not read.
-  void Send(std::string frame, int pass_fd = -1);
+  void Send(std::string frame, std::vector<int> pass_fds = {}, UniqueFd owned_fd = UniqueFd());
+  // The client's protocol version (Connect).
+  uint16_t version = protocol::kVersion;
+  // Whether the store shut the connection itself (a client that does not
+  // read its replies): the client may still be running.
+  bool shut_by_store() const { return shut_by_store_; }
 
   // The client's state, kept by the store's dispatch.
   bool connected = false;   // Connect handshake done
   bool subscriber = false;  // receives notifications, sends nothing more
+  bool fast_path = false;   // has a pin page (the shared index)
   // What this client holds, released when it goes away.
   std::unordered_map<ObjectID, uint64_t, ObjectIDHash> refs;  // id -> references (never wraps)
   std::unordered_set<ObjectID, ObjectIDHash> creating;        // created, unsealed
@@ -72,7 +80,8 @@ class Session {
  private:
   struct OutFrame {
     std::string bytes;
-    int pass_fd = -1;  // sent with the frame's first byte (SCM_RIGHTS); not owned
+    std::vector<int> pass_fds;  // sent with the frame's first byte (SCM_RIGHTS); not owned
+    UniqueFd owned;             // sent after them, closed with the frame
     size_t sent = 0;
   };
   void OnReadable();
@@ -89,6 +98,7 @@ class Session {
   ByteBuffer in_;            // bytes received, not yet handled
   std::deque<OutFrame> out_; // frames not yet fully sent
   size_t out_bytes_ = 0;
+  bool shut_by_store_ = false;
 };
 
 }  // namespace plasmon

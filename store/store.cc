@@ -25,6 +25,7 @@
 #include "core/protocol.h"
 #include "core/size.h"
 #include "core/unix_socket.h"
+#include "store/fast_path.h"
 #include "store/fetcher.h"
 #include "store/metrics.h"
 #include "store/object_table.h"
@@ -81,6 +82,13 @@ class Store::Impl : public TableListener, public ObjectSource, public SessionOwn
   Status Run();
   void Stop() { loop_->Stop(); }
   const Arena& arena() const { return arena_; }
+  Status StartFastPath() {
+    Result<std::unique_ptr<FastPath>> f = FastPath::Create(table_.allocator().capacity());
+    if (!f.ok()) return f.status();
+    fast_ = std::move(*f);
+    table_.SetPinGate(fast_.get());
+    return Status::OK();
+  }
 
   // Serves this store's objects through `t` too; returns the endpoint to publish.
   Result<std::string> StartTransport(std::shared_ptr<Transport> t) {
@@ -176,6 +184,11 @@ class Store::Impl : public TableListener, public ObjectSource, public SessionOwn
   std::unique_ptr<Directory> directory_;                // null: single node
   std::vector<std::shared_ptr<Transport>> transports_;  // preferred first; none: cannot fetch
   std::unique_ptr<Fetcher> fetcher_;
+  std::unique_ptr<FastPath> fast_;  // null: --no-shared-index
+  // While revoked pin pages remain: looks every 100 ms whether their pins
+  // or their processes are gone.
+  void ArmReap();
+  EventLoop::TimerId reap_timer_ = EventLoop::kNoTimer;
   std::unique_ptr<Worker> hasher_;  // digests of large objects, off the loop
   std::unique_ptr<Worker> where_;   // clients' directory lookups (Where), off the loop
   // Wheres queued or running, per session and in all (loop thread).
@@ -205,7 +218,10 @@ class Store::Impl : public TableListener, public ObjectSource, public SessionOwn
  public:
   Status StartMetrics(const std::string& listen) {
     metrics_slot_ = std::make_unique<SnapshotSlot>([this] {
-      loop_->Post([this] { metrics_slot_->Publish(std::make_shared<MetricsSnapshot>(TakeSnapshot())); });
+      loop_->Post([this] {
+        table_.SyncPins();  // pinned bytes count what clients pin
+        metrics_slot_->Publish(std::make_shared<MetricsSnapshot>(TakeSnapshot()));
+      });
     });
     Result<std::unique_ptr<MetricsServer>> server = MetricsServer::Start(listen, metrics_slot_.get());
     if (!server.ok()) return server.status();
@@ -222,6 +238,10 @@ StoreStats Store::Impl::StatsNow() const {
   s.fetched_bytes = fc.fetched_bytes;
   s.fetched_verbs = fc.fetched_rdma;
   s.pulls_failed = fc.pulls_failed;
+  if (fast_) {
+    s.shm_gets = fast_->gets();
+    s.shm_contains = fast_->contains();
+  }
   return s;
 }
 
@@ -235,6 +255,7 @@ MetricsSnapshot Store::Impl::TakeSnapshot() const {
   m.deletes = tc.deletes;
   m.deleted_bytes = tc.deleted_bytes;
   m.gets_socket = gets_socket_;
+  m.gets_shm = m.stats.shm_gets;
   const Fetcher::Counters& fc = fetcher_->counters();
   m.pulls_ok_verbs = fc.fetched_rdma;
   m.pulls_ok_tcp = fc.fetched - fc.fetched_rdma;
@@ -469,20 +490,39 @@ bool Store::Impl::HandleFrame(Session* s, const p::FrameHeader& h, std::string_v
       if (!p::ParseBody(body, &r)) return bad("malformed Connect");
       if (r.magic != p::kMagic) return bad("wrong magic in Connect");
       p::ConnectReply rep;
-      if (r.version != p::kVersion) {
-        rep.status = Status::InvalidArgument("protocol version " + std::to_string(r.version) +
-                                             " not supported; this store speaks " +
-                                             std::to_string(p::kVersion));
+      if (r.version < p::kOldestVersion || r.version > p::kVersion) {
+        rep.status = Status::InvalidArgument(
+            "protocol version " + std::to_string(r.version) + " not supported; this store speaks " +
+            std::to_string(p::kOldestVersion) + " to " + std::to_string(p::kVersion));
         Reply(s, h, rep);
         CloseSession(s->id(), "protocol version mismatch", true);
         return false;
       }
+      if ((r.flags & ~p::kConnectSharedIndex) != 0) return bad("unknown Connect flags");
       s->connected = true;
+      s->version = r.version;  // its replies are in its version (an older client: no index)
+      rep.version = r.version;
       rep.client_id = s->id();
       rep.capacity = table_.allocator().capacity();
       rep.arena_size = arena_.size();
       rep.prefaulted = arena_.prefaulted();
-      s->Send(p::MakeFrame(h.type | p::kReplyBit, h.request_id, rep), arena_.fd());
+      std::vector<int> fds{arena_.fd()};
+      UniqueFd page_fd;  // passed last, closed once sent: the store keeps the mapping
+      if ((r.flags & p::kConnectSharedIndex) != 0 && fast_) {
+        Result<UniqueFd> page = fast_->AddClient(s->id());
+        if (page.ok()) {
+          s->fast_path = true;
+          rep.index_size = fast_->index_bytes();
+          rep.pin_page_size = shm::kPinPageBytes;
+          fds.push_back(fast_->index_fd());
+          page_fd = std::move(*page);
+        } else {  // it works without: every request then takes the socket
+          spdlog::warn("client {}: no pin page for the fast path: {}", s->id(),
+                       page.status().ToString());
+        }
+      }
+      s->Send(p::MakeFrame(h.type | p::kReplyBit, h.request_id, rep), std::move(fds),
+              std::move(page_fd));
       return true;
     }
     case p::MessageType::kCreate: {
@@ -543,6 +583,7 @@ bool Store::Impl::HandleFrame(Session* s, const p::FrameHeader& h, std::string_v
       p::ListRequest r;
       if (!p::ParseBody(body, &r)) return bad("malformed List");
       p::ListReply rep;
+      table_.SyncPins();  // pins counted with references, fast-path gets as accesses
       rep.objects = table_.List(r.has_cursor, r.cursor, r.max, &rep.more);
       Reply(s, h, rep);
       return true;
@@ -560,7 +601,9 @@ bool Store::Impl::HandleFrame(Session* s, const p::FrameHeader& h, std::string_v
     }
     case p::MessageType::kStats: {
       if (!body.empty()) return bad("malformed Stats");
+      table_.SyncPins();  // what clients pin counts as pinned
       p::StatsReply rep;
+      rep.version = s->version;
       rep.stats = StatsNow();
       Reply(s, h, rep);
       return true;
@@ -620,6 +663,13 @@ bool Store::Impl::HandleFrame(Session* s, const p::FrameHeader& h, std::string_v
         spdlog::info("client {} (pid {}) has a memory quota of {}", s->id(), s->pid(),
                      FormatSize(r.memory_quota));
       Reply(s, h, rep);
+      return true;
+    }
+    case p::MessageType::kUnpinned: {
+      // A pin of an object the index marks going was cleared: what waited
+      // for it may go now. (Any client may say so: it costs a scan.)
+      if (!body.empty()) return bad("malformed Unpinned");
+      table_.SyncPins();
       return true;
     }
     case p::MessageType::kNotification:
@@ -837,9 +887,25 @@ void Store::Impl::CloseSession(uint32_t id, const std::string& reason, bool erro
     released += count;
   }
   table_.DropClient(s->id());  // its quota ends; its objects stay
+  if (s->fast_path) {
+    // Its pins end with it, as its references do; unless the store closed a
+    // client that may still be running, whose standing pins are kept.
+    fast_->DropClient(s->id(), s->pid(), error || s->shut_by_store());
+    table_.SyncPins();
+    if (fast_->has_revoked()) ArmReap();
+  }
   if (aborted + released > 0)
     spdlog::info("client {} (pid {}) gone: aborted {} unsealed objects, released {} references",
                  s->id(), s->pid(), aborted, released);
+}
+
+void Store::Impl::ArmReap() {
+  if (reap_timer_ != EventLoop::kNoTimer) return;
+  reap_timer_ = loop_->AddTimerAfter(100'000, [this] {
+    reap_timer_ = EventLoop::kNoTimer;
+    if (fast_->Reap()) table_.SyncPins();
+    if (fast_->has_revoked()) ArmReap();
+  });
 }
 
 Store::Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -871,6 +937,7 @@ Result<std::unique_ptr<Store>> Store::Create(const StoreOptions& o) {
   if (!loop.ok()) return loop.status();
   auto impl = std::make_unique<Impl>(o, std::move(*arena), std::move(*listen_fd), std::move(*loop));
   PLASMON_RETURN_IF_ERROR(impl->Listen());
+  if (o.shared_index) PLASMON_RETURN_IF_ERROR(impl->StartFastPath());
   std::optional<DirectoryOptions> dir = o.directory;
   for (const std::shared_ptr<Transport>& t : o.transports) {
     if (!dir)

@@ -54,6 +54,10 @@ struct StoreOptions {
   // If set, ADDR:PORT to serve Prometheus metrics at (/metrics), on threads
   // of their own (store/metrics.h). Port 0: any free port (logged).
   std::string metrics_listen;
+  // Publish sealed objects in a shared index that clients map read-only and
+  // pin objects from without a round trip (docs/FAST_PATH.md). Off
+  // (--no-shared-index): every request goes through the socket.
+  bool shared_index = true;
 };
 
 class Store {

@@ -499,8 +499,12 @@ TEST_F(ClientTest, DisconnectReleasesEverythingTheClientHeld) {
 
 TEST_F(ClientTest, StoreGoingAwayIsReportedAsDisconnected) {
   ASSERT_EQ(store_.Terminate() & 0x7f, 0);
+  // The first call that needs the store notices (Contains may be answered
+  // from the shared index alone); every call after it says so too.
+  EXPECT_TRUE(client_.Stats().status().IsDisconnected());
   EXPECT_TRUE(client_.Contains(ObjectID::Random()).status().IsDisconnected());
   EXPECT_TRUE(client_.Contains(ObjectID::Random()).status().IsDisconnected());
+  EXPECT_FALSE(client_.shared_index());
 }
 
 // A stopped store (SIGSTOP) answers nothing: calls that are not documented
@@ -511,8 +515,10 @@ TEST_F(ClientTest, StoreGoingAwayIsReportedAsDisconnected) {
 TEST_F(ClientTest, AStoppedStoreTimesOutAndTheClientGoesOnWhenItWakes) {
   ObjectID id = ObjectID::Random(), created = ObjectID::Random();
   ASSERT_TRUE(client_.CreateAndSeal(id, "held").ok());
-  Client c;
-  ASSERT_TRUE(c.Connect(store_.socket(), ConnectOptions{300}).ok());
+  Client c;  // through the socket: a Get of a sealed object would not reach the store
+  ConnectOptions socket_only{300};
+  socket_only.shared_index = false;
+  ASSERT_TRUE(c.Connect(store_.socket(), socket_only).ok());
   auto held = c.Get({id}, 0);
   ASSERT_TRUE(held.ok() && (*held)[0].valid());
   ASSERT_EQ(::kill(store_.pid(), SIGSTOP), 0);

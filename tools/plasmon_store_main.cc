@@ -66,6 +66,10 @@ int main(int argc, char** argv) {
   app.add_flag("--hugepages", opts.arena.hugepages, "Use 2 MiB huge pages (MFD_HUGETLB)");
   app.add_flag("--prefault", opts.arena.prefault,
                "Populate every arena page at start (first writes then run at memory speed)");
+  bool no_shared_index = false;
+  app.add_flag("--no-shared-index", no_shared_index,
+               "Serve every request through the socket: no shared index, so clients get, release "
+               "and test objects with a round trip each (the fast path off, for comparison)");
   std::string socket_group;
   app.add_option("--socket-group", socket_group,
                  "Let this group's members connect: the socket gets this group and mode 0660 "
@@ -165,6 +169,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 65536))
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  opts.shared_index = !no_shared_index;
 
   std::optional<spdlog::level::level_enum> level = ParseLogLevel(log_level);
   if (!level) {

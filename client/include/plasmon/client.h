@@ -85,6 +85,11 @@ struct ConnectOptions {
   // are released, a Create's object is aborted; other requests may have
   // taken effect (a Delete, a Seal). -1: no deadline.
   int64_t request_timeout_ms = 10'000;
+  // Use the store's shared index, if it offers one (docs/FAST_PATH.md): a
+  // Get of sealed objects, their release and Contains then read and write
+  // shared memory only, with no round trip to the store. false: every call
+  // goes through the socket, as with a store started with --no-shared-index.
+  bool shared_index = true;
 };
 
 // Options of one client connection (Client::SetOptions).
@@ -189,6 +194,8 @@ class Client {
   // One buffer per ID, in order, each holding a reference. Waits until each
   // object is sealed or `timeout_ms` passes (0 polls, -1 waits forever). A
   // missing object comes back as an invalid buffer, not as an error.
+  // With the shared index, sealed objects are found and pinned in shared
+  // memory, with no round trip; only the others are asked of the store.
   // With options.fetch, objects missing here are fetched from other nodes and
   // a failed fetch's error is the buffer's status.
   Result<std::vector<ObjectBuffer>> Get(const std::vector<ObjectID>& ids, int64_t timeout_ms,
@@ -204,8 +211,11 @@ class Client {
   // Disconnected when not connected (never, or no longer).
   Status Release(const ObjectID& id);
 
-  // Whether a sealed object with this ID is in the store.
+  // Whether a sealed object with this ID is in the store (answered from the
+  // shared index when it can be: no round trip).
   Result<bool> Contains(const ObjectID& id);
+  // Whether this connection uses the store's shared index.
+  bool shared_index() const;
   // Every object in the store, in ID order.
   Result<std::vector<ObjectInfo>> List();
   // Deletes objects; one Status per ID: OK (deleted), ObjectInUse (referenced:

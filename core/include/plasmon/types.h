@@ -45,6 +45,10 @@ struct StoreStats {
   uint64_t fetched_bytes = 0;
   uint64_t fetched_verbs = 0;   // of `fetched`, pulled by RDMA (the rest by TCP)
   uint64_t pulls_failed = 0;    // pulls that failed (each tried the next holder or transport)
+  // Answered by clients from the shared index, with no round trip (counted
+  // by the clients in their pin pages): objects got, Contains answered.
+  uint64_t shm_gets = 0;
+  uint64_t shm_contains = 0;
 };
 
 // One node that holds an object, as the cluster's directory says (Where).
