@@ -1,0 +1,186 @@
+// The shared-memory fast path against a real store process: what a user
+// sees of it (no round trip where the index answers; the socket otherwise),
+// and the ways to turn it off. The protocol's pieces in one process:
+// store/fast_path_test.cc; many processes at once: fast_path_stress_test.cc.
+#include <signal.h>
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "client/frame_reader.h"
+#include "core/clock.h"
+#include "core/protocol.h"
+#include "core/unix_socket.h"
+#include "plasmon/client.h"
+#include "tests/store_process.h"
+
+namespace plasmon {
+namespace {
+
+using testing::StoreProcess;
+namespace p = protocol;
+
+TEST(SharedIndexTest, AStoppedStoreStillServesSealedObjectsFromTheIndex) {
+  StoreProcess store;
+  ASSERT_TRUE(store.started());
+  Client c;
+  ASSERT_TRUE(c.Connect(store.socket(), ConnectOptions{500}).ok());
+  ASSERT_TRUE(c.shared_index());
+  ObjectID id = ObjectID::Random(), missing = ObjectID::Random();
+  ASSERT_TRUE(c.CreateAndSeal(id, "sealed bytes").ok());
+  // A store that runs no instruction cannot answer a request: whatever
+  // succeeds now took no round trip.
+  ASSERT_EQ(::kill(store.pid(), SIGSTOP), 0);
+  for (int i = 0; i < 100; i++) {
+    auto got = c.Get({id}, 0);
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    ASSERT_TRUE((*got)[0].valid());
+    EXPECT_EQ((*got)[0].view(), "sealed bytes");
+  }
+  EXPECT_TRUE(*c.Contains(id));
+  EXPECT_FALSE(*c.Contains(missing));  // the index lacks nothing it could hold
+  // What the index does not have goes to the store, which does not answer.
+  EXPECT_TRUE(c.Get({missing}, 0).status().IsTimeout());
+  ASSERT_EQ(::kill(store.pid(), SIGCONT), 0);
+  Result<StoreStats> st = c.Stats();
+  ASSERT_TRUE(st.ok()) << st.status().ToString();
+  EXPECT_EQ(st->shm_gets, 100u);
+  EXPECT_EQ(st->shm_contains, 2u);
+}
+
+TEST(SharedIndexTest, AGetMixesIndexAndStoreAndAWaitingGetStillWaitsForTheSeal) {
+  StoreProcess store;
+  ASSERT_TRUE(store.started());
+  Client c, writer;
+  ASSERT_TRUE(c.Connect(store.socket()).ok());
+  ASSERT_TRUE(writer.Connect(store.socket()).ok());
+  ObjectID here = ObjectID::Random(), later = ObjectID::Random();
+  ASSERT_TRUE(writer.CreateAndSeal(here, "here").ok());
+  auto b = writer.Create(later, 5);
+  ASSERT_TRUE(b.ok());
+  std::memcpy(b->data, "later", 5);
+  std::thread sealer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    EXPECT_TRUE(writer.Seal(later).ok());
+  });
+  auto got = c.Get({here, later}, 5000);
+  sealer.join();
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  ASSERT_TRUE((*got)[0].valid() && (*got)[1].valid());
+  EXPECT_EQ((*got)[0].view(), "here");
+  EXPECT_EQ((*got)[1].view(), "later");
+  // Both hold the objects, whichever path took them.
+  auto deleted = writer.Delete({here, later});
+  ASSERT_TRUE(deleted.ok());
+  EXPECT_TRUE((*deleted)[0].code() == StatusCode::kObjectInUse) << (*deleted)[0].ToString();
+  EXPECT_TRUE((*deleted)[1].code() == StatusCode::kObjectInUse) << (*deleted)[1].ToString();
+  EXPECT_FALSE(*c.Contains(here));  // deleted: invisible at once
+  got->clear();
+  for (int i = 0; i < 200 && writer.Stats()->object_count > 0; i++)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_EQ(writer.Stats()->object_count, 0u);
+  EXPECT_EQ(writer.Stats()->used, 0u);
+}
+
+TEST(SharedIndexTest, WithoutTheSharedIndexEverythingTakesTheSocket) {
+  for (bool store_side : {true, false}) {
+    SCOPED_TRACE(store_side ? "--no-shared-index" : "ConnectOptions::shared_index = false");
+    StoreProcess store(store_side ? std::vector<std::string>{"-m", "64M", "--no-shared-index"}
+                                  : std::vector<std::string>{"-m", "64M"});
+    ASSERT_TRUE(store.started());
+    Client c;
+    ConnectOptions o;
+    o.shared_index = store_side;  // off on one side or the other
+    ASSERT_TRUE(c.Connect(store.socket(), o).ok());
+    EXPECT_FALSE(c.shared_index());
+    ObjectID id = ObjectID::Random();
+    ASSERT_TRUE(c.CreateAndSeal(id, "x").ok());
+    auto got = c.Get({id}, 0);
+    ASSERT_TRUE(got.ok() && (*got)[0].valid());
+    EXPECT_TRUE(*c.Contains(id));
+    Result<StoreStats> st = c.Stats();
+    ASSERT_TRUE(st.ok());
+    EXPECT_EQ(st->shm_gets, 0u);
+    EXPECT_EQ(st->shm_contains, 0u);
+  }
+}
+
+TEST(SharedIndexTest, AVersion4ClientIsServedWithoutTheIndex) {
+  StoreProcess store;
+  ASSERT_TRUE(store.started());
+  Client modern;
+  ASSERT_TRUE(modern.Connect(store.socket()).ok());
+  ASSERT_TRUE(modern.CreateAndSeal(ObjectID::Random(), "x").ok());
+  // An older client: its Connect has no flags, and every reply must be in
+  // its own format (a longer Stats reply would fail its parse).
+  Result<UniqueFd> fd = ConnectUnix(store.socket());
+  ASSERT_TRUE(fd.ok());
+  p::ConnectRequest old;
+  old.version = 4;
+  std::string frames =
+      p::MakeFrame(static_cast<uint16_t>(p::MessageType::kConnect), 1, old) +
+      p::MakeFrame(static_cast<uint16_t>(p::MessageType::kStats), 2, p::EmptyRequest{});
+  ASSERT_TRUE(WriteAll(fd->get(), frames).ok());
+  internal::FrameReader reader(p::kMaxReplyBody);
+  p::FrameHeader h;
+  std::string body;
+  std::vector<UniqueFd> fds;
+  ASSERT_TRUE(reader.Read(fd->get(), &h, &body, &fds, DeadlineAfterMs(5000)).ok());
+  p::ConnectReply rep;
+  ASSERT_TRUE(p::ParseBody(body, &rep));
+  EXPECT_TRUE(rep.status.ok()) << rep.status.ToString();
+  EXPECT_EQ(rep.version, 4);
+  EXPECT_EQ(fds.size(), 1u);  // the arena alone
+  ASSERT_TRUE(reader.Read(fd->get(), &h, &body, nullptr, DeadlineAfterMs(5000)).ok());
+  p::StatsReply stats;
+  stats.version = 4;
+  ASSERT_TRUE(p::ParseBody(body, &stats));
+  EXPECT_EQ(stats.stats.sealed_count, 1u);
+  // And one from the future is refused clearly.
+  Result<UniqueFd> fd2 = ConnectUnix(store.socket());
+  ASSERT_TRUE(fd2.ok());
+  p::ConnectRequest future;
+  future.version = p::kVersion + 1;
+  ASSERT_TRUE(
+      WriteAll(fd2->get(), p::MakeFrame(static_cast<uint16_t>(p::MessageType::kConnect), 1, future)).ok());
+  internal::FrameReader reader2(p::kMaxReplyBody);
+  ASSERT_TRUE(reader2.Read(fd2->get(), &h, &body, nullptr, DeadlineAfterMs(5000)).ok());
+  p::ConnectReply refused;
+  ASSERT_TRUE(p::ParseBody(body, &refused));
+  EXPECT_TRUE(refused.status.IsInvalidArgument());
+  EXPECT_NE(refused.status.message().find("4 to 5"), std::string::npos) << refused.status.message();
+}
+
+TEST(SharedIndexTest, CopiesShareOnePinAndReleaseByIdTakesTheNewest) {
+  // Copies of a buffer share one pin; Release by ID takes the newest.
+  StoreProcess store;
+  ASSERT_TRUE(store.started());
+  Client c;
+  ASSERT_TRUE(c.Connect(store.socket()).ok());
+  ObjectID id = ObjectID::Random();
+  ASSERT_TRUE(c.CreateAndSeal(id, "kept").ok());
+  auto first = c.Get({id}, 0);
+  auto second = c.Get({id}, 0);
+  ASSERT_TRUE(first.ok() && second.ok());
+  auto refs = [&] {
+    for (const ObjectInfo& o : *c.List())
+      if (o.id == id) return o.ref_count;
+    return 999u;
+  };
+  EXPECT_EQ(refs(), 2u);
+  EXPECT_TRUE(c.Release(id).ok());  // the second Get's
+  EXPECT_EQ(refs(), 1u);
+  ObjectBuffer copy = (*first)[0];
+  first->clear();
+  EXPECT_EQ(refs(), 1u);
+  EXPECT_EQ(copy.view(), "kept");
+  copy = ObjectBuffer();
+  EXPECT_EQ(refs(), 0u);
+  second->clear();  // released already: nothing more
+  EXPECT_EQ(refs(), 0u);
+  EXPECT_TRUE(c.Release(id).IsInvalidArgument());
+}
+
+}  // namespace
+}  // namespace plasmon
