@@ -81,6 +81,17 @@ bool CreateRequest::Decode(Decoder* d) {
          metadata_size <= kMaxMetadata;
 }
 
+void SealLeasedRequest::Encode(Encoder* e) const {
+  e->PutID(id);
+  e->PutU64(offset);
+  e->PutU64(data_size);
+  e->PutU64(metadata_size);
+}
+bool SealLeasedRequest::Decode(Decoder* d) {
+  return d->GetID(&id) && d->GetU64(&offset) && d->GetU64(&data_size) &&
+         d->GetU64(&metadata_size) && metadata_size <= kMaxMetadata;
+}
+
 void IdRequest::Encode(Encoder* e) const { e->PutID(id); }
 bool IdRequest::Decode(Decoder* d) { return d->GetID(&id); }
 

@@ -61,7 +61,10 @@ enum class MessageType : uint16_t {
   kDigest = 19,        // a sealed object's xxh3-64, computed if not known yet
   kSetOptions = 20,    // this client's options (its memory quota)
   kUnpinned = 21,      // one-way: a pin of an object the index marks going was cleared
+  kLease = 22,         // arena space for this client to place small objects in
+  kSealLeased = 23,    // create and seal an object placed in the lease
 };
+constexpr uint64_t kMaxLease = 4u << 20;
 constexpr uint16_t kReplyBit = 0x8000;
 inline uint16_t ReplyType(MessageType t) { return static_cast<uint16_t>(t) | kReplyBit; }
 
@@ -168,6 +171,16 @@ struct CreateAndSealBatchRequest {
     std::string_view metadata;
   };
   std::vector<Item> items;
+  void Encode(Encoder* e) const;
+  bool Decode(Decoder* d);
+};
+
+// SealLeased: an object the client placed in its lease (ObjectTable::CreateLeased).
+struct SealLeasedRequest {
+  ObjectID id;
+  uint64_t offset = 0;
+  uint64_t data_size = 0;
+  uint64_t metadata_size = 0;
   void Encode(Encoder* e) const;
   bool Decode(Decoder* d);
 };

@@ -31,31 +31,17 @@ ObjectTable::ObjectTable(uint8_t* arena_base, uint64_t capacity, TableListener* 
 
 ObjectTable::~ObjectTable() = default;
 
-Result<ObjectEntry*> ObjectTable::Create(const ObjectID& id, uint64_t data_size,
-                                         uint64_t metadata_size, uint32_t creator) {
-  auto it = objects_.find(id);
-  if (it != objects_.end()) {
-    return Status::ObjectExists("object " + id.Hex() +
-                                (it->second.delete_pending ? " is being deleted"
-                                                           : " already exists"));
-  }
-  if (data_size > alloc_.capacity() || metadata_size > alloc_.capacity() - data_size) {
-    return Status::OutOfMemory("object " + id.Hex() + " of " +
-                               FormatSize(data_size + metadata_size) +
-                               " is larger than the store's capacity of " +
-                               FormatSize(alloc_.capacity()));
-  }
-  const uint64_t size = data_size + metadata_size;
+Result<uint64_t> ObjectTable::Place(uint64_t size, uint32_t creator, const std::string& what) {
   const uint64_t need = Allocator::RoundUp(size);
   auto quota = quotas_.find(creator);
   Quota* q = quota == quotas_.end() ? nullptr : &quota->second;
   const uint64_t shared = alloc_.capacity() - reserved_;
   if (q != nullptr && need > q->limit)
-    return Status::OutOfMemory("object " + id.Hex() + " of " + FormatSize(size) +
+    return Status::OutOfMemory(what + " of " + FormatSize(size) +
                                " is larger than this client's memory quota of " +
                                FormatSize(q->limit));
   if (q == nullptr && need > shared)
-    return Status::OutOfMemory("object " + id.Hex() + " of " + FormatSize(size) +
+    return Status::OutOfMemory(what + " of " + FormatSize(size) +
                                " is larger than the " + FormatSize(shared) +
                                " that clients' memory quotas leave to share");
   // What clients pinned through the shared index must not be chosen, and
@@ -67,12 +53,12 @@ Result<ObjectEntry*> ObjectTable::Create(const ObjectID& id, uint64_t data_size,
     case Room::kFits:
       break;
     case Room::kQuotaFull:
-      return Status::OutOfMemory("no room for object " + id.Hex() + " of " + FormatSize(size) +
+      return Status::OutOfMemory("no room for " + what + " of " + FormatSize(size) +
                                  " in this client's memory quota of " + FormatSize(q->limit) +
                                  ": its referenced or unsealed objects hold too much of it");
     case Room::kNoRange:
       return Status::OutOfMemory(
-          "no room for object " + id.Hex() + " of " + FormatSize(size) + ", even after evicting: " +
+          "no room for " + what + " of " + FormatSize(size) + ", even after evicting: " +
           FormatSize(alloc_.capacity() - alloc_.used()) + " free (at most " +
           FormatSize(alloc_.largest_free()) +
           " in one piece), the rest held by referenced or unsealed objects" +
@@ -92,18 +78,39 @@ Result<ObjectEntry*> ObjectTable::Create(const ObjectID& id, uint64_t data_size,
   if (q == nullptr || !EvictUntil(&q->lru, allocated, &freed, &count))
     EvictUntil(&lru_, allocated, &freed, &count);
   if (count > 0) {
-    spdlog::debug("evicted {} objects ({}) for create of {}", count, FormatSize(freed), id.Hex());
+    spdlog::debug("evicted {} objects ({}) for {}", count, FormatSize(freed), what);
   }
   if (!offset) {  // PlanRoom said it would fit, unless a victim was pinned meanwhile
     if (pinned_victims_ > 0) {
       pinned_victims_ = 0;
-      return Status::OutOfMemory("no room for object " + id.Hex() + " of " + FormatSize(size) +
+      return Status::OutOfMemory("no room for " + what + " of " + FormatSize(size) +
                                  ": objects clients hold through the shared index fill the rest");
     }
-    spdlog::error("create of {}: evicted {} objects and still found no room", id.Hex(), count);
-    return Status::OutOfMemory("no room for object " + id.Hex() + " of " + FormatSize(size));
+    spdlog::error("{}: evicted {} objects and still found no room", what, count);
+    return Status::OutOfMemory("no room for " + what + " of " + FormatSize(size));
   }
   pinned_victims_ = 0;
+  return *offset;
+}
+
+Result<ObjectEntry*> ObjectTable::Create(const ObjectID& id, uint64_t data_size,
+                                         uint64_t metadata_size, uint32_t creator) {
+  auto it = objects_.find(id);
+  if (it != objects_.end()) {
+    return Status::ObjectExists("object " + id.Hex() +
+                                (it->second.delete_pending ? " is being deleted"
+                                                           : " already exists"));
+  }
+  if (data_size > alloc_.capacity() || metadata_size > alloc_.capacity() - data_size) {
+    return Status::OutOfMemory("object " + id.Hex() + " of " +
+                               FormatSize(data_size + metadata_size) +
+                               " is larger than the store's capacity of " +
+                               FormatSize(alloc_.capacity()));
+  }
+  const uint64_t size = data_size + metadata_size;
+  Result<uint64_t> offset = Place(size, creator, "object " + id.Hex());
+  if (!offset.ok()) return offset.status();
+  auto quota = quotas_.find(creator);
   ObjectEntry& e = objects_[id];
   e.id = id;
   e.offset = *offset;
@@ -117,6 +124,70 @@ Result<ObjectEntry*> ObjectTable::Create(const ObjectID& id, uint64_t data_size,
   }
   Account(e, true);
   Changed();
+  counters_.creates++;
+  return &e;
+}
+
+Result<uint64_t> ObjectTable::Lease(uint32_t client, uint64_t bytes) {
+  EndLease(client);
+  if (quotas_.count(client) > 0)
+    return Status::InvalidArgument("a client with a memory quota creates its objects through the "
+                                   "store (no leases)");
+  const uint64_t units = Allocator::RoundUp(bytes);
+  Result<uint64_t> offset = Place(units, client, "a lease");
+  if (!offset.ok()) return offset.status();
+  leases_[client].unused[*offset] = *offset + units;
+  shared_used_ += units;  // the shared part's until carved into objects or returned
+  Changed();
+  return *offset;
+}
+
+void ObjectTable::EndLease(uint32_t client) {
+  auto it = leases_.find(client);
+  if (it == leases_.end()) return;
+  for (const auto& [begin, end] : it->second.unused) {
+    alloc_.Free(begin, end - begin);
+    shared_used_ -= end - begin;
+  }
+  leases_.erase(it);
+  Changed();
+}
+
+Result<ObjectEntry*> ObjectTable::CreateLeased(const ObjectID& id, uint64_t offset,
+                                               uint64_t data_size, uint64_t metadata_size,
+                                               uint32_t client) {
+  auto lease = leases_.find(client);
+  if (lease == leases_.end())
+    return Status::InvalidArgument("this client holds no lease of arena space");
+  // Inside a part of the lease no object took yet, in any order: the store
+  // never trusts the client's placement, and two objects never share a byte.
+  std::map<uint64_t, uint64_t>& unused = lease->second.unused;
+  auto in = unused.upper_bound(offset);
+  const bool inside = in != unused.begin() && (--in)->first <= offset && offset < in->second;
+  const uint64_t room = inside ? in->second - offset : 0;
+  if (offset % Allocator::kAlignment != 0 || room == 0 || data_size > room ||
+      metadata_size > room - data_size || Allocator::RoundUp(data_size + metadata_size) > room)
+    return Status::InvalidArgument("object " + id.Hex() + " does not lie in an unused part of "
+                                   "this client's lease");
+  auto it = objects_.find(id);
+  if (it != objects_.end())
+    return Status::ObjectExists("object " + id.Hex() +
+                                (it->second.delete_pending ? " is being deleted"
+                                                           : " already exists"));
+  const uint64_t units = Allocator::RoundUp(data_size + metadata_size);
+  const uint64_t begin = in->first, end = in->second;
+  unused.erase(in);
+  if (begin < offset) unused[begin] = offset;
+  if (offset + units < end) unused[offset + units] = end;
+  shared_used_ -= units;  // from the lease to the object (Account adds it back)
+  ObjectEntry& e = objects_[id];
+  e.id = id;
+  e.offset = offset;
+  e.data_size = data_size;
+  e.metadata_size = metadata_size;
+  e.creator = client;
+  e.create_time_us = e.last_access_us = WallMicros();
+  Account(e, true);
   counters_.creates++;
   return &e;
 }
@@ -387,6 +458,7 @@ uint64_t ObjectTable::QuotaOf(uint32_t client) const {
 }
 
 void ObjectTable::DropClient(uint32_t client) {
+  EndLease(client);
   auto it = quotas_.find(client);
   if (it == quotas_.end()) return;
   Quota q = std::move(it->second);

@@ -9,6 +9,8 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <string>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -95,6 +97,19 @@ class ObjectTable {
   // fragmentation counts) fails at once with OutOfMemory and evicts nothing.
   Result<ObjectEntry*> Create(const ObjectID& id, uint64_t data_size, uint64_t metadata_size,
                               uint32_t creator);
+  // Leases (the fast path's creates, docs/FAST_PATH.md): `bytes` of arena
+  // space for `client` to place small objects in itself, with no round trip
+  // until their seal. One lease per client: a new one returns what is left
+  // of the old one. Made room for as a Create is (evicting); refused for a
+  // client with a quota. Its bytes count as used until returned.
+  Result<uint64_t> Lease(uint32_t client, uint64_t bytes);
+  // Returns what is left of the client's lease.
+  void EndLease(uint32_t client);
+  // An object the client placed in its lease at `offset`, in a part no
+  // other object took. InvalidArgument otherwise; ObjectExists as Create.
+  // Seal it next.
+  Result<ObjectEntry*> CreateLeased(const ObjectID& id, uint64_t offset, uint64_t data_size,
+                                    uint64_t metadata_size, uint32_t client);
   // Seals an object `client` created. The object becomes visible. A digest
   // the creator set on the entry beforehand (a fetch that verified it) is
   // kept, not recomputed.
@@ -184,6 +199,12 @@ class ObjectTable {
     std::unordered_set<ObjectID, ObjectIDHash> members;
     mutable NoRoom no_room;
   };
+  struct LeaseRange {
+    std::map<uint64_t, uint64_t> unused;  // begin -> end: parts no object took
+  };
+  // An offset for `size` bytes in the creator's quota or the shared part,
+  // evicting as needed (see Create); `what` names it in errors.
+  Result<uint64_t> Place(uint64_t size, uint32_t creator, const std::string& what);
   enum class Room { kFits, kQuotaFull, kNoRange };
   // Whether Create's evictions, in their order (LRU), would make room for
   // `need` allocation units in quota `q` (null: the shared part): exact,
@@ -219,6 +240,7 @@ class ObjectTable {
   std::unordered_map<ObjectID, ObjectEntry, ObjectIDHash> objects_;
   LruPolicy lru_;  // evictable objects of the shared part
   std::unordered_map<uint32_t, Quota> quotas_;
+  std::unordered_map<uint32_t, LeaseRange> leases_;
   uint64_t reserved_ = 0;     // the quotas' limits together
   uint64_t shared_used_ = 0;  // allocation units of objects outside quotas
   uint64_t sealed_count_ = 0;

@@ -672,6 +672,32 @@ bool Store::Impl::HandleFrame(Session* s, const p::FrameHeader& h, std::string_v
       table_.SyncPins();
       return true;
     }
+    case p::MessageType::kLease: {
+      p::EvictRequest r;  // one u64: the bytes
+      if (!p::ParseBody(body, &r)) return bad("malformed Lease");
+      p::CreateReply rep;
+      if (!s->fast_path || r.bytes == 0 || r.bytes > p::kMaxLease) {
+        rep.status = Status::InvalidArgument(
+            s->fast_path ? "a lease is of 1 byte to " + FormatSize(p::kMaxLease)
+                         : "leases come with the shared index (this connection has none)");
+      } else if (Result<uint64_t> at = table_.Lease(s->id(), r.bytes); at.ok()) {
+        rep.location = {0, *at, r.bytes, 0};
+      } else {
+        rep.status = at.status();
+      }
+      Reply(s, h, rep);
+      return true;
+    }
+    case p::MessageType::kSealLeased: {
+      p::SealLeasedRequest r;
+      if (!p::ParseBody(body, &r)) return bad("malformed SealLeased");
+      p::StatusReply rep;
+      Result<ObjectEntry*> e =
+          table_.CreateLeased(r.id, r.offset, r.data_size, r.metadata_size, s->id());
+      rep.status = e.ok() ? table_.Seal(r.id, s->id()) : e.status();
+      Reply(s, h, rep);
+      return true;
+    }
     case p::MessageType::kNotification:
       break;
   }

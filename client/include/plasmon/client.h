@@ -173,6 +173,12 @@ class Client {
   // Creates an object of `data_size` bytes with `metadata` stored after it,
   // and returns its writable data. Errors: ObjectExists, OutOfMemory (no room
   // even after evicting unreferenced objects), InvalidArgument.
+  // With the shared index, a small object (up to 16 KiB with its metadata)
+  // is placed in arena space the store leased to this client, with no round
+  // trip: its Seal then creates and seals it in one. Until that Seal the
+  // store does not know it (List and Stats do not show it, another client
+  // may create the same ID, and this Seal then fails with ObjectExists).
+  // A Get that waits for it waits for its Seal either way.
   Result<MutableBuffer> Create(const ObjectID& id, uint64_t data_size,
                                std::string_view metadata = {});
   // Makes an object this client created immutable and visible to all.
