@@ -166,6 +166,9 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
   std::mutex lease_mu_;
   uint64_t lease_next_ = 0, lease_end_ = 0;  // what is left of the lease
   bool leases_refused_ = false;              // a quota, or a store that leases nothing
+ public:
+  bool leased_creates_ = false;  // ConnectOptions::leased_creates
+ private:
   std::unordered_map<ObjectID, Leased, ObjectIDHash> leased_;  // placed, not sealed yet
   // Sends a `type` request about `id` whose reply nobody waits for.
   void SendAbandoned(p::MessageType type, const ObjectID& id) {
@@ -614,7 +617,8 @@ void ClientImpl::Unpin(int pin, uint64_t slot, uint64_t gen) {
 std::optional<Result<MutableBuffer>> ClientImpl::LeasedCreate(const ObjectID& id,
                                                               uint64_t data_size,
                                                               std::string_view metadata) {
-  if (!fast_live_.load(std::memory_order_relaxed) || !InParent()) return std::nullopt;
+  if (!leased_creates_ || !fast_live_.load(std::memory_order_relaxed) || !InParent())
+    return std::nullopt;
   if (data_size > kLeasedMax || metadata.size() > kLeasedMax - data_size) return std::nullopt;
   if (std::optional<shm::Found> f = index_->Lookup(id))
     return Result<MutableBuffer>(Status::ObjectExists("object " + id.Hex() + " already exists"));
@@ -782,6 +786,7 @@ Status Client::Connect(const std::string& socket_path, const ConnectOptions& opt
   if (options.request_timeout_ms < -1 || options.request_timeout_ms == 0)
     return Status::InvalidArgument("request_timeout_ms must be positive, or -1 for none");
   auto impl = std::make_shared<internal::ClientImpl>(options.request_timeout_ms);
+  impl->leased_creates_ = options.leased_creates;
   PLASMON_RETURN_IF_ERROR(impl->Connect(socket_path, options.shared_index));
   impl_ = std::move(impl);
   return Status::OK();

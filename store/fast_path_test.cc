@@ -289,3 +289,58 @@ TEST_F(FastPathTest, AnObjectWhoseProbeWindowIsFullIsServedBySocketAndMissesAreN
 
 }  // namespace
 }  // namespace plasmon
+
+namespace plasmon {
+namespace {
+
+class LeaseTest : public ::testing::Test {
+ protected:
+  static constexpr uint64_t kCapacity = 64 * 1024;
+  LeaseTest() : memory_(kCapacity), table_(memory_.data(), kCapacity, &listener_) {}
+  std::vector<uint8_t> memory_;
+  NoListener listener_;
+  ObjectTable table_;
+};
+
+TEST_F(LeaseTest, ObjectsPlacedInALeaseNeverShareAByteAndTheRestGoesBack) {
+  Result<uint64_t> at = table_.Lease(2, 4096);
+  ASSERT_TRUE(at.ok()) << at.status().ToString();
+  EXPECT_EQ(table_.Stats().used, 4096u);
+  ObjectID a = ObjectID::Random(), b = ObjectID::Random(), c = ObjectID::Random();
+  // Out of order is fine; overlapping, misaligned, outside or too long is not.
+  ASSERT_TRUE(table_.CreateLeased(b, *at + 1024, 100, 0, 2).ok());
+  ASSERT_TRUE(table_.CreateLeased(a, *at, 1000, 24, 2).ok());
+  EXPECT_TRUE(table_.CreateLeased(c, *at + 1024, 10, 0, 2).status().IsInvalidArgument());
+  EXPECT_TRUE(table_.CreateLeased(c, *at + 1000, 10, 0, 2).status().IsInvalidArgument());
+  EXPECT_TRUE(table_.CreateLeased(c, *at + 1056, 1, 0, 2).status().IsInvalidArgument());  // misaligned
+  EXPECT_TRUE(table_.CreateLeased(c, *at + 4096, 10, 0, 2).status().IsInvalidArgument());
+  EXPECT_TRUE(table_.CreateLeased(c, *at + 3072, 2000, 0, 2).status().IsInvalidArgument());
+  EXPECT_TRUE(table_.CreateLeased(c, *at + 3072, UINT64_MAX, 1, 2).status().IsInvalidArgument());
+  EXPECT_TRUE(table_.CreateLeased(c, *at + 3008, 10, 0, 3).status().IsInvalidArgument());  // not its lease
+  EXPECT_TRUE(table_.CreateLeased(a, *at + 3008, 10, 0, 2).status().IsObjectExists());
+  ASSERT_TRUE(table_.Seal(a, 2).ok());
+  ASSERT_TRUE(table_.Seal(b, 2).ok());
+  EXPECT_EQ(table_.Stats().used, 4096u);  // the lease's bytes, now partly objects
+  table_.EndLease(2);
+  EXPECT_EQ(table_.Stats().used, 1024u + 128u);  // a and b only
+  EXPECT_EQ(table_.Delete(a), StatusCode::kOk);
+  EXPECT_EQ(table_.Delete(b), StatusCode::kOk);
+  EXPECT_EQ(table_.Stats().used, 0u);
+  EXPECT_EQ(table_.allocator().free_ranges(), 1u);  // all of it one range again
+}
+
+TEST_F(LeaseTest, ALeaseEvictsForRoomAndAQuotaOrAFullStoreRefusesIt) {
+  ObjectID old_one = ObjectID::Random();
+  ASSERT_TRUE(table_.Create(old_one, 60 * 1024, 0, 1).ok());
+  ASSERT_TRUE(table_.Seal(old_one, 1).ok());
+  ASSERT_TRUE(table_.Lease(2, 16 * 1024).ok());  // evicts
+  EXPECT_EQ(table_.Find(old_one), nullptr);
+  EXPECT_TRUE(table_.Lease(3, 64 * 1024).status().IsOutOfMemory());
+  ASSERT_TRUE(table_.SetQuota(4, 8 * 1024).ok());
+  EXPECT_TRUE(table_.Lease(4, 1024).status().IsInvalidArgument());
+  table_.DropClient(2);  // its lease goes with it
+  EXPECT_EQ(table_.Stats().used, 0u);
+}
+
+}  // namespace
+}  // namespace plasmon

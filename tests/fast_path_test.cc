@@ -182,5 +182,55 @@ TEST(SharedIndexTest, CopiesShareOnePinAndReleaseByIdTakesTheNewest) {
   EXPECT_TRUE(c.Release(id).IsInvalidArgument());
 }
 
+TEST(SharedIndexTest, LeasedCreatesNeedNoRoundTripUntilTheirSeal) {
+  StoreProcess store;
+  ASSERT_TRUE(store.started());
+  Client c, reader;
+  ConnectOptions o{1000};
+  o.leased_creates = true;
+  ASSERT_TRUE(c.Connect(store.socket(), o).ok());
+  ASSERT_TRUE(reader.Connect(store.socket()).ok());
+  const uint64_t used_before = reader.Stats()->used;
+  ObjectID first = ObjectID::Random();
+  ASSERT_TRUE(c.Create(first, 100).ok());  // takes the lease: a round trip
+  ASSERT_TRUE(c.Abort(first).ok());
+  // The store stopped: Creates that succeed now took no round trip.
+  ASSERT_EQ(::kill(store.pid(), SIGSTOP), 0);
+  std::vector<ObjectID> ids;
+  for (int i = 0; i < 20; i++) {
+    ids.push_back(ObjectID::Random());
+    Result<MutableBuffer> b = c.Create(ids.back(), 4096, "meta");
+    ASSERT_TRUE(b.ok()) << b.status().ToString();
+    std::memset(b->data, 'a' + i, b->size);
+  }
+  EXPECT_TRUE(c.Create(ids[0], 10).status().IsObjectExists());  // being created here
+  ASSERT_EQ(::kill(store.pid(), SIGCONT), 0);
+  EXPECT_FALSE(*reader.Contains(ids[0]));  // the store knows nothing of it before its Seal
+  ASSERT_TRUE(c.Abort(ids[19]).ok());
+  ids.pop_back();
+  for (const ObjectID& id : ids) ASSERT_TRUE(c.Seal(id).ok());
+  for (size_t i = 0; i < ids.size(); i++) {
+    auto got = reader.Get({ids[i]}, 0);
+    ASSERT_TRUE(got.ok() && (*got)[0].valid());
+    EXPECT_EQ((*got)[0].view(), std::string(4096, static_cast<char>('a' + i)));
+    EXPECT_EQ((*got)[0].metadata_view(), "meta");
+  }
+  EXPECT_TRUE(c.Create(ids[0], 10).status().IsObjectExists());  // sealed: the index says so
+  // Another client took the ID first: the Seal says so, and nothing leaks.
+  ObjectID raced = ObjectID::Random();
+  ASSERT_TRUE(c.Create(raced, 10).ok());
+  ASSERT_TRUE(reader.CreateAndSeal(raced, "first").ok());
+  EXPECT_TRUE(c.Seal(raced).IsObjectExists());
+  EXPECT_EQ((*reader.Get({raced}, 0))[0].view(), "first");
+  // Gone with the client: the lease's rest and what was never sealed.
+  c.Disconnect();
+  ASSERT_TRUE(reader.Delete(ids).ok());
+  ASSERT_TRUE(reader.Delete({raced}).ok());
+  uint64_t used = 0;
+  for (int i = 0; i < 200 && (used = reader.Stats()->used) != used_before; i++)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_EQ(used, used_before);
+}
+
 }  // namespace
 }  // namespace plasmon

@@ -90,6 +90,16 @@ struct ConnectOptions {
   // shared memory only, with no round trip to the store. false: every call
   // goes through the socket, as with a store started with --no-shared-index.
   bool shared_index = true;
+  // With the shared index: a Create of a small object (up to 16 KiB with its
+  // metadata) is placed by this client in arena space the store leased to
+  // it, with no round trip, and its Seal creates and seals it in one round
+  // trip (create+write+seal: one round trip in all instead of two). The
+  // price: until that Seal the store does not know the object (List and
+  // Stats do not show it, a Get of it from another client waits as for an
+  // absent one, another client may create the same ID, and this Seal then
+  // fails with ObjectExists), and up to 256 KiB of the store stay leased to
+  // this client while it is connected. Off: every Create asks the store.
+  bool leased_creates = false;
 };
 
 // Options of one client connection (Client::SetOptions).
@@ -173,12 +183,8 @@ class Client {
   // Creates an object of `data_size` bytes with `metadata` stored after it,
   // and returns its writable data. Errors: ObjectExists, OutOfMemory (no room
   // even after evicting unreferenced objects), InvalidArgument.
-  // With the shared index, a small object (up to 16 KiB with its metadata)
-  // is placed in arena space the store leased to this client, with no round
-  // trip: its Seal then creates and seals it in one. Until that Seal the
-  // store does not know it (List and Stats do not show it, another client
-  // may create the same ID, and this Seal then fails with ObjectExists).
-  // A Get that waits for it waits for its Seal either way.
+  // With ConnectOptions::leased_creates, a small object is placed without a
+  // round trip and created at its Seal (see there).
   Result<MutableBuffer> Create(const ObjectID& id, uint64_t data_size,
                                std::string_view metadata = {});
   // Makes an object this client created immutable and visible to all.
