@@ -61,19 +61,21 @@ std::optional<Found> IndexReader::Lookup(const ObjectID& id) const {
     const uint64_t w = s.word.load(std::memory_order_acquire);
     if (w == 0) return std::nullopt;  // never used: the probe ends here
     if (WordState(w) == kEmpty) continue;
-    if (s.id[0].load(std::memory_order_relaxed) != want[0] ||
-        s.id[1].load(std::memory_order_relaxed) != want[1] ||
-        s.id[2].load(std::memory_order_relaxed) != want[2])
+    // Acquire loads (plain loads on x86) of fields the store writes with
+    // release stores: one that reads a rewritten field also sees the word
+    // change that came before the rewrite, so the reload below differs.
+    if (s.id[0].load(std::memory_order_acquire) != want[0] ||
+        s.id[1].load(std::memory_order_acquire) != want[1] ||
+        s.id[2].load(std::memory_order_acquire) != want[2])
       continue;
     Found f;
     f.slot = slot;
-    f.offset = s.offset.load(std::memory_order_relaxed);
-    f.data_size = s.data_size.load(std::memory_order_relaxed);
-    f.metadata_size = s.metadata_size.load(std::memory_order_relaxed);
-    // The seqlock's check: the reads above come before the reload, and an
-    // unchanged word means the store rewrote none of them.
-    std::atomic_thread_fence(std::memory_order_acquire);
-    if (s.word.load(std::memory_order_relaxed) != w) return std::nullopt;  // changing: the socket path
+    f.offset = s.offset.load(std::memory_order_acquire);
+    f.data_size = s.data_size.load(std::memory_order_acquire);
+    f.metadata_size = s.metadata_size.load(std::memory_order_acquire);
+    // The seqlock's check: an unchanged word means the store rewrote none
+    // of the fields read above.
+    if (s.word.load(std::memory_order_acquire) != w) return std::nullopt;  // changing: the socket path
     f.word = w;
     return f;
   }
@@ -123,15 +125,15 @@ std::optional<IndexWriter::Place> IndexWriter::Publish(const ObjectID& id, uint6
     const uint64_t w = s.word.load(std::memory_order_relaxed);  // only we write it
     if (WordState(w) != kEmpty) continue;
     const uint64_t gen = w == 0 ? 1 : WordGen(w);
-    // The word changed (freed) before these writes: a reader that sees any
-    // of them also sees a word other than the one it started from.
-    std::atomic_thread_fence(std::memory_order_release);
+    // The word changed (freed) before these writes, and they are release
+    // stores: a reader that sees any of them also sees a word other than
+    // the one it started from. (No standalone fences: TSan cannot check them.)
     uint64_t words[3];
     IdWords(id, words);
-    for (int j = 0; j < 3; j++) s.id[j].store(words[j], std::memory_order_relaxed);
-    s.offset.store(offset, std::memory_order_relaxed);
-    s.data_size.store(data_size, std::memory_order_relaxed);
-    s.metadata_size.store(metadata_size, std::memory_order_relaxed);
+    for (int j = 0; j < 3; j++) s.id[j].store(words[j], std::memory_order_release);
+    s.offset.store(offset, std::memory_order_release);
+    s.data_size.store(data_size, std::memory_order_release);
+    s.metadata_size.store(metadata_size, std::memory_order_release);
     s.word.store(MakeWord(gen, kSealed), std::memory_order_release);
     return Place{slot, gen};
   }

@@ -23,11 +23,13 @@
 //     a client's pin store and its reload of the state word, are seq_cst:
 //     the two halves of a Dekker handshake (either the client's reload sees
 //     GOING, or the store's scan sees the pin);
-//   - the other fields of a slot are relaxed atomics, read between two loads
-//     of the state word as in a seqlock: the store rewrites them only after
-//     the word changed (a release fence before the writes), and the reader's
-//     acquire fence after its reads orders them before its second load, so
-//     equal words mean the fields belong to that word;
+//   - the other fields of a slot are read between two loads of the state
+//     word as in a seqlock: the store rewrites them only after the word
+//     changed, with release stores, and the reader loads them with acquire
+//     loads (both plain moves on x86), so a reader that sees a rewritten
+//     field also sees the changed word at its second load: equal words mean
+//     the fields belong to that word. (Release/acquire on the fields rather
+//     than standalone fences, which TSan cannot check.);
 //   - a publication's word is a release store, its first load by a client an
 //     acquire load: the object's bytes (written before its seal) are then
 //     visible to the client that finds it.
