@@ -13,6 +13,8 @@
 
 #include "core/allocator.h"
 #include "plasmon/client.h"
+#include "tests/child_process.h"
+#include "tests/store_checks.h"
 #include "tests/store_process.h"
 
 namespace plasmon {
@@ -20,83 +22,30 @@ namespace {
 
 using testing::StoreProcess;
 
-// Runs `body` in a child process; returns its pid. The child never returns.
-template <typename F>
-pid_t Spawn(F body) {
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    body();
-    ::_exit(0);
-  }
-  return pid;
-}
-
-void Kill(pid_t pid) {
-  ::kill(pid, SIGKILL);
-  int status;
-  ::waitpid(pid, &status, 0);
-}
-
-// Runs body(checkpoint) in a child and returns its pid once the child has
-// called checkpoint(); -1 (and the child killed) if it failed before that.
-template <typename F>
-pid_t SpawnUntilCheckpoint(F body) {
-  int fds[2];
-  if (::pipe(fds) != 0) return -1;
-  pid_t pid = Spawn([&] {
-    ::close(fds[0]);
-    body([&] {
-      char c = 1;
-      if (::write(fds[1], &c, 1) != 1) ::_exit(3);
-    });
-  });
-  ::close(fds[1]);
-  char c;
-  ssize_t n = ::read(fds[0], &c, 1);
-  ::close(fds[0]);
-  if (n == 1) return pid;
-  Kill(pid);
-  return -1;
-}
-
-[[noreturn]] void HangForever() {
-  for (;;) ::pause();
-}
+using testing::HangForever;
+using testing::Kill;
+using testing::Spawn;
+using testing::SpawnUntilCheckpoint;
 
 class ClientCrashTest : public ::testing::Test {
  protected:
+  explicit ClientCrashTest(std::vector<std::string> store_args = {"-m", "256M"})
+      : store_(std::move(store_args)) {}
+
   void SetUp() override {
     ASSERT_TRUE(store_.started());
     ASSERT_TRUE(observer_.Connect(store_.socket()).ok());
   }
 
-  // Waits until only the observer is connected.
-  void WaitForCleanup() {
-    for (int i = 0; i < 3000; i++) {
-      auto st = observer_.Stats();
-      ASSERT_TRUE(st.ok()) << st.status().ToString();
-      if (st->clients == 1) return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    FAIL() << "the store still counts dead clients after 30 s";
-  }
+  void WaitForCleanup() { testing::WaitForOnlyClient(observer_); }
 
   // Nothing leaked: no unsealed object, no reference, and the used bytes are
-  // exactly those of the sealed objects that remain.
+  // exactly those of the sealed objects that remain; deleting everything
+  // returns every byte.
   void ExpectNoLeak() {
+    testing::ExpectExactAccounts(observer_);
     auto list = observer_.List();
     ASSERT_TRUE(list.ok());
-    uint64_t expect_used = 0;
-    for (const ObjectInfo& o : *list) {
-      EXPECT_EQ(o.state, ObjectState::kSealed) << o.id.Hex() << " left unsealed";
-      EXPECT_EQ(o.ref_count, 0u) << o.id.Hex() << " still referenced";
-      expect_used += Allocator::RoundUp(o.data_size + o.metadata_size);
-    }
-    auto st = observer_.Stats();
-    ASSERT_TRUE(st.ok());
-    EXPECT_EQ(st->used, expect_used);
-    EXPECT_EQ(st->object_count, list->size());
-    // Deleting everything returns every byte.
     std::vector<ObjectID> ids;
     for (const ObjectInfo& o : *list) ids.push_back(o.id);
     for (size_t i = 0; i < ids.size(); i += 1000) {
@@ -106,7 +55,7 @@ class ClientCrashTest : public ::testing::Test {
     EXPECT_EQ(observer_.Stats()->used, 0u);
   }
 
-  StoreProcess store_{{"-m", "256M"}};
+  StoreProcess store_;
   Client observer_;
 };
 
@@ -237,6 +186,7 @@ TEST_F(ClientCrashTest, RandomKillsLeakNothing) {
   ASSERT_TRUE(observer_.CreateAndSeal(id, "alive").ok());
   EXPECT_EQ((*observer_.Get({id}, 0))[0].view(), "alive");
 }
+
 
 }  // namespace
 }  // namespace plasmon
