@@ -317,7 +317,7 @@ TEST_F(FastPathCrashTest, ClientsKilledAtRandomLeakNothingAndHoldNothing) {
   ASSERT_TRUE(n.ok());
   std::mt19937 rng(4242);
   for (uint32_t k = 0; k < kSharedKeys; k++) RecreateShared(observer_, k, rng);
-  const int rounds = testing::kUnderSanitizer ? 30 : 150;
+  const int rounds = testing::kUnderSanitizer ? 20 : 150;
   constexpr int kChildren = 8;
   int kills = 0;
   const std::string sock = store_.socket();
