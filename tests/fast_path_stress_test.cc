@@ -168,7 +168,7 @@ void FillerLoop(const std::string& sock, Counters* n) {
     Status st = c.CreateAndSeal(ObjectID::Random(), bytes);
     if (!st.ok() && st.code() != StatusCode::kOutOfMemory) ::_exit(10);
     if (st.ok()) n->fills++;
-    if (i % 16 == 15 && !c.Evict(8 << 20).ok()) ::_exit(11);
+    if (i % 8 == 7 && !c.Evict(8 << 20).ok()) ::_exit(11);
     std::this_thread::sleep_for(std::chrono::microseconds(500));
   }
   ::_exit(0);
