@@ -6,97 +6,50 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <thread>
 
 #include "core/allocator.h"
 #include "plasmon/client.h"
+#include "tests/child_process.h"
+#include "tests/store_checks.h"
 #include "tests/store_process.h"
+#include "tests/versioned_object.h"
 
 namespace plasmon {
 namespace {
 
 using testing::StoreProcess;
 
-// Runs `body` in a child process; returns its pid. The child never returns.
-template <typename F>
-pid_t Spawn(F body) {
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    body();
-    ::_exit(0);
-  }
-  return pid;
-}
-
-void Kill(pid_t pid) {
-  ::kill(pid, SIGKILL);
-  int status;
-  ::waitpid(pid, &status, 0);
-}
-
-// Runs body(checkpoint) in a child and returns its pid once the child has
-// called checkpoint(); -1 (and the child killed) if it failed before that.
-template <typename F>
-pid_t SpawnUntilCheckpoint(F body) {
-  int fds[2];
-  if (::pipe(fds) != 0) return -1;
-  pid_t pid = Spawn([&] {
-    ::close(fds[0]);
-    body([&] {
-      char c = 1;
-      if (::write(fds[1], &c, 1) != 1) ::_exit(3);
-    });
-  });
-  ::close(fds[1]);
-  char c;
-  ssize_t n = ::read(fds[0], &c, 1);
-  ::close(fds[0]);
-  if (n == 1) return pid;
-  Kill(pid);
-  return -1;
-}
-
-[[noreturn]] void HangForever() {
-  for (;;) ::pause();
-}
+using testing::HangForever;
+using testing::Kill;
+using testing::Spawn;
+using testing::SpawnUntilCheckpoint;
 
 class ClientCrashTest : public ::testing::Test {
  protected:
+  explicit ClientCrashTest(std::vector<std::string> store_args = {"-m", "256M"})
+      : store_(std::move(store_args)) {}
+
   void SetUp() override {
     ASSERT_TRUE(store_.started());
     ASSERT_TRUE(observer_.Connect(store_.socket()).ok());
   }
 
-  // Waits until only the observer is connected.
-  void WaitForCleanup() {
-    for (int i = 0; i < 3000; i++) {
-      auto st = observer_.Stats();
-      ASSERT_TRUE(st.ok()) << st.status().ToString();
-      if (st->clients == 1) return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    FAIL() << "the store still counts dead clients after 30 s";
-  }
+  void WaitForCleanup() { testing::WaitForOnlyClient(observer_); }
 
   // Nothing leaked: no unsealed object, no reference, and the used bytes are
-  // exactly those of the sealed objects that remain.
+  // exactly those of the sealed objects that remain; deleting everything
+  // returns every byte.
   void ExpectNoLeak() {
+    testing::ExpectExactAccounts(observer_);
     auto list = observer_.List();
     ASSERT_TRUE(list.ok());
-    uint64_t expect_used = 0;
-    for (const ObjectInfo& o : *list) {
-      EXPECT_EQ(o.state, ObjectState::kSealed) << o.id.Hex() << " left unsealed";
-      EXPECT_EQ(o.ref_count, 0u) << o.id.Hex() << " still referenced";
-      expect_used += Allocator::RoundUp(o.data_size + o.metadata_size);
-    }
-    auto st = observer_.Stats();
-    ASSERT_TRUE(st.ok());
-    EXPECT_EQ(st->used, expect_used);
-    EXPECT_EQ(st->object_count, list->size());
-    // Deleting everything returns every byte.
     std::vector<ObjectID> ids;
     for (const ObjectInfo& o : *list) ids.push_back(o.id);
     for (size_t i = 0; i < ids.size(); i += 1000) {
@@ -106,7 +59,7 @@ class ClientCrashTest : public ::testing::Test {
     EXPECT_EQ(observer_.Stats()->used, 0u);
   }
 
-  StoreProcess store_{{"-m", "256M"}};
+  StoreProcess store_;
   Client observer_;
 };
 
@@ -236,6 +189,173 @@ TEST_F(ClientCrashTest, RandomKillsLeakNothing) {
   ObjectID id = ObjectID::Random();
   ASSERT_TRUE(observer_.CreateAndSeal(id, "alive").ok());
   EXPECT_EQ((*observer_.Get({id}, 0))[0].view(), "alive");
+}
+
+
+// ---- The shared-memory fast path (issue 12) ----
+
+constexpr uint32_t kSharedKeys = 16;
+
+ObjectID SharedKey(uint32_t key) {
+  ObjectID id;
+  std::snprintf(reinterpret_cast<char*>(id.mutable_data()), ObjectID::kSize, "crash-shared-%u", key);
+  return id;
+}
+
+// What the children saw, in memory shared with the test.
+struct FastPathCounters {
+  std::atomic<uint64_t> gets{0};  // valid buffers of shared objects
+  std::atomic<uint64_t> bad{0};   // of those, reads that were not what was sealed
+};
+
+// Creates a new version of shared object `key` (a child that deleted it
+// puts it back; if another got there first, or it is still being deleted,
+// nothing).
+void RecreateShared(Client& c, uint32_t key, std::mt19937& r) {
+  const uint64_t size = testing::kVersionedHeader + r() % (32 << 10);
+  const uint64_t version = r();
+  if (r() % 2) {
+    auto b = c.Create(SharedKey(key), size);
+    if (!b.ok()) return;
+    testing::WriteVersioned(b->data, size, key, version);
+    (void)c.Seal(SharedKey(key));
+  } else {
+    std::string bytes(size, '\0');
+    testing::WriteVersioned(reinterpret_cast<uint8_t*>(bytes.data()), size, key, version);
+    (void)c.CreateAndSeal(SharedKey(key), bytes);
+  }
+}
+
+// A client's random work on the shared objects, through the fast path:
+// gets (some held across iterations), releases, Contains, deletes and
+// re-creations, and objects of its own created and sealed (or left unsealed).
+// Never returns: it is killed.
+template <typename Checkpoint>
+[[noreturn]] void FastPathChaos(const std::string& sock, uint32_t seed, FastPathCounters* n,
+                                Checkpoint checkpoint) {
+  std::mt19937 r(seed);
+  Client c;
+  if (!c.Connect(sock).ok()) ::_exit(2);
+  if (!c.shared_index()) ::_exit(3);
+  checkpoint();
+  std::vector<ObjectBuffer> held;
+  std::vector<uint32_t> held_keys;
+  for (;;) {
+    switch (r() % 8) {
+      case 0:
+      case 1:
+      case 2: {  // get 1-4 shared objects, check them, keep some
+        std::vector<ObjectID> ids;
+        std::vector<uint32_t> keys;
+        for (uint32_t k = 0, count = 1 + r() % 4; k < count; k++) {
+          keys.push_back(r() % kSharedKeys);
+          ids.push_back(SharedKey(keys.back()));
+        }
+        auto got = c.Get(ids, 0);
+        if (!got.ok()) ::_exit(4);
+        for (size_t i = 0; i < ids.size(); i++) {
+          const ObjectBuffer& b = (*got)[i];
+          if (!b.valid()) continue;
+          n->gets++;
+          uint64_t v;
+          if (!testing::CheckVersioned(b.data(), b.size(), keys[i], &v)) n->bad++;
+          if (r() % 2 && held.size() < 32) {
+            held.push_back(b);
+            held_keys.push_back(keys[i]);
+          }
+        }
+        break;
+      }
+      case 3:  // release one held (checked again first), by Release or by its buffer's end
+        if (!held.empty()) {
+          uint64_t v;
+          if (!testing::CheckVersioned(held.back().data(), held.back().size(), held_keys.back(), &v))
+            n->bad++;
+          if (r() % 2) (void)c.Release(held.back().id());
+          held.pop_back();
+          held_keys.pop_back();
+        }
+        break;
+      case 4:
+        if (!c.Contains(SharedKey(r() % kSharedKeys)).ok()) ::_exit(5);
+        break;
+      case 5: {  // an object of its own: create, write, seal (or not)
+        const ObjectID id = ObjectID::Random();
+        const uint64_t size = 1 + r() % (64 << 10);
+        auto b = c.Create(id, size);
+        if (!b.ok()) break;
+        std::memset(b->data, static_cast<int>(r()), size);
+        if (r() % 4 != 0) (void)c.Seal(id);
+        break;
+      }
+      case 6:
+        (void)c.CreateAndSeal(ObjectID::Random(), std::string(r() % 8192, 'a'));
+        break;
+      case 7: {  // delete a shared object (held by others' pins, often) and put it back
+        const uint32_t key = r() % kSharedKeys;
+        if (!c.Delete({SharedKey(key)}).ok()) ::_exit(6);
+        RecreateShared(c, key, r);
+        break;
+      }
+    }
+  }
+}
+
+// A smaller store: it fills, and evicts, within the test.
+class FastPathCrashTest : public ClientCrashTest {
+ protected:
+  FastPathCrashTest() : ClientCrashTest({"-m", "32M"}) {}
+};
+
+// Clients working through the fast path are SIGKILLed at random moments,
+// 1200 times, eight at once: their pins end with them, what they
+// created unsealed is aborted, no byte leaks, nothing stays referenced, and
+// every object can be evicted afterwards.
+
+TEST_F(FastPathCrashTest, ClientsKilledAtRandomLeakNothingAndHoldNothing) {
+  testing::SharedMemory<FastPathCounters> n;
+  ASSERT_TRUE(n.ok());
+  std::mt19937 rng(4242);
+  for (uint32_t k = 0; k < kSharedKeys; k++) RecreateShared(observer_, k, rng);
+  const int rounds = testing::kUnderSanitizer ? 20 : 150;
+  constexpr int kChildren = 8;
+  int kills = 0;
+  const std::string sock = store_.socket();
+  for (int round = 0; round < rounds; round++) {
+    std::vector<uint32_t> seeds;
+    for (int k = 0; k < kChildren; k++) seeds.push_back(static_cast<uint32_t>(rng()));
+    std::vector<pid_t> kids = testing::SpawnManyUntilCheckpoint(kChildren, [&](int i, auto checkpoint) {
+      FastPathChaos(sock, seeds[i], &*n, checkpoint);
+    });
+    if (std::count(kids.begin(), kids.end(), -1) > 0) {
+      for (pid_t pid : kids)
+        if (pid > 0) Kill(pid);
+      FAIL() << "a child failed before its checkpoint";
+    }
+    // Each is killed somewhere in its loop.
+    for (pid_t pid : kids) {
+      std::this_thread::sleep_for(std::chrono::microseconds(rng() % 600));
+      Kill(pid);
+      kills++;
+    }
+  }
+  WaitForCleanup();
+  auto stats = observer_.Stats();
+  ASSERT_TRUE(stats.ok());
+  std::printf("%d kills; %lu gets of shared objects (%lu by the shared index); %lu objects, %lu "
+              "evictions\n",
+              kills, n->gets.load(), stats->shm_gets, stats->object_count, stats->evictions);
+  EXPECT_EQ(n->bad.load(), 0u) << "reads that were not the bytes sealed under their ID";
+  EXPECT_GT(n->gets.load(), 0u);
+  EXPECT_GT(stats->shm_gets, 0u) << "no get went through the shared index";
+  EXPECT_GT(stats->sealed_count, 0u);
+  testing::ExpectExactAccounts(observer_);
+  testing::ExpectAllEvictable(observer_);
+  // And it still serves, by the fast path too.
+  ObjectID id = ObjectID::Random();
+  ASSERT_TRUE(observer_.CreateAndSeal(id, "alive").ok());
+  EXPECT_EQ((*observer_.Get({id}, 0))[0].view(), "alive");
+  EXPECT_EQ(observer_.Stats()->shm_gets, stats->shm_gets + 1);
 }
 
 }  // namespace

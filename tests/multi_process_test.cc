@@ -8,6 +8,7 @@
 
 #include "core/digest.h"
 #include "plasmon/client.h"
+#include "tests/child_process.h"
 #include "tests/store_process.h"
 
 namespace plasmon {
@@ -27,8 +28,7 @@ TEST(MultiProcessTest, WritersAndReadersInSeparateProcessesSeeEachOthersObjects)
   std::vector<pid_t> kids;
   // Readers wait (Get with a timeout) for objects the writers have not made yet.
   for (int r = 0; r < kWriters; r++) {
-    pid_t pid = ::fork();
-    if (pid == 0) {
+    kids.push_back(testing::Spawn([&] {
       Client c;
       if (!c.Connect(store.socket()).ok()) ::_exit(2);
       for (int i = 0; i < kObjects; i++) {
@@ -39,13 +39,10 @@ TEST(MultiProcessTest, WritersAndReadersInSeparateProcessesSeeEachOthersObjects)
         for (uint64_t k = 0; k < b.size(); k++)
           if (b.data()[k] != static_cast<uint8_t>(r + i + k)) ::_exit(5);
       }
-      ::_exit(0);
-    }
-    kids.push_back(pid);
+    }));
   }
   for (int w = 0; w < kWriters; w++) {
-    pid_t pid = ::fork();
-    if (pid == 0) {
+    kids.push_back(testing::Spawn([&] {
       Client c;
       if (!c.Connect(store.socket()).ok()) ::_exit(2);
       for (int i = 0; i < kObjects; i++) {
@@ -54,15 +51,9 @@ TEST(MultiProcessTest, WritersAndReadersInSeparateProcessesSeeEachOthersObjects)
         for (uint64_t k = 0; k < b->size; k++) b->data[k] = static_cast<uint8_t>(w + i + k);
         if (!c.Seal(IdOf(w, i)).ok()) ::_exit(4);
       }
-      ::_exit(0);
-    }
-    kids.push_back(pid);
+    }));
   }
-  for (pid_t pid : kids) {
-    int status;
-    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child status " << status;
-  }
+  for (pid_t pid : kids) EXPECT_EQ(testing::ExitCode(pid), 0) << "child " << pid;
   Client c;
   ASSERT_TRUE(c.Connect(store.socket()).ok());
   auto st = c.Stats();

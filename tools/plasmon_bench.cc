@@ -5,6 +5,7 @@
 //                       [--warmup N] [--clients N] [--json] [--redis-socket PATH]
 //                       [--ops create_seal,create_and_seal,get_release,contains,delete]
 //                       [--fill 40000[,1000000...]] [--connects N] [--first-touch N]
+//                       [--aggregate-ms N]
 //
 // It connects to a store that is already running (it never starts one) and
 // times, for each object size, after a warm-up:
@@ -16,6 +17,21 @@
 //    (get_release)     destruction (which sends the one-way release)
 //   contains           Contains(id) of a present object
 //   delete             Delete({id}) of an object created and sealed just before, untimed
+//
+// each by two paths, one after the other: [socket], a Client connected with
+// ConnectOptions::shared_index = false (every call a round trip), and
+// [shm], a Client on the store's shared index (issue 12, docs/FAST_PATH.md:
+// Get of a sealed object, its release and Contains read and write shared
+// memory only; the other calls are the same round trips). A [shm] phase of
+// get+release or contains fails unless the store counted its operations as
+// answered by the index (Stats' shm_gets, shm_contains). Against a store
+// started with --no-shared-index there are [socket] rows only.
+//
+// and, with --aggregate-ms N (500 by default, 0 for none), the aggregate
+// throughput of get+release of one 4 KiB object shared by the --clients
+// processes, each path: every process gets and releases it as fast as it can
+// for N ms after a common start and counts its operations; ops/s = all their
+// operations / the longest process's time (counted, not derived from a p50).
 //
 // and what a new client pays before its first byte: Connect (--connects N
 // times, default 100; each also as Connect+Stats+close, what `plasmon stats`
@@ -56,7 +72,7 @@
 // and warnings go to stderr). Times in microseconds, sizes in bytes:
 //
 // {
-//   "tool": "plasmon-bench local", "schema": 1,
+//   "tool": "plasmon-bench local", "schema": 2,
 //   "machine": {"hostname": str, "kernel": str, "cpu": str, "cpus": int, "memory_bytes": int},
 //   "config": {"socket": str, "clients": int, "iterations": int, "warmup": int,
 //              "store_capacity": int, "store_objects": int,
@@ -68,7 +84,9 @@
 //     "redis": null                                         // without --redis-socket
 //            | {"socket": str, "version": str, "error": str|null, "results": [ROW, ...]}
 //   },
-//   "results": [ROW, ...],
+//   "results": [ROW, ...],    // each with "path": "socket" | "shm"
+//   "aggregate": [{"op": "get_release", "path": "socket" | "shm", "size": int, "clients": int,
+//                  "ops": int, "seconds": num, "ops_per_s": num}],
 //   "connect": [ROW, ...],    // ops "connect", "connect_stats" (size: the store's capacity),
 //                             // "first_get_read" (samples: new processes)
 //   "fill": [{"objects": int, "ids": "random" | "structured", "runs": int, "seconds": num,
@@ -78,7 +96,8 @@
 //   ("met" judges "value"; ratios to the floor use the floor measured first,
 //    "value_vs_floor_after" the one measured last)
 // }
-// ROW = {"op": str, "size": int, "clients": int, "iterations": int,   // samples, all clients
+// ROW = {"op": str, ["path": str,] "size": int, "clients": int,
+//        "iterations": int,                                           // samples, all clients
 //        "p50_us": num, "p90_us": num, "p99_us": num, "p999_us": num, "max_us": num,
 //        "min_us": num, "mean_us": num, "ops_per_s": num, "gb_per_s": num|null,
 //        "histogram_ns": [[bound, count], ...]}   // every sample: `count` of them below
@@ -175,6 +194,7 @@ struct Config {
   std::vector<uint64_t> fill = {40000};  // --fill: object counts (none: empty)
   uint64_t connects = 100;    // --connects: Connect (and Connect+Stats+close) samples
   uint64_t first_touch = 5;   // --first-touch: new processes that Get and read an object
+  uint64_t aggregate_ms = 500;  // --aggregate-ms: the aggregate get+release run, per path
 };
 
 // The object the new processes of --first-touch read (the issue's 64 MiB).
@@ -194,25 +214,38 @@ b::Counts RedisCountsFor(const Config& cfg, uint64_t size) {
   return {it, wu};
 }
 
+// Which client measures: one on the store's shared index (the fast path of
+// issue 12: Get of sealed objects, their release and Contains with no round
+// trip), or one connected with ConnectOptions::shared_index = false, whose
+// every call is a round trip on the socket.
+const char* PathName(bool shm) { return shm ? "shm" : "socket"; }
+std::string PathLabel(const char* label, bool shm) {
+  return std::string(label) + " [" + PathName(shm) + "]";
+}
+
 struct Phase {
   Op op;
   uint64_t size;
   b::Counts counts;
+  bool shm = false;
 };
 
-std::vector<Phase> MakePhases(const Config& cfg) {
+// Each operation and size through the socket, then (if the store offers
+// it) through the shared index.
+std::vector<Phase> MakePhases(const Config& cfg, bool have_shm) {
   std::vector<Phase> phases;
   for (Op op : cfg.ops) {
     for (uint64_t size : cfg.sizes) {
       if (op == Op::kCreateAndSeal && size > kMaxCreateAndSeal) continue;
-      phases.push_back({op, size, CountsFor(cfg, size)});
+      phases.push_back({op, size, CountsFor(cfg, size), false});
+      if (have_shm) phases.push_back({op, size, CountsFor(cfg, size), true});
     }
   }
   return phases;
 }
 
 std::string PhaseName(const Phase& ph) {
-  return std::string(InfoOf(ph.op).label) + " " + plasmon::FormatSize(ph.size);
+  return PathLabel(InfoOf(ph.op).label, ph.shm) + " " + plasmon::FormatSize(ph.size);
 }
 
 // ---- errors and progress ----
@@ -255,17 +288,20 @@ constexpr char kMsgReady = 'R', kMsgError = 'E', kMsgSamples = 'S', kMsgGo = 'G'
 
 class Runner {
  public:
-  // `src` holds at least the largest size; `salt` tells this client's IDs
-  // apart from other clients' (see NewId).
-  Runner(Client* c, const uint8_t* src, uint8_t salt) : c_(c), src_(src), salt_(salt) {}
+  // `shm` uses the store's shared index, `socket` does not (the same client
+  // if the store offers no index); `src` holds at least the largest size;
+  // `salt` tells this client's IDs apart from other clients' (see NewId).
+  Runner(Client* shm, Client* socket, const uint8_t* src, uint8_t salt)
+      : shm_(shm), socket_(socket), src_(src), salt_(salt) {}
 
   // Untimed set-up before a phase: the object Get and Contains look at.
   void Prepare(const Phase& ph) {
     if (ph.op == Op::kGetRelease || ph.op == Op::kContains) {
       fixed_ = NewId();
       fixed_ids_ = {fixed_};
-      CreateSealed(fixed_, ph.size, /*fill=*/true, PhaseName(ph) + ": preparing its object");
+      CreateSealed(C(ph), fixed_, ph.size, /*fill=*/true, PhaseName(ph) + ": preparing its object");
     }
+    if (ph.shm) fast_before_ = FastCounts(ph);
   }
 
   // The warm-up, then one sample (ns) per timed iteration.
@@ -277,13 +313,28 @@ class Runner {
     return samples;
   }
 
-  // Untimed clean-up after a phase.
+  // Untimed clean-up after a phase. A phase of the shared index checks that
+  // its gets and Contains were answered there (the store's counts rose by at
+  // least its own operations; other clients may add theirs).
   void Finish(const Phase& ph) {
     if (ph.op == Op::kGetRelease || ph.op == Op::kContains)
-      DeleteNow(fixed_, PhaseName(ph) + ": deleting its object");
+      DeleteNow(C(ph), fixed_, PhaseName(ph) + ": deleting its object");
+    if (ph.shm && (ph.op == Op::kGetRelease || ph.op == Op::kContains) &&
+        FastCounts(ph) - fast_before_ < ph.counts.warmup + ph.counts.iterations)
+      Die(PhaseName(ph) + ": the store counts fewer fast-path answers (" +
+          std::to_string(FastCounts(ph) - fast_before_) + ") than the phase's operations");
   }
 
  private:
+  Client* C(const Phase& ph) const { return ph.shm ? shm_ : socket_; }
+
+  // The store's count of the phase's operation answered by the shared index.
+  uint64_t FastCounts(const Phase& ph) {
+    auto st = shm_->Stats();
+    if (!st.ok()) Die(PhaseName(ph) + ": Stats", st.status());
+    return ph.op == Op::kContains ? st->shm_contains : st->shm_gets;
+  }
+
   // ObjectID::Random() draws from a per-thread generator seeded once; a
   // forked client could inherit its parent's state and repeat its IDs. The
   // salt keeps clients' IDs apart even then.
@@ -293,56 +344,57 @@ class Runner {
     return id;
   }
 
-  void CreateSealed(const ObjectID& id, uint64_t size, bool fill, const std::string& ctx) {
-    auto buf = c_->Create(id, size);
+  void CreateSealed(Client* c, const ObjectID& id, uint64_t size, bool fill, const std::string& ctx) {
+    auto buf = c->Create(id, size);
     if (!buf.ok()) Die(ctx + ": Create", buf.status());
     if (fill) std::memcpy(buf->data, src_, size);
-    if (Status st = c_->Seal(id); !st.ok()) Die(ctx + ": Seal", st);
+    if (Status st = c->Seal(id); !st.ok()) Die(ctx + ": Seal", st);
   }
 
-  void DeleteNow(const ObjectID& id, const std::string& ctx) {
-    auto res = c_->Delete({id});
+  void DeleteNow(Client* c, const ObjectID& id, const std::string& ctx) {
+    auto res = c->Delete({id});
     if (!res.ok()) Die(ctx + ": Delete", res.status());
     if (!(*res)[0].ok()) Die(ctx + ": Delete", (*res)[0]);
   }
 
   uint64_t Once(const Phase& ph) {
+    Client* c = C(ph);
     switch (ph.op) {
       case Op::kCreateSeal: {
         ObjectID id = NewId();
         uint64_t t0 = b::NowNs();
-        auto buf = c_->Create(id, ph.size);
+        auto buf = c->Create(id, ph.size);
         if (!buf.ok()) Die(PhaseName(ph) + ": Create", buf.status());
         std::memcpy(buf->data, src_, ph.size);
-        Status st = c_->Seal(id);
+        Status st = c->Seal(id);
         uint64_t t1 = b::NowNs();
         if (!st.ok()) Die(PhaseName(ph) + ": Seal", st);
-        DeleteNow(id, PhaseName(ph));
+        DeleteNow(c, id, PhaseName(ph));
         return t1 - t0;
       }
       case Op::kCreateAndSeal: {
         ObjectID id = NewId();
         std::string_view data(reinterpret_cast<const char*>(src_), ph.size);
         uint64_t t0 = b::NowNs();
-        Status st = c_->CreateAndSeal(id, data);
+        Status st = c->CreateAndSeal(id, data);
         uint64_t t1 = b::NowNs();
         if (!st.ok()) Die(PhaseName(ph) + ": CreateAndSeal", st);
-        DeleteNow(id, PhaseName(ph));
+        DeleteNow(c, id, PhaseName(ph));
         return t1 - t0;
       }
       case Op::kGetRelease: {
         uint64_t t0 = b::NowNs();
         {
-          auto got = c_->Get(fixed_ids_, 0);
+          auto got = c->Get(fixed_ids_, 0);
           if (!got.ok()) Die(PhaseName(ph) + ": Get", got.status());
           if (!(*got)[0].valid()) Die(PhaseName(ph) + ": Get", (*got)[0].status());
-        }  // the buffer goes here: the release is sent
+        }  // the buffer goes here: the release (an unpin, or the one-way message)
         uint64_t t1 = b::NowNs();
         return t1 - t0;
       }
       case Op::kContains: {
         uint64_t t0 = b::NowNs();
-        auto present = c_->Contains(fixed_);
+        auto present = c->Contains(fixed_);
         uint64_t t1 = b::NowNs();
         if (!present.ok()) Die(PhaseName(ph) + ": Contains", present.status());
         if (!*present)
@@ -352,10 +404,10 @@ class Runner {
       }
       case Op::kDelete: {
         ObjectID id = NewId();
-        CreateSealed(id, ph.size, /*fill=*/false, PhaseName(ph) + ": preparing an object");
+        CreateSealed(c, id, ph.size, /*fill=*/false, PhaseName(ph) + ": preparing an object");
         std::vector<ObjectID> ids{id};
         uint64_t t0 = b::NowNs();
-        auto res = c_->Delete(ids);
+        auto res = c->Delete(ids);
         uint64_t t1 = b::NowNs();
         if (!res.ok()) Die(PhaseName(ph) + ": Delete", res.status());
         if (!(*res)[0].ok()) Die(PhaseName(ph) + ": Delete", (*res)[0]);
@@ -365,11 +417,13 @@ class Runner {
     return 0;
   }
 
-  Client* c_;
+  Client* shm_;
+  Client* socket_;
   const uint8_t* src_;
   uint8_t salt_;
   ObjectID fixed_;
   std::vector<ObjectID> fixed_ids_;
+  uint64_t fast_before_ = 0;
 };
 
 using PhaseSamples = std::vector<std::vector<uint64_t>>;  // one vector per phase
@@ -557,9 +611,21 @@ std::vector<uint64_t> MeasureFirstTouch(const Config& cfg, Client* owner, uint64
   return samples;
 }
 
-PhaseSamples RunInProcess(Client* c, const std::vector<Phase>& phases, const uint8_t* src) {
+// A second connection, every call through the socket (the first one's
+// calls go through the shared index where they can).
+std::unique_ptr<Client> ConnectSocketOnly(const Config& cfg, const std::string& who) {
+  auto c = std::make_unique<Client>();
+  plasmon::ConnectOptions o;
+  o.shared_index = false;
+  if (Status st = c->Connect(cfg.socket, o); !st.ok()) Die(who + ConnectError(cfg.socket, st));
+  return c;
+}
+
+PhaseSamples RunInProcess(const Config& cfg, Client* c, const std::vector<Phase>& phases,
+                          const uint8_t* src) {
   PhaseSamples out(phases.size());
-  Runner r(c, src, 0);
+  std::unique_ptr<Client> socket_only = ConnectSocketOnly(cfg, "");
+  Runner r(c, socket_only.get(), src, 0);
   for (size_t i = 0; i < phases.size(); i++) {
     Progress("measuring " + PhaseName(phases[i]) + " (" + std::to_string(i + 1) + "/" +
              std::to_string(phases.size()) + ")");
@@ -580,7 +646,8 @@ PhaseSamples RunInProcess(Client* c, const std::vector<Phase>& phases, const uin
   {
     Client c;
     if (Status st = c.Connect(cfg.socket); !st.ok()) Die(who + ConnectError(cfg.socket, st));
-    Runner r(&c, src, static_cast<uint8_t>(index));
+    std::unique_ptr<Client> socket_only = ConnectSocketOnly(cfg, who);
+    Runner r(&c, socket_only.get(), src, static_cast<uint8_t>(index));
     for (size_t i = 0; i < phases.size(); i++) {
       r.Prepare(phases[i]);
       char go = 0;
@@ -707,11 +774,120 @@ PhaseSamples RunForked(const Config& cfg, const std::vector<Phase>& phases, cons
   return merged;
 }
 
+// ---- aggregate throughput: --clients processes on one shared object ----
+
+constexpr uint64_t kAggregateSize = 4 * kKiB;
+
+struct AggregateRow {
+  bool shm = false;
+  uint64_t size = 0;
+  unsigned clients = 0;
+  uint64_t ops = 0;      // of all clients together
+  double seconds = 0;    // the longest client's run
+  double ops_per_s() const { return seconds > 0 ? static_cast<double>(ops) / seconds : 0; }
+};
+
+// cfg.clients processes, each with its own Client (on the shared index or
+// not), get and release one sealed object they all share, as fast as they
+// can for cfg.aggregate_ms after a common start (a pipe barrier), each
+// counting its operations: the throughput they sustain together, counted,
+// not derived from a latency.
+AggregateRow MeasureAggregate(const Config& cfg, bool shm, const uint8_t* src) {
+  AggregateRow row{shm, kAggregateSize, cfg.clients, 0, 0};
+  const std::string what = "aggregate " + PathLabel("get+release", shm);
+  const ObjectID id = ObjectID::Random();
+  {
+    Client owner;  // gone before the fork: the object stays, sealed
+    if (Status st = owner.Connect(cfg.socket); !st.ok()) Die(ConnectError(cfg.socket, st));
+    auto buf = owner.Create(id, kAggregateSize);
+    if (!buf.ok()) Die(what + ": Create", buf.status());
+    std::memcpy(buf->data, src, kAggregateSize);
+    if (Status st = owner.Seal(id); !st.ok()) Die(what + ": Seal", st);
+  }
+  Progress("measuring " + what + " with " + std::to_string(cfg.clients) + " clients");
+  std::vector<Child> kids;
+  std::vector<int> parent_fds;
+  for (unsigned i = 0; i < cfg.clients; i++) {
+    int ctl[2], data[2];
+    if (::pipe2(ctl, O_CLOEXEC) != 0 || ::pipe2(data, O_CLOEXEC) != 0)
+      StopChildren(&kids, std::string("pipe: ") + std::strerror(errno));
+    std::fflush(nullptr);
+    pid_t pid = ::fork();
+    if (pid < 0) StopChildren(&kids, std::string("fork: ") + std::strerror(errno));
+    if (pid == 0) {
+      for (int fd : parent_fds) ::close(fd);
+      ::close(ctl[1]);
+      ::close(data[0]);
+      g_report_fd = data[1];
+      g_progress = false;
+      Client c;
+      plasmon::ConnectOptions o;
+      o.shared_index = shm;
+      if (Status st = c.Connect(cfg.socket, o); !st.ok()) Die(ConnectError(cfg.socket, st));
+      if (shm && !c.shared_index()) Die(what + ": the store offers no shared index");
+      const std::vector<ObjectID> ids{id};
+      char go = 0;
+      if (!WriteFull(data[1], &kMsgReady, 1) || ReadFull(ctl[0], &go, 1) != 1 || go != kMsgGo)
+        ::_exit(1);
+      uint64_t n = 0;
+      const uint64_t t0 = b::NowNs(), end = t0 + cfg.aggregate_ms * 1'000'000;
+      uint64_t t = t0;
+      while (t < end) {
+        for (int k = 0; k < 64; k++) {
+          auto got = c.Get(ids, 0);
+          if (!got.ok()) Die(what + ": Get", got.status());
+          if (!(*got)[0].valid()) Die(what + ": Get", (*got)[0].status());
+        }
+        n += 64;
+        t = b::NowNs();
+      }
+      const uint64_t result[2] = {n, t - t0};
+      if (!WriteFull(data[1], &kMsgSamples, 1) || !WriteFull(data[1], result, sizeof(result)))
+        ::_exit(1);
+      ::_exit(0);
+    }
+    ::close(ctl[0]);
+    ::close(data[1]);
+    kids.push_back({pid, ctl[1], data[0]});
+    parent_fds.push_back(ctl[1]);
+    parent_fds.push_back(data[0]);
+  }
+  for (size_t i = 0; i < kids.size(); i++)
+    if (ReadTag(&kids, i) != kMsgReady)
+      StopChildren(&kids, "client " + std::to_string(i + 1) + " sent an unexpected message");
+  for (size_t i = 0; i < kids.size(); i++)
+    if (!WriteFull(kids[i].ctl, &kMsgGo, 1))
+      StopChildren(&kids, "client " + std::to_string(i + 1) + " is gone");
+  for (size_t i = 0; i < kids.size(); i++) {
+    uint64_t result[2] = {0, 0};
+    if (ReadTag(&kids, i) != kMsgSamples || ReadFull(kids[i].data, result, sizeof(result)) != 1)
+      StopChildren(&kids, "client " + std::to_string(i + 1) + " sent a malformed count");
+    row.ops += result[0];
+    row.seconds = std::max(row.seconds, static_cast<double>(result[1]) * 1e-9);
+  }
+  for (Child& k : kids) {
+    int ws = 0;
+    while (::waitpid(k.pid, &ws, 0) < 0 && errno == EINTR) {
+    }
+    k.pid = -1;
+    ::close(k.ctl);
+    ::close(k.data);
+    if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0)
+      StopChildren(&kids, what + ": a client ended badly (" + DescribeExit(ws) + ")");
+  }
+  Client c;
+  if (Status st = c.Connect(cfg.socket); !st.ok()) Die(ConnectError(cfg.socket, st));
+  auto deleted = c.Delete({id});
+  if (!deleted.ok()) Die(what + ": Delete", deleted.status());
+  return row;
+}
+
 // ---- reporting ----
 
 struct Row {
   std::string op;     // JSON name
   std::string label;  // table name
+  std::string path;   // "shm" or "socket" (results); empty for references
   uint64_t size = 0;
   unsigned clients = 1;
   b::Summary s;
@@ -721,7 +897,7 @@ struct Row {
 
 Row MakeRow(std::string op, std::string label, uint64_t size, unsigned clients, const b::Summary& s,
             bool copies_data) {
-  Row r{std::move(op), std::move(label), size, clients, s};
+  Row r{std::move(op), std::move(label), "", size, clients, s};
   if (s.p50_us > 0) {
     r.ops_per_s = clients * 1e6 / s.p50_us;
     if (copies_data) r.gb_per_s = clients * static_cast<double>(size) / (s.p50_us * 1e-6) / 1e9;
@@ -730,7 +906,7 @@ Row MakeRow(std::string op, std::string label, uint64_t size, unsigned clients, 
 }
 
 void PrintTableHeader() {
-  std::printf("  %-20s %7s %7s %8s %8s %8s %8s %8s %8s %9s %7s\n", "op", "size", "iters", "p50",
+  std::printf("  %-26s %7s %7s %8s %8s %8s %8s %8s %8s %9s %7s\n", "op", "size", "iters", "p50",
               "p90", "p99", "p99.9", "max", "mean", "ops/s", "GB/s");
 }
 
@@ -741,7 +917,7 @@ void PrintRow(const Row& r) {
     std::snprintf(buf, sizeof(buf), "%.2f", r.gb_per_s);
     gb = buf;
   }
-  std::printf("  %-20s %7s %7llu %8s %8s %8s %8s %8s %8s %9s %7s\n", r.label.c_str(),
+  std::printf("  %-26s %7s %7llu %8s %8s %8s %8s %8s %8s %9s %7s\n", r.label.c_str(),
               plasmon::FormatSize(r.size).c_str(), static_cast<unsigned long long>(r.s.samples),
               b::FormatUs(r.s.p50_us).c_str(), b::FormatUs(r.s.p90_us).c_str(),
               b::FormatUs(r.s.p99_us).c_str(), b::FormatUs(r.s.p999_us).c_str(),
@@ -750,7 +926,9 @@ void PrintRow(const Row& r) {
 }
 
 std::string RowJson(const Row& r) {
-  return "{\"op\": " + b::JsonString(r.op) + ", \"size\": " + std::to_string(r.size) +
+  return "{\"op\": " + b::JsonString(r.op) +
+         (r.path.empty() ? std::string() : ", \"path\": " + b::JsonString(r.path)) +
+         ", \"size\": " + std::to_string(r.size) +
          ", \"clients\": " + std::to_string(r.clients) +
          ", \"iterations\": " + std::to_string(r.s.samples) + ", " + b::JsonSummaryFields(r.s) +
          ", \"ops_per_s\": " + b::JsonNumber(r.ops_per_s) +
@@ -759,9 +937,10 @@ std::string RowJson(const Row& r) {
 
 using b::Target;
 
-const Row* FindRow(const std::vector<Row>& rows, const std::string& op, uint64_t size) {
+const Row* FindRow(const std::vector<Row>& rows, const std::string& op, uint64_t size,
+                   const std::string& path = "socket") {
   for (const Row& r : rows)
-    if (r.op == op && r.size == size) return &r;
+    if (r.op == op && r.size == size && r.path == path) return &r;
   return nullptr;
 }
 
@@ -770,7 +949,8 @@ std::vector<Target> ComputeTargets(const std::vector<Row>& results, const Row& f
                                    const std::vector<b::MemcpyRow>& memcpy_rows,
                                    const b::RedisReference* redis,
                                    const std::vector<FillRow>& fill,
-                                   const std::vector<Row>& connect_rows) {
+                                   const std::vector<Row>& connect_rows,
+                                   const std::vector<AggregateRow>& aggregate) {
   std::vector<Target> t;
   for (const Row& r : connect_rows) {
     Target x;
@@ -802,7 +982,7 @@ std::vector<Target> ComputeTargets(const std::vector<Row>& results, const Row& f
   };
   auto vs_floor = [&](const char* op, const char* label, double bound) {
     Target x;
-    x.name = std::string(label) + " 4 KiB p50 / IPC floor p50";
+    x.name = PathLabel(label, false) + " 4 KiB p50 / IPC floor p50";
     x.value = p50_of(op, 4 * kKiB) / floor_p50;
     x.value_after = p50_of(op, 4 * kKiB) / floor_after.s.p50_us;
     x.cmp = "<=";
@@ -813,7 +993,7 @@ std::vector<Target> ComputeTargets(const std::vector<Row>& results, const Row& f
   t.push_back(vs_floor("get_release", "get+release", 1.2));
   {
     Target x;
-    x.name = "get+release 4 KiB p50 / Redis GET 4 KiB p50";
+    x.name = "get+release [socket] 4 KiB p50 / Redis GET 4 KiB p50";
     x.cmp = "<";
     x.bound = 1.0;
     if (redis != nullptr) {
@@ -831,6 +1011,35 @@ std::vector<Target> ComputeTargets(const std::vector<Row>& results, const Row& f
   t.push_back(vs_floor("create_and_seal", "create_and_seal", 1.2));
   t.push_back(vs_floor("contains", "contains", 1.2));
   t.push_back(vs_floor("delete", "delete", 1.2));
+  // The shared-memory fast path (issue 12).
+  auto shm_vs_floor = [&](const char* op, const char* label, bool p99, double bound) {
+    Target x;
+    x.name = PathLabel(label, true) + " 4 KiB " + (p99 ? "p99" : "p50") + " / IPC floor p50";
+    x.cmp = "<=";
+    x.bound = bound;
+    if (const Row* r = FindRow(results, op, 4 * kKiB, "shm")) {
+      const double v = p99 ? r->s.p99_us : r->s.p50_us;
+      x.value = v / floor_p50;
+      x.value_after = v / floor_after.s.p50_us;
+    } else {
+      x.note = std::string(op) + " [shm] at 4 KiB was not measured";
+    }
+    return x;
+  };
+  t.push_back(shm_vs_floor("get_release", "get+release", false, 0.05));
+  t.push_back(shm_vs_floor("get_release", "get+release", true, 0.2));
+  t.push_back(shm_vs_floor("contains", "contains", false, 0.03));
+  t.push_back(shm_vs_floor("create_seal", "create+write+seal", false, 1.0));
+  {
+    Target x;
+    x.name = "aggregate get+release [shm] 4 KiB, 2+ clients, Mops/s";
+    x.cmp = ">=";
+    x.bound = 2.0;
+    for (const AggregateRow& a : aggregate)
+      if (a.shm && a.clients >= 2) x.value = a.ops_per_s() / 1e6;
+    if (!std::isfinite(x.value)) x.note = "needs --clients 2 or more and the shared index";
+    t.push_back(x);
+  }
   {
     Target x;
     x.name = "create+write+seal 64 MiB GB/s / memcpy 64 MiB GB/s";
@@ -873,7 +1082,7 @@ void PrintTargets(const std::vector<Target>& targets, const Row& floor, const Ro
                 "the ratios below are unreliable; run again on a quieter machine\n",
                 100 * kMaxFloorDrift);
   for (const Target& t : targets) {
-    std::printf("%s", b::TargetLine(t, 52).c_str());
+    std::printf("%s", b::TargetLine(t, 60).c_str());
     if (std::fabs(drift) > kMaxFloorDrift && std::isfinite(t.value_after))
       std::printf("  (%.2f against the floor measured after)", t.value_after);
     if (!t.note.empty()) std::printf("  %s", t.note.c_str());
@@ -906,10 +1115,12 @@ void WriteLocalPlots(const Config& cfg, const std::vector<Row>& results, const R
   for (Op op : cfg.ops) {
     const OpInfo& info = InfoOf(op);
     if (!info.copies_data) continue;
-    b::RateLine l{info.label, {}, false};
-    for (const Row& r : results)
-      if (r.op == info.key) l.points.push_back({r.size, r.gb_per_s});
-    t.lines.push_back(std::move(l));
+    for (bool shm : {false, true}) {
+      b::RateLine l{PathLabel(info.label, shm), {}, false};
+      for (const Row& r : results)
+        if (r.op == info.key && r.path == PathName(shm)) l.points.push_back({r.size, r.gb_per_s});
+      if (!l.points.empty()) t.lines.push_back(std::move(l));
+    }
   }
   b::RateLine m{"memcpy", {}, true};
   for (const b::MemcpyRow& r : memcpy_rows)
@@ -1041,6 +1252,12 @@ int main(int argc, char** argv) {
                    "first-touch cost of a process that has just mapped the arena; 0: none")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  local
+      ->add_option("--aggregate-ms", cfg.aggregate_ms,
+                   "How long the --clients processes get and release one shared 4 KiB object "
+                   "at once, each path, counting their operations (aggregate ops/s); 0: none")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   local->footer(
       "Latencies are nearest-rank percentiles in microseconds after the warm-up. Throughput is "
       "derived from the median: ops/s = clients / p50, GB/s = clients x size / p50 (GB = 1e9 "
@@ -1088,13 +1305,15 @@ int main(int argc, char** argv) {
   g_progress = ::isatty(STDERR_FILENO) == 1;
 
   uint64_t max_size = *std::max_element(cfg.sizes.begin(), cfg.sizes.end());
-  std::vector<Phase> phases = MakePhases(cfg);
 
   // Connect first, so that a missing store fails fast with one clear line.
   auto probe = std::make_unique<Client>();
   if (Status st = probe->Connect(cfg.socket); !st.ok()) Die(ConnectError(cfg.socket, st));
   auto stats = probe->Stats();
   if (!stats.ok()) Die("Stats", stats.status());
+  // A store started with --no-shared-index: socket rows only.
+  const bool have_shm = probe->shared_index();
+  std::vector<Phase> phases = MakePhases(cfg, have_shm);
   if (static_cast<double>(max_size) * cfg.clients > static_cast<double>(stats->capacity))
     Die(std::to_string(cfg.clients) + " client(s) with objects of " + plasmon::FormatSize(max_size) +
         " need more than the store's capacity of " + plasmon::FormatSize(stats->capacity) +
@@ -1130,6 +1349,10 @@ int main(int argc, char** argv) {
     if (cfg.pin_client >= 0)
       std::printf("pinned: clients on CPU %d, ping-pong echo on CPU %d (the store should be too)\n",
                   cfg.pin_client, cfg.pin_peer);
+    std::printf("paths: [socket] every call a round trip (ConnectOptions::shared_index = false)%s\n",
+                have_shm ? "; [shm] the store's shared index (gets, releases and Contains "
+                           "without a round trip)"
+                         : "; the store offers no shared index (--no-shared-index): no [shm] rows");
     std::fflush(stdout);
   }
 
@@ -1182,9 +1405,9 @@ int main(int argc, char** argv) {
         std::printf("  Redis: %s; going on without it\n", redis->error.c_str());
     }
     std::printf("  the bandwidth limit: memcpy into already-faulted memory (median of repetitions)\n");
-    std::printf("  %-20s %7s %7s %8s %7s\n", "op", "size", "reps", "copies", "GB/s");
+    std::printf("  %-26s %7s %7s %8s %7s\n", "op", "size", "reps", "copies", "GB/s");
     for (const b::MemcpyRow& m : memcpy_rows)
-      std::printf("  %-20s %7s %7llu %8llu %7.2f\n", "memcpy", plasmon::FormatSize(m.size).c_str(),
+      std::printf("  %-26s %7s %7llu %8llu %7.2f\n", "memcpy", plasmon::FormatSize(m.size).c_str(),
                   static_cast<unsigned long long>(m.repetitions),
                   static_cast<unsigned long long>(m.copies), m.gb_per_s);
     std::fflush(stdout);
@@ -1221,11 +1444,16 @@ int main(int argc, char** argv) {
   // ---- the store ----
   PhaseSamples samples;
   if (cfg.clients == 1) {
-    samples = RunInProcess(probe.get(), phases, src.get());
+    samples = RunInProcess(cfg, probe.get(), phases, src.get());
     probe.reset();
   } else {
     probe.reset();  // before the fork: the clients connect on their own
     samples = RunForked(cfg, phases, src.get());
+  }
+  std::vector<AggregateRow> aggregate;
+  if (cfg.aggregate_ms > 0) {
+    aggregate.push_back(MeasureAggregate(cfg, false, src.get()));
+    if (have_shm) aggregate.push_back(MeasureAggregate(cfg, true, src.get()));
   }
   std::vector<FillRow> fill = MeasureFill(cfg);
   Progress("measuring the IPC floor again");
@@ -1244,12 +1472,13 @@ int main(int argc, char** argv) {
   std::vector<Row> results;
   for (size_t i = 0; i < phases.size(); i++) {
     const OpInfo& info = InfoOf(phases[i].op);
-    results.push_back(MakeRow(info.key, info.label, phases[i].size, cfg.clients,
-                              b::Summarize(&samples[i]), info.copies_data));
+    results.push_back(MakeRow(info.key, PathLabel(info.label, phases[i].shm), phases[i].size,
+                              cfg.clients, b::Summarize(&samples[i]), info.copies_data));
+    results.back().path = PathName(phases[i].shm);
   }
   std::vector<Target> targets =
       ComputeTargets(results, floor, floor_after, memcpy_rows, redis ? &*redis : nullptr, fill,
-                     connect_rows);
+                     connect_rows, aggregate);
   if (!cfg.plot_dir.empty()) WriteLocalPlots(cfg, results, floor, redis_rows, memcpy_rows);
 
   if (!cfg.json) {
@@ -1264,6 +1493,17 @@ int main(int argc, char** argv) {
     for (Op op : cfg.ops)
       if (op == Op::kCreateAndSeal && max_size > kMaxCreateAndSeal) skipped_cas = true;
     if (skipped_cas) std::printf("  (create_and_seal takes objects up to 1 MiB only)\n");
+    if (!aggregate.empty()) {
+      std::printf("\naggregate: get+release of one shared %s object by %u client process%s at "
+                  "once, counted for %llu ms\n",
+                  plasmon::FormatSize(kAggregateSize).c_str(), cfg.clients,
+                  cfg.clients == 1 ? "" : "es", static_cast<unsigned long long>(cfg.aggregate_ms));
+      std::printf("  %-26s %7s %12s %10s %12s\n", "op", "clients", "ops", "seconds", "ops/s");
+      for (const AggregateRow& a : aggregate)
+        std::printf("  %-26s %7u %12llu %10.3f %12s\n", PathLabel("get+release", a.shm).c_str(),
+                    a.clients, static_cast<unsigned long long>(a.ops), a.seconds,
+                    b::FormatRate(a.ops_per_s()).c_str());
+    }
     if (!fill.empty()) {
       std::printf("\nfill: CreateAndSeal of 1-byte objects kept until the fill ends (mean of %u "
                   "runs each, interleaved)\n",
@@ -1279,7 +1519,7 @@ int main(int argc, char** argv) {
   }
 
   // ---- JSON ----
-  std::string j = "{\n  \"tool\": \"plasmon-bench local\", \"schema\": 1,\n";
+  std::string j = "{\n  \"tool\": \"plasmon-bench local\", \"schema\": 2,\n";
   j += "  \"machine\": {\"hostname\": " + b::JsonString(machine.hostname) +
        ", \"kernel\": " + b::JsonString(machine.kernel) + ", \"cpu\": " + b::JsonString(machine.cpu) +
        ", \"cpus\": " + std::to_string(machine.cpus) +
@@ -1318,6 +1558,14 @@ int main(int argc, char** argv) {
   j += "\n  ],\n  \"connect\": [";
   for (size_t i = 0; i < connect_rows.size(); i++)
     j += std::string(i > 0 ? "," : "") + "\n    " + RowJson(connect_rows[i]);
+  j += "\n  ],\n  \"aggregate\": [";
+  for (size_t i = 0; i < aggregate.size(); i++)
+    j += std::string(i > 0 ? "," : "") + "\n    {\"op\": \"get_release\", \"path\": " +
+         b::JsonString(PathName(aggregate[i].shm)) + ", \"size\": " +
+         std::to_string(aggregate[i].size) + ", \"clients\": " +
+         std::to_string(aggregate[i].clients) + ", \"ops\": " + std::to_string(aggregate[i].ops) +
+         ", \"seconds\": " + b::JsonNumber(aggregate[i].seconds) +
+         ", \"ops_per_s\": " + b::JsonNumber(aggregate[i].ops_per_s()) + "}";
   j += "\n  ],\n  \"fill\": [";
   for (size_t i = 0; i < fill.size(); i++)
     j += std::string(i > 0 ? "," : "") + "\n    {\"objects\": " + std::to_string(fill[i].objects) +

@@ -10,6 +10,10 @@
 // client stopped, it checks that A is alive, leaked no byte, holds no unsealed
 // or corrupt object, and lost no object it did not announce as deleted or
 // evicted (the controller subscribes to A's notifications from the start).
+// The clients use A's shared index (the fast path of issue 12, on by
+// default): most gets of sealed objects, their releases and Contains never
+// reach A, and are checked byte for byte like every other; the summary
+// counts them (shm_gets), and a run with none fails.
 // Exit status: 0 if every check holds, 1 if one does not, 2 if the world
 // could not be set up.
 //
@@ -302,6 +306,9 @@ class SoakClient {
       Violation("cannot connect to store A: " + st.ToString());
       return 3;
     }
+    // Gets of sealed objects, their releases and Contains go through A's
+    // shared index (issue 12), and are checked like every other.
+    if (!c_.shared_index()) Violation("store A offered no shared index: no fast path");
     while (!g_stop && !broken_) Step();
     for (ObjectBuffer& b : held_) CheckHeld(b);
     held_.clear();
@@ -1206,9 +1213,10 @@ int Controller::Run() {
               a_exit_.kind == Exit::Kind::kRunning ? "no exit" : DescribeExit(a_exit_).c_str());
   std::printf(
       "summary: client_kills=%d b_restarts=%d redis_restarts=%d fetches_ok=%llu "
-      "ops=%llu violations=%zu\n",
+      "ops=%llu shm_gets=%llu shm_contains=%llu violations=%zu\n",
       kills_, b_restarts_, redis_restarts_, static_cast<unsigned long long>(logged_fetched_),
-      static_cast<unsigned long long>(TotalOps()), violations_.size());
+      static_cast<unsigned long long>(TotalOps()), static_cast<unsigned long long>(final_.shm_gets),
+      static_cast<unsigned long long>(final_.shm_contains), violations_.size());
   if (!violations_.empty()) {
     std::printf("violations:\n");
     for (const std::string& v : violations_) std::printf("  - %s\n", v.c_str());
@@ -1409,10 +1417,13 @@ void Controller::Check() {
   if (client_violations.size() > 20)
     Violation(std::to_string(client_violations.size() - 20) + " more client violations");
   if (logged_fetched_ == 0) Violation("no fetch from B ever succeeded");
-  check(unexpected == 0 && client_violations.empty() && logged_fetched_ > 0,
+  if (stats->shm_gets == 0) Violation("no get went through the shared index");
+  check(unexpected == 0 && client_violations.empty() && logged_fetched_ > 0 && stats->shm_gets > 0,
         "6. no unexpected status (" + std::to_string(unexpected) + "), no client violation (" +
             std::to_string(client_violations.size()) + "), fetches worked (" +
-            std::to_string(logged_fetched_) + " objects)");
+            std::to_string(logged_fetched_) + " objects), gets through the shared index (" +
+            std::to_string(stats->shm_gets) + ", and " + std::to_string(stats->shm_contains) +
+            " Contains)");
   std::printf("checks:\n");
   for (auto& [ok, what] : results) std::printf("  [%s] %s\n", ok ? "ok" : "FAIL", what.c_str());
 }
