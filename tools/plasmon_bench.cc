@@ -611,6 +611,14 @@ std::vector<uint64_t> MeasureFirstTouch(const Config& cfg, Client* owner, uint64
   return samples;
 }
 
+// The connection measured as [shm]: the shared index, and small Creates
+// placed in a lease (create+write+seal in one round trip).
+plasmon::ConnectOptions ShmOptions() {
+  plasmon::ConnectOptions o;
+  o.leased_creates = true;
+  return o;
+}
+
 // A second connection, every call through the socket (the first one's
 // calls go through the shared index where they can).
 std::unique_ptr<Client> ConnectSocketOnly(const Config& cfg, const std::string& who) {
@@ -645,7 +653,8 @@ PhaseSamples RunInProcess(const Config& cfg, Client* c, const std::vector<Phase>
   PhaseSamples samples(phases.size());
   {
     Client c;
-    if (Status st = c.Connect(cfg.socket); !st.ok()) Die(who + ConnectError(cfg.socket, st));
+    if (Status st = c.Connect(cfg.socket, ShmOptions()); !st.ok())
+      Die(who + ConnectError(cfg.socket, st));
     std::unique_ptr<Client> socket_only = ConnectSocketOnly(cfg, who);
     Runner r(&c, socket_only.get(), src, static_cast<uint8_t>(index));
     for (size_t i = 0; i < phases.size(); i++) {
@@ -1308,7 +1317,8 @@ int main(int argc, char** argv) {
 
   // Connect first, so that a missing store fails fast with one clear line.
   auto probe = std::make_unique<Client>();
-  if (Status st = probe->Connect(cfg.socket); !st.ok()) Die(ConnectError(cfg.socket, st));
+  if (Status st = probe->Connect(cfg.socket, ShmOptions()); !st.ok())
+    Die(ConnectError(cfg.socket, st));
   auto stats = probe->Stats();
   if (!stats.ok()) Die("Stats", stats.status());
   // A store started with --no-shared-index: socket rows only.
@@ -1351,7 +1361,7 @@ int main(int argc, char** argv) {
                   cfg.pin_client, cfg.pin_peer);
     std::printf("paths: [socket] every call a round trip (ConnectOptions::shared_index = false)%s\n",
                 have_shm ? "; [shm] the store's shared index (gets, releases and Contains "
-                           "without a round trip)"
+                           "without a round trip; small creates leased, sealed in one)"
                          : "; the store offers no shared index (--no-shared-index): no [shm] rows");
     std::fflush(stdout);
   }
