@@ -344,3 +344,23 @@ TEST_F(LeaseTest, ALeaseEvictsForRoomAndAQuotaOrAFullStoreRefusesIt) {
 
 }  // namespace
 }  // namespace plasmon
+
+namespace plasmon {
+namespace {
+
+TEST_F(FastPathTest, ADeletedObjectGoesAtItsLastReleaseWhenAPinSeenEarlierWasClearedSilently) {
+  ShmClient c(fp_.get(), 2);
+  ObjectID id = Put(100, 's');
+  std::optional<ShmClient::Pin> p = c.Get(id);
+  ASSERT_TRUE(p.has_value());
+  table_.SyncPins();                   // a List, say: the pin is seen
+  EXPECT_FALSE(c.Release(*p));         // cleared while sealed: no nudge
+  ObjectEntry* e = table_.Find(id);
+  table_.AddRef(e);                    // a socket reference
+  EXPECT_EQ(table_.Delete(id), StatusCode::kObjectInUse);
+  table_.Release(e);                   // the last reference: nothing holds it now
+  EXPECT_EQ(table_.Find(id), nullptr);
+}
+
+}  // namespace
+}  // namespace plasmon

@@ -244,7 +244,9 @@ void ObjectTable::Release(ObjectEntry* e, uint64_t count) {
   e->ref_count -= count;
   if (e->ref_count > 0) return;
   if (e->delete_pending) {
-    if (!e->pin_held) RemoveUnlessPinned(e);  // held: SyncPins frees it
+    // Scanned again even if a pin held it at the last scan: that pin may
+    // have been cleared while the object was still sealed (no nudge then).
+    RemoveUnlessPinned(e);
   } else if (e->state == ObjectState::kSealed) {
     MakeEvictable(e);
   }
