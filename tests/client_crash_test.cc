@@ -228,14 +228,17 @@ void RecreateShared(Client& c, uint32_t key, std::mt19937& r) {
 
 // A client's random work on the shared objects, through the fast path:
 // gets (some held across iterations), releases, Contains, deletes and
-// re-creations, and objects of its own created and sealed (or left unsealed).
+// re-creations, and objects of its own created and sealed (or left unsealed),
+// half of the clients in leases of arena space (killed holding one).
 // Never returns: it is killed.
 template <typename Checkpoint>
 [[noreturn]] void FastPathChaos(const std::string& sock, uint32_t seed, FastPathCounters* n,
                                 Checkpoint checkpoint) {
   std::mt19937 r(seed);
   Client c;
-  if (!c.Connect(sock).ok()) ::_exit(2);
+  ConnectOptions o;
+  o.leased_creates = seed % 2 == 0;  // half of them place their small creates in a lease
+  if (!c.Connect(sock, o).ok()) ::_exit(2);
   if (!c.shared_index()) ::_exit(3);
   checkpoint();
   std::vector<ObjectBuffer> held;
