@@ -43,9 +43,13 @@ done
 cmake -S "$src/tests/install" -B "$tmp/app" -G Ninja -DCMAKE_PREFIX_PATH="$p" \
   -DHELLO_SOURCE="$src/examples/hello.cc" >/dev/null
 cmake --build "$tmp/app" >/dev/null
-ldd "$tmp/app/hello_shared" | grep -q "$p/$libdir/libplasmon.so.${version%%.*}" \
-  || fail "hello_shared does not load the installed libplasmon: $(ldd "$tmp/app/hello_shared" | grep plasmon)"
-! ldd "$tmp/app/hello_static" | grep -q libplasmon || fail "hello_static loads libplasmon.so"
+# ldd's output whole, then grep: `ldd | grep -q` under pipefail fails when
+# grep stops reading before ldd is done writing (SIGPIPE), as it did under load.
+libs=$(ldd "$tmp/app/hello_shared")
+grep -q "$p/$libdir/libplasmon.so.${version%%.*}" <<<"$libs" \
+  || fail "hello_shared does not load the installed libplasmon: $(grep plasmon <<<"$libs")"
+libs=$(ldd "$tmp/app/hello_static")
+! grep -q libplasmon <<<"$libs" || fail "hello_static loads libplasmon.so"
 
 # pkg-config.
 flags=$(PKG_CONFIG_PATH="$p/$libdir/pkgconfig" pkg-config --cflags --libs plasmon)
@@ -58,7 +62,8 @@ for app in "$tmp/app/hello_shared" "$tmp/app/hello_static" "$tmp/hello_pc"; do
   out=$("$app" "$sock") || fail "$(basename "$app") failed: $out"
   echo "$out" | grep -q '"hello, plasmon"' || fail "$(basename "$app") printed: $out"
 done
-"$p/bin/plasmon" -s "$sock" stats | grep -q "objects" || fail "installed plasmon stats"
+stats=$("$p/bin/plasmon" -s "$sock" stats)
+grep -q "objects" <<<"$stats" || fail "installed plasmon stats"
 # The installed benchmark starts its cluster with the installed launcher and
 # stores (not a build tree's), in namespaces of its own (root, as CI is).
 if [ "$(id -u)" = 0 ]; then
