@@ -86,8 +86,15 @@ void Request(MessageType type, std::string_view body, bool prefix) {
       if (r) FUZZ_CHECK(r->max >= 1 && r->max <= kMaxListPage);
       return;
     }
-    case MessageType::kEvict: Check<EvictRequest>(body, prefix, true); return;
+    case MessageType::kEvict:
+    case MessageType::kLease: Check<EvictRequest>(body, prefix, true); return;  // one u64 each
+    case MessageType::kSealLeased: {
+      auto r = Check<SealLeasedRequest>(body, prefix, true);
+      if (r) FUZZ_CHECK(r->metadata_size <= kMaxMetadata);
+      return;
+    }
     case MessageType::kStats:
+    case MessageType::kUnpinned:
     case MessageType::kSubscribe:  // the store wants an empty body
     case MessageType::kNotification: return;
   }
@@ -98,8 +105,10 @@ void Request(MessageType type, std::string_view body, bool prefix) {
 void Reply(MessageType type, std::string_view body, bool prefix) {
   switch (type) {
     case MessageType::kConnect: Check<ConnectReply>(body, prefix, false); return;
-    case MessageType::kCreate: Check<CreateReply>(body, prefix, false); return;
+    case MessageType::kCreate:
+    case MessageType::kLease: Check<CreateReply>(body, prefix, false); return;
     case MessageType::kSeal:
+    case MessageType::kSealLeased:
     case MessageType::kAbort:
     case MessageType::kCreateAndSeal:
     case MessageType::kSetOptions:
@@ -151,6 +160,7 @@ void Reply(MessageType type, std::string_view body, bool prefix) {
       return;
     }
     case MessageType::kRelease:
+    case MessageType::kUnpinned:
     case MessageType::kNotification: return;
   }
 }

@@ -62,6 +62,9 @@ void ProtocolSeeds() {
   requests += Frame(T::kRefresh, 13, p::DeleteRequest{{a}});
   requests += Frame(T::kDigest, 14, p::IdRequest{a});
   requests += Frame(T::kSetOptions, 15, p::SetOptionsRequest{1 << 20});
+  requests += Frame(T::kLease, 16, p::EvictRequest{256 << 10});
+  requests += Frame(T::kSealLeased, 17, p::SealLeasedRequest{a, 4096, 100, 4});
+  requests += Frame(T::kUnpinned, 0, p::EmptyRequest{});
   requests += Frame(T::kCreateAndSealBatch, 16,
                     p::CreateAndSealBatchRequest{{{a, "one", ""}, {b, "two", "meta"}}});
   Write(kTarget, "requests", requests);
