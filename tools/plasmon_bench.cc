@@ -113,6 +113,7 @@
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <functional>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
@@ -719,10 +720,12 @@ char ReadTag(std::vector<Child>* kids, size_t i) {
   return tag;
 }
 
-PhaseSamples RunForked(const Config& cfg, const std::vector<Phase>& phases, const uint8_t* src) {
+// Forks `n` client processes, each with a control pipe (parent -> child)
+// and a data pipe (child -> parent); child(i, ctl_fd, data_fd) never returns.
+std::vector<Child> ForkClients(unsigned n, const std::function<void(unsigned, int, int)>& child) {
   std::vector<Child> kids;
   std::vector<int> parent_fds;  // closed in every later child
-  for (unsigned i = 0; i < cfg.clients; i++) {
+  for (unsigned i = 0; i < n; i++) {
     int ctl[2], data[2];
     if (::pipe2(ctl, O_CLOEXEC) != 0 || ::pipe2(data, O_CLOEXEC) != 0)
       StopChildren(&kids, std::string("pipe: ") + std::strerror(errno));
@@ -733,7 +736,8 @@ PhaseSamples RunForked(const Config& cfg, const std::vector<Phase>& phases, cons
       for (int fd : parent_fds) ::close(fd);
       ::close(ctl[1]);
       ::close(data[0]);
-      ChildMain(cfg, i, phases, src, ctl[0], data[1]);
+      child(i, ctl[0], data[1]);
+      ::_exit(0);
     }
     ::close(ctl[0]);
     ::close(data[1]);
@@ -741,20 +745,44 @@ PhaseSamples RunForked(const Config& cfg, const std::vector<Phase>& phases, cons
     parent_fds.push_back(ctl[1]);
     parent_fds.push_back(data[0]);
   }
+  return kids;
+}
 
-  for (size_t p = 0; p < phases.size(); p++) {
-    for (size_t i = 0; i < kids.size(); i++) {
-      char tag = ReadTag(&kids, i);
-      if (tag != kMsgReady)
-        StopChildren(&kids, "client " + std::to_string(i + 1) + " sent an unexpected message");
+// Waits until every client says it is ready, then lets them all go at once.
+void StartTogether(std::vector<Child>* kids, const std::string& progress) {
+  for (size_t i = 0; i < kids->size(); i++)
+    if (ReadTag(kids, i) != kMsgReady)
+      StopChildren(kids, "client " + std::to_string(i + 1) + " sent an unexpected message");
+  if (!progress.empty()) Progress(progress);
+  for (size_t i = 0; i < kids->size(); i++)
+    if (!WriteFull((*kids)[i].ctl, &kMsgGo, 1))
+      StopChildren(kids, "client " + std::to_string(i + 1) + " is gone");
+}
+
+// Reaps the clients; any that did not exit 0 stops the benchmark.
+void ReapClients(std::vector<Child>* kids, const std::string& what) {
+  for (size_t i = 0; i < kids->size(); i++) {
+    Child& k = (*kids)[i];
+    int ws = 0;
+    while (::waitpid(k.pid, &ws, 0) < 0 && errno == EINTR) {
     }
-    Progress("measuring " + PhaseName(phases[p]) + " with " + std::to_string(cfg.clients) +
-             " clients (" + std::to_string(p + 1) + "/" + std::to_string(phases.size()) + ")");
-    for (size_t i = 0; i < kids.size(); i++) {
-      if (!WriteFull(kids[i].ctl, &kMsgGo, 1))
-        StopChildren(&kids, "client " + std::to_string(i + 1) + " is gone");
-    }
+    k.pid = -1;
+    ::close(k.ctl);
+    ::close(k.data);
+    if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0)
+      StopChildren(kids, what + "client " + std::to_string(i + 1) + " ended badly (" +
+                             DescribeExit(ws) + ")");
   }
+}
+
+PhaseSamples RunForked(const Config& cfg, const std::vector<Phase>& phases, const uint8_t* src) {
+  std::vector<Child> kids = ForkClients(cfg.clients, [&](unsigned i, int ctl, int data) {
+    ChildMain(cfg, i, phases, src, ctl, data);
+  });
+  for (size_t p = 0; p < phases.size(); p++)
+    StartTogether(&kids, "measuring " + PhaseName(phases[p]) + " with " +
+                             std::to_string(cfg.clients) + " clients (" + std::to_string(p + 1) +
+                             "/" + std::to_string(phases.size()) + ")");
 
   PhaseSamples merged(phases.size());
   for (size_t i = 0; i < kids.size(); i++) {
@@ -770,16 +798,7 @@ PhaseSamples RunForked(const Config& cfg, const std::vector<Phase>& phases, cons
         StopChildren(&kids, "client " + std::to_string(i + 1) + " sent malformed samples");
     }
   }
-  for (size_t i = 0; i < kids.size(); i++) {
-    int ws = 0;
-    while (::waitpid(kids[i].pid, &ws, 0) < 0 && errno == EINTR) {
-    }
-    kids[i].pid = -1;
-    ::close(kids[i].ctl);
-    ::close(kids[i].data);
-    if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0)
-      StopChildren(&kids, "client " + std::to_string(i + 1) + " ended badly (" + DescribeExit(ws) + ")");
-  }
+  ReapClients(&kids, "");
   return merged;
 }
 
@@ -813,60 +832,35 @@ AggregateRow MeasureAggregate(const Config& cfg, bool shm, const uint8_t* src) {
     std::memcpy(buf->data, src, kAggregateSize);
     if (Status st = owner.Seal(id); !st.ok()) Die(what + ": Seal", st);
   }
-  Progress("measuring " + what + " with " + std::to_string(cfg.clients) + " clients");
-  std::vector<Child> kids;
-  std::vector<int> parent_fds;
-  for (unsigned i = 0; i < cfg.clients; i++) {
-    int ctl[2], data[2];
-    if (::pipe2(ctl, O_CLOEXEC) != 0 || ::pipe2(data, O_CLOEXEC) != 0)
-      StopChildren(&kids, std::string("pipe: ") + std::strerror(errno));
-    std::fflush(nullptr);
-    pid_t pid = ::fork();
-    if (pid < 0) StopChildren(&kids, std::string("fork: ") + std::strerror(errno));
-    if (pid == 0) {
-      for (int fd : parent_fds) ::close(fd);
-      ::close(ctl[1]);
-      ::close(data[0]);
-      g_report_fd = data[1];
-      g_progress = false;
-      Client c;
-      plasmon::ConnectOptions o;
-      o.shared_index = shm;
-      if (Status st = c.Connect(cfg.socket, o); !st.ok()) Die(ConnectError(cfg.socket, st));
-      if (shm && !c.shared_index()) Die(what + ": the store offers no shared index");
-      const std::vector<ObjectID> ids{id};
-      char go = 0;
-      if (!WriteFull(data[1], &kMsgReady, 1) || ReadFull(ctl[0], &go, 1) != 1 || go != kMsgGo)
-        ::_exit(1);
-      uint64_t n = 0;
-      const uint64_t t0 = b::NowNs(), end = t0 + cfg.aggregate_ms * 1'000'000;
-      uint64_t t = t0;
-      while (t < end) {
-        for (int k = 0; k < 64; k++) {
-          auto got = c.Get(ids, 0);
-          if (!got.ok()) Die(what + ": Get", got.status());
-          if (!(*got)[0].valid()) Die(what + ": Get", (*got)[0].status());
-        }
-        n += 64;
-        t = b::NowNs();
+  std::vector<Child> kids = ForkClients(cfg.clients, [&](unsigned, int ctl_fd, int data_fd) {
+    g_report_fd = data_fd;
+    g_progress = false;
+    Client c;
+    plasmon::ConnectOptions o;
+    o.shared_index = shm;
+    if (Status st = c.Connect(cfg.socket, o); !st.ok()) Die(ConnectError(cfg.socket, st));
+    if (shm && !c.shared_index()) Die(what + ": the store offers no shared index");
+    const std::vector<ObjectID> ids{id};
+    char go = 0;
+    if (!WriteFull(data_fd, &kMsgReady, 1) || ReadFull(ctl_fd, &go, 1) != 1 || go != kMsgGo)
+      ::_exit(1);
+    uint64_t n = 0;
+    const uint64_t t0 = b::NowNs(), end = t0 + cfg.aggregate_ms * 1'000'000;
+    uint64_t t = t0;
+    while (t < end) {
+      for (int k = 0; k < 64; k++) {
+        auto got = c.Get(ids, 0);
+        if (!got.ok()) Die(what + ": Get", got.status());
+        if (!(*got)[0].valid()) Die(what + ": Get", (*got)[0].status());
       }
-      const uint64_t result[2] = {n, t - t0};
-      if (!WriteFull(data[1], &kMsgSamples, 1) || !WriteFull(data[1], result, sizeof(result)))
-        ::_exit(1);
-      ::_exit(0);
+      n += 64;
+      t = b::NowNs();
     }
-    ::close(ctl[0]);
-    ::close(data[1]);
-    kids.push_back({pid, ctl[1], data[0]});
-    parent_fds.push_back(ctl[1]);
-    parent_fds.push_back(data[0]);
-  }
-  for (size_t i = 0; i < kids.size(); i++)
-    if (ReadTag(&kids, i) != kMsgReady)
-      StopChildren(&kids, "client " + std::to_string(i + 1) + " sent an unexpected message");
-  for (size_t i = 0; i < kids.size(); i++)
-    if (!WriteFull(kids[i].ctl, &kMsgGo, 1))
-      StopChildren(&kids, "client " + std::to_string(i + 1) + " is gone");
+    const uint64_t result[2] = {n, t - t0};
+    if (!WriteFull(data_fd, &kMsgSamples, 1) || !WriteFull(data_fd, result, sizeof(result)))
+      ::_exit(1);
+  });
+  StartTogether(&kids, "measuring " + what + " with " + std::to_string(cfg.clients) + " clients");
   for (size_t i = 0; i < kids.size(); i++) {
     uint64_t result[2] = {0, 0};
     if (ReadTag(&kids, i) != kMsgSamples || ReadFull(kids[i].data, result, sizeof(result)) != 1)
@@ -874,16 +868,7 @@ AggregateRow MeasureAggregate(const Config& cfg, bool shm, const uint8_t* src) {
     row.ops += result[0];
     row.seconds = std::max(row.seconds, static_cast<double>(result[1]) * 1e-9);
   }
-  for (Child& k : kids) {
-    int ws = 0;
-    while (::waitpid(k.pid, &ws, 0) < 0 && errno == EINTR) {
-    }
-    k.pid = -1;
-    ::close(k.ctl);
-    ::close(k.data);
-    if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0)
-      StopChildren(&kids, what + ": a client ended badly (" + DescribeExit(ws) + ")");
-  }
+  ReapClients(&kids, what + ": ");
   Client c;
   if (Status st = c.Connect(cfg.socket); !st.ok()) Die(ConnectError(cfg.socket, st));
   auto deleted = c.Delete({id});
