@@ -31,17 +31,19 @@ ObjectTable::ObjectTable(uint8_t* arena_base, uint64_t capacity, TableListener* 
 
 ObjectTable::~ObjectTable() = default;
 
-Result<uint64_t> ObjectTable::Place(uint64_t size, uint32_t creator, const std::string& what) {
+Result<uint64_t> ObjectTable::Place(uint64_t size, uint32_t creator, const ObjectID* id) {
+  // Named only in errors: a Create that fits builds no string.
+  auto what = [id] { return id != nullptr ? "object " + id->Hex() : std::string("a lease"); };
   const uint64_t need = Allocator::RoundUp(size);
   auto quota = quotas_.find(creator);
   Quota* q = quota == quotas_.end() ? nullptr : &quota->second;
   const uint64_t shared = alloc_.capacity() - reserved_;
   if (q != nullptr && need > q->limit)
-    return Status::OutOfMemory(what + " of " + FormatSize(size) +
+    return Status::OutOfMemory(what() + " of " + FormatSize(size) +
                                " is larger than this client's memory quota of " +
                                FormatSize(q->limit));
   if (q == nullptr && need > shared)
-    return Status::OutOfMemory(what + " of " + FormatSize(size) +
+    return Status::OutOfMemory(what() + " of " + FormatSize(size) +
                                " is larger than the " + FormatSize(shared) +
                                " that clients' memory quotas leave to share");
   // What clients pinned through the shared index must not be chosen, and
@@ -53,12 +55,12 @@ Result<uint64_t> ObjectTable::Place(uint64_t size, uint32_t creator, const std::
     case Room::kFits:
       break;
     case Room::kQuotaFull:
-      return Status::OutOfMemory("no room for " + what + " of " + FormatSize(size) +
+      return Status::OutOfMemory("no room for " + what() + " of " + FormatSize(size) +
                                  " in this client's memory quota of " + FormatSize(q->limit) +
                                  ": its referenced or unsealed objects hold too much of it");
     case Room::kNoRange:
       return Status::OutOfMemory(
-          "no room for " + what + " of " + FormatSize(size) + ", even after evicting: " +
+          "no room for " + what() + " of " + FormatSize(size) + ", even after evicting: " +
           FormatSize(alloc_.capacity() - alloc_.used()) + " free (at most " +
           FormatSize(alloc_.largest_free()) +
           " in one piece), the rest held by referenced or unsealed objects" +
@@ -78,16 +80,16 @@ Result<uint64_t> ObjectTable::Place(uint64_t size, uint32_t creator, const std::
   if (q == nullptr || !EvictUntil(&q->lru, allocated, &freed, &count))
     EvictUntil(&lru_, allocated, &freed, &count);
   if (count > 0) {
-    spdlog::debug("evicted {} objects ({}) for {}", count, FormatSize(freed), what);
+    spdlog::debug("evicted {} objects ({}) for {}", count, FormatSize(freed), what());
   }
   if (!offset) {  // PlanRoom said it would fit, unless a victim was pinned meanwhile
     if (pinned_victims_ > 0) {
       pinned_victims_ = 0;
-      return Status::OutOfMemory("no room for " + what + " of " + FormatSize(size) +
+      return Status::OutOfMemory("no room for " + what() + " of " + FormatSize(size) +
                                  ": objects clients hold through the shared index fill the rest");
     }
-    spdlog::error("{}: evicted {} objects and still found no room", what, count);
-    return Status::OutOfMemory("no room for " + what + " of " + FormatSize(size));
+    spdlog::error("{}: evicted {} objects and still found no room", what(), count);
+    return Status::OutOfMemory("no room for " + what() + " of " + FormatSize(size));
   }
   pinned_victims_ = 0;
   return *offset;
@@ -108,7 +110,7 @@ Result<ObjectEntry*> ObjectTable::Create(const ObjectID& id, uint64_t data_size,
                                FormatSize(alloc_.capacity()));
   }
   const uint64_t size = data_size + metadata_size;
-  Result<uint64_t> offset = Place(size, creator, "object " + id.Hex());
+  Result<uint64_t> offset = Place(size, creator, &id);
   if (!offset.ok()) return offset.status();
   auto quota = quotas_.find(creator);
   ObjectEntry& e = objects_[id];
@@ -134,7 +136,7 @@ Result<uint64_t> ObjectTable::Lease(uint32_t client, uint64_t bytes) {
     return Status::InvalidArgument("a client with a memory quota creates its objects through the "
                                    "store (no leases)");
   const uint64_t units = Allocator::RoundUp(bytes);
-  Result<uint64_t> offset = Place(units, client, "a lease");
+  Result<uint64_t> offset = Place(units, client, nullptr);
   if (!offset.ok()) return offset.status();
   leases_[client].unused[*offset] = *offset + units;
   shared_used_ += units;  // the shared part's until carved into objects or returned

@@ -203,8 +203,8 @@ class ObjectTable {
     std::map<uint64_t, uint64_t> unused;  // begin -> end: parts no object took
   };
   // An offset for `size` bytes in the creator's quota or the shared part,
-  // evicting as needed (see Create); `what` names it in errors.
-  Result<uint64_t> Place(uint64_t size, uint32_t creator, const std::string& what);
+  // evicting as needed (see Create); errors name object `id` (null: a lease).
+  Result<uint64_t> Place(uint64_t size, uint32_t creator, const ObjectID* id);
   enum class Room { kFits, kQuotaFull, kNoRange };
   // Whether Create's evictions, in their order (LRU), would make room for
   // `need` allocation units in quota `q` (null: the shared part): exact,
