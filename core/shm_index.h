@@ -207,8 +207,22 @@ constexpr size_t kRingOffset = kHeaderBytes;
 constexpr size_t kPinsOffset = kRingOffset + kRingSlots * sizeof(uint64_t);
 constexpr size_t kPinPageBytes = kPinsOffset + kPinSlots * sizeof(uint64_t);
 
+// Where a pin page's parts are, in one mapping of it (both sides).
+class PinPageMap {
+ protected:
+  explicit PinPageMap(Mapping map) : map_(std::move(map)) {}
+  PinHeader* header() const { return reinterpret_cast<PinHeader*>(map_.base()); }
+  std::atomic<uint64_t>* ring() const {
+    return reinterpret_cast<std::atomic<uint64_t>*>(map_.base() + kRingOffset);
+  }
+  std::atomic<uint64_t>* pins() const {
+    return reinterpret_cast<std::atomic<uint64_t>*>(map_.base() + kPinsOffset);
+  }
+  Mapping map_;
+};
+
 // The store's view of one client's pin page: it made it and reads it.
-class PinPageStore {
+class PinPageStore : private PinPageMap {
  public:
   // A fresh (zeroed) page, sealed against resizing (a client that shrank it
   // would make the store's reads fault).
@@ -241,16 +255,8 @@ class PinPageStore {
   uint64_t contains() const { return header()->contains.load(std::memory_order_relaxed); }
 
  private:
-  PinPageStore(UniqueFd fd, Mapping map) : fd_(std::move(fd)), map_(std::move(map)) {}
-  PinHeader* header() const { return reinterpret_cast<PinHeader*>(map_.base()); }
-  std::atomic<uint64_t>* ring() const {
-    return reinterpret_cast<std::atomic<uint64_t>*>(map_.base() + kRingOffset);
-  }
-  std::atomic<uint64_t>* pins() const {
-    return reinterpret_cast<std::atomic<uint64_t>*>(map_.base() + kPinsOffset);
-  }
+  PinPageStore(UniqueFd fd, Mapping map) : PinPageMap(std::move(map)), fd_(std::move(fd)) {}
   UniqueFd fd_;
-  Mapping map_;
   uint64_t ring_tail_ = 0;
 };
 
@@ -259,7 +265,7 @@ class PinPageStore {
 uint64_t ForkEpoch();
 
 // The client's side of its pin page. Thread-safe.
-class PinPageClient {
+class PinPageClient : private PinPageMap {
  public:
   // Maps the page the store passed (MADV_DONTFORK: a forked child has no
   // mapping of it; see ForkEpoch).
@@ -279,15 +285,7 @@ class PinPageClient {
   void RecordContains() { header()->contains.fetch_add(1, std::memory_order_relaxed); }
 
  private:
-  explicit PinPageClient(Mapping map) : map_(std::move(map)) {}
-  PinHeader* header() const { return reinterpret_cast<PinHeader*>(map_.base()); }
-  std::atomic<uint64_t>* ring() const {
-    return reinterpret_cast<std::atomic<uint64_t>*>(map_.base() + kRingOffset);
-  }
-  std::atomic<uint64_t>* pins() const {
-    return reinterpret_cast<std::atomic<uint64_t>*>(map_.base() + kPinsOffset);
-  }
-  Mapping map_;
+  explicit PinPageClient(Mapping map) : PinPageMap(std::move(map)) {}
   std::mutex mu_;
   std::vector<int> free_;  // slots below used_ that are free
   int used_ = 0;           // slots ever handed out (the high-water mark)
