@@ -1326,7 +1326,9 @@ int main(int argc, char** argv) {
                  plasmon::FormatSize(stats->used).c_str());
 
   // The bytes every create writes, faulted in before any timing.
-  const uint64_t src_size = std::max(max_size, cfg.first_touch > 0 ? kFirstTouchSize : 0);
+  const uint64_t src_size =
+      std::max({max_size, cfg.first_touch > 0 ? kFirstTouchSize : 0,
+                cfg.aggregate_ms > 0 ? kAggregateSize : 0});
   std::unique_ptr<uint8_t[]> src(new uint8_t[src_size]);
   for (uint64_t i = 0; i < src_size; i++) src[i] = static_cast<uint8_t>(i * 131 + 7);
 
