@@ -517,8 +517,16 @@ bool Store::Impl::HandleFrame(Session* s, const p::FrameHeader& h, std::string_v
           fds.push_back(fast_->index_fd());
           page_fd = std::move(*page);
         } else {  // it works without: every request then takes the socket
-          spdlog::warn("client {}: no pin page for the fast path: {}", s->id(),
-                       page.status().ToString());
+          // Usually out of descriptors, as at accept: the spares are let go
+          // while the warning is written (a sink, or a sanitizer's checks,
+          // may need a descriptor), and one warning stands for many clients.
+          spare_fd_.Reset();
+          spare_fd2_.Reset();
+          LimitedLog(client_log_, spdlog::level::warn, "store: clients without a pin page",
+                     "client {}: no pin page for the fast path, it is served by the socket: {}",
+                     s->id(), page.status().ToString());
+          spare_fd_.Reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+          spare_fd2_.Reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
         }
       }
       s->Send(p::MakeFrame(h.type | p::kReplyBit, h.request_id, rep), std::move(fds),
