@@ -320,6 +320,9 @@ int main(int argc, char** argv) {
       (*fetch && !ParseMs("fetch --timeout", fetch_timeout, &fetch_ms, &err)))
     return Fail(err);
   if (connect.request_timeout_ms == 0) return Fail("--timeout must be positive, or -1 for none");
+  // One command, a request or two: mapping the shared index (and the store
+  // making a pin page) would cost more than the round trips it saves.
+  connect.shared_index = false;
   plasmon::Client client;
   if (auto st = client.Connect(socket, connect); !st.ok()) return Fail(st.ToString());
 
