@@ -286,7 +286,7 @@ Status ClientImpl::Connect(const std::string& path, bool shared_index) {
     // Read-only: the store is its only writer, and needs to trust no client.
     Result<Mapping> im = Mapping::Map(fds[1].get(), rep.index_size, /*writable=*/false);
     if (!im.ok()) return im.status();
-    Result<shm::IndexReader> index = shm::IndexReader::Open(std::move(*im));
+    Result<shm::IndexReader> index = shm::IndexReader::Open(std::move(*im), fds[1].get());
     if (!index.ok()) return index.status();
     Result<std::unique_ptr<shm::PinPageClient>> pins = shm::PinPageClient::Open(fds[2].get());
     if (!pins.ok()) return pins.status();

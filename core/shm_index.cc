@@ -35,20 +35,34 @@ static Result<UniqueFd> SealableMemfd(const char* name, uint64_t bytes) {
 
 // ---- IndexReader ----
 
-IndexReader::IndexReader(Mapping map) : map_(std::move(map)) {
+IndexReader::IndexReader(Mapping map, const IndexPrefix& prefix) : map_(std::move(map)) {
   slots_ = reinterpret_cast<const IndexSlot*>(map_.base() + kHeaderBytes);
-  mask_ = header()->slot_count - 1;
-  seed_ = header()->seed;
+  mask_ = prefix.slot_count - 1;
+  seed_ = prefix.seed;
 }
 
-Result<IndexReader> IndexReader::Open(Mapping map) {
+// The first sizeof(T) bytes of the file behind `fd`.
+template <typename T>
+static Status ReadPrefix(int fd, T* out, const char* what) {
+  ssize_t n;
+  do {
+    n = ::pread(fd, out, sizeof(T), 0);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) return Status::FromErrno(std::string("reading the store's ") + what, errno);
+  if (static_cast<size_t>(n) != sizeof(T))
+    return Status::ProtocolError(std::string("the store's ") + what + " is too small");
+  return Status::OK();
+}
+
+Result<IndexReader> IndexReader::Open(Mapping map, int fd) {
   if (map.size() < kHeaderBytes) return Status::ProtocolError("the store's index is too small");
-  const auto* h = reinterpret_cast<const IndexHeader*>(map.base());
-  const uint64_t n = h->slot_count;
-  if (h->magic != kIndexMagic || h->layout != kLayout || n == 0 || (n & (n - 1)) != 0 ||
-      n > kMaxSlots || h->max_probe != kMaxProbe || IndexBytes(n) > map.size())
+  IndexPrefix h;
+  PLASMON_RETURN_IF_ERROR(ReadPrefix(fd, &h, "index"));
+  const uint64_t n = h.slot_count;
+  if (h.magic != kIndexMagic || h.layout != kLayout || n == 0 || (n & (n - 1)) != 0 ||
+      n > kMaxSlots || h.max_probe != kMaxProbe || IndexBytes(n) > map.size())
     return Status::ProtocolError("the store's index has a layout this client does not know");
-  return IndexReader(std::move(map));
+  return IndexReader(std::move(map), h);
 }
 
 std::optional<Found> IndexReader::Lookup(const ObjectID& id) const {
@@ -146,25 +160,29 @@ std::optional<IndexWriter::Place> IndexWriter::Publish(const ObjectID& id, uint6
 Result<PinPageStore> PinPageStore::Create() {
   Result<UniqueFd> fd = SealableMemfd("plasmon-pins", kPinPageBytes);
   if (!fd.ok()) return fd.status();
+  // Written through the file, not the mapping: the store's mapping stays
+  // untouched until it scans the page (a fault less on the Connect path).
+  const PinPrefix h{kPinMagic, kLayout, kPinSlots, kRingSlots, 0};
+  if (::pwrite(fd->get(), &h, sizeof(h), 0) != static_cast<ssize_t>(sizeof(h)))
+    return Status::FromErrno("writing a pin page's header", errno);
   Result<Mapping> map = Mapping::Map(fd->get(), kPinPageBytes, /*writable=*/true);
   if (!map.ok()) return map.status();
-  auto* h = reinterpret_cast<PinHeader*>(map->base());
-  h->magic = kPinMagic;
-  h->layout = kLayout;
-  h->pin_slots = kPinSlots;
-  h->ring_slots = kRingSlots;
   if (::fcntl(fd->get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0)
     return Status::FromErrno("sealing a pin page", errno);
+  // The header faulted in now (the store makes pages ahead of Connects),
+  // not at the first scan, which is on some request's path.
+  (void)reinterpret_cast<const PinHeader*>(map->base())->revoked.load(std::memory_order_relaxed);
   return PinPageStore(std::move(*fd), std::move(*map));
 }
 
 Result<std::unique_ptr<PinPageClient>> PinPageClient::Open(int fd) {
+  PinPrefix h;
+  PLASMON_RETURN_IF_ERROR(ReadPrefix(fd, &h, "pin page"));
+  if (h.magic != kPinMagic || h.layout != kLayout || h.pin_slots != kPinSlots ||
+      h.ring_slots != kRingSlots)
+    return Status::ProtocolError("the store's pin page has a layout this client does not know");
   Result<Mapping> map = Mapping::Map(fd, kPinPageBytes, /*writable=*/true);
   if (!map.ok()) return map.status();
-  const auto* h = reinterpret_cast<const PinHeader*>(map->base());
-  if (h->magic != kPinMagic || h->layout != kLayout || h->pin_slots != kPinSlots ||
-      h->ring_slots != kRingSlots)
-    return Status::ProtocolError("the store's pin page has a layout this client does not know");
   // A child must not write its parent's pins: it gets no mapping of them
   // (MADV_WIPEONFORK takes only private memory). The client stops using the
   // page in a child (see ForkEpoch).

@@ -93,6 +93,21 @@ struct IndexHeader {
   std::atomic<uint64_t> unpublished;
 };
 
+// The header's first, immutable fields as plain data: what a client reads
+// with pread() to check the index before it touches the mapping (a page
+// touched at Connect costs a fault, and a TLB shoot-down at its munmap,
+// even for a client that never uses the fast path).
+struct IndexPrefix {
+  uint64_t magic;
+  uint32_t layout;
+  uint32_t max_probe;
+  uint64_t slot_count;
+  uint64_t seed;
+};
+static_assert(offsetof(IndexHeader, seed) == offsetof(IndexPrefix, seed) &&
+              offsetof(IndexHeader, slot_count) == offsetof(IndexPrefix, slot_count) &&
+              offsetof(IndexHeader, max_probe) == offsetof(IndexPrefix, max_probe));
+
 struct alignas(64) IndexSlot {
   std::atomic<uint64_t> word;
   std::atomic<uint64_t> id[3];  // the 20 bytes of the ID, zero-padded
@@ -118,9 +133,10 @@ struct Found {
 // A client's read-only view of the index.
 class IndexReader {
  public:
-  // Checks the header against the mapping's size. ProtocolError if it is
-  // not an index of this layout.
-  static Result<IndexReader> Open(Mapping map);
+  // Checks the header (read from `fd`, the mapping's descriptor: nothing
+  // of the mapping is touched) against the mapping's size. ProtocolError if
+  // it is not an index of this layout.
+  static Result<IndexReader> Open(Mapping map, int fd);
 
   // The slot holding `id` (sealed or going), consistently read; nullopt if
   // none does (then `unpublished()` says whether that is final).
@@ -130,7 +146,7 @@ class IndexReader {
   bool unpublished() const { return header()->unpublished.load(std::memory_order_acquire) != 0; }
 
  private:
-  explicit IndexReader(Mapping map);
+  IndexReader(Mapping map, const IndexPrefix& prefix);
   const IndexHeader* header() const { return reinterpret_cast<const IndexHeader*>(map_.base()); }
   Mapping map_;
   const IndexSlot* slots_ = nullptr;
@@ -202,6 +218,18 @@ struct PinHeader {
   std::atomic<uint64_t> contains;              // fast-path Contains answers
   alignas(64) std::atomic<uint64_t> ring_head; // gets written to the ring
 };
+
+// PinHeader's immutable fields as plain data (see IndexPrefix): the store
+// writes them with pwrite() and the client reads them with pread().
+struct PinPrefix {
+  uint64_t magic;
+  uint32_t layout;
+  uint32_t pin_slots;
+  uint32_t ring_slots;
+  uint32_t pad;
+};
+static_assert(offsetof(PinHeader, ring_slots) == offsetof(PinPrefix, ring_slots) &&
+              offsetof(PinHeader, pin_slots) == offsetof(PinPrefix, pin_slots));
 
 constexpr size_t kRingOffset = kHeaderBytes;
 constexpr size_t kPinsOffset = kRingOffset + kRingSlots * sizeof(uint64_t);

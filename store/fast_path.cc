@@ -23,12 +23,28 @@ Result<std::unique_ptr<FastPath>> FastPath::Create(uint64_t capacity) {
 }
 
 Result<UniqueFd> FastPath::AddClient(uint32_t sid) {
-  Result<shm::PinPageStore> page = shm::PinPageStore::Create();
-  if (!page.ok()) return page.status();
+  if (pages_.count(sid) != 0) return Status::InvalidArgument("this client has a pin page already");
+  std::optional<shm::PinPageStore> page = std::move(next_page_);
+  next_page_.reset();
+  if (!page) {
+    Result<shm::PinPageStore> made = shm::PinPageStore::Create();
+    if (!made.ok()) return made.status();
+    page.emplace(std::move(*made));
+  }
   UniqueFd fd = page->TakeFd();
-  if (!pages_.emplace(sid, std::move(*page)).second)
-    return Status::InvalidArgument("this client has a pin page already");
+  pages_.emplace(sid, std::move(*page));
   return fd;
+}
+
+void FastPath::Retire(shm::PinPageStore page) {
+  retired_.push_back(std::move(page));
+  if (retired_.size() > kMaxRetired) retired_.pop_front();  // one munmap per close, as without
+}
+
+void FastPath::PrepareNextPage() {
+  if (next_page_) return;
+  Result<shm::PinPageStore> made = shm::PinPageStore::Create();
+  if (made.ok()) next_page_.emplace(std::move(*made));  // else made at the Connect, or refused there
 }
 
 void FastPath::DropClient(uint32_t sid, pid_t pid, bool revoke) {
@@ -38,7 +54,10 @@ void FastPath::DropClient(uint32_t sid, pid_t pid, bool revoke) {
   pages_.erase(it);
   gone_gets_ += page.gets();
   gone_contains_ += page.contains();
-  if (!revoke) return;
+  if (!revoke) {
+    Retire(std::move(page));
+    return;
+  }
   // Revoked (seq_cst) before the scan: a pin published after the scan
   // cannot validate (the client loads `revoked` after its pin).
   page.Revoke();

@@ -32,7 +32,7 @@ class ShmClient {
     pins_ = std::move(*p);
     Result<Mapping> m = Mapping::Map(fp->index_fd(), fp->index_bytes(), /*writable=*/false);
     EXPECT_TRUE(m.ok());
-    Result<shm::IndexReader> r = shm::IndexReader::Open(std::move(*m));
+    Result<shm::IndexReader> r = shm::IndexReader::Open(std::move(*m), fp->index_fd());
     EXPECT_TRUE(r.ok()) << r.status().ToString();
     index_ = std::make_unique<shm::IndexReader>(std::move(*r));
   }
@@ -107,6 +107,30 @@ TEST_F(FastPathTest, ASealedObjectIsFoundWhereTheTablePutIt) {
   ObjectID open = ObjectID::Random();
   ASSERT_TRUE(table_.Create(open, 10, 0, 1).ok());
   EXPECT_FALSE(c.index().Lookup(open).has_value());
+}
+
+TEST_F(FastPathTest, PagesMadeAheadAreEachOneClientsAndAClosedClientsPinsEndAtOnce) {
+  ObjectID id = Put(1000, 'p');
+  fp_->PrepareNextPage();
+  auto a = std::make_unique<ShmClient>(fp_.get(), 2);  // takes the page made ahead
+  fp_->PrepareNextPage();
+  ShmClient b(fp_.get(), 3);
+  std::optional<ShmClient::Pin> pa = a->Get(id);
+  ASSERT_TRUE(pa.has_value());
+  // b's page is not a's: b pinning and unpinning leaves a's pin standing.
+  std::optional<ShmClient::Pin> pb = b.Get(id);
+  ASSERT_TRUE(pb.has_value());
+  b.Release(*pb);
+  EXPECT_EQ(table_.Delete(id), StatusCode::kObjectInUse);
+  // a's connection closes (its page only retired, not unmapped yet): its pin
+  // ends with it, as its references would.
+  fp_->DropClient(2, 0, /*revoke=*/false);
+  EXPECT_TRUE(fp_->has_retired());
+  table_.SyncPins();
+  EXPECT_EQ(table_.Find(id), nullptr);
+  fp_->ReleaseRetired();
+  EXPECT_FALSE(fp_->has_retired());
+  a.reset();  // the client's own mapping goes last, as a slow process's would
 }
 
 TEST_F(FastPathTest, APinHoldsADeletedObjectUntilReleasedAndTheClientIsToldToSaySo) {

@@ -189,6 +189,7 @@ class Store::Impl : public TableListener, public ObjectSource, public SessionOwn
   // or their processes are gone.
   void ArmReap();
   EventLoop::TimerId reap_timer_ = EventLoop::kNoTimer;
+  EventLoop::TimerId retire_timer_ = EventLoop::kNoTimer;  // closed clients' pin pages
   std::unique_ptr<Worker> hasher_;  // digests of large objects, off the loop
   std::unique_ptr<Worker> where_;   // clients' directory lookups (Where), off the loop
   // Wheres queued or running, per session and in all (loop thread).
@@ -531,6 +532,7 @@ bool Store::Impl::HandleFrame(Session* s, const p::FrameHeader& h, std::string_v
       }
       s->Send(p::MakeFrame(h.type | p::kReplyBit, h.request_id, rep), std::move(fds),
               std::move(page_fd));
+      if (s->fast_path) fast_->PrepareNextPage();  // while the client maps its own
       return true;
     }
     case p::MessageType::kCreate: {
@@ -927,6 +929,11 @@ void Store::Impl::CloseSession(uint32_t id, const std::string& reason, bool erro
     fast_->DropClient(s->id(), s->pid(), error || s->shut_by_store());
     table_.SyncPins();
     if (fast_->has_revoked()) ArmReap();
+    if (fast_->has_retired() && retire_timer_ == EventLoop::kNoTimer)
+      retire_timer_ = loop_->AddTimerAfter(20'000, [this] {
+        retire_timer_ = EventLoop::kNoTimer;
+        fast_->ReleaseRetired();
+      });
   }
   if (aborted + released > 0)
     spdlog::info("client {} (pid {}) gone: aborted {} unsealed objects, released {} references",
