@@ -150,8 +150,10 @@ class Client(_plasmon._Client):
     readable after close.
     """
 
-    def __init__(self, socket=None, request_timeout_ms=10000):
-        super().__init__(_socket_path(socket), request_timeout_ms)
+    def __init__(self, socket=None, request_timeout_ms=10000, shared_index=True,
+                 leased_creates=False):
+        super().__init__(_socket_path(socket), request_timeout_ms, shared_index,
+                         leased_creates)
 
     def __enter__(self):
         return self
@@ -167,11 +169,16 @@ class Client(_plasmon._Client):
     get_object = _objects.get_object
 
 
-def connect(socket=None, request_timeout_ms=10000):
+def connect(socket=None, request_timeout_ms=10000, shared_index=True, leased_creates=False):
     """Connects to the store at `socket` (default: $PLASMON_SOCKET, else /tmp/plasmon.sock).
 
     request_timeout_ms: how long a request may go unanswered before Timeout
     (-1: never); the waits of get and fetch come on top. Raises Disconnected
     (or IOError) if no store listens there, Timeout if it does not answer.
+    shared_index: get, release and contains of sealed objects without a round
+    trip where the store offers its shared index (Client.shared_index says
+    whether it did). leased_creates: small objects (up to 16 KiB) are placed
+    in a lease of the store's memory and created and sealed by one round trip
+    at seal; the store does not know them before (docs/FAST_PATH.md).
     """
-    return Client(socket, request_timeout_ms)
+    return Client(socket, request_timeout_ms, shared_index, leased_creates)

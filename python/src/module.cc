@@ -437,15 +437,21 @@ constexpr uint64_t kInlineMax = 1u << 20;
 
 class PyClient {
  public:
-  PyClient(const std::string& socket, int64_t request_timeout_ms) {
+  PyClient(const std::string& socket, int64_t request_timeout_ms, bool shared_index,
+           bool leased_creates) {
     core_->socket = socket;
     ConnectOptions o;
     o.request_timeout_ms = request_timeout_ms;
+    o.shared_index = shared_index;
+    o.leased_creates = leased_creates;
     Check(Unlocked([&] { return core_->client->Connect(socket, o); }));
   }
 
   const std::string& socket() const { return core_->socket; }
   bool connected() const { return !Inherited(core_->generation) && core_->client->connected(); }
+  bool shared_index() const {
+    return !Inherited(core_->generation) && core_->client->shared_index();
+  }
 
   void Close() {
     if (Inherited(core_->generation)) return;
@@ -937,6 +943,8 @@ before must not be written any more.)")
       .def_readonly("fetched_bytes", &StoreStats::fetched_bytes)
       .def_readonly("fetched_verbs", &StoreStats::fetched_verbs)
       .def_readonly("pulls_failed", &StoreStats::pulls_failed)
+      .def_readonly("shm_gets", &StoreStats::shm_gets)
+      .def_readonly("shm_contains", &StoreStats::shm_contains)
       .def("__repr__", [](const StoreStats& s) {
         return "<plasmon.StoreStats " + std::to_string(s.object_count) + " objects, " +
                std::to_string(s.used) + "/" + std::to_string(s.capacity) + " bytes>";
@@ -981,10 +989,14 @@ left (several may arrive in one read).)")
       .def("__exit__", [](PySubscription& s, py::args) { s.Close(); });
 
   py::class_<PyClient>(m, "_Client", "The compiled client; use plasmon.Client.")
-      .def(py::init<const std::string&, int64_t>(), py::arg("socket"),
-           py::arg("request_timeout_ms") = 10000)
+      .def(py::init<const std::string&, int64_t, bool, bool>(), py::arg("socket"),
+           py::arg("request_timeout_ms") = 10000, py::arg("shared_index") = true,
+           py::arg("leased_creates") = false)
       .def_property_readonly("socket", &PyClient::socket, "The store's socket path.")
       .def_property_readonly("connected", &PyClient::connected)
+      .def_property_readonly("shared_index", &PyClient::shared_index,
+                             "Whether gets, releases and contains of sealed objects go "
+                             "through the store's shared index (no round trip).")
       .def("close", &PyClient::Close,
            "Disconnects: the store drops this client's references and aborts its unsealed "
            "objects. Buffers got before stay readable.")

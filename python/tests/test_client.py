@@ -271,3 +271,34 @@ def test_get_arguments(client):
         client.get(oid, "soon")
     with pytest.raises(OverflowError):
         client.get(oid, 1 << 70)
+
+
+def test_the_fast_path_and_its_switches(make_store):
+    s = make_store("-m", "64M")
+    with s.connect() as fast, s.connect(shared_index=False) as slow, \
+            s.connect(leased_creates=True) as leased:
+        assert fast.shared_index and not slow.shared_index and leased.shared_index
+        # A small create placed in the lease: visible to the others at seal.
+        oid = plasmon.ObjectID.random()
+        buf = leased.create(oid, 4096)
+        np.frombuffer(buf, np.uint8)[:] = 7
+        assert not fast.contains(oid)
+        leased.seal(oid)
+        before = slow.stats()
+        for _ in range(10):
+            with fast.get(oid) as got:
+                assert bytes(got) == b"\x07" * 4096
+            assert fast.contains(oid)
+        with slow.get(oid) as got:  # the socket path sees the same bytes
+            assert bytes(got) == b"\x07" * 4096
+        after = slow.stats()
+        assert after.shm_gets - before.shm_gets == 10
+        assert after.shm_contains - before.shm_contains == 10
+    # A store without the index serves the same client by the socket.
+    n = make_store("-m", "64M", "--no-shared-index")
+    with n.connect() as c:
+        assert not c.shared_index
+        oid = c.put(b"x" * 100)
+        with c.get(oid) as got:
+            assert bytes(got) == b"x" * 100
+        assert c.stats().shm_gets == 0
