@@ -23,6 +23,16 @@
 
 namespace plasmon {
 
+// A spin-wait hint to the CPU (a waiting loop that yields the core's
+// resources to its sibling thread and saves power).
+static inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
 namespace p = protocol;
 
 namespace internal {
@@ -163,6 +173,12 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
   struct Leased {
     uint64_t offset, data_size, metadata_size;
   };
+  // Whether the index shows `id` sealed where this client placed it, within
+  // kSealSpinUs of spinning (the store publishes before it answers: about
+  // half a round trip sooner than its reply would wake us).
+  bool SeenSealed(const ObjectID& id, const Leased& placed);
+  static constexpr int64_t kSealSpinUs = 50;
+  static constexpr size_t kMaxUnreadSeals = 64;
   std::mutex lease_mu_;
   uint64_t lease_next_ = 0, lease_end_ = 0;  // what is left of the lease
   bool leases_refused_ = false;              // a quota, or a store that leases nothing
@@ -666,12 +682,45 @@ std::optional<Status> ClientImpl::LeasedSeal(const ObjectID& id) {
     placed = it->second;
     leased_.erase(it);
   }
+  const int64_t deadline_us = DeadlineFor(0);
+  const uint64_t rid = next_id_.fetch_add(1, std::memory_order_relaxed);
+  PLASMON_RETURN_IF_ERROR(Send(p::MakeFrame(
+      static_cast<uint16_t>(p::MessageType::kSealLeased), rid,
+      p::SealLeasedRequest{id, placed.offset, placed.data_size, placed.metadata_size})));
+  bool spin;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    spin = given_up_.size() < kMaxUnreadSeals;
+  }
+  if (spin && SeenSealed(id, placed)) {
+    // The store seals (in its table) and publishes before it answers: the
+    // object is visible to every client now. Its reply, an OK, is dropped
+    // when the next reader comes to it; at most kMaxUnreadSeals wait, so
+    // that the store's replies never pile up in the socket.
+    std::lock_guard<std::mutex> l(mu_);
+    if (replies_.erase(rid) == 0) given_up_.emplace(rid, LateFn());
+    return Status::OK();
+  }
+  std::string body;
+  PLASMON_RETURN_IF_ERROR(
+      WaitReply(rid, p::ReplyType(p::MessageType::kSealLeased), &body, deadline_us, {}));
   p::StatusReply rep;
-  PLASMON_RETURN_IF_ERROR(Call(p::MessageType::kSealLeased,
-                               p::SealLeasedRequest{id, placed.offset, placed.data_size,
-                                                    placed.metadata_size},
-                               &rep));
+  if (!p::ParseBody(body, &rep)) return Fail(Status::ProtocolError("malformed reply from the store"));
   return rep.status;
+}
+
+bool ClientImpl::SeenSealed(const ObjectID& id, const Leased& placed) {
+  const int64_t until = MonoMicros() + kSealSpinUs;
+  do {
+    if (!fast_live_.load(std::memory_order_relaxed)) return false;
+    // Our offset (in our lease: no other object can be there) and sizes.
+    std::optional<shm::Found> f = index_->Lookup(id);
+    if (f && shm::WordState(f->word) == shm::kSealed && f->offset == placed.offset &&
+        f->data_size == placed.data_size && f->metadata_size == placed.metadata_size)
+      return true;
+    for (int i = 0; i < 32; i++) CpuRelax();
+  } while (MonoMicros() < until);
+  return false;  // an error, a slow store or a full probe window: the reply says
 }
 
 std::optional<Status> ClientImpl::LeasedAbort(const ObjectID& id) {

@@ -232,5 +232,56 @@ TEST(SharedIndexTest, LeasedCreatesNeedNoRoundTripUntilTheirSeal) {
   EXPECT_EQ(used, used_before);
 }
 
+TEST(SharedIndexTest, ALeasedSealIsVisibleToEveryClientWhenItReturnsThousandsOfTimes) {
+  // Such a Seal returns once the index shows the object (the store answers
+  // after publishing it) and leaves the store's reply to be read later
+  // (most of them here): each object must be there for a socket client at
+  // once, the replies nobody waited for must not break the connection, and
+  // an error still comes back.
+  StoreProcess store({"-m", "64M", "--max-client-backlog", "64K"});
+  ASSERT_TRUE(store.started());
+  Client c, reader;
+  ConnectOptions o{2000};
+  o.leased_creates = true;
+  ASSERT_TRUE(c.Connect(store.socket(), o).ok());
+  ConnectOptions socket_only{2000};
+  socket_only.shared_index = false;
+  ASSERT_TRUE(reader.Connect(store.socket(), socket_only).ok());
+  const uint64_t used_before = reader.Stats()->used;
+  constexpr int kObjects = 8000;  // 64 B each: 4096 to a lease, so few Lease round trips
+  std::vector<ObjectID> ids;
+  for (int i = 0; i < kObjects; i++) {
+    ids.push_back(ObjectID::Random());
+    Result<MutableBuffer> b = c.Create(ids.back(), 64);
+    ASSERT_TRUE(b.ok()) << i << ": " << b.status().ToString();
+    std::memset(b->data, static_cast<char>(i), 64);
+    ASSERT_TRUE(c.Seal(ids.back()).ok()) << i;
+    if (i % 97 == 0) {  // through the store, right after the Seal returned
+      Result<bool> there = reader.Contains(ids.back());
+      ASSERT_TRUE(there.ok() && *there) << i;
+    }
+  }
+  EXPECT_TRUE(c.connected());
+  Result<StoreStats> st = reader.Stats();
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->sealed_count, static_cast<uint64_t>(kObjects));
+  auto got = reader.Get({ids[kObjects - 1]}, 0);
+  ASSERT_TRUE(got.ok() && (*got)[0].valid());
+  EXPECT_EQ((*got)[0].view(), std::string(64, static_cast<char>(kObjects - 1)));
+  // The error of a Seal still comes back (the index shows another object).
+  ObjectID raced = ObjectID::Random();
+  ASSERT_TRUE(c.Create(raced, 10).ok());
+  ASSERT_TRUE(reader.CreateAndSeal(raced, "first").ok());
+  EXPECT_TRUE(c.Seal(raced).IsObjectExists());
+  got.value().clear();
+  ASSERT_TRUE(reader.Delete(ids).ok());
+  ASSERT_TRUE(reader.Delete({raced}).ok());
+  c.Disconnect();
+  uint64_t used = 0;
+  for (int i = 0; i < 200 && (used = reader.Stats()->used) != used_before; i++)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_EQ(used, used_before);
+}
+
 }  // namespace
 }  // namespace plasmon
