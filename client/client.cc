@@ -182,6 +182,10 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
   std::mutex lease_mu_;
   uint64_t lease_next_ = 0, lease_end_ = 0;  // what is left of the lease
   bool leases_refused_ = false;              // a quota, or a store that leases nothing
+  // Seals of this lease's objects taken out of leased_ and not written to
+  // the socket yet: another thread's new lease would end this one (and let
+  // the store reuse its space) before they reach the store.
+  uint32_t sealing_ = 0;
  public:
   bool leased_creates_ = false;  // ConnectOptions::leased_creates
  private:
@@ -649,7 +653,7 @@ std::optional<Result<MutableBuffer>> ClientImpl::LeasedCreate(const ObjectID& id
     if (lease_next_ + units > lease_end_) {
       // A new lease returns what is left of this one to the store: only
       // once nothing placed in it waits for its seal.
-      if (!leased_.empty()) return std::nullopt;
+      if (!leased_.empty() || sealing_ > 0) return std::nullopt;
       p::CreateReply rep;
       Status st = Call(p::MessageType::kLease, p::EvictRequest{kLeaseBytes}, &rep);
       if (!st.ok()) return Result<MutableBuffer>(st);
@@ -681,12 +685,19 @@ std::optional<Status> ClientImpl::LeasedSeal(const ObjectID& id) {
     if (it == leased_.end()) return std::nullopt;
     placed = it->second;
     leased_.erase(it);
+    sealing_++;  // no new lease (which ends this one) until the SealLeased is written
   }
   const int64_t deadline_us = DeadlineFor(0);
   const uint64_t rid = next_id_.fetch_add(1, std::memory_order_relaxed);
-  PLASMON_RETURN_IF_ERROR(Send(p::MakeFrame(
+  Status sent = Send(p::MakeFrame(
       static_cast<uint16_t>(p::MessageType::kSealLeased), rid,
-      p::SealLeasedRequest{id, placed.offset, placed.data_size, placed.metadata_size})));
+      p::SealLeasedRequest{id, placed.offset, placed.data_size, placed.metadata_size}));
+  {
+    // Written: a Lease sent after it reaches the store after it.
+    std::lock_guard<std::mutex> l(lease_mu_);
+    sealing_--;
+  }
+  PLASMON_RETURN_IF_ERROR(sent);
   bool spin;
   {
     std::lock_guard<std::mutex> l(mu_);

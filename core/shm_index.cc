@@ -163,8 +163,9 @@ Result<PinPageStore> PinPageStore::Create() {
   // Written through the file, not the mapping: the store's mapping stays
   // untouched until it scans the page (a fault less on the Connect path).
   const PinPrefix h{kPinMagic, kLayout, kPinSlots, kRingSlots, 0};
-  if (::pwrite(fd->get(), &h, sizeof(h), 0) != static_cast<ssize_t>(sizeof(h)))
-    return Status::FromErrno("writing a pin page's header", errno);
+  const ssize_t n = ::pwrite(fd->get(), &h, sizeof(h), 0);
+  if (n < 0) return Status::FromErrno("writing a pin page's header", errno);
+  if (static_cast<size_t>(n) != sizeof(h)) return Status::IOError("short write of a pin page's header");
   Result<Mapping> map = Mapping::Map(fd->get(), kPinPageBytes, /*writable=*/true);
   if (!map.ok()) return map.status();
   if (::fcntl(fd->get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0)

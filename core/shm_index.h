@@ -104,7 +104,8 @@ struct IndexPrefix {
   uint64_t slot_count;
   uint64_t seed;
 };
-static_assert(offsetof(IndexHeader, seed) == offsetof(IndexPrefix, seed) &&
+static_assert(sizeof(IndexPrefix) <= offsetof(IndexHeader, unpublished) &&
+              offsetof(IndexHeader, seed) == offsetof(IndexPrefix, seed) &&
               offsetof(IndexHeader, slot_count) == offsetof(IndexPrefix, slot_count) &&
               offsetof(IndexHeader, max_probe) == offsetof(IndexPrefix, max_probe));
 
@@ -228,7 +229,8 @@ struct PinPrefix {
   uint32_t ring_slots;
   uint32_t pad;
 };
-static_assert(offsetof(PinHeader, ring_slots) == offsetof(PinPrefix, ring_slots) &&
+static_assert(sizeof(PinPrefix) <= offsetof(PinHeader, revoked) &&
+              offsetof(PinHeader, ring_slots) == offsetof(PinPrefix, ring_slots) &&
               offsetof(PinHeader, pin_slots) == offsetof(PinPrefix, pin_slots));
 
 constexpr size_t kRingOffset = kHeaderBytes;

@@ -36,11 +36,15 @@ class FastPath : public PinGate {
   // store keeps only the mapping). The page made ahead, if there is one.
   Result<UniqueFd> AddClient(uint32_t sid);
   // The mappings of closed clients' pages are let go later, together
-  // (ReleaseRetired, from a timer of the store): a munmap of a page both
+  // (ReleaseRetired, from a timer of the store, a few at a time): a munmap of a page both
   // sides touched costs a TLB shoot-down (30-130 us on the project's VMs),
   // which would otherwise delay the next client's Connect.
   bool has_retired() const { return !retired_.empty(); }
-  void ReleaseRetired() { retired_.clear(); }
+  // Unmaps the oldest `n` (a few per tick: a burst of closes does not stall
+  // the loop for all of them at once).
+  void ReleaseRetired(size_t n) {
+    while (n-- > 0 && !retired_.empty()) retired_.pop_front();
+  }
   // Makes the next client's page ahead of its Connect, if none is ready:
   // called once a Connect is answered, so that the five system calls of a
   // new page are not on the next client's path. Never given to two clients.

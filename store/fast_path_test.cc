@@ -128,7 +128,7 @@ TEST_F(FastPathTest, PagesMadeAheadAreEachOneClientsAndAClosedClientsPinsEndAtOn
   EXPECT_TRUE(fp_->has_retired());
   table_.SyncPins();
   EXPECT_EQ(table_.Find(id), nullptr);
-  fp_->ReleaseRetired();
+  fp_->ReleaseRetired(16);
   EXPECT_FALSE(fp_->has_retired());
   a.reset();  // the client's own mapping goes last, as a slow process's would
 }

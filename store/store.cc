@@ -188,6 +188,9 @@ class Store::Impl : public TableListener, public ObjectSource, public SessionOwn
   // While revoked pin pages remain: looks every 100 ms whether their pins
   // or their processes are gone.
   void ArmReap();
+  // Unmaps closed clients' pin pages (FastPath::ReleaseRetired) after
+  // `delay_us`, a few at a time.
+  void ArmRetire(int64_t delay_us);
   EventLoop::TimerId reap_timer_ = EventLoop::kNoTimer;
   EventLoop::TimerId retire_timer_ = EventLoop::kNoTimer;  // closed clients' pin pages
   std::unique_ptr<Worker> hasher_;  // digests of large objects, off the loop
@@ -929,15 +932,20 @@ void Store::Impl::CloseSession(uint32_t id, const std::string& reason, bool erro
     fast_->DropClient(s->id(), s->pid(), error || s->shut_by_store());
     table_.SyncPins();
     if (fast_->has_revoked()) ArmReap();
-    if (fast_->has_retired() && retire_timer_ == EventLoop::kNoTimer)
-      retire_timer_ = loop_->AddTimerAfter(20'000, [this] {
-        retire_timer_ = EventLoop::kNoTimer;
-        fast_->ReleaseRetired();
-      });
+    if (fast_->has_retired()) ArmRetire(20'000);
   }
   if (aborted + released > 0)
     spdlog::info("client {} (pid {}) gone: aborted {} unsealed objects, released {} references",
                  s->id(), s->pid(), aborted, released);
+}
+
+void Store::Impl::ArmRetire(int64_t delay_us) {
+  if (retire_timer_ != EventLoop::kNoTimer) return;
+  retire_timer_ = loop_->AddTimerAfter(delay_us, [this] {
+    retire_timer_ = EventLoop::kNoTimer;
+    fast_->ReleaseRetired(16);  // then the next 16 a millisecond later
+    if (fast_->has_retired()) ArmRetire(1'000);
+  });
 }
 
 void Store::Impl::ArmReap() {

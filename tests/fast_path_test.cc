@@ -6,7 +6,10 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstring>
+#include <thread>
+#include <vector>
 
 #include "client/frame_reader.h"
 #include "core/clock.h"
@@ -281,6 +284,55 @@ TEST(SharedIndexTest, ALeasedSealIsVisibleToEveryClientWhenItReturnsThousandsOfT
   for (int i = 0; i < 200 && (used = reader.Stats()->used) != used_before; i++)
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   EXPECT_EQ(used, used_before);
+}
+
+TEST(SharedIndexTest, ThreadsSealingLeasedObjectsWhileOthersRenewTheLeaseLoseNoByte) {
+  // A Seal takes its object out of the lease's book before its message is
+  // written; a thread that renewed the lease in between would end this one,
+  // and the store could hand the same space out again under the Seal.
+  StoreProcess store({"-m", "256M"});
+  ASSERT_TRUE(store.started());
+  Client c;
+  ConnectOptions o{5000};
+  o.leased_creates = true;
+  ASSERT_TRUE(c.Connect(store.socket(), o).ok());
+  constexpr int kThreads = 4, kEach = 1500;
+  constexpr uint64_t kSize = 4096;  // 64 to a lease: it is renewed all the time
+  std::vector<std::vector<ObjectID>> ids(kThreads);
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < kThreads; t++) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; i++) {
+        ObjectID id = ObjectID::Random();
+        Result<MutableBuffer> b = c.Create(id, kSize);
+        if (!b.ok()) {
+          failures++;
+          continue;
+        }
+        std::memset(b->data, 'a' + (t * 7 + i) % 26, kSize);
+        if (!c.Seal(id).ok()) failures++;
+        ids[t].push_back(id);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+  Client reader;
+  ConnectOptions socket_only{5000};
+  socket_only.shared_index = false;
+  ASSERT_TRUE(reader.Connect(store.socket(), socket_only).ok());
+  int wrong = 0;
+  for (int t = 0; t < kThreads; t++) {
+    for (int i = 0; i < static_cast<int>(ids[t].size()); i++) {
+      auto got = reader.Get({ids[t][i]}, 0);
+      ASSERT_TRUE(got.ok());
+      if (!(*got)[0].valid() ||
+          (*got)[0].view() != std::string(kSize, static_cast<char>('a' + (t * 7 + i) % 26)))
+        wrong++;
+    }
+  }
+  EXPECT_EQ(wrong, 0) << "objects whose bytes another thread's object overwrote";
 }
 
 }  // namespace

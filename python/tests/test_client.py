@@ -280,10 +280,13 @@ def test_the_fast_path_and_its_switches(make_store):
         assert fast.shared_index and not slow.shared_index and leased.shared_index
         # A small create placed in the lease: visible to the others at seal.
         oid = plasmon.ObjectID.random()
+        objects = slow.stats().object_count
         buf = leased.create(oid, 4096)
         np.frombuffer(buf, np.uint8)[:] = 7
         assert not fast.contains(oid)
+        assert slow.stats().object_count == objects  # placed by the client: the store knows nothing yet
         leased.seal(oid)
+        assert slow.stats().object_count == objects + 1
         before = slow.stats()
         for _ in range(10):
             with fast.get(oid) as got:
