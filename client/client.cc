@@ -110,6 +110,11 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
     PLASMON_RETURN_IF_ERROR(Send(p::MakeFrame(static_cast<uint16_t>(type), id, req)));
     std::string body;
     PLASMON_RETURN_IF_ERROR(WaitReply(id, p::ReplyType(type), &body, deadline_us, on_late));
+    return Decode(body, rep);
+  }
+  // A reply's body into `rep`; a malformed one breaks the connection.
+  template <typename Rep>
+  Status Decode(const std::string& body, Rep* rep) {
     if (!p::ParseBody(body, rep)) return Fail(Status::ProtocolError("malformed reply from the store"));
     return Status::OK();
   }
@@ -716,7 +721,7 @@ std::optional<Status> ClientImpl::LeasedSeal(const ObjectID& id) {
   PLASMON_RETURN_IF_ERROR(
       WaitReply(rid, p::ReplyType(p::MessageType::kSealLeased), &body, deadline_us, {}));
   p::StatusReply rep;
-  if (!p::ParseBody(body, &rep)) return Fail(Status::ProtocolError("malformed reply from the store"));
+  PLASMON_RETURN_IF_ERROR(Decode(body, &rep));
   return rep.status;
 }
 

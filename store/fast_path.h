@@ -35,10 +35,10 @@ class FastPath : public PinGate {
   // A new pin page for client `sid`; the descriptor to pass it with (the
   // store keeps only the mapping). The page made ahead, if there is one.
   Result<UniqueFd> AddClient(uint32_t sid);
-  // The mappings of closed clients' pages are let go later, together
-  // (ReleaseRetired, from a timer of the store, a few at a time): a munmap of a page both
-  // sides touched costs a TLB shoot-down (30-130 us on the project's VMs),
-  // which would otherwise delay the next client's Connect.
+  // The mappings of closed clients' pages are let go later (ReleaseRetired,
+  // from a timer of the store, a few at a time): a munmap of a page both
+  // sides touched costs a TLB shoot-down (tens to hundreds of us on the
+  // project's VMs), which would otherwise delay the next client's Connect.
   bool has_retired() const { return !retired_.empty(); }
   // Unmaps the oldest `n` (a few per tick: a burst of closes does not stall
   // the loop for all of them at once).

@@ -181,6 +181,16 @@ class Store::Impl : public TableListener, public ObjectSource, public SessionOwn
   // accept-and-close a client it cannot serve, and leave the logger (and a
   // sanitizer's runtime, whose memory probes open a pipe) room to work.
   UniqueFd spare_fd_, spare_fd2_;
+  // Out of descriptors: the spares are let go for what must run then (a
+  // refusing accept, a log sink, a sanitizer's pipe()), and taken again.
+  void LetSpareFdsGo() {
+    spare_fd_.Reset();
+    spare_fd2_.Reset();
+  }
+  void TakeSpareFds() {
+    spare_fd_.Reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    spare_fd2_.Reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  }
   std::unique_ptr<Directory> directory_;                // null: single node
   std::vector<std::shared_ptr<Transport>> transports_;  // preferred first; none: cannot fetch
   std::unique_ptr<Fetcher> fetcher_;
@@ -443,13 +453,11 @@ void Store::Impl::Accept() {
       if (errno == EINTR) continue;
       if (errno == EMFILE || errno == ENFILE) {
         // Out of descriptors: refuse this one cleanly instead of spinning on it.
-        spare_fd_.Reset();
-        spare_fd2_.Reset();
+        LetSpareFdsGo();
         spdlog::warn("out of file descriptors: refusing a client");
         int f = ::accept(listen_fd_.get(), nullptr, nullptr);
         if (f >= 0) ::close(f);
-        spare_fd_.Reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-        spare_fd2_.Reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+        TakeSpareFds();
         if (f < 0) return;  // could not even refuse it: back to epoll, never spin
         continue;
       }
@@ -524,13 +532,11 @@ bool Store::Impl::HandleFrame(Session* s, const p::FrameHeader& h, std::string_v
           // Usually out of descriptors, as at accept: the spares are let go
           // while the warning is written (a sink, or a sanitizer's checks,
           // may need a descriptor), and one warning stands for many clients.
-          spare_fd_.Reset();
-          spare_fd2_.Reset();
+          LetSpareFdsGo();
           LimitedLog(client_log_, spdlog::level::warn, "store: clients without a pin page",
                      "client {}: no pin page for the fast path, it is served by the socket: {}",
                      s->id(), page.status().ToString());
-          spare_fd_.Reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-          spare_fd2_.Reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+          TakeSpareFds();
         }
       }
       s->Send(p::MakeFrame(h.type | p::kReplyBit, h.request_id, rep), std::move(fds),
