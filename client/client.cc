@@ -124,7 +124,8 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
   Result<std::vector<ObjectBuffer>> SocketGet(const std::vector<ObjectID>& ids, int64_t timeout_ms);
   // Contains from the shared index; nullopt if only the store can say.
   std::optional<bool> FastContains(const ObjectID& id);
-  bool fast() const { return pins_ != nullptr; }
+  // Whether calls take the fast path now (maps it if it is not yet).
+  bool fast() { return FastOn(); }
   // Client::Release: gives up the newest reference to `id` still held.
   Status Release(const ObjectID& id);
   // A Reference going away: releases it if it is still held.
@@ -220,13 +221,37 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
   std::shared_ptr<const Mapping> map_;
   std::unique_ptr<PopulateHints> populate_;  // of *map_
   std::atomic<uint64_t> next_id_{1};
-  // The fast path (null without it): the index, read-only, and our pin page.
+  // The fast path (null without it, or until its first use): the index,
+  // read-only, and our pin page.
   std::unique_ptr<shm::IndexReader> index_;
   std::unique_ptr<shm::PinPageClient> pins_;
   // Cleared when the connection ends: the store honours no pin after that.
   std::atomic<bool> fast_live_{false};
   uint64_t fork_epoch_ = 0;  // shm::ForkEpoch() at Connect: in a child, the pin page is not mapped
   bool InParent() const { return shm::ForkEpoch() == fork_epoch_; }
+  // Whether a call may take the fast path: the store offered it on this
+  // connection, which lives, this is the process that connected, and the
+  // index and pin page are mapped. The first call that asks attaches them
+  // (AttachIndex, one round trip): a client that never asks (a CLI call, a
+  // short script) costs no descriptor, mapping or pin page, and its Connect
+  // is as fast as one without the index. fast_mapped_ is stored (release)
+  // once index_ and pins_ are set, and loaded (acquire) before they are used.
+  bool FastOn() {
+    if (!fast_live_.load(std::memory_order_relaxed) || !InParent()) return false;
+    return fast_mapped_.load(std::memory_order_acquire) || AttachIndex();
+  }
+  bool AttachIndex();
+  Status MapIndex(const p::AttachIndexReply& rep, std::vector<UniqueFd> fds);
+  std::atomic<bool> fast_mapped_{false};
+  std::mutex attach_mu_;  // one AttachIndex at a time; guards attach_tried_
+  bool attach_tried_ = false;
+  uint64_t index_size_ = 0;  // offered at Connect
+  // While an AttachIndex may be answered, the reader takes descriptors with
+  // the bytes it reads and keeps them here (under mu_) for it: they come
+  // with its reply's bytes, so they are here when its reply is. Otherwise it
+  // reads without (the kernel closes any a store sends).
+  std::atomic<bool> want_fds_{false};
+  std::vector<UniqueFd> passed_fds_;
 
   // Writes a frame, with any deferred releases in front of it.
   Status WriteLocked(std::string_view frame);
@@ -306,20 +331,55 @@ Status ClientImpl::Connect(const std::string& path, bool shared_index) {
   map_ = std::make_shared<const Mapping>(std::move(*m));
   populate_ = std::make_unique<PopulateHints>(map_.get(), rep.prefaulted);
   if (rep.index_size > 0) {
-    if (fds.size() != 3 || rep.pin_page_size != shm::kPinPageBytes)
-      return Status::ProtocolError("the store's shared index came without its descriptors");
-    // Read-only: the store is its only writer, and needs to trust no client.
-    Result<Mapping> im = Mapping::Map(fds[1].get(), rep.index_size, /*writable=*/false);
-    if (!im.ok()) return im.status();
-    Result<shm::IndexReader> index = shm::IndexReader::Open(std::move(*im), fds[1].get());
-    if (!index.ok()) return index.status();
-    Result<std::unique_ptr<shm::PinPageClient>> pins = shm::PinPageClient::Open(fds[2].get());
-    if (!pins.ok()) return pins.status();
-    index_ = std::make_unique<shm::IndexReader>(std::move(*index));
-    pins_ = std::move(*pins);
+    if (fds.size() != 1 || rep.pin_page_size != shm::kPinPageBytes)
+      return Status::ProtocolError("malformed shared-index offer in the Connect reply");
+    // Attached at the first call that can use it (FastOn).
+    index_size_ = rep.index_size;
     fork_epoch_ = shm::ForkEpoch();
+    want_fds_.store(true, std::memory_order_relaxed);
     fast_live_.store(true, std::memory_order_relaxed);
   }
+  return Status::OK();
+}
+
+bool ClientImpl::AttachIndex() {
+  std::lock_guard<std::mutex> a(attach_mu_);
+  if (fast_mapped_.load(std::memory_order_relaxed)) return true;
+  if (attach_tried_) return false;
+  attach_tried_ = true;  // once: what fails here would fail again
+  p::AttachIndexReply rep;
+  Status st = Call(p::MessageType::kAttachIndex, p::EmptyRequest{}, &rep);
+  std::vector<UniqueFd> fds;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    want_fds_.store(false, std::memory_order_relaxed);  // no other reply brings any
+    fds.swap(passed_fds_);
+  }
+  if (st.ok()) st = rep.status;  // refused (out of descriptors): the socket serves
+  if (st.ok()) st = MapIndex(rep, std::move(fds));
+  if (!st.ok()) {
+    // The socket path serves every call as well, and shared_index() says
+    // false from now on. A store that passed what this client cannot map or
+    // does not know (a lying or newer store) is not trusted again.
+    fast_live_.store(false, std::memory_order_relaxed);
+    return false;
+  }
+  fast_mapped_.store(true, std::memory_order_release);
+  return true;
+}
+
+Status ClientImpl::MapIndex(const p::AttachIndexReply& rep, std::vector<UniqueFd> fds) {
+  if (fds.size() != 2 || rep.index_size != index_size_ || rep.pin_page_size != shm::kPinPageBytes)
+    return Status::ProtocolError("the store's shared index came without its descriptors");
+  // Read-only: the store is its only writer, and needs to trust no client.
+  Result<Mapping> im = Mapping::Map(fds[0].get(), index_size_, /*writable=*/false);
+  if (!im.ok()) return im.status();
+  Result<shm::IndexReader> index = shm::IndexReader::Open(std::move(*im), fds[0].get());
+  if (!index.ok()) return index.status();
+  Result<std::unique_ptr<shm::PinPageClient>> pins = shm::PinPageClient::Open(fds[1].get());
+  if (!pins.ok()) return pins.status();
+  index_ = std::make_unique<shm::IndexReader>(std::move(*index));
+  pins_ = std::move(*pins);
   return Status::OK();
 }
 
@@ -409,9 +469,14 @@ Status ClientImpl::WaitReply(uint64_t id, uint16_t type, std::string* body,
     l.unlock();
     p::FrameHeader h;
     std::string b;
-    Status st = reader_.Read(sock_.get(), &h, &b, nullptr, deadline_us);
+    std::vector<UniqueFd> fds;
+    const bool want_fds = want_fds_.load(std::memory_order_relaxed);
+    Status st = reader_.Read(sock_.get(), &h, &b, want_fds ? &fds : nullptr, deadline_us);
     l.lock();
     reading_ = false;
+    // Before the reply is filed: its waiter takes them with it.
+    for (UniqueFd& f : fds)
+      if (passed_fds_.size() < 2) passed_fds_.push_back(std::move(f));
     if (st.IsTimeout()) {
       cv_.notify_all();  // the reader role is free: another waiter takes it
       return GiveUp(id, on_late);
@@ -475,7 +540,7 @@ Result<std::vector<ObjectBuffer>> ClientImpl::Get(const std::vector<ObjectID>& i
   // the rest only.
   std::vector<ObjectID> rest;
   std::vector<size_t> where;
-  if (fast_live_.load(std::memory_order_relaxed) && InParent()) {
+  if (FastOn()) {
     for (size_t i = 0; i < ids.size(); i++) {
       if (FastGet(ids[i], &out[i])) continue;
       rest.push_back(ids[i]);
@@ -642,8 +707,7 @@ void ClientImpl::Unpin(int pin, uint64_t slot, uint64_t gen) {
 std::optional<Result<MutableBuffer>> ClientImpl::LeasedCreate(const ObjectID& id,
                                                               uint64_t data_size,
                                                               std::string_view metadata) {
-  if (!leased_creates_ || !fast_live_.load(std::memory_order_relaxed) || !InParent())
-    return std::nullopt;
+  if (!leased_creates_ || !FastOn()) return std::nullopt;
   if (data_size > kLeasedMax || metadata.size() > kLeasedMax - data_size) return std::nullopt;
   if (std::optional<shm::Found> f = index_->Lookup(id))
     return Result<MutableBuffer>(Status::ObjectExists("object " + id.Hex() + " already exists"));
@@ -746,7 +810,7 @@ std::optional<Status> ClientImpl::LeasedAbort(const ObjectID& id) {
 }
 
 std::optional<bool> ClientImpl::FastContains(const ObjectID& id) {
-  if (!fast_live_.load(std::memory_order_relaxed) || !InParent()) return std::nullopt;
+  if (!FastOn()) return std::nullopt;
   std::optional<shm::Found> f = index_->Lookup(id);
   if (f) {
     if (shm::WordState(f->word) != shm::kSealed) return std::nullopt;  // going: it may stay
@@ -1023,7 +1087,7 @@ Status Client::Release(const ObjectID& id) {
   return impl_->Release(id);
 }
 
-bool Client::shared_index() const { return impl_ && impl_->fast() && impl_->connected(); }
+bool Client::shared_index() const { return impl_ && impl_->fast(); }
 
 Result<bool> Client::Contains(const ObjectID& id) {
   PLASMON_REQUIRE_CONNECTED();

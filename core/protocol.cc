@@ -211,6 +211,15 @@ bool ConnectReply::Decode(Decoder* d) {
   return version < 5 || (d->GetU64(&index_size) && d->GetU64(&pin_page_size));
 }
 
+void AttachIndexReply::Encode(Encoder* e) const {
+  EncodeStatus(status, e);
+  e->PutU64(index_size);
+  e->PutU64(pin_page_size);
+}
+bool AttachIndexReply::Decode(Decoder* d) {
+  return DecodeStatus(d, &status) && d->GetU64(&index_size) && d->GetU64(&pin_page_size);
+}
+
 void StatusReply::Encode(Encoder* e) const { EncodeStatus(status, e); }
 bool StatusReply::Decode(Decoder* d) { return DecodeStatus(d, &status); }
 

@@ -18,10 +18,11 @@
 namespace plasmon::protocol {
 
 constexpr uint32_t kMagic = 0x4d534c50;  // "PLSM" on the wire
-constexpr uint16_t kVersion = 5;  // 2: Refresh, batches, Digest, SetOptions; seal times in List
+constexpr uint16_t kVersion = 6;  // 2: Refresh, batches, Digest, SetOptions; seal times in List
                                   // 3: Where says how many holders it left out
                                   // 4: Fetch flags; a Fetch reply may carry its timing
                                   // 5: the shared index (Connect flags, Unpinned); Stats' shm counts
+                                  // 6: the index's descriptors come with AttachIndex, not Connect
 // The oldest version a store still serves (without the shared index).
 constexpr uint16_t kOldestVersion = 4;
 constexpr size_t kHeaderSize = 16;
@@ -63,6 +64,7 @@ enum class MessageType : uint16_t {
   kUnpinned = 21,      // one-way: a pin of an object the index marks going was cleared
   kLease = 22,         // arena space for this client to place small objects in
   kSealLeased = 23,    // create and seal an object placed in the lease
+  kAttachIndex = 24,   // the shared index's and this client's pin page's descriptors
 };
 constexpr uint64_t kMaxLease = 4u << 20;
 constexpr uint16_t kReplyBit = 0x8000;
@@ -220,8 +222,19 @@ struct ConnectReply {
   uint64_t capacity = 0;
   uint64_t arena_size = 0;  // the mapping behind the fd passed with this reply
   bool prefaulted = false;  // every page is backed: clients populate whole 64 KiB granules
-  // Version 5: with kConnectSharedIndex granted, the sizes of the index and
-  // of the client's pin page, whose fds follow the arena's (0: not granted).
+  // Version 5 on: with kConnectSharedIndex granted, the sizes of the index
+  // and of the client's pin page (0: not granted). Version 6 grants it only
+  // to version 6 clients, and passes their descriptors with AttachIndex.
+  uint64_t index_size = 0;
+  uint64_t pin_page_size = 0;
+  void Encode(Encoder* e) const;
+  bool Decode(Decoder* d);
+};
+
+// AttachIndex's reply: the index's and the pin page's sizes again; when OK,
+// their descriptors ride on it (SCM_RIGHTS), the index's first.
+struct AttachIndexReply {
+  Status status;
   uint64_t index_size = 0;
   uint64_t pin_page_size = 0;
   void Encode(Encoder* e) const;

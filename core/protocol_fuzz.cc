@@ -95,6 +95,7 @@ void Request(MessageType type, std::string_view body, bool prefix) {
     }
     case MessageType::kStats:
     case MessageType::kUnpinned:
+    case MessageType::kAttachIndex:
     case MessageType::kSubscribe:  // the store wants an empty body
     case MessageType::kNotification: return;
   }
@@ -105,6 +106,7 @@ void Request(MessageType type, std::string_view body, bool prefix) {
 void Reply(MessageType type, std::string_view body, bool prefix) {
   switch (type) {
     case MessageType::kConnect: Check<ConnectReply>(body, prefix, false); return;
+    case MessageType::kAttachIndex: Check<AttachIndexReply>(body, prefix, false); return;
     case MessageType::kCreate:
     case MessageType::kLease: Check<CreateReply>(body, prefix, false); return;
     case MessageType::kSeal:

@@ -72,7 +72,8 @@ class Session {
   // The client's state, kept by the store's dispatch.
   bool connected = false;   // Connect handshake done
   bool subscriber = false;  // receives notifications, sends nothing more
-  bool fast_path = false;   // has a pin page (the shared index)
+  bool index_offered = false;  // may attach the shared index (Connect, version 6)
+  bool fast_path = false;      // has a pin page (the shared index): attached
   // What this client holds, released when it goes away.
   std::unordered_map<ObjectID, uint64_t, ObjectIDHash> refs;  // id -> references (never wraps)
   std::unordered_set<ObjectID, ObjectIDHash> creating;        // created, unsealed

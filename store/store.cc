@@ -518,30 +518,51 @@ bool Store::Impl::HandleFrame(Session* s, const p::FrameHeader& h, std::string_v
       rep.capacity = table_.allocator().capacity();
       rep.arena_size = arena_.size();
       rep.prefaulted = arena_.prefaulted();
-      std::vector<int> fds{arena_.fd()};
-      UniqueFd page_fd;  // passed last, closed once sent: the store keeps the mapping
-      if ((r.flags & p::kConnectSharedIndex) != 0 && fast_) {
-        Result<UniqueFd> page = fast_->AddClient(s->id());
-        if (page.ok()) {
-          s->fast_path = true;
-          rep.index_size = fast_->index_bytes();
-          rep.pin_page_size = shm::kPinPageBytes;
-          fds.push_back(fast_->index_fd());
-          page_fd = std::move(*page);
-        } else {  // it works without: every request then takes the socket
-          // Usually out of descriptors, as at accept: the spares are let go
-          // while the warning is written (a sink, or a sanitizer's checks,
-          // may need a descriptor), and one warning stands for many clients.
-          LetSpareFdsGo();
-          LimitedLog(client_log_, spdlog::level::warn, "store: clients without a pin page",
-                     "client {}: no pin page for the fast path, it is served by the socket: {}",
-                     s->id(), page.status().ToString());
-          TakeSpareFds();
-        }
+      // The index is offered here and attached at the client's first use of
+      // it (AttachIndex): a client that never uses it (a CLI call, a short
+      // script) costs no pin page, and its Connect passes one descriptor.
+      // A version 5 client, which wants the descriptors now, goes without.
+      if ((r.flags & p::kConnectSharedIndex) != 0 && fast_ && r.version >= 6) {
+        s->index_offered = true;
+        rep.index_size = fast_->index_bytes();
+        rep.pin_page_size = shm::kPinPageBytes;
       }
-      s->Send(p::MakeFrame(h.type | p::kReplyBit, h.request_id, rep), std::move(fds),
-              std::move(page_fd));
-      if (s->fast_path) fast_->PrepareNextPage();  // while the client maps its own
+      s->Send(p::MakeFrame(h.type | p::kReplyBit, h.request_id, rep), {arena_.fd()});
+      return true;
+    }
+    case p::MessageType::kAttachIndex: {
+      if (!body.empty()) return bad("malformed AttachIndex");
+      p::AttachIndexReply rep;
+      if (!s->index_offered || s->fast_path) {
+        rep.status = Status::InvalidArgument(s->fast_path ? "the shared index is attached already"
+                                                          : "this connection was not offered the "
+                                                            "shared index");
+        Reply(s, h, rep);
+        return true;
+      }
+      Result<UniqueFd> page = fast_->AddClient(s->id());
+      if (!page.ok()) {  // it works without: every request then takes the socket
+        // Usually out of descriptors, as at accept: the spares are let go
+        // while the warning is written (a sink, or a sanitizer's checks, may
+        // need a descriptor), and one warning stands for many clients.
+        LetSpareFdsGo();
+        LimitedLog(client_log_, spdlog::level::warn, "store: clients without a pin page",
+                   "client {}: no pin page for the fast path, it is served by the socket: {}",
+                   s->id(), page.status().ToString());
+        TakeSpareFds();
+        s->index_offered = false;
+        rep.status = page.status();
+        Reply(s, h, rep);
+        return true;
+      }
+      s->fast_path = true;
+      rep.index_size = fast_->index_bytes();
+      rep.pin_page_size = shm::kPinPageBytes;
+      // The page's descriptor is passed last and closed once sent: the store
+      // keeps its mapping.
+      s->Send(p::MakeFrame(h.type | p::kReplyBit, h.request_id, rep), {fast_->index_fd()},
+              std::move(*page));
+      fast_->PrepareNextPage();  // for the next client, while this one maps its own
       return true;
     }
     case p::MessageType::kCreate: {

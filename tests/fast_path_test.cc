@@ -8,12 +8,15 @@
 
 #include <atomic>
 #include <cstring>
+#include <fstream>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include "client/frame_reader.h"
 #include "core/clock.h"
 #include "core/protocol.h"
+#include "core/shm_index.h"
 #include "core/unix_socket.h"
 #include "plasmon/client.h"
 #include "tests/store_process.h"
@@ -152,7 +155,130 @@ TEST(SharedIndexTest, AVersion4ClientIsServedWithoutTheIndex) {
   p::ConnectReply refused;
   ASSERT_TRUE(p::ParseBody(body, &refused));
   EXPECT_TRUE(refused.status.IsInvalidArgument());
-  EXPECT_NE(refused.status.message().find("4 to 5"), std::string::npos) << refused.status.message();
+  EXPECT_NE(refused.status.message().find("4 to 6"), std::string::npos) << refused.status.message();
+}
+
+// How many pin pages the store process has mapped.
+size_t PinPagesMapped(pid_t store) {
+  std::ifstream maps("/proc/" + std::to_string(store) + "/maps");
+  size_t n = 0;
+  for (std::string line; std::getline(maps, line);)
+    if (line.find("memfd:plasmon-pins") != std::string::npos) n++;
+  return n;
+}
+
+TEST(SharedIndexTest, AClientThatNeverUsesTheIndexCostsTheStoreNoPinPage) {
+  StoreProcess store;
+  ASSERT_TRUE(store.started());
+  std::vector<Client> clients(8);
+  for (Client& c : clients) {
+    ASSERT_TRUE(c.Connect(store.socket()).ok());
+    ASSERT_TRUE(c.Stats().ok());  // the socket: no index needed
+  }
+  EXPECT_EQ(PinPagesMapped(store.pid()), 0u);
+  ObjectID id = ObjectID::Random();
+  ASSERT_TRUE(clients[0].CreateAndSeal(id, "x").ok());
+  for (Client& c : clients) {
+    Result<bool> has = c.Contains(id);  // the first use attaches the index
+    ASSERT_TRUE(has.ok() && *has);
+    EXPECT_TRUE(c.shared_index());
+  }
+  // One page each (and perhaps one made ahead for the next client).
+  EXPECT_GE(PinPagesMapped(store.pid()), clients.size());
+  EXPECT_LE(PinPagesMapped(store.pid()), clients.size() + 1);
+  Result<StoreStats> st = clients[0].Stats();
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->shm_contains, clients.size());
+}
+
+// Speaks the protocol by hand on one connection.
+class RawConnection {
+ public:
+  explicit RawConnection(const std::string& socket) : reader_(p::kMaxReplyBody) {
+    Result<UniqueFd> fd = ConnectUnix(socket);
+    if (fd.ok()) fd_ = std::move(*fd);
+  }
+  template <typename Req, typename Rep>
+  ::testing::AssertionResult Call(p::MessageType type, const Req& req, Rep* rep,
+                                  std::vector<UniqueFd>* fds) {
+    if (!fd_.valid()) return ::testing::AssertionFailure() << "not connected";
+    if (!WriteAll(fd_.get(), p::MakeFrame(static_cast<uint16_t>(type), ++id_, req)).ok())
+      return ::testing::AssertionFailure() << "write failed";
+    p::FrameHeader h;
+    std::string body;
+    Status st = reader_.Read(fd_.get(), &h, &body, fds, DeadlineAfterMs(5000));
+    if (!st.ok()) return ::testing::AssertionFailure() << st.ToString();
+    if (h.type != p::ReplyType(type) || h.request_id != id_ || !p::ParseBody(body, rep))
+      return ::testing::AssertionFailure() << "unexpected reply of type " << h.type;
+    return ::testing::AssertionSuccess();
+  }
+
+ private:
+  UniqueFd fd_;
+  uint64_t id_ = 0;
+  internal::FrameReader reader_;
+};
+
+TEST(SharedIndexTest, ConnectOffersTheIndexAndAttachIndexPassesItsDescriptorsOnce) {
+  StoreProcess store;
+  ASSERT_TRUE(store.started());
+  p::ConnectRequest req;
+  req.flags = p::kConnectSharedIndex;
+  {
+    // Version 6: Connect passes the arena alone and says what is offered.
+    RawConnection c(store.socket());
+    p::ConnectReply rep;
+    std::vector<UniqueFd> fds;
+    ASSERT_TRUE(c.Call(p::MessageType::kConnect, req, &rep, &fds));
+    ASSERT_TRUE(rep.status.ok()) << rep.status.ToString();
+    EXPECT_EQ(fds.size(), 1u);
+    EXPECT_GT(rep.index_size, 0u);
+    EXPECT_EQ(rep.pin_page_size, shm::kPinPageBytes);
+    p::AttachIndexReply att;
+    fds.clear();
+    ASSERT_TRUE(c.Call(p::MessageType::kAttachIndex, p::EmptyRequest{}, &att, &fds));
+    ASSERT_TRUE(att.status.ok()) << att.status.ToString();
+    EXPECT_EQ(att.index_size, rep.index_size);
+    EXPECT_EQ(att.pin_page_size, rep.pin_page_size);
+    EXPECT_EQ(fds.size(), 2u);  // the index, then this client's pin page
+    // A second attach is refused, and the connection goes on.
+    fds.clear();
+    ASSERT_TRUE(c.Call(p::MessageType::kAttachIndex, p::EmptyRequest{}, &att, &fds));
+    EXPECT_TRUE(att.status.IsInvalidArgument()) << att.status.ToString();
+    EXPECT_TRUE(fds.empty());
+    p::StatsReply stats;
+    ASSERT_TRUE(c.Call(p::MessageType::kStats, p::EmptyRequest{}, &stats, nullptr));
+    EXPECT_TRUE(stats.status.ok());
+  }
+  {
+    // Not asked for at Connect: not attachable.
+    RawConnection c(store.socket());
+    p::ConnectRequest plain;
+    p::ConnectReply rep;
+    std::vector<UniqueFd> fds;
+    ASSERT_TRUE(c.Call(p::MessageType::kConnect, plain, &rep, &fds));
+    EXPECT_EQ(rep.index_size, 0u);
+    p::AttachIndexReply att;
+    fds.clear();
+    ASSERT_TRUE(c.Call(p::MessageType::kAttachIndex, p::EmptyRequest{}, &att, &fds));
+    EXPECT_TRUE(att.status.IsInvalidArgument()) << att.status.ToString();
+    EXPECT_TRUE(fds.empty());
+  }
+  {
+    // A version 5 client, which would want the descriptors with the Connect
+    // reply, is served without the index.
+    RawConnection c(store.socket());
+    p::ConnectRequest v5 = req;
+    v5.version = 5;
+    p::ConnectReply rep;
+    rep.version = 5;
+    std::vector<UniqueFd> fds;
+    ASSERT_TRUE(c.Call(p::MessageType::kConnect, v5, &rep, &fds));
+    ASSERT_TRUE(rep.status.ok()) << rep.status.ToString();
+    EXPECT_EQ(rep.version, 5);
+    EXPECT_EQ(rep.index_size, 0u);
+    EXPECT_EQ(fds.size(), 1u);
+  }
 }
 
 TEST(SharedIndexTest, CopiesShareOnePinAndReleaseByIdTakesTheNewest) {

@@ -65,6 +65,7 @@ void ProtocolSeeds() {
   requests += Frame(T::kLease, 16, p::EvictRequest{256 << 10});
   requests += Frame(T::kSealLeased, 17, p::SealLeasedRequest{a, 4096, 100, 4});
   requests += Frame(T::kUnpinned, 0, p::EmptyRequest{});
+  requests += Frame(T::kAttachIndex, 18, p::EmptyRequest{});
   requests += Frame(T::kCreateAndSealBatch, 16,
                     p::CreateAndSealBatchRequest{{{a, "one", ""}, {b, "two", "meta"}}});
   Write(kTarget, "requests", requests);
@@ -96,6 +97,7 @@ void ProtocolSeeds() {
   sr.stats.used = 4096;
   sr.stats.object_count = 1;
   replies += Frame(T::kStats, 10, sr, true);
+  replies += Frame(T::kAttachIndex, 18, p::AttachIndexReply{Status(), 1 << 20, 64 << 10}, true);
   Write(kTarget, "replies", replies);
 
   p::ListReply lr;

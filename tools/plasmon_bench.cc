@@ -87,7 +87,7 @@
 //   "results": [ROW, ...],    // each with "path": "socket" | "shm"
 //   "aggregate": [{"op": "get_release", "path": "socket" | "shm", "size": int, "clients": int,
 //                  "ops": int, "seconds": num, "ops_per_s": num}],
-//   "connect": [ROW, ...],    // ops "connect", "connect_stats" (size: the store's capacity),
+//   "connect": [ROW, ...],    // ops "connect", "connect_stats", "connect_get" (size: the store's capacity),
 //                             // "first_get_read" (samples: new processes)
 //   "fill": [{"objects": int, "ids": "random" | "structured", "runs": int, "seconds": num,
 //             "ops_per_s": num}],                    // seconds: the mean of the runs
@@ -510,12 +510,16 @@ std::vector<FillRow> MeasureFill(const Config& cfg) {
 
 // ---- what a new client pays: Connect and the first touch ----
 
-// Connect alone (a new Client and its Connect; the close is untimed), and what
-// a CLI call such as `plasmon stats` does (Connect, Stats, close), `n` times
-// each. Samples in ns: {connect, connect+stats+close}.
-std::pair<std::vector<uint64_t>, std::vector<uint64_t>> MeasureConnects(const Config& cfg,
-                                                                        uint64_t n) {
-  std::vector<uint64_t> connect, stats;
+// Connect alone (a new Client and its Connect; the close is untimed), what a
+// CLI call such as `plasmon stats` does (Connect, Stats, close), and what a
+// short script does (Connect, Get of the sealed object `id` and its release,
+// close: with the shared index, the Get attaches it), `n` times each.
+// Samples in ns.
+struct ConnectSamples {
+  std::vector<uint64_t> connect, stats, get;
+};
+ConnectSamples MeasureConnects(const Config& cfg, uint64_t n, const ObjectID& id) {
+  std::vector<uint64_t> connect, stats, get;
   for (uint64_t i = 0; i < n; i++) {
     Progress("measuring connect (" + std::to_string(i + 1) + "/" + std::to_string(n) + ")");
     {
@@ -534,8 +538,17 @@ std::pair<std::vector<uint64_t>, std::vector<uint64_t>> MeasureConnects(const Co
       if (!s.ok()) Die("connect+stats+close: Stats", s.status());
     }
     stats.push_back(b::NowNs() - t0);
+    t0 = b::NowNs();
+    {
+      Client c;
+      if (Status st = c.Connect(cfg.socket); !st.ok()) Die(ConnectError(cfg.socket, st));
+      auto got = c.Get({id}, 0);
+      if (!got.ok() || !(*got)[0].valid())
+        Die("connect+get+close: Get", got.ok() ? (*got)[0].status() : got.status());
+    }
+    get.push_back(b::NowNs() - t0);
   }
-  return {std::move(connect), std::move(stats)};
+  return {std::move(connect), std::move(stats), std::move(get)};
 }
 
 // The first Get and full read (a memcpy into a faulted buffer, as the memcpy
@@ -1413,11 +1426,17 @@ int main(int argc, char** argv) {
   // ---- what a new client pays ----
   std::vector<Row> connect_rows;
   if (cfg.connects > 0) {
-    auto [connect, with_stats] = MeasureConnects(cfg, cfg.connects);
+    const ObjectID id = ObjectID::Random();
+    if (Status st = probe->CreateAndSeal(id, std::string(4096, 'c')); !st.ok())
+      Die("connect+get+close: CreateAndSeal", st);
+    ConnectSamples s = MeasureConnects(cfg, cfg.connects, id);
+    (void)probe->Delete({id});
     connect_rows.push_back(
-        MakeRow("connect", "connect", stats->capacity, 1, b::Summarize(&connect), false));
+        MakeRow("connect", "connect", stats->capacity, 1, b::Summarize(&s.connect), false));
     connect_rows.push_back(MakeRow("connect_stats", "connect+stats+close", stats->capacity, 1,
-                                   b::Summarize(&with_stats), false));
+                                   b::Summarize(&s.stats), false));
+    connect_rows.push_back(MakeRow("connect_get", "connect+get+close", stats->capacity, 1,
+                                   b::Summarize(&s.get), false));
   }
   if (first_touch) {
     std::vector<uint64_t> ft =

@@ -226,7 +226,10 @@ class Client {
   // Whether a sealed object with this ID is in the store (answered from the
   // shared index when it can be: no round trip).
   Result<bool> Contains(const ObjectID& id);
-  // Whether this connection uses the store's shared index.
+  // Whether this connection uses the store's shared index: offered by the
+  // store, connected, in the process that connected, and mapped (the index
+  // and the pin page are mapped at the first call that can use them, this
+  // one included; false if they could not be).
   bool shared_index() const;
   // Every object in the store, in ID order.
   Result<std::vector<ObjectInfo>> List();
