@@ -95,8 +95,8 @@ struct IndexHeader {
 
 // The header's first, immutable fields as plain data: what a client reads
 // with pread() to check the index before it touches the mapping (a page
-// touched at Connect costs a fault, and a TLB shoot-down at its munmap,
-// even for a client that never uses the fast path).
+// touched costs a fault, and a TLB shoot-down at its munmap: only what a
+// lookup or pin needs is touched).
 struct IndexPrefix {
   uint64_t magic;
   uint32_t layout;

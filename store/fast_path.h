@@ -38,16 +38,16 @@ class FastPath : public PinGate {
   // The mappings of closed clients' pages are let go later (ReleaseRetired,
   // from a timer of the store, a few at a time): a munmap of a page both
   // sides touched costs a TLB shoot-down (tens to hundreds of us on the
-  // project's VMs), which would otherwise delay the next client's Connect.
+  // project's VMs), which would otherwise delay the next client's request.
   bool has_retired() const { return !retired_.empty(); }
   // Unmaps the oldest `n` (a few per tick: a burst of closes does not stall
   // the loop for all of them at once).
   void ReleaseRetired(size_t n) {
     while (n-- > 0 && !retired_.empty()) retired_.pop_front();
   }
-  // Makes the next client's page ahead of its Connect, if none is ready:
-  // called once a Connect is answered, so that the five system calls of a
-  // new page are not on the next client's path. Never given to two clients.
+  // Makes the next client's page ahead of its AttachIndex, if none is ready:
+  // called once an AttachIndex is answered, so that the five system calls
+  // of a new page are not on the next client's path. Never given to two clients.
   void PrepareNextPage();
   // The client's connection closed. If the client closed it (or died), its
   // pins end with it, as its references do. If the store closed it while
