@@ -1,9 +1,11 @@
 #include "core/event_loop.h"
 
+#include <sched.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <climits>
 
 #include "core/clock.h"
@@ -173,6 +175,20 @@ void EventLoop::RunPosted() {
   for (auto& fn : fns) fn();
 }
 
+// ---- busy-polling ----
+
+EventLoop::PollWindow EventLoop::ExpectSoon() {
+  if (busy_poll_us_ <= 0) return PollWindow();
+  windows_++;
+  poll_until_us_ = std::max(poll_until_us_, MonoMicros() + busy_poll_us_);
+  return PollWindow(this);
+}
+
+void EventLoop::PollWindow::Close() {
+  if (loop_ != nullptr) loop_->windows_--;
+  loop_ = nullptr;
+}
+
 void EventLoop::Stop() {
   stop_.store(true);
   Wake();
@@ -181,10 +197,20 @@ void EventLoop::Stop() {
 Status EventLoop::Run() {
   epoll_event events[kMaxEvents];
   while (!stop_.load()) {
-    int n = ::epoll_wait(epoll_fd_.get(), events, kMaxEvents, NextTimeoutMs());
+    const bool poll = windows_ > 0 && MonoMicros() < poll_until_us_;
+    int n = ::epoll_wait(epoll_fd_.get(), events, kMaxEvents, poll ? 0 : NextTimeoutMs());
     if (n < 0) {
       if (errno == EINTR) continue;
       return Status::FromErrno("epoll_wait", errno);
+    }
+    if (poll) {
+      if (n == 0) {
+        empty_polls_++;
+        ::sched_yield();
+        if (heap_.empty() || heap_.front().deadline_us > MonoMicros()) continue;
+      } else {
+        fruitful_polls_++;
+      }
     }
     std::unique_lock<std::mutex> lock;
     if (dispatch_mu_ != nullptr) lock = std::unique_lock<std::mutex>(*dispatch_mu_);

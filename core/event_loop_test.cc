@@ -1,6 +1,7 @@
 // The event loop: timers fire in deadline order and can be cancelled, other
 // threads' closures run on the loop's thread, a handler may remove its own
-// descriptor, and Stop ends Run from anywhere.
+// descriptor, Stop ends Run from anywhere, and the loop busy-polls only
+// while a PollWindow is open and its time is not up.
 #include "core/event_loop.h"
 
 #include <sys/socket.h>
@@ -10,6 +11,7 @@
 
 #include <atomic>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -148,6 +150,82 @@ TEST(EventLoopTest, StopFromAnotherThreadEndsAnIdleLoop) {
   ASSERT_TRUE(loop->Run().ok());  // no timer, no descriptor: would wait forever
   stopper.join();
   EXPECT_TRUE(loop->stopping());
+}
+
+TEST(EventLoopTest, NoWindowOpensWhileBusyPollingIsOff) {
+  auto loop = NewLoop();
+  EXPECT_EQ(loop->busy_poll_us(), 0);  // off unless the owner turns it on
+  EventLoop::PollWindow w = loop->ExpectSoon();
+  EXPECT_FALSE(w.open());
+  loop->set_busy_poll_us(-5);
+  EXPECT_EQ(loop->busy_poll_us(), 0);
+  loop->AddTimerAfter(20000, [&] { loop->Stop(); });
+  ASSERT_TRUE(loop->Run().ok());
+  EXPECT_EQ(loop->empty_polls(), 0u);  // it slept until the timer
+}
+
+TEST(EventLoopTest, AWindowPollsUntilItsTimeIsUpThenTheLoopSleeps) {
+  auto loop = NewLoop();
+  loop->set_busy_poll_us(20000);
+  EventLoop::PollWindow w = loop->ExpectSoon();  // held through the run: only its time ends it
+  ASSERT_TRUE(w.open());
+  uint64_t later = 0;
+  loop->AddTimerAfter(40000, [&] { later = loop->empty_polls(); });
+  loop->AddTimerAfter(80000, [&] { loop->Stop(); });
+  ASSERT_TRUE(loop->Run().ok());
+  EXPECT_GT(later, 0u);                   // it polled in the first 20 ms
+  EXPECT_EQ(loop->empty_polls(), later);  // and not once after
+  EXPECT_EQ(loop->fruitful_polls(), 0u);    // nothing came while it polled
+}
+
+TEST(EventLoopTest, ClosingTheLastWindowStopsPollingAtOnce) {
+  auto loop = NewLoop();
+  loop->set_busy_poll_us(10'000'000);
+  EventLoop::PollWindow a = loop->ExpectSoon();
+  EventLoop::PollWindow b = loop->ExpectSoon();
+  EventLoop::PollWindow moved = std::move(b);  // the window goes with the move
+  EXPECT_FALSE(b.open());
+  uint64_t after_first = 0, after_last = 0;
+  loop->AddTimerAfter(5000, [&] {
+    a.Close();
+    after_first = loop->empty_polls();
+  });
+  loop->AddTimerAfter(10000, [&] {
+    EXPECT_GT(loop->empty_polls(), after_first);  // one still open: still polling
+    moved = EventLoop::PollWindow();              // closes it
+    after_last = loop->empty_polls();
+  });
+  loop->AddTimerAfter(30000, [&] { loop->Stop(); });
+  ASSERT_TRUE(loop->Run().ok());
+  EXPECT_GT(after_first, 0u);
+  EXPECT_EQ(loop->empty_polls(), after_last);  // slept from the close to the stop
+}
+
+TEST(EventLoopTest, AnAnswerFromAnotherThreadIsTakenByAPoll) {
+  auto loop = NewLoop();
+  loop->set_busy_poll_us(10'000'000);
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  UniqueFd mine(sv[0]), peer(sv[1]);
+  EventLoop::PollWindow w;
+  std::string got;
+  ASSERT_TRUE(loop->Add(mine.get(), EPOLLIN, [&](uint32_t) {
+                    char buf[16];
+                    ssize_t n = ::read(mine.get(), buf, sizeof buf);
+                    if (n > 0) got.assign(buf, static_cast<size_t>(n));
+                    w.Close();  // answered
+                    loop->Stop();
+                  }).ok());
+  loop->Post([&] { w = loop->ExpectSoon(); });  // "the request is out"
+  std::thread holder([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(3));
+    ASSERT_EQ(::write(peer.get(), "pong", 4), 4);
+  });
+  ASSERT_TRUE(loop->Run().ok());
+  holder.join();
+  EXPECT_EQ(got, "pong");
+  EXPECT_GT(loop->empty_polls(), 0u);     // it polled while waiting
+  EXPECT_GE(loop->fruitful_polls(), 1u);  // and a poll, not a wake-up, found the answer
 }
 
 }  // namespace

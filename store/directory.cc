@@ -793,7 +793,7 @@ bool LoopLookups::Start(const ObjectID& id, Done done) {
     if (ac_ == nullptr && MonoMicros() >= retry_at_us_) Connect();
     return false;
   }
-  Pending p{0, id, std::move(done), MonoMicros() + kTimeoutMs * 1000};
+  Pending p{0, id, std::move(done), MonoMicros() + kTimeoutMs * 1000, loop_->ExpectSoon()};
   return Send(p, /*by_sha=*/true);
 }
 

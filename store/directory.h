@@ -277,6 +277,7 @@ class LoopLookups {
     ObjectID id;
     Done done;
     int64_t deadline_us;
+    EventLoop::PollWindow poll;  // the loop polls while Redis answers
   };
   void Connect();
   // Sends `p`'s lookup (EVALSHA, or EVAL after a NOSCRIPT) and queues it

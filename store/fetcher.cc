@@ -522,6 +522,7 @@ bool Fetcher::StartPull(Job* job) {
       lp.pull = std::move(a);
       lp.request = req;
       lp.from = from;
+      lp.poll = loop_->ExpectSoon();
       return true;
     }
     // Cannot watch it (out of memory for epoll): the request is out, so

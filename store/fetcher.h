@@ -304,6 +304,7 @@ class Fetcher {
     EventLoop::TimerId timer = EventLoop::kNoTimer;
     PullRequest request;
     FetchCandidate from;
+    EventLoop::PollWindow poll;  // the loop polls while the holder answers
   };
   std::unordered_map<ObjectID, LoopPull, ObjectIDHash> loop_pulls_;
   // Lookups the loop sends to Redis itself; the lookup worker runs them

@@ -1015,6 +1015,7 @@ Result<std::unique_ptr<Store>> Store::Create(const StoreOptions& o) {
   }
   Result<std::unique_ptr<EventLoop>> loop = EventLoop::Create();
   if (!loop.ok()) return loop.status();
+  (*loop)->set_busy_poll_us(o.busy_poll_us);
   auto impl = std::make_unique<Impl>(o, std::move(*arena), std::move(*listen_fd), std::move(*loop));
   PLASMON_RETURN_IF_ERROR(impl->Listen());
   if (o.shared_index) PLASMON_RETURN_IF_ERROR(impl->StartFastPath());

@@ -58,6 +58,10 @@ struct StoreOptions {
   // pin objects from without a round trip (docs/FAST_PATH.md). Off
   // (--no-shared-index): every request goes through the socket.
   bool shared_index = true;
+  // While a small pull or a directory lookup it sent is unanswered, the
+  // store's loop polls for the answer instead of sleeping, for at most this
+  // long from the request (core/event_loop.h, PollWindow). 0: never.
+  int64_t busy_poll_us = 100;
 };
 
 class Store {

@@ -132,6 +132,12 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--transfer-threads", opts.transfer_threads, "Pulls in flight at once")
       ->capture_default_str();
+  app.add_option("--busy-poll-us", opts.busy_poll_us,
+                 "While a small pull or a directory lookup is unanswered, the store's loop "
+                 "polls for the answer for up to this long instead of sleeping (saves a "
+                 "thread wake-up per fetch; costs CPU only while an answer is due). 0: never")
+      ->check(CLI::Range(0, 100000))
+      ->capture_default_str();
   // Fetching from holders that do not answer (issue 10).
   app.add_option("--dial-timeout-ms", tcp.dial_timeout_ms,
                  "Connecting to a holder and the handshake together end within this; a holder "
