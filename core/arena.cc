@@ -187,6 +187,18 @@ void TouchThroughMapping(uint8_t* base, uint64_t size, uint64_t page) {
 
 }  // namespace
 
+void Mapping::Prefault(uint64_t page_size) const {
+  if (::madvise(base_, size_, MADV_POPULATE_WRITE) != 0) {
+    // Older kernels: touch every page by hand.
+    for (uint64_t off = 0; off < size_; off += page_size) {
+      volatile uint8_t* p = base_ + off;
+      *p = 0;
+    }
+  } else {
+    TouchThroughMapping(base_, size_, page_size);
+  }
+}
+
 Result<Arena> Arena::Create(const ArenaOptions& o) {
   if (o.size == 0) return Status::InvalidArgument("arena size must be positive");
   if (o.size > kMaxArenaSize)
@@ -209,15 +221,7 @@ Result<Arena> Arena::Create(const ArenaOptions& o) {
   }
   a.map_ = std::move(*m);
   if (o.prefault) {
-    if (::madvise(a.map_.base(), size, MADV_POPULATE_WRITE) != 0) {
-      // Older kernels: touch every page by hand.
-      for (uint64_t off = 0; off < size; off += a.page_size_) {
-        volatile uint8_t* p = a.map_.base() + off;
-        *p = 0;
-      }
-    } else {
-      TouchThroughMapping(a.map_.base(), size, a.page_size_);
-    }
+    a.map_.Prefault(a.page_size_);
     a.prefaulted_ = true;
   }
   return a;

@@ -130,6 +130,10 @@ Result<IndexWriter> IndexWriter::Create(uint64_t slot_count) {
   return IndexWriter(std::move(*fd), std::move(*map), read_only);
 }
 
+void IndexWriter::Prefault() const {
+  map_.Prefault(static_cast<uint64_t>(::sysconf(_SC_PAGESIZE)));
+}
+
 std::optional<IndexWriter::Place> IndexWriter::Publish(const ObjectID& id, uint64_t offset,
                                                        uint64_t data_size, uint64_t metadata_size) {
   const uint64_t home = HashId(id, seed_);

@@ -10,12 +10,14 @@
 
 namespace plasmon {
 
-Result<std::unique_ptr<FastPath>> FastPath::Create(uint64_t capacity) {
+Result<std::unique_ptr<FastPath>> FastPath::Create(uint64_t capacity, bool prefault) {
   // Two slots per 4 KiB object the arena could hold keeps probe windows
-  // short; the memfd's pages are backed only as slots are used.
+  // short (64 bytes of index per 2 KiB of arena, 1/32); the memfd's pages
+  // are backed as slots are used, or all now beside a prefaulted arena.
   uint64_t slots = std::clamp<uint64_t>(capacity / 4096 * 2, 4096, shm::kMaxSlots);
   Result<shm::IndexWriter> index = shm::IndexWriter::Create(slots);
   if (!index.ok()) return index.status();
+  if (prefault) index->Prefault();
   if (!index->sealed_read_only())
     spdlog::warn("this kernel cannot seal the shared index read-only (F_SEAL_FUTURE_WRITE, Linux "
                  "5.1): clients map it read-only by choice only");

@@ -24,9 +24,10 @@ namespace plasmon {
 
 class FastPath : public PinGate {
  public:
-  // An index of about two slots per 64 KiB of `capacity` (at least 4096):
-  // its pages are backed only where objects are published.
-  static Result<std::unique_ptr<FastPath>> Create(uint64_t capacity);
+  // An index of about two slots per 4 KiB of `capacity` (at least 4096,
+  // at most shm::kMaxSlots): its pages are backed where objects are
+  // published, or, with `prefault` (beside a prefaulted arena), all now.
+  static Result<std::unique_ptr<FastPath>> Create(uint64_t capacity, bool prefault = false);
 
   int index_fd() const { return index_.fd(); }
   uint64_t index_bytes() const { return index_.bytes(); }

@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <vector>
@@ -384,6 +385,34 @@ TEST_F(FastPathTest, ADeletedObjectGoesAtItsLastReleaseWhenAPinSeenEarlierWasCle
   EXPECT_EQ(table_.Delete(id), StatusCode::kObjectInUse);
   table_.Release(e);                   // the last reference: nothing holds it now
   EXPECT_EQ(table_.Find(id), nullptr);
+}
+
+// Pages of the index (the memfd clients map) resident in the page cache.
+uint64_t ResidentIndexPages(const FastPath& fp, uint64_t* total) {
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t bytes = static_cast<uint64_t>(::lseek(fp.index_fd(), 0, SEEK_END));
+  void* m = ::mmap(nullptr, bytes, PROT_READ, MAP_SHARED, fp.index_fd(), 0);
+  EXPECT_NE(m, MAP_FAILED);
+  std::vector<unsigned char> in((bytes + page - 1) / page);
+  EXPECT_EQ(::mincore(m, bytes, in.data()), 0);
+  ::munmap(m, bytes);
+  *total = in.size();
+  uint64_t n = 0;
+  for (unsigned char c : in) n += c & 1;
+  return n;
+}
+
+TEST(FastPathIndexTest, ItsPagesAreBackedAsObjectsArePublishedOrAllAtOnceBesideAPrefaultedArena) {
+  constexpr uint64_t kArena = 64ull << 20;  // 32768 slots: a 2 MiB index
+  uint64_t total = 0;
+  Result<std::unique_ptr<FastPath>> lazy = FastPath::Create(kArena);
+  ASSERT_TRUE(lazy.ok()) << lazy.status().ToString();
+  const uint64_t lazy_resident = ResidentIndexPages(**lazy, &total);
+  EXPECT_GE(total, 512u);
+  EXPECT_LE(lazy_resident, 2u);  // the header, nothing else
+  Result<std::unique_ptr<FastPath>> eager = FastPath::Create(kArena, /*prefault=*/true);
+  ASSERT_TRUE(eager.ok()) << eager.status().ToString();
+  EXPECT_EQ(ResidentIndexPages(**eager, &total), total);  // a Publish faults nothing in
 }
 
 }  // namespace
