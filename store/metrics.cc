@@ -110,6 +110,11 @@ std::string FormatPrometheus(const MetricsSnapshot& m) {
   w.Family("plasmon_fetch_duration_seconds", "histogram",
            "Time from a Fetch's start to the pulled object's seal here.");
   w.Histogram(m.fetch_latency);
+  w.Family("plasmon_loop_polls_total", "counter",
+           "Rounds of the store's loop that polled (--busy-poll-us) while a small pull's or a "
+           "lookup's answer was due: answered (it was there; a wake-up saved) or empty (CPU spent).");
+  w.Sample(m.polls_answered, "result=\"answered\"");
+  w.Sample(m.polls_empty, "result=\"empty\"");
   if (m.has_directory) {
     w.Family("plasmon_directory_connected", "gauge",
              "1 if the directory (Redis) is connected and has every location of this store.");

@@ -56,6 +56,9 @@ struct MetricsSnapshot {
   // transports in turn: each try is one).
   uint64_t pulls_ok_tcp = 0, pulls_ok_verbs = 0, pulls_failed_tcp = 0, pulls_failed_verbs = 0;
   LatencyHistogram fetch_latency;  // a pulled object, from its Fetch to its seal here
+  // The loop's busy-polling (EventLoop::PollWindow): polls that found an
+  // answer waiting, and polls that found nothing.
+  uint64_t polls_answered = 0, polls_empty = 0;
   bool has_directory = false;
   bool directory_connected = false;   // connected and re-published everything
   uint64_t directory_queued = 0;      // updates waiting to be written to Redis

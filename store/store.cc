@@ -276,6 +276,8 @@ MetricsSnapshot Store::Impl::TakeSnapshot() const {
   m.pulls_failed_verbs = fc.pulls_failed_rdma;
   m.pulls_failed_tcp = fc.pulls_failed - fc.pulls_failed_rdma;
   m.fetch_latency = fc.latency;
+  m.polls_answered = loop_->fruitful_polls();
+  m.polls_empty = loop_->empty_polls();
   if (directory_) {
     Directory::Counters dc = directory_->counters();
     m.has_directory = true;

@@ -243,13 +243,24 @@ TEST(MetricsCluster, CountsAFetch) {
   ASSERT_TRUE(testing::Published(clients[2], id, "m1"));
   Status st = testing::FetchOne(clients[2], id);
   ASSERT_TRUE(st.ok()) << st.ToString() << stores[2]->Log();
+  // A small object goes by the loop, which polls for the answer.
+  const ObjectID small = ObjectID::Random();
+  ASSERT_TRUE(testing::Put(clients[1], small, testing::Bytes(4096, 2)).ok());
+  ASSERT_TRUE(testing::Published(clients[2], small, "m1"));
+  st = testing::FetchOne(clients[2], small);
+  ASSERT_TRUE(st.ok()) << st.ToString() << stores[2]->Log();
 
   const std::string m = HttpGet(metrics[2], "/metrics").value_or("");
-  EXPECT_EQ(Sample(m, "plasmon_fetches_total{transport=\"tcp\",result=\"ok\"}"), 1) << m;
+  EXPECT_EQ(Sample(m, "plasmon_fetches_total{transport=\"tcp\",result=\"ok\"}"), 2) << m;
   EXPECT_EQ(Sample(m, "plasmon_fetches_total{transport=\"tcp\",result=\"failed\"}"), 0);
-  EXPECT_EQ(Sample(m, "plasmon_fetched_bytes_total"), static_cast<double>(data.size()));
-  EXPECT_EQ(Sample(m, "plasmon_fetch_duration_seconds_count"), 1);
-  EXPECT_EQ(Sample(m, "plasmon_fetch_duration_seconds_bucket{le=\"+Inf\"}"), 1);
+  EXPECT_EQ(Sample(m, "plasmon_fetched_bytes_total"), static_cast<double>(data.size() + 4096));
+  EXPECT_EQ(Sample(m, "plasmon_fetch_duration_seconds_count"), 2);
+  EXPECT_EQ(Sample(m, "plasmon_fetch_duration_seconds_bucket{le=\"+Inf\"}"), 2);
+  // The small pull's wait was polled for (at least one round, the answer
+  // there or not).
+  EXPECT_GE(Sample(m, "plasmon_loop_polls_total{result=\"answered\"}") +
+                Sample(m, "plasmon_loop_polls_total{result=\"empty\"}"),
+            1);
   EXPECT_GT(Sample(m, "plasmon_fetch_duration_seconds_sum"), 0);
   EXPECT_EQ(Sample(m, "plasmon_directory_connected"), 1);
   EXPECT_GE(Sample(m, "plasmon_directory_publishes_queued"), 0);
@@ -260,6 +271,9 @@ TEST(MetricsCluster, CountsAFetch) {
   EXPECT_GE(Sample(m1, "plasmon_transport_connections{transport=\"tcp\",role=\"serving\"}"), 1)
       << m1;
   EXPECT_EQ(Sample(m1, "plasmon_fetch_duration_seconds_count"), 0);
+  // It waited for no answer: it never polled.
+  EXPECT_EQ(Sample(m1, "plasmon_loop_polls_total{result=\"answered\"}"), 0);
+  EXPECT_EQ(Sample(m1, "plasmon_loop_polls_total{result=\"empty\"}"), 0);
   const std::string promtool = cluster::FindExecutable("promtool");
   ASSERT_FALSE(promtool.empty());
   testing::CommandResult r = testing::RunCommand({promtool, "check", "metrics"}, m);
