@@ -83,7 +83,8 @@ class Store::Impl : public TableListener, public ObjectSource, public SessionOwn
   void Stop() { loop_->Stop(); }
   const Arena& arena() const { return arena_; }
   Status StartFastPath() {
-    Result<std::unique_ptr<FastPath>> f = FastPath::Create(table_.allocator().capacity(), arena_.prefaulted());
+    Result<std::unique_ptr<FastPath>> f =
+        FastPath::Create(table_.allocator().capacity(), arena_.prefaulted());
     if (!f.ok()) return f.status();
     fast_ = std::move(*f);
     table_.SetPinGate(fast_.get());
