@@ -953,10 +953,13 @@ int RunFetch(FetchConfig cfg) {
 
   Machine machine = DescribeMachine();
   if (!cfg.json) {
-    std::printf("plasmon-bench fetch: %s cluster '%s' in %s (%s), %s arenas (prefaulted%s)\n",
+    const bool huge = cluster.started && std::find(cfg.store_args.begin(), cfg.store_args.end(),
+                                                   "--hugepages") != cfg.store_args.end();
+    std::printf("plasmon-bench fetch: %s cluster '%s' in %s (%s), %s arenas (prefaulted%s%s)\n",
                 cluster.mode.c_str(), cluster.name.c_str(), cluster.dir.c_str(),
                 cluster.started ? "started for this run" : "already running",
-                FormatSize(capacity).c_str(), cluster.started ? "" : " if they were started so");
+                FormatSize(capacity).c_str(), cluster.started ? "" : " if they were started so",
+                huge ? ", 2 MiB pages" : "");
     std::printf("  holder  %s: %s%s%s, fetcher %s: %s%s%s\n", n1.node_id.c_str(),
                 n1.endpoint.c_str(), n1.host.netns.empty() ? "" : " in ", n1.host.netns.c_str(),
                 n2.node_id.c_str(), n2.endpoint.c_str(), n2.host.netns.empty() ? "" : " in ",
