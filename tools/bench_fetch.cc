@@ -104,6 +104,7 @@
 //   "fetch_counters": {"node_id": str, "fetched": int, "fetched_bytes": int,
 //                      "fetched_verbs": int, "pulls_failed": int},  // node 2, over the run
 //   "throughput": {"size": int, "repetitions": int, "gbit_per_s": [num, ...],
+//                  "transfer_ms": [num|null, ...],  // each one's transfer stage
 //                  "median_gbit_per_s": num, "median_gb_per_s": num} | null,
 //   "targets": [{"name": str, "value": num|null, "comparison": "<=" | ">=",
 //                "bound": num, "met": bool|null, "note": str}]
@@ -1145,13 +1146,18 @@ int RunFetch(FetchConfig cfg) {
     rdma_bw = *bw;
   }
   std::vector<double> tput;
+  std::vector<double> tput_transfer_ms;  // each one's transfer stage, as n2's store measured it
   if (cfg.throughput_size > 0) {
     for (uint64_t i = 0; i < cfg.throughput_reps; i++) {
       std::string ctx = "throughput " + FormatSize(cfg.throughput_size);
       Progress("measuring " + ctx + " (" + std::to_string(i + 1) + "/" +
                std::to_string(cfg.throughput_reps) + ")");
       ObjectID id = f.Put(cfg.throughput_size, ctx);
-      uint64_t ns = f.Fetch(id, ctx);
+      FetchReport report;
+      uint64_t ns = f.Fetch(id, ctx, &report);
+      tput_transfer_ms.push_back(report.ids.empty() || !report.ids[0].pulled
+                                     ? NAN
+                                     : report.ids[0].transfer_us / 1e3);
       f.DropFetched(id, ctx);
       f.DropHeld(id, ctx);
       tput.push_back(static_cast<double>(cfg.throughput_size) * 8 / static_cast<double>(ns));
@@ -1348,6 +1354,16 @@ int RunFetch(FetchConfig cfg) {
                   static_cast<unsigned long long>(tput.size()));
       for (double g : tput) std::printf(" %.2f", g);
       std::printf(" Gbit/s; median %.2f Gbit/s (%.2f GB/s)\n", tput_median, tput_median / 8);
+      // The stage a first-fetch penalty shows in (docs/BENCHMARKS.md).
+      std::printf("  their transfer stage (request to last byte, in n2's store):");
+      for (double ms : tput_transfer_ms) {
+        if (std::isfinite(ms)) {
+          std::printf(" %.1f", ms);
+        } else {
+          std::printf(" -");
+        }
+      }
+      std::printf(" ms\n");
     }
     if (rdma_bw)
       std::printf("  ib_read_bw -R, %s reads %s, %llu x %s (device %s): average %.3f Gbit/s "
@@ -1443,6 +1459,9 @@ int RunFetch(FetchConfig cfg) {
       j += "{\"size\": " + std::to_string(cfg.throughput_size) +
            ", \"repetitions\": " + std::to_string(tput.size()) + ", \"gbit_per_s\": [";
       for (size_t i = 0; i < tput.size(); i++) j += (i > 0 ? ", " : "") + JsonNumber(tput[i]);
+      j += "], \"transfer_ms\": [";
+      for (size_t i = 0; i < tput_transfer_ms.size(); i++)
+        j += (i > 0 ? ", " : "") + JsonNumber(tput_transfer_ms[i]);
       j += "], \"median_gbit_per_s\": " + JsonNumber(tput_median) +
            ", \"median_gb_per_s\": " + JsonNumber(tput_median / 8) + "}";
     }
