@@ -188,7 +188,7 @@ void TouchThroughMapping(uint8_t* base, uint64_t size, uint64_t page) {
 }  // namespace
 
 void Mapping::Prefault(uint64_t page_size) const {
-  if (::madvise(base_, size_, MADV_POPULATE_WRITE) != 0) {
+  if (!Populate(0, size_, /*write=*/true)) {
     // Older kernels: touch every page by hand.
     for (uint64_t off = 0; off < size_; off += page_size) {
       volatile uint8_t* p = base_ + off;
