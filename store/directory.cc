@@ -537,9 +537,10 @@ static const char* kLookupScript =
     "out[4] = problem "
     "return out";
 
-Result<std::vector<ObjectLocationRecord>> Directory::Lookup(const ObjectID& id) {
+Result<std::vector<ObjectLocationRecord>> Directory::Lookup(const ObjectID& id,
+                                                            NodeRecords nodes) {
   std::lock_guard<std::mutex> l(lookup_mu_);
-  Result<LookupResult> r = Query(&lookup_conn_, id);
+  Result<LookupResult> r = Query(&lookup_conn_, id, nodes);
   if (!r.ok()) return r.status();
   return std::move(r->holders);
 }
@@ -573,9 +574,21 @@ bool IsNoScript(std::string_view error) { return error.find("NOSCRIPT") != std::
 
 }  // namespace
 
-Result<LookupResult> Directory::Query(RedisConnection* conn, const ObjectID& id) {
+Result<LookupResult> Directory::Query(RedisConnection* conn, const ObjectID& id,
+                                      NodeRecords nodes) {
   Status st = conn->Ensure(2000);
   if (!st.ok()) return st;
+  if (nodes == NodeRecords::kCached && node_cache_enabled()) {
+    Result<Reply> scan = Command(conn->get(), ScanCommand(id));
+    if (scan.ok()) {
+      if (std::optional<LookupResult> found = OnScanReply(id, scan->get())) return *found;
+    } else if (conn->get()->err != 0) {  // the connection failed, not the command
+      conn->Drop();
+      return scan.status();
+    }
+    // An error reply (a record of the wrong type) or a holder not cached:
+    // the script says what is there.
+  }
   Result<Reply> r = Command(conn->get(), LookupCommand(id));
   if (!r.ok() && IsNoScript(r.status().message()))
     r = Command(conn->get(), LookupCommand(id, /*by_sha=*/false));  // loads it again
@@ -616,7 +629,62 @@ Result<LookupResult> Directory::OnLookupReply(const ObjectID& id, const redisRep
       reply.nodes.push_back(std::nullopt);
     }
   }
+  if (node_cache_enabled()) {
+    // The script keeps a holder's node record only if it is well formed;
+    // cache the ones that exist (reply.object pairs up with reply.nodes).
+    const int64_t now = MonoMicros();
+    std::lock_guard<std::mutex> l(node_cache_mu_);
+    if (node_cache_.size() > kMaxCachedNodes) node_cache_.clear();
+    for (size_t k = 0; k < reply.nodes.size() && 2 * k < reply.object.size(); k++) {
+      if (!reply.nodes[k] || reply.nodes[k]->empty()) {
+        node_cache_.erase(reply.object[2 * k]);
+        continue;
+      }
+      CachedNode& c = node_cache_[reply.object[2 * k]];
+      c.record = *reply.nodes[k];
+      c.cached_us = now;
+    }
+  }
   LookupResult found = ParseLookupReply(id, reply);
+  if (found.malformed > 0)
+    LimitedLog(warnings_, spdlog::level::warn, "directory: malformed records looked up",
+               "lookup of {} skipped {} malformed directory record{} (first: {})", id.Hex(),
+               found.malformed, found.malformed == 1 ? "" : "s", found.problem);
+  return found;
+}
+
+std::vector<std::string> Directory::ScanCommand(const ObjectID& id) const {
+  // A record of up to 4096 holders comes back in one page: all of it if Redis
+  // keeps it as a listpack (up to hash-max-listpack-entries), about COUNT
+  // fields otherwise. A record that needs more pages goes to the script,
+  // which counts what it leaves out.
+  return {"HSCAN", ObjectKey(id), "0", "COUNT", std::to_string(kMaxLookupHolders)};
+}
+
+std::optional<LookupResult> Directory::OnScanReply(const ObjectID& id, const redisReply* r) {
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[1]->type != REDIS_REPLY_ARRAY)
+    return std::nullopt;
+  const std::optional<std::string> cursor = StringOf(r->element[0]);
+  const redisReply* kv = r->element[1];
+  if (!cursor || *cursor != "0" || kv->elements % 2 != 0) return std::nullopt;
+  LookupReply reply;
+  reply.fields = kv->elements / 2;
+  reply.object = Strings(kv);
+  const int64_t now = MonoMicros();
+  const int64_t ttl_us = int64_t{opts_.node_cache_ms} * 1000;
+  {
+    std::lock_guard<std::mutex> l(node_cache_mu_);
+    for (size_t i = 0; i + 1 < reply.object.size(); i += 2) {
+      const std::string& node = reply.object[i];
+      // The script's limits: what it would skip, it should say why.
+      if (node.size() > 255 || reply.object[i + 1].size() > 64) return std::nullopt;
+      auto it = node_cache_.find(node);
+      if (it == node_cache_.end() || now - it->second.cached_us >= ttl_us) return std::nullopt;
+      reply.nodes.push_back(it->second.record);
+    }
+  }
+  LookupResult found = ParseLookupReply(id, reply);
+  for (ObjectLocationRecord& h : found.holders) h.node_cached = true;
   if (found.malformed > 0)
     LimitedLog(warnings_, spdlog::level::warn, "directory: malformed records looked up",
                "lookup of {} skipped {} malformed directory record{} (first: {})", id.Hex(),
@@ -787,18 +855,20 @@ void LoopLookups::Drop(const Status& why) {
   for (Pending& p : failed) p.done(why);
 }
 
-bool LoopLookups::Start(const ObjectID& id, Done done) {
+bool LoopLookups::Start(const ObjectID& id, Done done, NodeRecords nodes) {
   if (!usable_) return false;
   if (!ready_) {
     if (ac_ == nullptr && MonoMicros() >= retry_at_us_) Connect();
     return false;
   }
   Pending p{0, id, std::move(done), MonoMicros() + kTimeoutMs * 1000, loop_->ExpectSoon()};
+  p.scan = nodes == NodeRecords::kCached && directory_->node_cache_enabled();
   return Send(p, /*by_sha=*/true);
 }
 
 bool LoopLookups::Send(Pending& p, bool by_sha) {
-  const std::vector<std::string> args = directory_->LookupCommand(p.id, by_sha);
+  const std::vector<std::string> args =
+      p.scan ? directory_->ScanCommand(p.id) : directory_->LookupCommand(p.id, by_sha);
   std::vector<const char*> argv;
   std::vector<size_t> lens;
   for (const std::string& x : args) {
@@ -825,6 +895,19 @@ void LoopLookups::OnReply(redisAsyncContext* ac, void* r, void* privdata) {
   Pending p = std::move(l->pending_.front());
   l->pending_.pop_front();
   const auto* reply = static_cast<const redisReply*>(r);
+  if (p.scan) {
+    std::optional<LookupResult> found;
+    if (reply->type != REDIS_REPLY_ERROR) found = l->directory_->OnScanReply(p.id, reply);
+    if (found) {
+      p.done(std::move(found->holders));
+      return;
+    }
+    // Not every holder cached, or an error reply (a record of the wrong
+    // type): the script goes behind those already sent, as below.
+    p.scan = false;
+    if (!l->Send(p, /*by_sha=*/true)) p.done(Status::Disconnected("cannot send a lookup to Redis"));
+    return;
+  }
   if (reply->type == REDIS_REPLY_ERROR) {
     std::string error(reply->str, reply->len);
     // Redis lost the script (restarted, flushed, failed over): this one goes

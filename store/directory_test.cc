@@ -236,6 +236,113 @@ TEST(DirectoryTest, MalformedNodeRecordsAreSkippedAndCounted) {
   EXPECT_FALSE(counted->problem.empty());
 }
 
+// How many times Redis ran `command` (INFO commandstats); -1 if unknown.
+long long Calls(const testing::RedisProcess& redis, const std::string& command) {
+  auto info = Query(redis, {"INFO", "commandstats"});
+  if (!info.ok() || info->empty()) return -1;
+  const std::string key = "cmdstat_" + command + ":calls=";
+  const size_t at = (*info)[0].find(key);
+  if (at == std::string::npos) return 0;
+  return std::atoll((*info)[0].c_str() + at + key.size());
+}
+
+// The script runs a command per holder on Redis's one thread; a fetch's
+// lookup whose holders' node records are cached asks only for the object's
+// record. What it returns must be what the script would, and a cached record
+// must never outlive a fresh lookup that saw it change.
+TEST(DirectoryTest, ACachedLookupAsksOnlyForTheObjectsRecordAndFreshLookupsRenewIt) {
+  testing::RedisProcess redis;
+  ASSERT_TRUE(redis.started());
+  DirectoryOptions o = Options(redis, "reader");
+  o.node_cache_ms = 60000;
+  Directory reader(o);
+  const ObjectID id = ObjectID::Random(), other = ObjectID::Random();
+  for (const std::vector<std::string>& cmd : std::vector<std::vector<std::string>>{
+           {"HSET", "test:node:n1", "ep:tcp", "10.0.0.5:1"},
+           {"HSET", reader.ObjectKey(id), "n1", "5:0:-"},
+           {"HSET", reader.ObjectKey(other), "n1", "6:1:ab"}})
+    ASSERT_TRUE(Query(redis, cmd).ok());
+  auto scripts = [&] { return Calls(redis, "evalsha") + Calls(redis, "eval"); };
+  auto first = reader.Lookup(id, NodeRecords::kCached);  // nothing cached: the script
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  ASSERT_EQ(first->size(), 1u);
+  EXPECT_FALSE((*first)[0].node_cached);
+  const long long s0 = scripts(), h0 = Calls(redis, "hscan");
+  ASSERT_GT(s0, 0);
+
+  auto cached = reader.Lookup(other, NodeRecords::kCached);
+  ASSERT_TRUE(cached.ok()) << cached.status().ToString();
+  ASSERT_EQ(cached->size(), 1u);
+  EXPECT_TRUE((*cached)[0].node_cached);
+  EXPECT_TRUE((*cached)[0].alive);
+  EXPECT_EQ((*cached)[0].endpoints.at("tcp"), "10.0.0.5:1");
+  EXPECT_EQ((*cached)[0].data_size, 6u);
+  EXPECT_EQ((*cached)[0].metadata_size, 1u);
+  EXPECT_TRUE((*cached)[0].digest_valid);
+  EXPECT_EQ((*cached)[0].digest, 0xabu);
+  EXPECT_EQ(scripts(), s0);
+  EXPECT_EQ(Calls(redis, "hscan"), h0 + 1);
+  EXPECT_TRUE(reader.Lookup(ObjectID::Random(), NodeRecords::kCached)->empty());
+  EXPECT_EQ(scripts(), s0);
+
+  // The node restarted elsewhere: a cached lookup still says where it was
+  // (a fetch that fails there looks up fresh), a fresh one where it is, and
+  // the cache follows the fresh one.
+  ASSERT_TRUE(Query(redis, {"HSET", "test:node:n1", "ep:tcp", "10.0.0.5:2"}).ok());
+  EXPECT_EQ((*reader.Lookup(id, NodeRecords::kCached))[0].endpoints.at("tcp"), "10.0.0.5:1");
+  auto fresh = reader.Lookup(id);
+  EXPECT_FALSE((*fresh)[0].node_cached);
+  EXPECT_EQ((*fresh)[0].endpoints.at("tcp"), "10.0.0.5:2");
+  EXPECT_EQ((*reader.Lookup(id, NodeRecords::kCached))[0].endpoints.at("tcp"), "10.0.0.5:2");
+
+  // A holder not cached yet: the script, with both holders.
+  ASSERT_TRUE(Query(redis, {"HSET", "test:node:n2", "ep:tcp", "10.0.0.6:1"}).ok());
+  ASSERT_TRUE(Query(redis, {"HSET", reader.ObjectKey(id), "n2", "5:0:-"}).ok());
+  long long s = scripts();
+  auto both = reader.Lookup(id, NodeRecords::kCached);
+  ASSERT_EQ(both->size(), 2u);
+  EXPECT_EQ(scripts(), s + 1);
+  EXPECT_FALSE((*both)[0].node_cached);
+
+  // A node whose record is gone is never taken from the cache.
+  ASSERT_TRUE(Query(redis, {"DEL", "test:node:n2"}).ok());
+  auto gone = reader.Lookup(id);  // fresh: n2 not alive, and dropped from the cache
+  ASSERT_EQ(gone->size(), 2u);
+  s = scripts();
+  auto again = reader.Lookup(id, NodeRecords::kCached);
+  ASSERT_EQ(again->size(), 2u);
+  EXPECT_EQ(scripts(), s + 1);
+  for (const ObjectLocationRecord& r : *again) EXPECT_EQ(r.alive, r.node_id == "n1") << r.node_id;
+
+  // A damaged object record reads the same either way.
+  const ObjectID damaged = ObjectID::Random();
+  ASSERT_TRUE(Query(redis, {"SET", reader.ObjectKey(damaged), "not a hash"}).ok());
+  auto bad = reader.Lookup(damaged, NodeRecords::kCached);
+  ASSERT_TRUE(bad.status().IsCorruption()) << bad.status().ToString();
+  EXPECT_NE(bad.status().message().find(reader.ObjectKey(damaged)), std::string::npos);
+  EXPECT_NE(bad.status().message().find("string"), std::string::npos);
+
+  // Records age out of the cache, and with node_cache_ms 0 nothing is cached.
+  DirectoryOptions shortlived = o;
+  shortlived.node_cache_ms = 50;
+  DirectoryOptions uncached = o;
+  uncached.node_cache_ms = 0;
+  for (const DirectoryOptions& opts : {shortlived, uncached}) {
+    SCOPED_TRACE(opts.node_cache_ms);
+    Directory d(opts);
+    ASSERT_TRUE(d.Lookup(other).ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(opts.node_cache_ms + 10));
+    s = scripts();
+    const long long h = Calls(redis, "hscan");
+    auto r = d.Lookup(other, NodeRecords::kCached);
+    ASSERT_EQ(r->size(), 1u);
+    EXPECT_FALSE((*r)[0].node_cached);
+    EXPECT_EQ(scripts(), s + 1);
+    // The script's own HSCAN counts too.
+    EXPECT_EQ(Calls(redis, "hscan"), h + 1 + (opts.node_cache_ms > 0 ? 1 : 0));
+  }
+}
+
 // Found by trying: a malformed object record was reported as Redis being
 // unavailable.
 TEST(DirectoryTest, AMalformedObjectRecordIsCorruptionNamingTheKey) {
@@ -443,7 +550,8 @@ namespace {
 // until the connection (made at the first Start) is up: it is tried every
 // 10 ms for 2 s. Returns whether the lookups were started on the loop.
 bool LookUpOnALoop(Directory* d, const std::vector<ObjectID>& ids,
-                   std::vector<Result<std::vector<ObjectLocationRecord>>>* out) {
+                   std::vector<Result<std::vector<ObjectLocationRecord>>>* out,
+                   NodeRecords nodes = NodeRecords::kFresh) {
   auto loop = EventLoop::Create();
   EXPECT_TRUE(loop.ok());
   EventLoop* l = loop->get();
@@ -454,15 +562,21 @@ bool LookUpOnALoop(Directory* d, const std::vector<ObjectID>& ids,
   const int64_t give_up_starting = MonoMicros() + 2'000'000, deadline = MonoMicros() + 20'000'000;
   std::function<void()> tick = [&] {
     if (!started) {
-      started = lookups.Start(ids[0], [&](Result<std::vector<ObjectLocationRecord>> r) {
-        (*out)[0] = std::move(r);
-        answered++;
-      });
+      started = lookups.Start(
+          ids[0],
+          [&](Result<std::vector<ObjectLocationRecord>> r) {
+            (*out)[0] = std::move(r);
+            answered++;
+          },
+          nodes);
       for (size_t i = 1; started && i < ids.size(); i++) {
-        EXPECT_TRUE(lookups.Start(ids[i], [&, i](Result<std::vector<ObjectLocationRecord>> r) {
-          (*out)[i] = std::move(r);
-          answered++;
-        }));
+        EXPECT_TRUE(lookups.Start(
+            ids[i],
+            [&, i](Result<std::vector<ObjectLocationRecord>> r) {
+              (*out)[i] = std::move(r);
+              answered++;
+            },
+            nodes));
       }
       if (!started && MonoMicros() > give_up_starting) {
         l->Stop();
@@ -522,15 +636,36 @@ TEST(LoopLookupsTest, FindOnTheLoopWhatTheBlockingLookupFinds) {
       continue;
     }
     ASSERT_TRUE(on_loop);
-    for (size_t i = 0; i < ids.size(); i++) {
-      ASSERT_TRUE(got[i].ok()) << got[i].status().ToString();
-      ASSERT_EQ(got[i]->size(), 1u);
-      EXPECT_EQ((*got[i])[0].node_id, "node-a");
-      EXPECT_EQ((*got[i])[0].data_size, 100u + i);
-      EXPECT_TRUE((*got[i])[0].alive);
+    // Fresh, then with the node records the fresh lookups cached (an HSCAN
+    // each), then with a damaged record among them (the HSCAN's error sends
+    // that one to the script, behind the others).
+    for (int pass = 0; pass < 3; pass++) {
+      SCOPED_TRACE(pass);
+      std::vector<ObjectID> these = asked;
+      const ObjectID damaged = ObjectID::Random();
+      if (pass == 2) {
+        ASSERT_TRUE(cluster::RedisQuery(tcp.socket(), {"SET", reader.ObjectKey(damaged), "x"}).ok());
+        these.insert(these.begin() + 2, damaged);
+      }
+      if (pass > 0) {
+        got.clear();
+        ASSERT_TRUE(LookUpOnALoop(&reader, these, &got, NodeRecords::kCached));
+      }
+      if (pass == 2) {
+        EXPECT_TRUE(got[2].status().IsCorruption()) << got[2].status().ToString();
+        got.erase(got.begin() + 2);
+      }
+      for (size_t i = 0; i < ids.size(); i++) {
+        ASSERT_TRUE(got[i].ok()) << got[i].status().ToString();
+        ASSERT_EQ(got[i]->size(), 1u);
+        EXPECT_EQ((*got[i])[0].node_id, "node-a");
+        EXPECT_EQ((*got[i])[0].data_size, 100u + i);
+        EXPECT_TRUE((*got[i])[0].alive);
+        EXPECT_EQ((*got[i])[0].node_cached, pass > 0);
+      }
+      ASSERT_TRUE(got.back().ok()) << got.back().status().ToString();
+      EXPECT_TRUE(got.back()->empty());
     }
-    ASSERT_TRUE(got.back().ok()) << got.back().status().ToString();
-    EXPECT_TRUE(got.back()->empty());
   }
   // Nobody listening: nothing hangs, Start keeps refusing (the worker
   // looks up and says why).

@@ -231,6 +231,9 @@ void Fetcher::LookUp(Job* job, bool use_cache) {
   job->event_seen = false;
   job->lookups++;
   job->from_cache = false;
+  // A first lookup may take holders' node records from the directory's
+  // cache; one after a failure (or a seal event) asks for them afresh.
+  job->cached_nodes = use_cache;
   if (use_cache) {
     if (const std::vector<FetchCandidate>* c = location_cache_.Find(job->id, MonoMicros())) {
       job->candidates = *c;
@@ -261,13 +264,14 @@ void Fetcher::PumpLookups() {
     lookups_in_flight_++;
     // On the loop when its connection is up: no hand-off to the worker and
     // back. Either way the result comes in on the loop.
+    const NodeRecords nodes = j->second.cached_nodes ? NodeRecords::kCached : NodeRecords::kFresh;
     if (loop_lookups_ &&
-        loop_lookups_->Start(id, [this, id = id, seq = seq](auto found) {
-          LookedUp(id, seq, std::move(found));
-        }))
+        loop_lookups_->Start(
+            id, [this, id = id, seq = seq](auto found) { LookedUp(id, seq, std::move(found)); },
+            nodes))
       continue;
-    lookups_->Submit([this, id = id, seq = seq] {
-      auto found = directory_->Lookup(id);
+    lookups_->Submit([this, id = id, seq = seq, nodes] {
+      auto found = directory_->Lookup(id, nodes);
       loop_->Post([this, id, seq, found = std::move(found)]() mutable {
         LookedUp(id, seq, std::move(found));
       });
@@ -316,8 +320,11 @@ void Fetcher::OnLookedUp(const ObjectID& id, uint64_t seq,
   const std::string& self = directory_->options().node_id;
   std::vector<FetchCandidate> candidates;
   std::vector<const ObjectLocationRecord*> holders;
-  for (const ObjectLocationRecord& r : *found)
+  job->cached_nodes = false;
+  for (const ObjectLocationRecord& r : *found) {
     if (r.node_id != self && r.alive) holders.push_back(&r);
+    job->cached_nodes |= r.node_cached;
+  }
   std::shuffle(holders.begin(), holders.end(), rng_);  // spread the load
   // Each holder over every transport both sides have, the preferred first:
   // a failed RDMA pull falls back to TCP from the same holder.
@@ -404,8 +411,9 @@ void Fetcher::PullNext(Job* job) {
     job->next++;
   if (job->next >= job->candidates.size()) {
     location_cache_.Drop(id);
-    if ((job->stale || job->from_cache) && job->lookups < kMaxLookups) {
-      LookUp(job, /*use_cache=*/false);  // the directory was behind: ask again
+    if ((job->stale || job->from_cache || job->cached_nodes) && job->lookups < kMaxLookups) {
+      // The directory was behind, or what we had of it: ask again.
+      LookUp(job, /*use_cache=*/false);
       return;
     }
     if (job->candidates.empty()) {

@@ -177,6 +177,7 @@ class Fetcher {
     int lookups = 0;
     uint64_t lookup_seq = 0;  // the lookup in flight; older results are ignored
     bool from_cache = false;  // candidates came from the location cache
+    bool cached_nodes = false;  // the lookup may use / used cached node records
     bool stale = false;       // a holder said it no longer has the object
     bool event_seen = false;  // a seal event came while a lookup was running
     Status last_error;        // why the last pull failed

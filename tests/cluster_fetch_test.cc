@@ -39,17 +39,17 @@ class ClusterFetchTest : public ::testing::Test {
     for (int i = 1; i <= kNodes; i++) ASSERT_TRUE(StartNode(i));
   }
 
-  std::vector<std::string> NodeArgs(int i) {
+  std::vector<std::string> NodeArgs(int i, int port = 7400) {
     return {"-m",          "256M",
             "--redis",     redis_.address(),
             "--node-id",   "node-" + std::to_string(i),
             "--node-ttl-ms", "1000",
-            "--listen",    net_.address(i) + ":7400",
+            "--listen",    net_.address(i) + ":" + std::to_string(port),
             "--cluster-secret-file", secret_};
   }
-  bool StartNode(int i) {
+  bool StartNode(int i, int port = 7400) {
     clients_[i] = std::make_unique<Client>();
-    stores_[i] = std::make_unique<StoreProcess>(NodeArgs(i), net_.ns(i));
+    stores_[i] = std::make_unique<StoreProcess>(NodeArgs(i, port), net_.ns(i));
     return stores_[i]->started() && clients_[i]->Connect(stores_[i]->socket()).ok();
   }
   Client& c(int i) { return *clients_[i]; }
@@ -171,6 +171,29 @@ TEST_F(ClusterFetchTest, ASmallFetchFromARestartedHolderDialsAgain) {
   Status st = FetchOne(c(2), after);
   ASSERT_TRUE(st.ok()) << st.ToString() << "\n" << store(2).Log();
   EXPECT_TRUE(HasBytes(c(2), after, Bytes(4096, 2)));
+}
+
+TEST_F(ClusterFetchTest, AHolderThatMovedIsFoundAtItsNewAddress) {
+  // Node 2's lookups reuse node 1's record (its endpoint) for a while; node 1
+  // then restarts on another port. The first pull goes to the old address,
+  // is refused, and the fetch looks up afresh: it succeeds.
+  ObjectID before = ObjectID::Random(), after = ObjectID::Random();
+  ASSERT_TRUE(Put(c(1), before, Bytes(4096, 1)).ok());
+  ASSERT_TRUE(FetchOne(c(2), before).ok());
+  store(1).Kill();
+  ASSERT_TRUE(StartNode(1, 7401));
+  ASSERT_TRUE(Put(c(1), after, Bytes(4096, 3)).ok());
+  // Asked of Redis itself: node 2's Where would renew its cache.
+  bool published = false;
+  for (int i = 0; i < 2000 && !published; i++) {
+    auto r = cluster::RedisQuery(redis_.socket(), {"HEXISTS", "plasmon:obj:" + after.Hex(), "node-1"});
+    published = r.ok() && !r->empty() && (*r)[0] == "1";
+    if (!published) std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_TRUE(published);
+  Status st = FetchOne(c(2), after);
+  ASSERT_TRUE(st.ok()) << st.ToString() << "\n" << store(2).Log();
+  EXPECT_TRUE(HasBytes(c(2), after, Bytes(4096, 3)));
 }
 
 TEST_F(ClusterFetchTest, GetWithFetchOptionPullsWhatIsMissing) {

@@ -117,6 +117,11 @@ int main(int argc, char** argv) {
   app.add_option("--node-id", dir.node_id, "This node's name in the cluster (default: hostname)");
   app.add_option("--node-ttl-ms", dir.ttl_ms,
                  "A node record lives this long without a heartbeat")->capture_default_str();
+  app.add_option("--node-cache-ms", dir.node_cache_ms,
+                 "Fetches reuse holders' node records looked up less than this long ago and ask "
+                 "Redis only for the object's record (0: ask for both every time)")
+      ->check(CLI::Range(0, 60000))
+      ->capture_default_str();
   plasmon::TcpTransportOptions tcp;
   std::string listen, secret_file;
   app.add_option("--listen", listen,
