@@ -247,7 +247,9 @@ bool Directory::synced() const {
 
 Directory::Counters Directory::counters() const {
   std::lock_guard<std::mutex> l(mu_);
-  return {synced_, queue_.size(), failed_updates_};
+  return {synced_, queue_.size(), failed_updates_,
+          lookups_scanned_.load(std::memory_order_relaxed),
+          lookups_scripted_.load(std::memory_order_relaxed)};
 }
 
 // Renews this node's record in one step, and says whether it had to create
@@ -542,6 +544,7 @@ Result<std::vector<ObjectLocationRecord>> Directory::Lookup(const ObjectID& id,
   std::lock_guard<std::mutex> l(lookup_mu_);
   Result<LookupResult> r = Query(&lookup_conn_, id, nodes);
   if (!r.ok()) return r.status();
+  CountLookup(*r);
   return std::move(r->holders);
 }
 
@@ -685,6 +688,7 @@ std::optional<LookupResult> Directory::OnScanReply(const ObjectID& id, const red
   }
   LookupResult found = ParseLookupReply(id, reply);
   for (ObjectLocationRecord& h : found.holders) h.node_cached = true;
+  found.scanned = true;
   if (found.malformed > 0)
     LimitedLog(warnings_, spdlog::level::warn, "directory: malformed records looked up",
                "lookup of {} skipped {} malformed directory record{} (first: {})", id.Hex(),
@@ -899,6 +903,7 @@ void LoopLookups::OnReply(redisAsyncContext* ac, void* r, void* privdata) {
     std::optional<LookupResult> found;
     if (reply->type != REDIS_REPLY_ERROR) found = l->directory_->OnScanReply(p.id, reply);
     if (found) {
+      l->directory_->CountLookup(*found);
       p.done(std::move(found->holders));
       return;
     }
@@ -922,6 +927,7 @@ void LoopLookups::OnReply(redisAsyncContext* ac, void* r, void* privdata) {
     p.done(found.status());
     return;
   }
+  l->directory_->CountLookup(*found);
   p.done(std::move(found->holders));
 }
 

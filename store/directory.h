@@ -12,6 +12,7 @@
 // process (hiredis writes with write(); plasmon-store ignores it).
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -122,6 +123,7 @@ struct LookupResult {
   uint64_t omitted = 0;    // holders past kMaxLookupHolders, not looked at
   uint64_t malformed = 0;  // holders skipped: a location value or node record that is malformed
   std::string problem;     // what was wrong with the first of those ("" if none)
+  bool scanned = false;    // answered by the HSCAN of a kCached lookup, not the script
 };
 
 // Directory::Lookup's script reply, as plain strings and counts: the number
@@ -187,6 +189,10 @@ class Directory {
     bool synced = false;
     uint64_t queued = 0;            // updates not yet taken by the writer
     uint64_t failed_updates = 0;    // updates in batches that failed (re-published on resync)
+    // Fetches' lookups answered (Lookup and LoopLookups; not clients' Where):
+    // by one HSCAN, the holders' node records cached, or by the script.
+    uint64_t lookups_scanned = 0;
+    uint64_t lookups_scripted = 0;
   };
   Counters counters() const;
   const DirectoryOptions& options() const { return opts_; }
@@ -274,6 +280,10 @@ class Directory {
     int64_t cached_us = 0;
   };
   static constexpr size_t kMaxCachedNodes = 65536;  // cleared when it grows past
+  std::atomic<uint64_t> lookups_scanned_{0}, lookups_scripted_{0};
+  void CountLookup(const LookupResult& r) {
+    (r.scanned ? lookups_scanned_ : lookups_scripted_).fetch_add(1, std::memory_order_relaxed);
+  }
   std::mutex node_cache_mu_;
   std::unordered_map<std::string, CachedNode> node_cache_;
   // Damaged records, written or looked up: one line per 10 s per kind, the

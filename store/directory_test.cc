@@ -282,6 +282,8 @@ TEST(DirectoryTest, ACachedLookupAsksOnlyForTheObjectsRecordAndFreshLookupsRenew
   EXPECT_EQ((*cached)[0].digest, 0xabu);
   EXPECT_EQ(scripts(), s0);
   EXPECT_EQ(Calls(redis, "hscan"), h0 + 1);
+  EXPECT_EQ(reader.counters().lookups_scanned, 1u);
+  EXPECT_EQ(reader.counters().lookups_scripted, 1u);
   EXPECT_TRUE(reader.Lookup(ObjectID::Random(), NodeRecords::kCached)->empty());
   EXPECT_EQ(scripts(), s0);
 

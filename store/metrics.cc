@@ -125,6 +125,11 @@ std::string FormatPrometheus(const MetricsSnapshot& m) {
     w.Family("plasmon_directory_publish_failures_total", "counter",
              "Location updates whose write to Redis failed (all are written again after a reconnect).");
     w.Sample(m.directory_failed);
+    w.Family("plasmon_directory_lookups_total", "counter",
+             "Fetches' lookups in Redis: by one HSCAN of the object's record, the holders' node "
+             "records cached (--node-cache-ms), or by the lookup script.");
+    w.Sample(m.lookups_scanned, "how=\"hscan\"");
+    w.Sample(m.lookups_scripted, "how=\"script\"");
   }
   if (!m.transports.empty()) {
     w.Family("plasmon_transport_connections", "gauge",

@@ -63,6 +63,8 @@ struct MetricsSnapshot {
   bool directory_connected = false;   // connected and re-published everything
   uint64_t directory_queued = 0;      // updates waiting to be written to Redis
   uint64_t directory_failed = 0;      // updates whose write failed (re-published on resync)
+  uint64_t lookups_scanned = 0;       // fetches' lookups answered by one HSCAN (node records cached)
+  uint64_t lookups_scripted = 0;      // ... by the lookup script
   // Per transport that counts them (TransportConnections::known).
   struct Transport {
     std::string name;

@@ -285,6 +285,8 @@ MetricsSnapshot Store::Impl::TakeSnapshot() const {
     m.directory_connected = dc.synced;
     m.directory_queued = dc.queued;
     m.directory_failed = dc.failed_updates;
+    m.lookups_scanned = dc.lookups_scanned;
+    m.lookups_scripted = dc.lookups_scripted;
   }
   for (const std::shared_ptr<Transport>& t : transports_) {
     Transport::Connections c = t->connections();

@@ -265,6 +265,11 @@ TEST(MetricsCluster, CountsAFetch) {
   EXPECT_EQ(Sample(m, "plasmon_directory_connected"), 1);
   EXPECT_GE(Sample(m, "plasmon_directory_publishes_queued"), 0);
   EXPECT_EQ(Sample(m, "plasmon_directory_publish_failures_total"), 0);
+  // Two fetches, two lookups; the Where before each cached m1's record.
+  EXPECT_EQ(Sample(m, "plasmon_directory_lookups_total{how=\"hscan\"}") +
+                Sample(m, "plasmon_directory_lookups_total{how=\"script\"}"),
+            2);
+  EXPECT_GE(Sample(m, "plasmon_directory_lookups_total{how=\"hscan\"}"), 1);
   // The pulled object's connection stays pooled, to be used again.
   EXPECT_GE(Sample(m, "plasmon_transport_connections{transport=\"tcp\",role=\"outgoing\"}"), 1);
   const std::string m1 = HttpGet(metrics[1], "/metrics").value_or("");
