@@ -867,10 +867,10 @@ bool LoopLookups::Start(const ObjectID& id, Done done, NodeRecords nodes) {
   }
   Pending p{0, id, std::move(done), MonoMicros() + kTimeoutMs * 1000, loop_->ExpectSoon()};
   p.scan = nodes == NodeRecords::kCached && directory_->node_cache_enabled();
-  return Send(p, /*by_sha=*/true);
+  return Send(p, /*by_sha=*/true, /*flush=*/true);
 }
 
-bool LoopLookups::Send(Pending& p, bool by_sha) {
+bool LoopLookups::Send(Pending& p, bool by_sha, bool flush) {
   const std::vector<std::string> args =
       p.scan ? directory_->ScanCommand(p.id) : directory_->LookupCommand(p.id, by_sha);
   std::vector<const char*> argv;
@@ -880,14 +880,24 @@ bool LoopLookups::Send(Pending& p, bool by_sha) {
     lens.push_back(x.size());
   }
   const uint64_t seq = ++seq_;
-  if (redisAsyncCommandArgv(ac_, &LoopLookups::OnReply, reinterpret_cast<void*>(seq),
-                            static_cast<int>(args.size()), argv.data(), lens.data()) != REDIS_OK) {
+  deferring_write_ = flush;
+  write_wanted_ = false;
+  const int sent = redisAsyncCommandArgv(ac_, &LoopLookups::OnReply, reinterpret_cast<void*>(seq),
+                                         static_cast<int>(args.size()), argv.data(), lens.data());
+  deferring_write_ = false;
+  if (sent != REDIS_OK) {
     Drop(Status::Disconnected("cannot send a lookup to Redis"));
     return false;
   }
   p.seq = seq;
   pending_.push_back(std::move(p));
   ArmTimer();
+  if (std::exchange(write_wanted_, false)) {
+    // Written now; what the socket does not take, hiredis asks to watch
+    // for (addWrite, not deferred any more). A failed write drops the
+    // connection, which fails the lookups pending, this one too.
+    redisAsyncHandleWrite(ac_);
+  }
   return true;
 }
 
