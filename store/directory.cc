@@ -880,7 +880,7 @@ bool LoopLookups::Send(Pending& p, bool by_sha, bool flush) {
     lens.push_back(x.size());
   }
   const uint64_t seq = ++seq_;
-  deferring_write_ = flush;
+  deferring_write_ = flush && !in_reply_;
   write_wanted_ = false;
   const int sent = redisAsyncCommandArgv(ac_, &LoopLookups::OnReply, reinterpret_cast<void*>(seq),
                                          static_cast<int>(args.size()), argv.data(), lens.data());
@@ -908,6 +908,16 @@ void LoopLookups::OnReply(redisAsyncContext* ac, void* r, void* privdata) {
   if (r == nullptr || l->pending_.empty() || l->pending_.front().seq != seq) return;
   Pending p = std::move(l->pending_.front());
   l->pending_.pop_front();
+  // What `done` starts (the fetcher's next lookups) is written when the
+  // loop sees the socket writable, not from inside hiredis's reply loop.
+  const bool outer = !std::exchange(l->in_reply_, true);
+  struct Unmark {
+    LoopLookups* l;
+    bool outer;
+    ~Unmark() {
+      if (outer) l->in_reply_ = false;
+    }
+  } unmark{l, outer};
   const auto* reply = static_cast<const redisReply*>(r);
   if (p.scan) {
     std::optional<LookupResult> found;

@@ -363,6 +363,9 @@ class LoopLookups {
   uint32_t events_ = 0;   // what it watches
   bool deferring_write_ = false;  // in Send: hiredis's write interest is noted, not watched
   bool write_wanted_ = false;
+  // In a reply callback: no write from here (hiredis 0.14 frees the context
+  // at once when a write fails, under the reply loop that called us).
+  bool in_reply_ = false;
   bool ready_ = false;    // connected (and authenticated, if need be)
   bool usable_ = true;    // false for a Redis named by a host name (see Connect)
   EventLoop::TimerId connect_timer_ = EventLoop::kNoTimer;

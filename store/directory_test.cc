@@ -8,6 +8,7 @@
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <thread>
 
 #include "core/clock.h"
@@ -594,6 +595,63 @@ bool LookUpOnALoop(Directory* d, const std::vector<ObjectID>& ids,
   l->Post(tick);
   EXPECT_TRUE(l->Run().ok());
   return started;
+}
+
+// A lookup started from another's answer (as the fetcher's next queued one
+// is) is sent from inside hiredis's reply loop: the way that cannot free the
+// connection under it, and it is answered too.
+TEST(LoopLookupsTest, ALookupStartedFromAnAnswerIsAnswered) {
+  testing::RedisProcess redis;
+  ASSERT_TRUE(redis.started());
+  Directory publisher(Options(redis, "node-a"));
+  publisher.Start();
+  const ObjectID first = ObjectID::Random(), second = ObjectID::Random();
+  publisher.Publish(first, 1, 0, true, 1);
+  publisher.Publish(second, 2, 0, true, 2);
+  ASSERT_TRUE(Eventually([&] {
+    auto r = publisher.Lookup(second);
+    return r.ok() && r->size() == 1;
+  }));
+  Directory reader(Options(redis, "reader"));
+  auto loop = EventLoop::Create();
+  ASSERT_TRUE(loop.ok());
+  EventLoop* l = loop->get();
+  LoopLookups lookups(l, &reader);
+  std::optional<Result<std::vector<ObjectLocationRecord>>> a;
+  std::vector<Result<std::vector<ObjectLocationRecord>>> b;  // fresh, then cached
+  bool started = false;
+  const int64_t deadline = MonoMicros() + 20'000'000;
+  std::function<void()> tick = [&] {
+    if (!started) {
+      // Refused until the connection (made at the first Start) is up.
+      started = lookups.Start(first, [&](Result<std::vector<ObjectLocationRecord>> r) {
+        a = std::move(r);
+        for (NodeRecords n : {NodeRecords::kFresh, NodeRecords::kCached}) {
+          const bool sent = lookups.Start(
+              second, [&](Result<std::vector<ObjectLocationRecord>> r2) { b.push_back(std::move(r2)); },
+              n);
+          if (!sent) b.push_back(Status::Disconnected("refused"));
+        }
+      });
+    }
+    if (b.size() == 2 || MonoMicros() > deadline) {
+      l->Stop();
+      return;
+    }
+    l->AddTimerAfter(1000, tick);
+  };
+  l->Post(tick);
+  ASSERT_TRUE(l->Run().ok());
+  ASSERT_TRUE(a && a->ok());
+  ASSERT_EQ(b.size(), 2u);
+  for (const auto& r : b) {
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    ASSERT_EQ(r->size(), 1u);
+    EXPECT_EQ((*r)[0].data_size, 2u);
+  }
+  EXPECT_FALSE(b[0]->front().node_cached);
+  EXPECT_TRUE(b[1]->front().node_cached);  // the first answer cached node-a's record
+  publisher.Stop();
 }
 
 TEST(LoopLookupsTest, FindOnTheLoopWhatTheBlockingLookupFinds) {
