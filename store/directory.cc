@@ -575,6 +575,18 @@ const std::string& LookupScriptSha() {
 
 bool IsNoScript(std::string_view error) { return error.find("NOSCRIPT") != std::string_view::npos; }
 
+// A node record's start_time_ms (0 if it has none that parses).
+uint64_t StartTimeOf(const std::vector<std::string>& record) {
+  for (size_t j = 0; j + 1 < record.size(); j += 2) {
+    if (record[j] != "start_time_ms") continue;
+    uint64_t v = 0;
+    const std::string& x = record[j + 1];
+    std::from_chars(x.data(), x.data() + x.size(), v);
+    return v;
+  }
+  return 0;
+}
+
 }  // namespace
 
 Result<LookupResult> Directory::Query(RedisConnection* conn, const ObjectID& id,
@@ -633,18 +645,23 @@ Result<LookupResult> Directory::OnLookupReply(const ObjectID& id, const redisRep
     }
   }
   if (node_cache_enabled()) {
-    // The script keeps a holder's node record only if it is well formed;
-    // cache the ones that exist (reply.object pairs up with reply.nodes).
+    // The script keeps a holder's node record only if it is well formed, and
+    // gives {} for a node without one (its record expired: dead); cache both
+    // (reply.object pairs up with reply.nodes). Replies from the three
+    // connections can be handled out of order: a record never replaces one
+    // of a later start of the same node.
     const int64_t now = MonoMicros();
     std::lock_guard<std::mutex> l(node_cache_mu_);
     if (node_cache_.size() > kMaxCachedNodes) node_cache_.clear();
     for (size_t k = 0; k < reply.nodes.size() && 2 * k < reply.object.size(); k++) {
-      if (!reply.nodes[k] || reply.nodes[k]->empty()) {
-        node_cache_.erase(reply.object[2 * k]);
+      if (!reply.nodes[k]) continue;
+      const std::vector<std::string>& record = *reply.nodes[k];
+      auto it = node_cache_.find(reply.object[2 * k]);
+      if (it != node_cache_.end() && !record.empty() && !it->second.record.empty() &&
+          StartTimeOf(it->second.record) > StartTimeOf(record))
         continue;
-      }
       CachedNode& c = node_cache_[reply.object[2 * k]];
-      c.record = *reply.nodes[k];
+      c.record = record;
       c.cached_us = now;
     }
   }
@@ -657,9 +674,10 @@ Result<LookupResult> Directory::OnLookupReply(const ObjectID& id, const redisRep
 }
 
 std::vector<std::string> Directory::ScanCommand(const ObjectID& id) const {
-  // A record of up to 4096 holders comes back in one page: all of it if Redis
-  // keeps it as a listpack (up to hash-max-listpack-entries), about COUNT
-  // fields otherwise. A record that needs more pages goes to the script,
+  // A small record comes back in one page: all of it if Redis keeps it as a
+  // listpack (up to hash-max-listpack-entries, 128 by default); a larger one
+  // (a hashtable) in pages of about COUNT / 2 fields (Redis 7.0 counts
+  // fields and values). A record that needs more pages goes to the script,
   // which counts what it leaves out.
   return {"HSCAN", ObjectKey(id), "0", "COUNT", std::to_string(kMaxLookupHolders)};
 }
@@ -856,7 +874,14 @@ void LoopLookups::Drop(const Status& why) {
   failed.swap(pending_);
   // Freed from inside a hiredis callback, it is freed when that returns.
   if (redisAsyncContext* a = std::exchange(ac_, nullptr)) redisAsyncFree(a);
-  for (Pending& p : failed) p.done(why);
+  if (!in_send_) {
+    for (Pending& p : failed) p.done(why);
+    return;
+  }
+  for (Pending& p : failed)
+    loop_->Post([alive = std::weak_ptr<bool>(alive_), done = std::move(p.done), why] {
+      if (alive.lock()) done(why);  // not if this is gone (its Done are not run)
+    });
 }
 
 bool LoopLookups::Start(const ObjectID& id, Done done, NodeRecords nodes) {
@@ -896,7 +921,9 @@ bool LoopLookups::Send(Pending& p, bool by_sha, bool flush) {
     // Written now; what the socket does not take, hiredis asks to watch
     // for (addWrite, not deferred any more). A failed write drops the
     // connection, which fails the lookups pending, this one too.
+    in_send_ = true;
     redisAsyncHandleWrite(ac_);
+    in_send_ = false;
   }
   return true;
 }

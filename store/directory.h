@@ -273,8 +273,8 @@ class Directory {
   std::mutex client_lookup_mu_;
   RedisConnection client_lookup_conn_;
   // Holders' node records (field, value, ...) that lookup scripts returned,
-  // and when each was cached (MonoMicros). Only records that exist: a holder
-  // whose record is gone is looked up fresh every time. Any lookup's thread.
+  // or {} for a holder without one (its record expired: the node is dead),
+  // and when each was cached (MonoMicros). Any lookup's thread.
   struct CachedNode {
     std::vector<std::string> record;
     int64_t cached_us = 0;
@@ -312,8 +312,8 @@ class LoopLookups {
   LoopLookups(const LoopLookups&) = delete;
   LoopLookups& operator=(const LoopLookups&) = delete;
 
-  // Sends the lookup of `id`; `done` runs on the loop with its result. False
-  // (and `done` never runs) when not connected.
+  // Sends the lookup of `id`; `done` runs on the loop with its result, never
+  // before Start returns. False (and `done` never runs) when not connected.
   bool Start(const ObjectID& id, Done done, NodeRecords nodes = NodeRecords::kFresh);
   bool connected() const { return ready_; }
   size_t in_flight() const { return pending_.size(); }
@@ -366,6 +366,10 @@ class LoopLookups {
   // In a reply callback: no write from here (hiredis 0.14 frees the context
   // at once when a write fails, under the reply loop that called us).
   bool in_reply_ = false;
+  // In Send's write: a failure drops the connection there, and the lookups
+  // it fails are answered from the loop (Drop posts them), not inside Start.
+  bool in_send_ = false;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // for what Drop posts
   bool ready_ = false;    // connected (and authenticated, if need be)
   bool usable_ = true;    // false for a Redis named by a host name (see Connect)
   EventLoop::TimerId connect_timer_ = EventLoop::kNoTimer;

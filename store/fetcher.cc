@@ -344,6 +344,20 @@ void Fetcher::OnLookedUp(const ObjectID& id, uint64_t seq,
     Park(job);
     return;
   }
+  if (std::exchange(job->recheck_nodes, false) && !job->candidates.empty()) {
+    // The holders just tried, as the fresh records name them too: trying
+    // them again would fail the same way, after as long.
+    auto key = [](const FetchCandidate& c) {
+      return std::make_tuple(c.node_id, c.endpoint, c.transport, c.data_size, c.metadata_size);
+    };
+    std::set<decltype(key(candidates[0]))> tried, fresh;
+    for (const FetchCandidate& c : job->candidates) tried.insert(key(c));
+    for (const FetchCandidate& c : candidates) fresh.insert(key(c));
+    if (fresh == tried) {
+      FailFromEveryHolder(job);
+      return;
+    }
+  }
   OrderCandidates(id, &candidates, /*log=*/true);
   location_cache_.Put(id, candidates, MonoMicros());
   job->candidates = std::move(candidates);
@@ -413,6 +427,7 @@ void Fetcher::PullNext(Job* job) {
     location_cache_.Drop(id);
     if ((job->stale || job->from_cache || job->cached_nodes) && job->lookups < kMaxLookups) {
       // The directory was behind, or what we had of it: ask again.
+      job->recheck_nodes = !job->stale && !job->from_cache;
       LookUp(job, /*use_cache=*/false);
       return;
     }
@@ -420,10 +435,7 @@ void Fetcher::PullNext(Job* job) {
       Park(job);
       return;
     }
-    FinishFetches(id, Status(job->last_error.code(),
-                             "fetching " + id.Hex() + " failed from every holder (" +
-                                 std::to_string(job->candidates.size()) +
-                                 "); the last: " + job->last_error.message()));
+    FailFromEveryHolder(job);
     return;
   }
   const std::string key = HolderKey(job->candidates[job->next++]);
@@ -436,6 +448,13 @@ void Fetcher::PullNext(Job* job) {
     ready_.push_back(key);
   }
   Dispatch();
+}
+
+void Fetcher::FailFromEveryHolder(Job* job) {
+  FinishFetches(job->id, Status(job->last_error.code(),
+                                "fetching " + job->id.Hex() + " failed from every holder (" +
+                                    std::to_string(job->candidates.size()) +
+                                    "); the last: " + job->last_error.message()));
 }
 
 void Fetcher::Dispatch() {

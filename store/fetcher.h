@@ -178,6 +178,9 @@ class Fetcher {
     uint64_t lookup_seq = 0;  // the lookup in flight; older results are ignored
     bool from_cache = false;  // candidates came from the location cache
     bool cached_nodes = false;  // the lookup may use / used cached node records
+    // Looking up again only because the last lookup used cached node
+    // records: if the fresh one names the same holders, the fetch has failed.
+    bool recheck_nodes = false;
     bool stale = false;       // a holder said it no longer has the object
     bool event_seen = false;  // a seal event came while a lookup was running
     Status last_error;        // why the last pull failed
@@ -230,6 +233,8 @@ class Fetcher {
   // smaller), suspect holders last within a size; logs holders that disagree.
   void OrderCandidates(const ObjectID& id, std::vector<FetchCandidate>* c, bool log);
   void PullNext(Job* job);
+  // Every candidate of the job failed: its fetches get the last error.
+  void FailFromEveryHolder(Job* job);
   std::string HolderKey(const FetchCandidate& c) const;
   bool Suspect(const Holder& h, int64_t now_us) const { return h.suspect_until_us > now_us; }
   // Starts queued pulls while transfer slots are free.

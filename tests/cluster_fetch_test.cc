@@ -39,17 +39,22 @@ class ClusterFetchTest : public ::testing::Test {
     for (int i = 1; i <= kNodes; i++) ASSERT_TRUE(StartNode(i));
   }
 
-  std::vector<std::string> NodeArgs(int i, int port = 7400) {
-    return {"-m",          "256M",
-            "--redis",     redis_.address(),
-            "--node-id",   "node-" + std::to_string(i),
-            "--node-ttl-ms", "1000",
-            "--listen",    net_.address(i) + ":" + std::to_string(port),
-            "--cluster-secret-file", secret_};
+  // `extra`: more flags (not those given here).
+  std::vector<std::string> NodeArgs(int i, int port = 7400, int ttl_ms = 1000,
+                                    const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> args = {"-m",          "256M",
+                                     "--redis",     redis_.address(),
+                                     "--node-id",   "node-" + std::to_string(i),
+                                     "--node-ttl-ms", std::to_string(ttl_ms),
+                                     "--listen",    net_.address(i) + ":" + std::to_string(port),
+                                     "--cluster-secret-file", secret_};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
   }
-  bool StartNode(int i, int port = 7400) {
+  bool StartNode(int i, int port = 7400, int ttl_ms = 1000,
+                 const std::vector<std::string>& extra = {}) {
     clients_[i] = std::make_unique<Client>();
-    stores_[i] = std::make_unique<StoreProcess>(NodeArgs(i, port), net_.ns(i));
+    stores_[i] = std::make_unique<StoreProcess>(NodeArgs(i, port, ttl_ms, extra), net_.ns(i));
     return stores_[i]->started() && clients_[i]->Connect(stores_[i]->socket()).ok();
   }
   Client& c(int i) { return *clients_[i]; }
@@ -173,27 +178,65 @@ TEST_F(ClusterFetchTest, ASmallFetchFromARestartedHolderDialsAgain) {
   EXPECT_TRUE(HasBytes(c(2), after, Bytes(4096, 2)));
 }
 
+// How many times `store`'s log says a pull of `id` failed.
+size_t FailedPulls(StoreProcess& store, const ObjectID& id) {
+  const std::string log = store.Log(), needle = "fetch " + id.Hex() + ": pull from";
+  size_t n = 0;
+  for (size_t at = log.find(needle); at != std::string::npos; at = log.find(needle, at + 1)) n++;
+  return n;
+}
+
+// Waits (asking Redis itself, not a store: a store's Where would renew its
+// cache of node records) until `node` is listed as a holder of `id`.
+bool ListedInRedis(const RedisProcess& redis, const ObjectID& id, const std::string& node) {
+  for (int i = 0; i < 2000; i++) {
+    auto r = cluster::RedisQuery(redis.socket(), {"HEXISTS", "plasmon:obj:" + id.Hex(), node});
+    if (r.ok() && !r->empty() && (*r)[0] == "1") return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return false;
+}
+
 TEST_F(ClusterFetchTest, AHolderThatMovedIsFoundAtItsNewAddress) {
-  // Node 2's lookups reuse node 1's record (its endpoint) for a while; node 1
-  // then restarts on another port. The first pull goes to the old address,
-  // is refused, and the fetch looks up afresh: it succeeds.
+  // Node 2's lookups reuse node 1's record (its endpoint; cached for a
+  // minute here, so that a slow machine cannot let it expire); node 1 then
+  // restarts on another port. The first pull goes to the old address, is
+  // refused, and the fetch looks up afresh: it succeeds.
+  store(2).Kill();
+  ASSERT_TRUE(StartNode(2, 7400, 1000, {"--node-cache-ms", "60000"}));
   ObjectID before = ObjectID::Random(), after = ObjectID::Random();
   ASSERT_TRUE(Put(c(1), before, Bytes(4096, 1)).ok());
+  ASSERT_TRUE(ListedInRedis(redis_, before, "node-1"));
   ASSERT_TRUE(FetchOne(c(2), before).ok());
   store(1).Kill();
   ASSERT_TRUE(StartNode(1, 7401));
   ASSERT_TRUE(Put(c(1), after, Bytes(4096, 3)).ok());
-  // Asked of Redis itself: node 2's Where would renew its cache.
-  bool published = false;
-  for (int i = 0; i < 2000 && !published; i++) {
-    auto r = cluster::RedisQuery(redis_.socket(), {"HEXISTS", "plasmon:obj:" + after.Hex(), "node-1"});
-    published = r.ok() && !r->empty() && (*r)[0] == "1";
-    if (!published) std::this_thread::sleep_for(10ms);
-  }
-  ASSERT_TRUE(published);
+  ASSERT_TRUE(ListedInRedis(redis_, after, "node-1"));
   Status st = FetchOne(c(2), after);
   ASSERT_TRUE(st.ok()) << st.ToString() << "\n" << store(2).Log();
   EXPECT_TRUE(HasBytes(c(2), after, Bytes(4096, 3)));
+  EXPECT_EQ(FailedPulls(store(2), after), 1u) << store(2).Log();  // the old address, once
+}
+
+TEST_F(ClusterFetchTest, AHolderDeadAtTheAddressItStillClaimsIsTriedOnce) {
+  // Node 1 dies; its record lives on (10 s here) with the same endpoint. A
+  // fetch that used the cached record fails there, looks up afresh, finds the
+  // same holder at the same address, and reports the failure at once rather
+  // than trying it a second time.
+  store(1).Kill();
+  ASSERT_TRUE(StartNode(1, 7400, 10000));
+  store(2).Kill();
+  ASSERT_TRUE(StartNode(2, 7400, 1000, {"--node-cache-ms", "60000"}));
+  ObjectID before = ObjectID::Random(), id = ObjectID::Random();
+  ASSERT_TRUE(Put(c(1), before, Bytes(4096, 1)).ok());
+  ASSERT_TRUE(Put(c(1), id, Bytes(4096, 2)).ok());
+  ASSERT_TRUE(ListedInRedis(redis_, id, "node-1"));
+  ASSERT_TRUE(FetchOne(c(2), before).ok());  // node 2 caches node 1's record
+  store(1).Kill();
+  Status st = FetchOne(c(2), id);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("failed from every holder"), std::string::npos) << st.ToString();
+  EXPECT_EQ(FailedPulls(store(2), id), 1u) << store(2).Log();
 }
 
 TEST_F(ClusterFetchTest, GetWithFetchOptionPullsWhatIsMissing) {

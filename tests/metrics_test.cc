@@ -232,7 +232,7 @@ TEST(MetricsCluster, CountsAFetch) {
     stores[i] = std::make_unique<StoreProcess>(std::vector<std::string>{
         "-m", "64M", "--redis", redis.address(), "--node-id", "m" + std::to_string(i),
         "--listen", "127.0.0.1:" + std::to_string(listen), "--transport", "tcp",
-        "--cluster-secret-file", dir + "/secret", "--metrics",
+        "--cluster-secret-file", dir + "/secret", "--node-cache-ms", "60000", "--metrics",
         "127.0.0.1:" + std::to_string(metrics[i])});
     ASSERT_TRUE(stores[i]->started());
     ASSERT_TRUE(clients[i].Connect(stores[i]->socket()).ok());
