@@ -656,15 +656,19 @@ Result<LookupResult> Directory::OnLookupReply(const ObjectID& id, const redisRep
     for (size_t k = 0; k < reply.nodes.size() && 2 * k < reply.object.size(); k++) {
       if (!reply.nodes[k]) continue;
       const std::vector<std::string>& record = *reply.nodes[k];
-      auto it = node_cache_.find(reply.object[2 * k]);
-      if (it != node_cache_.end() && !record.empty() && !it->second.record.empty() &&
-          StartTimeOf(it->second.record) > StartTimeOf(record))
+      auto [it, added] = node_cache_.try_emplace(reply.object[2 * k]);
+      CachedNode& c = it->second;
+      if (!added && !record.empty() && !c.record.empty() &&
+          StartTimeOf(c.record) > StartTimeOf(record))
         continue;
-      CachedNode& c = node_cache_[reply.object[2 * k]];
       c.record = record;
       c.cached_us = now;
     }
   }
+  return Parsed(id, reply);
+}
+
+LookupResult Directory::Parsed(const ObjectID& id, const LookupReply& reply) {
   LookupResult found = ParseLookupReply(id, reply);
   if (found.malformed > 0)
     LimitedLog(warnings_, spdlog::level::warn, "directory: malformed records looked up",
@@ -704,13 +708,9 @@ std::optional<LookupResult> Directory::OnScanReply(const ObjectID& id, const red
       reply.nodes.push_back(it->second.record);
     }
   }
-  LookupResult found = ParseLookupReply(id, reply);
+  LookupResult found = Parsed(id, reply);
   for (ObjectLocationRecord& h : found.holders) h.node_cached = true;
   found.scanned = true;
-  if (found.malformed > 0)
-    LimitedLog(warnings_, spdlog::level::warn, "directory: malformed records looked up",
-               "lookup of {} skipped {} malformed directory record{} (first: {})", id.Hex(),
-               found.malformed, found.malformed == 1 ? "" : "s", found.problem);
   return found;
 }
 
@@ -892,10 +892,10 @@ bool LoopLookups::Start(const ObjectID& id, Done done, NodeRecords nodes) {
   }
   Pending p{0, id, std::move(done), MonoMicros() + kTimeoutMs * 1000, loop_->ExpectSoon()};
   p.scan = nodes == NodeRecords::kCached && directory_->node_cache_enabled();
-  return Send(p, /*by_sha=*/true, /*flush=*/true);
+  return Send(p, /*by_sha=*/true);
 }
 
-bool LoopLookups::Send(Pending& p, bool by_sha, bool flush) {
+bool LoopLookups::Send(Pending& p, bool by_sha) {
   const std::vector<std::string> args =
       p.scan ? directory_->ScanCommand(p.id) : directory_->LookupCommand(p.id, by_sha);
   std::vector<const char*> argv;
@@ -905,7 +905,7 @@ bool LoopLookups::Send(Pending& p, bool by_sha, bool flush) {
     lens.push_back(x.size());
   }
   const uint64_t seq = ++seq_;
-  deferring_write_ = flush && !in_reply_;
+  deferring_write_ = !in_reply_;
   write_wanted_ = false;
   const int sent = redisAsyncCommandArgv(ac_, &LoopLookups::OnReply, reinterpret_cast<void*>(seq),
                                          static_cast<int>(args.size()), argv.data(), lens.data());

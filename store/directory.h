@@ -248,6 +248,8 @@ class Directory {
   bool node_cache_enabled() const { return opts_.node_cache_ms > 0; }
   std::vector<std::string> ScanCommand(const ObjectID& id) const;
   std::optional<LookupResult> OnScanReply(const ObjectID& id, const redisReply* reply);
+  // ParseLookupReply, and the (rate-limited) warning if it skipped records.
+  LookupResult Parsed(const ObjectID& id, const LookupReply& reply);
   friend class LoopLookups;
 
   DirectoryOptions opts_;
@@ -330,11 +332,11 @@ class LoopLookups {
   void Connect();
   // Sends `p`'s lookup (EVALSHA, or EVAL after a NOSCRIPT) and queues it
   // (moving from `p`); false, and `p` as it was, if hiredis refuses it.
-  // With flush (not from inside a hiredis callback), the command is written
-  // at once rather than when the loop next sees the socket writable: that
-  // saves two epoll_ctl calls and a round of the loop per lookup, on the path
-  // of a fetch (the socket nearly always takes the few bytes at once).
-  bool Send(Pending& p, bool by_sha, bool flush = false);
+  // Except from inside a hiredis reply callback (in_reply_), the command is
+  // written at once rather than when the loop next sees the socket writable:
+  // that saves two epoll_ctl calls and a round of the loop per lookup, on the
+  // path of a fetch (the socket nearly always takes the few bytes at once).
+  bool Send(Pending& p, bool by_sha);
   void CancelConnectTimer();
   // The connection failed or was dropped: every pending lookup fails with
   // `why`, and the next connect waits kRetryUs.

@@ -612,8 +612,10 @@ bool LookUpOnALoop(Directory* d, const std::vector<ObjectID>& ids,
 }
 
 // A lookup started from another's answer (as the fetcher's next queued one
-// is) is sent from inside hiredis's reply loop: the way that cannot free the
-// connection under it, and it is answered too.
+// is) is sent from inside hiredis's reply loop, where it is not written at
+// once but when the loop sees the socket writable: it is answered, fresh and
+// from the cache the first answer filled. (What a failed write there would
+// do is ALookupOnAConnectionRedisDroppedFailsCleanly's.)
 TEST(LoopLookupsTest, ALookupStartedFromAnAnswerIsAnswered) {
   testing::RedisProcess redis;
   ASSERT_TRUE(redis.started());

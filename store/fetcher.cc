@@ -347,12 +347,9 @@ void Fetcher::OnLookedUp(const ObjectID& id, uint64_t seq,
   if (std::exchange(job->recheck_nodes, false) && !job->candidates.empty()) {
     // The holders just tried, as the fresh records name them too: trying
     // them again would fail the same way, after as long.
-    auto key = [](const FetchCandidate& c) {
-      return std::make_tuple(c.node_id, c.endpoint, c.transport, c.data_size, c.metadata_size);
-    };
-    std::set<decltype(key(candidates[0]))> tried, fresh;
-    for (const FetchCandidate& c : job->candidates) tried.insert(key(c));
-    for (const FetchCandidate& c : candidates) fresh.insert(key(c));
+    std::set<std::string> tried, fresh;
+    for (const FetchCandidate& c : job->candidates) tried.insert(HolderKey(c));
+    for (const FetchCandidate& c : candidates) fresh.insert(HolderKey(c));
     if (fresh == tried) {
       FailFromEveryHolder(job);
       return;
