@@ -69,6 +69,15 @@ struct ArenaOptions {
 //   ""               when it fits
 Result<std::string> CheckArenaBacking(const ArenaOptions& options);
 
+// Whether this kernel backs a memfd arena mapped with MADV_HUGEPAGE (as
+// Mapping::Map maps every one) with transparent 2 MiB pages: the shmem
+// setting in /sys/kernel/mm/transparent_hugepage (shmem_enabled, or
+// hugepages-2048kB/shmem_enabled where that does not say "inherit"), whose
+// word goes to *setting ("never" on a default Debian 12; "advise" turns it
+// on for plasmon without reserving pages as --hugepages needs). A hint: the
+// kernel falls back to 4 KiB pages when it finds no free 2 MiB.
+bool ShmemHugePages(std::string* setting);
+
 class Arena {
  public:
   // The largest arena: 64 TiB (x86-64 processes address 128 TiB in all).
@@ -81,12 +90,15 @@ class Arena {
   uint64_t size() const { return map_.size(); }
   uint64_t page_size() const { return page_size_; }
   bool prefaulted() const { return prefaulted_; }
+  // A memfd arena on transparent 2 MiB pages (see ShmemHugePages).
+  bool transparent_huge() const { return transparent_huge_; }
 
  private:
   UniqueFd fd_;
   Mapping map_;
   uint64_t page_size_ = 4096;
   bool prefaulted_ = false;
+  bool transparent_huge_ = false;
 };
 
 }  // namespace plasmon

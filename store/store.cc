@@ -298,8 +298,16 @@ MetricsSnapshot Store::Impl::TakeSnapshot() const {
 
 Status Store::Impl::Run() {
   spdlog::info("store serving {} on {} ({} arena{})", FormatSize(table_.allocator().capacity()),
-               opts_.socket_path, opts_.arena.hugepages ? "huge-page" : "memfd",
+               opts_.socket_path,
+               opts_.arena.hugepages        ? "huge-page"
+               : arena_.transparent_huge() ? "memfd, transparent 2 MiB pages"
+                                            : "memfd",
                arena_.prefaulted() ? ", prefaulted" : "");
+  if (std::string thp; !opts_.arena.hugepages && opts_.arena.directory.empty() &&
+                       !arena_.transparent_huge() && !ShmemHugePages(&thp) && thp == "never")
+    spdlog::info("the arena is on 4 KiB pages: with 'advise' in "
+                 "/sys/kernel/mm/transparent_hugepage/shmem_enabled it gets 2 MiB ones, and "
+                 "first touches of its pages cost less (README, plasmon-store flags)");
   Status st = loop_->Run();
   metrics_.reset();  // no scrape asks the stopped loop for snapshots
   {

@@ -8,9 +8,11 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
+#include <fstream>
 #include <mutex>
 #include <thread>
 
+#include "core/arena.h"
 #include "core/digest.h"
 #include "plasmon/client.h"
 #include "tests/raw_client.h"
@@ -625,6 +627,67 @@ INSTANTIATE_TEST_SUITE_P(Arena, ArenaMappingTest, ::testing::Values(true, false)
                          [](const ::testing::TestParamInfo<bool>& prefault) {
                            return prefault.param ? "Prefaulted" : "Lazy";
                          });
+
+// The arena asks for transparent 2 MiB pages (MADV_HUGEPAGE): where the
+// kernel gives them to shared memory that asks ("advise"), a client's
+// mapping of a new object is made of 2 MiB pages; where it does not
+// ("never", Debian's default), of 4 KiB ones, and the store says which. The
+// test sets the host's setting for the store it starts and puts it back
+// (other stores started meanwhile may get 2 MiB pages: they work the same).
+class ShmemSetting {
+ public:
+  static constexpr const char* kPath = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
+  ShmemSetting() { (void)ShmemHugePages(&before_); }
+  ~ShmemSetting() {
+    if (changed_) (void)Write(before_);
+  }
+  bool Write(const std::string& word) {
+    std::ofstream f(kPath);
+    f << word << "\n";
+    f.close();
+    std::string now;
+    (void)ShmemHugePages(&now);
+    changed_ = changed_ || now == word;
+    return now == word;
+  }
+
+ private:
+  std::string before_;
+  bool changed_ = false;
+};
+
+class TransparentHugePageTest : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(TransparentHugePageTest, TheArenaIsMadeOfThePagesTheKernelSettingGives) {
+  constexpr uint64_t kMiB = 1 << 20, kSize = 64 * kMiB;
+  ShmemSetting setting;
+  if (!setting.Write(GetParam()))
+    GTEST_SKIP() << "cannot set " << ShmemSetting::kPath << " to " << GetParam() << " (not root?)";
+  StoreProcess store({"-m", "256M", "--prefault", "--log-level", "info"});
+  ASSERT_TRUE(store.started());
+  const bool huge = std::string(GetParam()) == "advise";
+  std::string log;
+  for (int i = 0; i < 500 && log.find("store serving") == std::string::npos; i++) {
+    if (i > 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    log = store.Log();
+  }
+  EXPECT_EQ(log.find("transparent 2 MiB pages") != std::string::npos, huge) << log;
+  Client c;
+  ASSERT_TRUE(c.Connect(store.socket()).ok());
+  auto b = c.Create(ObjectID::Random(), kSize);
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  std::memset(b->data, 'x', kSize);
+  std::vector<testing::SmapsEntry> maps = testing::MappingsNamed("plasmon-arena");
+  ASSERT_EQ(maps.size(), 1u);
+  if (huge) {
+    EXPECT_GE(maps[0].pmd_mapped, kSize) << "the object's range is not on 2 MiB pages";
+  } else {
+    EXPECT_EQ(maps[0].pmd_mapped, 0u);
+    EXPECT_GE(maps[0].rss, kSize);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Arena, TransparentHugePageTest, ::testing::Values("advise", "never"));
 
 // Get with fetch has one deadline for the whole call: a fetched object that
 // is gone again before the Get that follows is fetched again only within

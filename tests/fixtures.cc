@@ -2,6 +2,7 @@
 // cluster supervisor.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -22,7 +23,8 @@ std::string TempDir() {
 
 StoreProcess::StoreProcess(std::vector<std::string> args, const std::string& netns)
     : dir_(TempDir()), store_({}) {
-  args.insert(args.begin(), {"--log-level", "warn"});
+  if (std::find(args.begin(), args.end(), "--log-level") == args.end())
+    args.insert(args.begin(), {"--log-level", "warn"});
   cluster::StoreOptions o;
   o.binary = StoreBinary();
   o.socket = dir_ + "/store.sock";

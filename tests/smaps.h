@@ -14,6 +14,7 @@ struct SmapsEntry {
   uintptr_t start = 0, end = 0;
   std::string name;  // the path column: "/memfd:plasmon-arena (deleted)", ...
   uint64_t rss = 0;  // bytes
+  uint64_t pmd_mapped = 0;  // bytes of shared memory mapped as 2 MiB pages (ShmemPmdMapped)
 };
 
 inline std::vector<SmapsEntry> ReadSmaps() {
@@ -31,6 +32,8 @@ inline std::vector<SmapsEntry> ReadSmaps() {
       out.push_back(m);
     } else if (!out.empty() && line.rfind("Rss:", 0) == 0) {
       out.back().rss = std::stoull(line.substr(4)) * 1024;  // "Rss:  1234 kB"
+    } else if (!out.empty() && line.rfind("ShmemPmdMapped:", 0) == 0) {
+      out.back().pmd_mapped = std::stoull(line.substr(15)) * 1024;
     }
   }
   return out;

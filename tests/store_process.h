@@ -23,9 +23,9 @@ std::string TempDir();
 class StoreProcess {
  public:
   // Starts plasmon-store with `args` (socket and log-level flags are added;
-  // it logs at warn) and waits until it accepts connections. Fails the
-  // current test if it does not. With `netns`, it runs inside that network
-  // namespace (ip netns exec).
+  // it logs at warn unless `args` set --log-level) and waits until it
+  // accepts connections. Fails the current test if it does not. With
+  // `netns`, it runs inside that network namespace (ip netns exec).
   explicit StoreProcess(std::vector<std::string> args = {"-m", "64M"},
                         const std::string& netns = {});
   ~StoreProcess();  // SIGTERM, then SIGKILL if it does not exit

@@ -145,6 +145,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/arena.h"
 #include "core/size.h"
 #include "plasmon/client.h"
 #include "tools/bench_refs.h"
@@ -956,11 +957,16 @@ int RunFetch(FetchConfig cfg) {
   if (!cfg.json) {
     const bool huge = cluster.started && std::find(cfg.store_args.begin(), cfg.store_args.end(),
                                                    "--hugepages") != cfg.store_args.end();
+    std::string thp;
+    const bool thp_on = ShmemHugePages(&thp);
+    std::string pages = huge ? ", 2 MiB pages (--hugepages)"
+                        : thp_on ? ", transparent 2 MiB pages (shmem_enabled: " + thp + ")"
+                                 : ", 4 KiB pages (shmem_enabled: " + thp + ")";
     std::printf("plasmon-bench fetch: %s cluster '%s' in %s (%s), %s arenas (prefaulted%s%s)\n",
                 cluster.mode.c_str(), cluster.name.c_str(), cluster.dir.c_str(),
                 cluster.started ? "started for this run" : "already running",
                 FormatSize(capacity).c_str(), cluster.started ? "" : " if they were started so",
-                huge ? ", 2 MiB pages" : "");
+                pages.c_str());
     std::printf("  holder  %s: %s%s%s, fetcher %s: %s%s%s\n", n1.node_id.c_str(),
                 n1.endpoint.c_str(), n1.host.netns.empty() ? "" : " in ", n1.host.netns.c_str(),
                 n2.node_id.c_str(), n2.endpoint.c_str(), n2.host.netns.empty() ? "" : " in ",
