@@ -306,8 +306,8 @@ Status Store::Impl::Run() {
   if (std::string thp; !opts_.arena.hugepages && opts_.arena.directory.empty() &&
                        !arena_.transparent_huge() && !ShmemHugePages(&thp) && thp == "never")
     spdlog::info("the arena is on 4 KiB pages: with 'advise' in "
-                 "/sys/kernel/mm/transparent_hugepage/shmem_enabled it gets 2 MiB ones, and "
-                 "first touches of its pages cost less (README, plasmon-store flags)");
+                 "/sys/kernel/mm/transparent_hugepage/shmem_enabled it gets 2 MiB ones, on which "
+                 "large fetches run faster (README, plasmon-store flags)");
   Status st = loop_->Run();
   metrics_.reset();  // no scrape asks the stopped loop for snapshots
   {
