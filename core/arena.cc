@@ -44,12 +44,14 @@ Result<Mapping> Mapping::Map(int fd, size_t size, bool writable) {
   void* p = ::mmap(nullptr, size, prot, MAP_SHARED, fd, 0);
   if (p == MAP_FAILED) return Status::FromErrno("mmap of " + std::to_string(size) + " bytes", errno);
   // Asks for 2 MiB pages where the kernel gives shared memory transparent
-  // huge pages only when asked (shmem_enabled "advise"; see ShmemHugePages):
-  // a 4 KiB-page arena pays, on this project's VMs, a hypervisor exit at the
-  // first touch of every page (TouchThroughMapping), and a client's first
-  // read of a 256 MiB object ran at 0.8 GB/s there against 18.6 on 2 MiB
-  // pages. Where the setting is "never" (Debian's default) or the mapping is
-  // hugetlb already, it changes nothing, so its result is ignored.
+  // huge pages only when asked (shmem_enabled "advise"; see ShmemHugePages).
+  // On this project's VMs a prefaulted store on them starts in half the
+  // time (a touch per 2 MiB, not per 4 KiB: TouchThroughMapping), its first
+  // 1 GiB fetch ran as fast as the later ones (0.99 of them, against 0.63 on
+  // 4 KiB pages), and a new client's first read of 64 MiB at 0.77 GB/s
+  // against 0.42 (docs/BENCHMARKS.md, fifth session). Where the setting is
+  // "never" (Debian's default) or the mapping is hugetlb already, it changes
+  // nothing, so its result is ignored.
   (void)::madvise(p, size, MADV_HUGEPAGE);
   return Mapping(static_cast<uint8_t*>(p), size);
 }
@@ -215,8 +217,10 @@ void TouchThroughMapping(uint8_t* base, uint64_t size, uint64_t page) {
 
 void Mapping::Prefault(uint64_t page_size) const {
   if (!Populate(0, size_, /*write=*/true)) {
-    // Older kernels: touch every page by hand.
-    for (uint64_t off = 0; off < size_; off += page_size) {
+    // Older kernels: touch every page by hand, every base page: a 2 MiB
+    // "page" of a transparent huge page arena may be 4 KiB ones after all.
+    static const uint64_t base = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+    for (uint64_t off = 0; off < size_; off += std::min(page_size, base)) {
       volatile uint8_t* p = base_ + off;
       *p = 0;
     }
@@ -231,7 +235,7 @@ Result<Arena> Arena::Create(const ArenaOptions& o) {
     return Status::InvalidArgument("an arena of " + std::to_string(o.size) +
                                    " bytes is more than the largest, " + FormatSize(kMaxArenaSize));
   Arena a;
-  a.transparent_huge_ = !o.hugepages && o.directory.empty() && ShmemHugePages(nullptr);
+  if (!o.hugepages && o.directory.empty()) a.transparent_huge_ = ShmemHugePages(&a.shmem_setting_);
   a.page_size_ = o.hugepages || a.transparent_huge_ ? (2u << 20)
                                                     : static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
   uint64_t size = (o.size + a.page_size_ - 1) / a.page_size_ * a.page_size_;

@@ -90,8 +90,10 @@ class Arena {
   uint64_t size() const { return map_.size(); }
   uint64_t page_size() const { return page_size_; }
   bool prefaulted() const { return prefaulted_; }
-  // A memfd arena on transparent 2 MiB pages (see ShmemHugePages).
+  // A memfd arena on transparent 2 MiB pages (see ShmemHugePages), and the
+  // host's setting that decided it ("" for hugetlb and directory arenas).
   bool transparent_huge() const { return transparent_huge_; }
+  const std::string& shmem_setting() const { return shmem_setting_; }
 
  private:
   UniqueFd fd_;
@@ -99,6 +101,7 @@ class Arena {
   uint64_t page_size_ = 4096;
   bool prefaulted_ = false;
   bool transparent_huge_ = false;
+  std::string shmem_setting_;
 };
 
 }  // namespace plasmon

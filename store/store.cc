@@ -303,8 +303,7 @@ Status Store::Impl::Run() {
                : arena_.transparent_huge() ? "memfd, transparent 2 MiB pages"
                                             : "memfd",
                arena_.prefaulted() ? ", prefaulted" : "");
-  if (std::string thp; !opts_.arena.hugepages && opts_.arena.directory.empty() &&
-                       !arena_.transparent_huge() && !ShmemHugePages(&thp) && thp == "never")
+  if (arena_.shmem_setting() == "never")
     spdlog::info("the arena is on 4 KiB pages: with 'advise' in "
                  "/sys/kernel/mm/transparent_hugepage/shmem_enabled it gets 2 MiB ones, on which "
                  "large fetches run faster (README, plasmon-store flags)");

@@ -957,9 +957,11 @@ int RunFetch(FetchConfig cfg) {
   if (!cfg.json) {
     const bool huge = cluster.started && std::find(cfg.store_args.begin(), cfg.store_args.end(),
                                                    "--hugepages") != cfg.store_args.end();
+    // A running cluster's stores got the pages of the setting at their start.
     std::string thp;
     const bool thp_on = ShmemHugePages(&thp);
-    std::string pages = huge ? ", 2 MiB pages (--hugepages)"
+    std::string pages = huge                ? ", 2 MiB pages (--hugepages)"
+                        : !cluster.started ? ", shmem_enabled now: " + thp
                         : thp_on ? ", transparent 2 MiB pages (shmem_enabled: " + thp + ")"
                                  : ", 4 KiB pages (shmem_enabled: " + thp + ")";
     std::printf("plasmon-bench fetch: %s cluster '%s' in %s (%s), %s arenas (prefaulted%s%s)\n",
