@@ -607,6 +607,7 @@ Iperf3Result MeasureIperf3(const NetHost& client, const NetHost& server, int por
   Iperf3Result res;
   res.streams = streams;
   res.seconds = seconds;
+  res.pinned = client.cpu >= 0 || server.cpu >= 0;
   const std::string port_s = std::to_string(port);
   UniqueFd server_fd, client_fd;
   std::string server_out, json;

@@ -120,6 +120,7 @@ struct Iperf3Result {
   int seconds = 0;
   double bits_per_second = 0;  // end.sum_received: what the receiver got
   uint64_t retransmits = 0;    // end.sum_sent.retransmits
+  bool pinned = false;         // either side ran pinned to its host's CPU
   std::string error;           // set if it could not be measured
 };
 // `iperf3 -s -1` in `server`'s namespace, bound to server.address:port, and

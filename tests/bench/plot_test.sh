@@ -62,5 +62,16 @@ if [ "$fetch" = --fetch ]; then
     --plot "$tmp/fetch" --json >"$tmp/fetch.json" 2>"$tmp/fetch.err" \
     || { tail -20 "$tmp/fetch.err"; fail "plasmon-bench fetch"; }
   check "$tmp/fetch" "$tmp/fetch.json" 'doc["results"]' fetch-latency-4KiB fetch-throughput
+  # The link references: one stream pinned as the latencies ran (when they
+  # did), then 1 and 2 streams unpinned; each measured.
+  python3 - "$tmp/fetch.json" <<'PY' || fail "iperf3 references in fetch.json"
+import json, sys
+doc = json.load(open(sys.argv[1]))
+runs = doc["references"]["iperf3"]
+pinned = doc["config"]["pin"] is not None
+want = ([(1, True)] if pinned else []) + [(1, False), (2, False)]
+assert [(r["streams"], r["pinned"]) for r in runs] == want, runs
+assert all(r["error"] is None and r["bits_per_second"] > 0 for r in runs), runs
+PY
 fi
 echo "plot test passed"
