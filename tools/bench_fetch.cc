@@ -45,6 +45,12 @@
 //                  when the latencies run pinned, first one stream pinned
 //                  as they are (what one CPU per node gets, beside the
 //                  1 MiB fetches)
+//   TCP into memory  node 1 -> node 2, --throughput-size bytes from one
+//                  prefaulted arena into another over as many connections
+//                  as the stores pull over, --throughput-reps times: every
+//                  byte once, from memory into memory, as a fetch moves them
+//                  (iperf3 moves one small buffer in the cache); the first
+//                  transfer into memory none wrote yet
 // and the targets (issue 11): 1 GiB fetch >= 95% of the better iperf3
 // figure, 1 MiB >= 50% of it; the first throughput fetch >= 80% of the
 // median of the later ones; 4 KiB fetch p50 <= 3x the TCP ping-pong p50 with
@@ -96,6 +102,8 @@
 //                 "retransmits": int, "pinned": bool, "error": str | null}, ...],
 //                (pinned: one stream, one CPU per node as the latencies ran;
 //                 first, and only when they ran pinned)
+//     "tcp_bulk": null | {"bytes": int, "streams": int, "bits_per_second": [num, ...],
+//                         "error": str | null},  // TCP into memory, each transfer's
 //     "rdma": null | {"emulated": bool, "client": str, "server": str, "port": int,
 //       "ib_read_lat": [{"size": int, "iterations": int, "device": str, "min_us": num,
 //                        "typical_us": num, "avg_us": num, "stdev_us": num, "p99_us": num,
@@ -122,7 +130,6 @@
 //                          "transfer": num, "digest": num, "back": num, "seal": num,
 //                          "in_store": num, "total": num}}   // fetches only: FetchReport
 #include "tools/bench_fetch.h"
-#include "tools/bench_plot.h"
 
 #include <fcntl.h>
 #include <malloc.h>
@@ -153,10 +160,12 @@
 #include "core/arena.h"
 #include "core/size.h"
 #include "plasmon/client.h"
+#include "tools/bench_plot.h"
 #include "tools/bench_refs.h"
 #include "tools/bench_stats.h"
 #include "tools/cluster/process.h"
 #include "tools/cluster/services.h"
+#include "transport/tcp_transport.h"
 
 namespace plasmon::bench {
 
@@ -623,6 +632,21 @@ class Fetcher {
   Stages stages_;
 };
 
+// The TCP connections the stores pull one large object over: their
+// --transfer-streams if given to the stores this bench starts, else the
+// transport's default.
+int StoreStreams(const std::vector<std::string>& store_args) {
+  int streams = TcpTransportOptions{}.streams;
+  for (size_t i = 0; i < store_args.size(); i++) {
+    const std::string& a = store_args[i];
+    std::string v;
+    if (a == "--transfer-streams" && i + 1 < store_args.size()) v = store_args[i + 1];
+    if (a.rfind("--transfer-streams=", 0) == 0) v = a.substr(std::strlen("--transfer-streams="));
+    if (!v.empty()) streams = std::atoi(v.c_str());  // the store refuses what is not 1..64
+  }
+  return streams;
+}
+
 // ---- reporting ----
 
 struct Row {
@@ -989,6 +1013,7 @@ int RunFetch(FetchConfig cfg) {
     std::printf("machine: %s, %s, %s, %ld CPUs, %s RAM\n", machine.hostname.c_str(),
                 machine.kernel.c_str(), machine.cpu.c_str(), machine.cpus,
                 FormatSize(machine.memory).c_str());
+    std::printf("%s\n", MemoryLine(machine).c_str());
     if (pin1 >= 0) {
       std::printf("latencies pinned as on two one-CPU hosts: CPU %d runs node 1 (store %s, Redis, "
                   "the ping-pong's echo), CPU %d node 2 (store %s, this benchmark as its client); "
@@ -1157,6 +1182,25 @@ int RunFetch(FetchConfig cfg) {
     double& best = r.pinned ? pinned_iperf : best_iperf;
     best = std::max(best, r.bits_per_second);
   }
+  // TCP into memory as large as the object, over as many connections as
+  // the stores use, as often as the fetches below (what iperf3's small
+  // buffer does not show: bytes that land in memory once, and the first
+  // transfer into memory none wrote yet).
+  std::optional<TcpBulkResult> bulk;
+  if (!verbs && cfg.throughput_size > 0 && cfg.iperf_seconds > 0) {
+    const int streams = StoreStreams(cfg.store_args);
+    Progress("measuring the references: TCP into " + FormatSize(cfg.throughput_size) +
+             " of memory, " + std::to_string(streams) + " streams, " +
+             std::to_string(cfg.throughput_reps) + " times");
+    bulk = MeasureTcpBulk(n1.host, n2.host, cfg.throughput_size, streams,
+                          static_cast<int>(cfg.throughput_reps));
+  }
+  // The median of the transfers after the first, in Gbit/s (NaN: none).
+  const auto later_median = [](const std::vector<double>& v, double scale) {
+    return v.size() < 2 ? NAN : Median(std::vector<double>(v.begin() + 1, v.end())) * scale;
+  };
+  const double bulk_later =
+      bulk && bulk->error.empty() ? later_median(bulk->gb_per_s, 8.0) : NAN;  // Gbit/s
   // RDMA READ bandwidth: as many bytes as one throughput fetch, in messages of 1 MiB.
   std::optional<RdmaReadBandwidth> rdma_bw;
   if (verbs) {
@@ -1213,6 +1257,11 @@ int RunFetch(FetchConfig cfg) {
       char buf[96];
       std::snprintf(buf, sizeof(buf), "%.2f vs %.2f Gbit/s", tput_median, best_iperf / 1e9);
       t.note = buf;
+      if (std::isfinite(bulk_later)) {
+        std::snprintf(buf, sizeof(buf), "; %.2f of TCP into memory (%.2f Gbit/s)",
+                      tput_median / bulk_later, bulk_later);
+        t.note += buf;
+      }
       if (cfg.throughput_size != 1 * kGiB) t.note += "; the target is for 1 GiB";
     } else {
       t.note = best_iperf <= 0 ? "iperf3 not measured" : "throughput not measured";
@@ -1232,6 +1281,11 @@ int RunFetch(FetchConfig cfg) {
       char buf[96];
       std::snprintf(buf, sizeof(buf), "%.2f vs %.2f Gbit/s", tput[0], later);
       t.note = buf;
+      if (std::isfinite(bulk_later)) {
+        std::snprintf(buf, sizeof(buf), "; TCP into new memory: %.2f",
+                      bulk->gb_per_s[0] * 8 / bulk_later);
+        t.note += buf;
+      }
     } else {
       t.note = "needs --throughput-reps 2 or more";
     }
@@ -1380,6 +1434,19 @@ int RunFetch(FetchConfig cfg) {
                     r.pinned ? " pinned" : "", r.error.c_str());
       }
     }
+    if (bulk && bulk->error.empty()) {
+      std::printf("  TCP %s -> %s into %s of memory, %d streams, %zu times:", n1.node_id.c_str(),
+                  n2.node_id.c_str(), FormatSize(bulk->bytes).c_str(), bulk->streams,
+                  bulk->gb_per_s.size());
+      for (double g : bulk->gb_per_s) std::printf(" %.2f", g * 8);
+      std::printf(" Gbit/s");
+      if (std::isfinite(bulk_later))
+        std::printf("; median of the later ones %.2f Gbit/s (%.2f GB/s)", bulk_later,
+                    bulk_later / 8);
+      std::printf("\n");
+    } else if (bulk) {
+      std::printf("  TCP into memory: not measured: %s\n", bulk->error.c_str());
+    }
     if (!tput.empty()) {
       std::printf("  fetch of a new %s object, %llu times:", FormatSize(cfg.throughput_size).c_str(),
                   static_cast<unsigned long long>(tput.size()));
@@ -1462,7 +1529,19 @@ int RunFetch(FetchConfig cfg) {
            ", \"pinned\": " + (r.pinned ? "true" : "false") +
            ", \"error\": " + (r.error.empty() ? "null" : JsonString(r.error)) + "}";
     }
-    j += "\n    ],\n    \"rdma\": ";
+    j += "\n    ],\n    \"tcp_bulk\": ";
+    if (!bulk) {
+      j += "null";
+    } else {
+      j += "{\"bytes\": " + std::to_string(bulk->bytes) +
+           ", \"streams\": " + std::to_string(bulk->streams) + ", \"bits_per_second\": [";
+      for (size_t i = 0; i < bulk->gb_per_s.size(); i++)
+        j += std::string(i > 0 ? ", " : "") + JsonNumber(bulk->gb_per_s[i] * 8e9);
+      j +=
+          "], \"error\": " + (bulk->error.empty() ? std::string("null") : JsonString(bulk->error)) +
+          "}";
+    }
+    j += ",\n    \"rdma\": ";
     if (!verbs) {
       j += "null";
     } else {

@@ -22,10 +22,13 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 
+#include "core/arena.h"
 #include "core/unix_socket.h"
 #include "tools/cluster/process.h"
 
@@ -483,14 +486,23 @@ Status EnterNetns(const std::string& netns) {
   return Status::OK();
 }
 
-Result<std::unique_ptr<TcpPingPong>> TcpPingPong::Start(const NetHost& client,
-                                                        const NetHost& server, uint64_t bytes) {
-  sockaddr_storage addr{};
-  socklen_t addr_len = 0;
-  PLASMON_RETURN_IF_ERROR(Resolve(server.address, 0, &addr, &addr_len));
+namespace {
+
+// A server process forked into `server`'s namespace (pinned to its CPU if
+// it has one), listening on an ephemeral port of server.address with room
+// for `backlog` connections: `serve` runs there with the listening socket,
+// its return value the exit status. The port is sent back on a pipe; a
+// server that could not listen sends 0 and why.
+struct ForkedServer {
+  pid_t pid = -1;
+  uint16_t port = 0;
+};
+Result<ForkedServer> ForkServerIn(const NetHost& server, const sockaddr_storage& addr,
+                                  socklen_t addr_len, int backlog,
+                                  const std::function<int(int listen_fd)>& serve,
+                                  const std::string& what) {
   int pfd[2];
   if (::pipe2(pfd, O_CLOEXEC) != 0) return Status::FromErrno("pipe", errno);
-  std::vector<uint8_t> buf(bytes, 0x5a);
   std::fflush(nullptr);
   pid_t pid = ::fork();
   if (pid < 0) {
@@ -500,8 +512,6 @@ Result<std::unique_ptr<TcpPingPong>> TcpPingPong::Start(const NetHost& client,
     return Status::FromErrno("fork", err);
   }
   if (pid == 0) {
-    // The echo server: reports its port (0 and a message: it failed), then
-    // echoes every message of one connection until it closes.
     ::close(pfd[0]);
     Quiet(/*keep_output=*/true);
     auto fail = [&](const std::string& why) {
@@ -518,9 +528,9 @@ Result<std::unique_ptr<TcpPingPong>> TcpPingPong::Start(const NetHost& client,
     if (l < 0) fail(std::string("socket: ") + std::strerror(errno));
     int one = 1;
     ::setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (::bind(l, reinterpret_cast<sockaddr*>(&addr), addr_len) != 0)
+    if (::bind(l, reinterpret_cast<const sockaddr*>(&addr), addr_len) != 0)
       fail("bind " + server.address + ": " + std::strerror(errno));
-    if (::listen(l, 1) != 0) fail(std::string("listen: ") + std::strerror(errno));
+    if (::listen(l, backlog) != 0) fail(std::string("listen: ") + std::strerror(errno));
     sockaddr_storage bound{};
     socklen_t bl = sizeof(bound);
     if (::getsockname(l, reinterpret_cast<sockaddr*>(&bound), &bl) != 0)
@@ -528,17 +538,7 @@ Result<std::unique_ptr<TcpPingPong>> TcpPingPong::Start(const NetHost& client,
     uint16_t port = GetPort(bound);
     if (::write(pfd[1], &port, sizeof(port)) != sizeof(port)) ::_exit(1);
     ::close(pfd[1]);
-    pollfd p{l, POLLIN, 0};
-    if (::poll(&p, 1, 10000) <= 0) ::_exit(1);  // nobody came
-    int c = ::accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
-    if (c < 0) ::_exit(1);
-    ::close(l);
-    (void)NoDelay(c);
-    for (;;) {
-      int r = ReadFull(c, buf.data(), buf.size());
-      if (r <= 0) ::_exit(r == 0 ? 0 : 1);
-      if (!WriteAll(c, AsView(buf)).ok()) ::_exit(1);
-    }
+    ::_exit(serve(l));
   }
   TrackChild(pid);
   ::close(pfd[1]);
@@ -550,24 +550,68 @@ Result<std::unique_ptr<TcpPingPong>> TcpPingPong::Start(const NetHost& client,
   };
   std::string msg;
   if (!ReadUntilEof(report.get(), &msg, NowNs() + 10'000'000'000ull) || msg.size() < 2)
-    return stop(Status::IOError("the TCP echo server did not start"));
-  uint16_t port = 0;
-  std::memcpy(&port, msg.data(), sizeof(port));
-  if (port == 0) return stop(Status::IOError("the TCP echo server failed: " + msg.substr(2)));
-  SetPort(&addr, port);
+    return stop(Status::IOError("the " + what + " did not start"));
+  ForkedServer f{pid, 0};
+  std::memcpy(&f.port, msg.data(), sizeof(f.port));
+  if (f.port == 0) return stop(Status::IOError("the " + what + " failed: " + msg.substr(2)));
+  return f;
+}
 
-  Result<UniqueFd> sock = SocketInNetns(client.netns, addr.ss_family);
-  if (!sock.ok()) return stop(sock.status());
-  int fd = sock->get();
-  if (Status st = NoDelay(fd); !st.ok()) return stop(st);
+// Accepts one connection on `l` within 10 s; -1 if none came.
+int AcceptOne(int l) {
+  pollfd p{l, POLLIN, 0};
+  if (::poll(&p, 1, 10000) <= 0) return -1;  // nobody came
+  return ::accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
+}
+
+// A TCP socket in `netns` connected to addr (with `port`).
+Result<UniqueFd> ConnectInNetns(const std::string& netns, sockaddr_storage addr, socklen_t addr_len,
+                                uint16_t port, const std::string& what) {
+  SetPort(&addr, port);
+  Result<UniqueFd> sock = SocketInNetns(netns, addr.ss_family);
+  if (!sock.ok()) return sock.status();
   int rc;
   do {
-    rc = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), addr_len);
+    rc = ::connect(sock->get(), reinterpret_cast<sockaddr*>(&addr), addr_len);
   } while (rc != 0 && errno == EINTR);
-  if (rc != 0)
-    return stop(Status::FromErrno(
-        "connecting to the TCP echo server at " + server.address + ":" + std::to_string(port),
-        errno));
+  if (rc != 0) return Status::FromErrno("connecting to the " + what, errno);
+  return sock;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<TcpPingPong>> TcpPingPong::Start(const NetHost& client,
+                                                        const NetHost& server, uint64_t bytes) {
+  sockaddr_storage addr{};
+  socklen_t addr_len = 0;
+  PLASMON_RETURN_IF_ERROR(Resolve(server.address, 0, &addr, &addr_len));
+  std::vector<uint8_t> buf(bytes, 0x5a);
+  // The echo server: echoes every message of one connection until it closes.
+  Result<ForkedServer> echo = ForkServerIn(
+      server, addr, addr_len, 1,
+      [&](int l) {
+        int c = AcceptOne(l);
+        if (c < 0) return 1;
+        ::close(l);
+        (void)NoDelay(c);
+        for (;;) {
+          int r = ReadFull(c, buf.data(), buf.size());
+          if (r <= 0) return r == 0 ? 0 : 1;
+          if (!WriteAll(c, AsView(buf)).ok()) return 1;
+        }
+      },
+      "TCP echo server");
+  if (!echo.ok()) return echo.status();
+  const pid_t pid = echo->pid;
+  auto stop = [&](Status st) -> Status {
+    ::kill(pid, SIGKILL);
+    WaitChild(pid, -1);
+    return st;
+  };
+  Result<UniqueFd> sock = ConnectInNetns(client.netns, addr, addr_len, echo->port,
+                                         "TCP echo server at " + server.address);
+  if (!sock.ok()) return stop(sock.status());
+  if (Status st = NoDelay(sock->get()); !st.ok()) return stop(st);
   return std::unique_ptr<TcpPingPong>(new TcpPingPong(pid, sock->Release(), bytes));
 }
 
@@ -659,6 +703,106 @@ Iperf3Result MeasureIperf3(const NetHost& client, const NetHost& server, int por
   // It ends after one test; its output (the same report) is not needed.
   ReadUntilEof(server_fd.get(), &server_out, NowNs() + 5'000'000'000ull);
   WaitChild(server_pid, 5000);
+  return res;
+}
+
+TcpBulkResult MeasureTcpBulk(const NetHost& sender, const NetHost& receiver, uint64_t bytes,
+                             int streams, int reps) {
+  TcpBulkResult res;
+  res.bytes = bytes;
+  res.streams = streams;
+  auto fail = [&](const Status& st) {
+    res.error = st.ToString();
+    res.gb_per_s.clear();
+    return res;
+  };
+  if (bytes == 0 || streams < 1 || reps < 1)
+    return fail(Status::InvalidArgument("bytes, streams and reps must be positive"));
+  sockaddr_storage addr{};
+  socklen_t addr_len = 0;
+  if (Status st = Resolve(sender.address, 0, &addr, &addr_len); !st.ok()) return fail(st);
+  const ArenaOptions arena{bytes, "", false, /*prefault=*/true};
+  // The sender: one thread per connection, each sending the ranges asked
+  // for ({offset, length}, 16 bytes) until the connection closes.
+  Result<ForkedServer> src = ForkServerIn(
+      sender, addr, addr_len, streams,
+      [&](int l) {
+        Result<Arena> a = Arena::Create(arena);
+        if (!a.ok()) return 2;
+        std::memset(a->base(), 0x5a, a->size());
+        std::vector<UniqueFd> conns;
+        for (int i = 0; i < streams; i++) {
+          int c = AcceptOne(l);
+          if (c < 0) return 1;
+          conns.emplace_back(c);
+        }
+        std::vector<std::thread> threads;
+        for (UniqueFd& c : conns)
+          threads.emplace_back([fd = c.get(), base = a->base(), bytes] {
+            const char ready = 1;
+            if (!WriteAll(fd, std::string_view(&ready, 1)).ok()) return;
+            for (uint64_t range[2]; ReadFull(fd, range, sizeof(range)) == 1;) {
+              if (range[0] > bytes || range[1] > bytes - range[0]) return;
+              const std::string_view part(reinterpret_cast<const char*>(base) + range[0], range[1]);
+              if (!WriteAll(fd, part).ok()) return;
+            }
+          });
+        for (std::thread& t : threads) t.join();
+        return 0;
+      },
+      "TCP bulk sender");
+  if (!src.ok()) return fail(src.status());
+  auto stop = [&](const Status& st) {
+    ::kill(src->pid, SIGKILL);
+    WaitChild(src->pid, -1);
+    return fail(st);
+  };
+  Result<Arena> dst = Arena::Create(arena);
+  if (!dst.ok()) return stop(dst.status());
+  std::vector<UniqueFd> conns;
+  for (int i = 0; i < streams; i++) {
+    Result<UniqueFd> c = ConnectInNetns(receiver.netns, addr, addr_len, src->port,
+                                        "TCP bulk sender at " + sender.address);
+    if (!c.ok()) return stop(c.status());
+    conns.push_back(std::move(*c));
+  }
+  // Each connection says when its sender's buffer is written.
+  for (UniqueFd& c : conns) {
+    char ready = 0;
+    if (ReadFull(c.get(), &ready, 1) != 1)
+      return stop(Status::IOError("the TCP bulk sender stopped before it was ready"));
+  }
+  constexpr uint64_t kPiece = 256 << 10;
+  for (int r = 0; r < reps; r++) {
+    std::atomic<bool> failed{false};
+    const uint64_t t0 = NowNs();
+    std::vector<std::thread> threads;
+    for (int i = 0; i < streams; i++) {
+      const uint64_t off = bytes * static_cast<uint64_t>(i) / static_cast<uint64_t>(streams);
+      const uint64_t end = bytes * static_cast<uint64_t>(i + 1) / static_cast<uint64_t>(streams);
+      threads.emplace_back([&, fd = conns[i].get(), off, end] {
+        const uint64_t range[2] = {off, end - off};
+        if (!WriteAll(fd, std::string_view(reinterpret_cast<const char*>(range), sizeof(range)))
+                 .ok()) {
+          failed = true;
+          return;
+        }
+        for (uint64_t at = off; at < end; at += kPiece) {
+          if (ReadFull(fd, dst->base() + at, std::min(kPiece, end - at)) != 1) {
+            failed = true;
+            return;
+          }
+        }
+      });
+    }
+    for (std::thread& t : threads) t.join();
+    const uint64_t ns = NowNs() - t0;
+    if (failed) return stop(Status::IOError("a TCP bulk transfer broke off"));
+    res.gb_per_s.push_back(static_cast<double>(bytes) /
+                           static_cast<double>(std::max<uint64_t>(ns, 1)));
+  }
+  conns.clear();  // the sender's threads see the end and it exits
+  WaitChild(src->pid, 5000);
   return res;
 }
 

@@ -130,6 +130,25 @@ struct Iperf3Result {
 Iperf3Result MeasureIperf3(const NetHost& client, const NetHost& server, int port, int streams,
                            int seconds);
 
+// Plain TCP into memory as large as an object: `reps` transfers of `bytes`
+// from a process forked into `sender`'s namespace to this one (its sockets
+// made in `receiver`'s), over `streams` connections, each carrying its
+// contiguous share and read in 256 KiB pieces as a pull reads. Both buffers
+// are memfd arenas made as the store makes its own (core's Arena,
+// prefaulted, on the pages a store would get), the sender's written before
+// the first transfer, as a client writes an object. Where iperf3 moves one
+// small buffer again and again, this moves every byte once, from memory
+// into memory: the first transfer into memory no transfer wrote yet, the
+// later ones into the same. Unpinned unless the hosts have CPUs.
+struct TcpBulkResult {
+  uint64_t bytes = 0;
+  int streams = 0;
+  std::vector<double> gb_per_s;  // each transfer's, in order
+  std::string error;             // set if it could not be measured
+};
+TcpBulkResult MeasureTcpBulk(const NetHost& sender, const NetHost& receiver, uint64_t bytes,
+                             int streams, int reps);
+
 // ---- RDMA READ: perftest over rdma_cm ----
 
 // ib_read_lat: RDMA READ round trips of one size. Times in microseconds;

@@ -7,8 +7,11 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
+
+#include "core/arena.h"
 
 namespace plasmon::bench {
 
@@ -188,13 +191,45 @@ Machine DescribeMachine() {
   m.cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
   long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
   if (pages > 0 && page > 0) m.memory = static_cast<uint64_t>(pages) * static_cast<uint64_t>(page);
+  (void)ShmemHugePages(&m.shmem_thp);
+  // DAMON's sysfs interface: kdamonds/N/state, and what each runs.
+  const std::string damon = "/sys/kernel/mm/damon/admin/kdamonds/";
+  auto first_line = [](const std::string& path) {
+    std::ifstream in(path);
+    std::string line;
+    std::getline(in, line);
+    return line;
+  };
+  const long n = std::atol(first_line(damon + "nr_kdamonds").c_str());
+  for (long i = 0; i < n && i < 64; i++) {
+    const std::string k = damon + std::to_string(i) + "/";
+    if (first_line(k + "state") != "on") continue;
+    const std::string ctx = k + "contexts/0/";
+    std::string what = first_line(ctx + "operations");
+    const long schemes = std::atol(first_line(ctx + "schemes/nr_schemes").c_str());
+    for (long j = 0; j < schemes && j < 64; j++)
+      what += ", " + first_line(ctx + "schemes/" + std::to_string(j) + "/action");
+    m.damon.push_back("kdamond " + std::to_string(i) + " (" + what + ")");
+  }
   return m;
 }
 
+std::string MemoryLine(const Machine& m) {
+  std::string line = "memory: shmem transparent huge pages '" +
+                     (m.shmem_thp.empty() ? std::string("none") : m.shmem_thp) + "'; DAMON ";
+  if (m.damon.empty()) return line + "not running";
+  line += "running:";
+  for (size_t i = 0; i < m.damon.size(); i++) line += (i > 0 ? ", " : " ") + m.damon[i];
+  return line + " (the first touch of memory idle for a while may cost more)";
+}
+
 std::string MachineJson(const Machine& m) {
+  std::string damon = "[";
+  for (size_t i = 0; i < m.damon.size(); i++) damon += (i > 0 ? ", " : "") + JsonString(m.damon[i]);
   return "{\"hostname\": " + JsonString(m.hostname) + ", \"kernel\": " + JsonString(m.kernel) +
          ", \"cpu\": " + JsonString(m.cpu) + ", \"cpus\": " + std::to_string(m.cpus) +
-         ", \"memory_bytes\": " + std::to_string(m.memory) + "}";
+         ", \"memory_bytes\": " + std::to_string(m.memory) +
+         ", \"shmem_thp\": " + JsonString(m.shmem_thp) + ", \"damon\": " + damon + "]}";
 }
 
 bool g_progress = false;

@@ -89,9 +89,20 @@ struct Machine {
   std::string hostname, kernel, cpu;
   long cpus = 0;
   uint64_t memory = 0;
+  // What decides how memory behaves under the figures: the shmem setting
+  // for transparent huge pages (as ShmemHugePages reads it; "" if the
+  // kernel has none), and the DAMON monitors running, each as "kdamond N
+  // (OPERATIONS, ACTION...)". On the project's VMs a running monitor makes
+  // the first touch of memory left idle for seconds slow (it clears the
+  // pages' accessed bits, and the hypervisor charges each one set again).
+  std::string shmem_thp;
+  std::vector<std::string> damon;
 };
 Machine DescribeMachine();
-// {"hostname": .., "kernel": .., "cpu": .., "cpus": .., "memory_bytes": ..}
+// "memory: ..." for the line under "machine: ..."
+std::string MemoryLine(const Machine& m);
+// {"hostname": .., "kernel": .., "cpu": .., "cpus": .., "memory_bytes": ..,
+//  "shmem_thp": .., "damon": [..]}
 std::string MachineJson(const Machine& m);
 
 }  // namespace plasmon::bench

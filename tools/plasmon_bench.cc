@@ -1351,6 +1351,7 @@ int main(int argc, char** argv) {
     std::printf("machine: %s, %s, %s, %ld CPUs, %s RAM\n", machine.hostname.c_str(),
                 machine.kernel.c_str(), machine.cpu.c_str(), machine.cpus,
                 plasmon::FormatSize(machine.memory).c_str());
+    std::printf("%s\n", b::MemoryLine(machine).c_str());
     std::printf("latency in us: nearest-rank percentiles after warm-up; throughput from the "
                 "median: ops/s = clients / p50, GB/s = clients x size / p50 (GB = 1e9 B)\n");
     if (cfg.pin_client >= 0)
