@@ -29,6 +29,7 @@
 #include <thread>
 
 #include "core/arena.h"
+#include "core/size.h"
 #include "core/unix_socket.h"
 #include "tools/cluster/process.h"
 
@@ -496,6 +497,12 @@ namespace {
 struct ForkedServer {
   pid_t pid = -1;
   uint16_t port = 0;
+  // SIGKILLs it and reaps it; returns `why`, for the caller's error.
+  Status Kill(Status why) const {
+    ::kill(pid, SIGKILL);
+    WaitChild(pid, -1);
+    return why;
+  }
 };
 Result<ForkedServer> ForkServerIn(const NetHost& server, const sockaddr_storage& addr,
                                   socklen_t addr_len, int backlog,
@@ -513,6 +520,9 @@ Result<ForkedServer> ForkServerIn(const NetHost& server, const sockaddr_storage&
   }
   if (pid == 0) {
     ::close(pfd[0]);
+    // Not the bench's handlers: a Ctrl-C to the process group would have
+    // this copy tear the cluster down too.
+    for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::signal(sig, SIG_DFL);
     Quiet(/*keep_output=*/true);
     auto fail = [&](const std::string& why) {
       uint16_t zero = 0;
@@ -543,17 +553,12 @@ Result<ForkedServer> ForkServerIn(const NetHost& server, const sockaddr_storage&
   TrackChild(pid);
   ::close(pfd[1]);
   UniqueFd report(pfd[0]);
-  auto stop = [&](Status st) -> Status {
-    ::kill(pid, SIGKILL);
-    WaitChild(pid, -1);
-    return st;
-  };
+  ForkedServer f{pid, 0};
   std::string msg;
   if (!ReadUntilEof(report.get(), &msg, NowNs() + 10'000'000'000ull) || msg.size() < 2)
-    return stop(Status::IOError("the " + what + " did not start"));
-  ForkedServer f{pid, 0};
+    return f.Kill(Status::IOError("the " + what + " did not start"));
   std::memcpy(&f.port, msg.data(), sizeof(f.port));
-  if (f.port == 0) return stop(Status::IOError("the " + what + " failed: " + msg.substr(2)));
+  if (f.port == 0) return f.Kill(Status::IOError("the " + what + " failed: " + msg.substr(2)));
   return f;
 }
 
@@ -602,17 +607,11 @@ Result<std::unique_ptr<TcpPingPong>> TcpPingPong::Start(const NetHost& client,
       },
       "TCP echo server");
   if (!echo.ok()) return echo.status();
-  const pid_t pid = echo->pid;
-  auto stop = [&](Status st) -> Status {
-    ::kill(pid, SIGKILL);
-    WaitChild(pid, -1);
-    return st;
-  };
   Result<UniqueFd> sock = ConnectInNetns(client.netns, addr, addr_len, echo->port,
                                          "TCP echo server at " + server.address);
-  if (!sock.ok()) return stop(sock.status());
-  if (Status st = NoDelay(sock->get()); !st.ok()) return stop(st);
-  return std::unique_ptr<TcpPingPong>(new TcpPingPong(pid, sock->Release(), bytes));
+  if (!sock.ok()) return echo->Kill(sock.status());
+  if (Status st = NoDelay(sock->get()); !st.ok()) return echo->Kill(st);
+  return std::unique_ptr<TcpPingPong>(new TcpPingPong(echo->pid, sock->Release(), bytes));
 }
 
 TcpPingPong::~TcpPingPong() {
@@ -727,36 +726,35 @@ TcpBulkResult MeasureTcpBulk(const NetHost& sender, const NetHost& receiver, uin
   Result<ForkedServer> src = ForkServerIn(
       sender, addr, addr_len, streams,
       [&](int l) {
-        Result<Arena> a = Arena::Create(arena);
-        if (!a.ok()) return 2;
-        std::memset(a->base(), 0x5a, a->size());
         std::vector<UniqueFd> conns;
         for (int i = 0; i < streams; i++) {
           int c = AcceptOne(l);
           if (c < 0) return 1;
           conns.emplace_back(c);
         }
+        // Then its buffer, written through; each connection says whether
+        // it is ready (1) or could not be made (0).
+        Result<Arena> a = Arena::Create(arena);
+        if (a.ok()) std::memset(a->base(), 0x5a, a->size());
+        const char ready = a.ok() ? 1 : 0;
+        for (UniqueFd& c : conns)
+          if (!WriteAll(c.get(), std::string_view(&ready, 1)).ok() || !a.ok()) return 2;
         std::vector<std::thread> threads;
         for (UniqueFd& c : conns)
           threads.emplace_back([fd = c.get(), base = a->base(), bytes] {
-            const char ready = 1;
-            if (!WriteAll(fd, std::string_view(&ready, 1)).ok()) return;
             for (uint64_t range[2]; ReadFull(fd, range, sizeof(range)) == 1;) {
-              if (range[0] > bytes || range[1] > bytes - range[0]) return;
+              if (range[0] > bytes || range[1] > bytes - range[0]) break;
               const std::string_view part(reinterpret_cast<const char*>(base) + range[0], range[1]);
-              if (!WriteAll(fd, part).ok()) return;
+              if (!WriteAll(fd, part).ok()) break;
             }
+            ::shutdown(fd, SHUT_RDWR);  // its reader learns at once, not at the join
           });
         for (std::thread& t : threads) t.join();
         return 0;
       },
       "TCP bulk sender");
   if (!src.ok()) return fail(src.status());
-  auto stop = [&](const Status& st) {
-    ::kill(src->pid, SIGKILL);
-    WaitChild(src->pid, -1);
-    return fail(st);
-  };
+  auto stop = [&](const Status& st) { return fail(src->Kill(st)); };
   Result<Arena> dst = Arena::Create(arena);
   if (!dst.ok()) return stop(dst.status());
   std::vector<UniqueFd> conns;
@@ -766,12 +764,27 @@ TcpBulkResult MeasureTcpBulk(const NetHost& sender, const NetHost& receiver, uin
     if (!c.ok()) return stop(c.status());
     conns.push_back(std::move(*c));
   }
-  // Each connection says when its sender's buffer is written.
+  // A sender that stops answering fails the reference, never hangs it: its
+  // buffer has `kReadyS` to be made (a prefault of many GiB takes seconds),
+  // each read of a transfer kIoS.
+  constexpr int kReadyS = 300, kIoS = 10;
+  auto timeout = [&](int seconds) {
+    const timeval tv{seconds, 0};
+    for (UniqueFd& c : conns)
+      if (::setsockopt(c.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) != 0 ||
+          ::setsockopt(c.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) != 0)
+        return Status::FromErrno("setsockopt SO_RCVTIMEO", errno);
+    return Status::OK();
+  };
+  if (Status st = timeout(kReadyS); !st.ok()) return stop(st);
   for (UniqueFd& c : conns) {
     char ready = 0;
-    if (ReadFull(c.get(), &ready, 1) != 1)
-      return stop(Status::IOError("the TCP bulk sender stopped before it was ready"));
+    if (ReadFull(c.get(), &ready, 1) != 1 || ready != 1)
+      return stop(Status::IOError(ready == 0 ? "the TCP bulk sender could not make its " +
+                                                   FormatSize(bytes) + " buffer (or stopped)"
+                                             : "the TCP bulk sender stopped before it was ready"));
   }
+  if (Status st = timeout(kIoS); !st.ok()) return stop(st);
   constexpr uint64_t kPiece = 256 << 10;
   for (int r = 0; r < reps; r++) {
     std::atomic<bool> failed{false};
@@ -797,7 +810,9 @@ TcpBulkResult MeasureTcpBulk(const NetHost& sender, const NetHost& receiver, uin
     }
     for (std::thread& t : threads) t.join();
     const uint64_t ns = NowNs() - t0;
-    if (failed) return stop(Status::IOError("a TCP bulk transfer broke off"));
+    if (failed)
+      return stop(Status::IOError("a TCP bulk transfer broke off (or stalled for " +
+                                  std::to_string(kIoS) + " s)"));
     res.gb_per_s.push_back(static_cast<double>(bytes) /
                            static_cast<double>(std::max<uint64_t>(ns, 1)));
   }

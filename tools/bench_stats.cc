@@ -200,6 +200,8 @@ Machine DescribeMachine() {
     std::getline(in, line);
     return line;
   };
+  if (::access(damon.c_str(), F_OK) == 0 && ::access((damon + "nr_kdamonds").c_str(), R_OK) != 0)
+    m.damon_known = false;
   const long n = std::atol(first_line(damon + "nr_kdamonds").c_str());
   for (long i = 0; i < n && i < 64; i++) {
     const std::string k = damon + std::to_string(i) + "/";
@@ -215,8 +217,10 @@ Machine DescribeMachine() {
 }
 
 std::string MemoryLine(const Machine& m) {
-  std::string line = "memory: shmem transparent huge pages '" +
-                     (m.shmem_thp.empty() ? std::string("none") : m.shmem_thp) + "'; DAMON ";
+  std::string line = "memory: shmem transparent huge pages " +
+                     (m.shmem_thp.empty() ? std::string("unavailable") : "'" + m.shmem_thp + "'") +
+                     "; DAMON ";
+  if (!m.damon_known) return line + "unknown (its sysfs is readable by root only)";
   if (m.damon.empty()) return line + "not running";
   line += "running:";
   for (size_t i = 0; i < m.damon.size(); i++) line += (i > 0 ? ", " : " ") + m.damon[i];
@@ -224,12 +228,14 @@ std::string MemoryLine(const Machine& m) {
 }
 
 std::string MachineJson(const Machine& m) {
-  std::string damon = "[";
-  for (size_t i = 0; i < m.damon.size(); i++) damon += (i > 0 ? ", " : "") + JsonString(m.damon[i]);
+  std::string damon = m.damon_known ? "[" : "null";
+  for (size_t i = 0; m.damon_known && i < m.damon.size(); i++)
+    damon += (i > 0 ? ", " : "") + JsonString(m.damon[i]);
+  if (m.damon_known) damon += "]";
   return "{\"hostname\": " + JsonString(m.hostname) + ", \"kernel\": " + JsonString(m.kernel) +
          ", \"cpu\": " + JsonString(m.cpu) + ", \"cpus\": " + std::to_string(m.cpus) +
          ", \"memory_bytes\": " + std::to_string(m.memory) +
-         ", \"shmem_thp\": " + JsonString(m.shmem_thp) + ", \"damon\": " + damon + "]}";
+         ", \"shmem_thp\": " + JsonString(m.shmem_thp) + ", \"damon\": " + damon + "}";
 }
 
 bool g_progress = false;

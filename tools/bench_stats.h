@@ -97,12 +97,13 @@ struct Machine {
   // pages' accessed bits, and the hypervisor charges each one set again).
   std::string shmem_thp;
   std::vector<std::string> damon;
+  bool damon_known = true;  // false: its sysfs is there but not readable (root only)
 };
 Machine DescribeMachine();
 // "memory: ..." for the line under "machine: ..."
 std::string MemoryLine(const Machine& m);
 // {"hostname": .., "kernel": .., "cpu": .., "cpus": .., "memory_bytes": ..,
-//  "shmem_thp": .., "damon": [..]}
+//  "shmem_thp": .., "damon": [..] | null (not readable)}
 std::string MachineJson(const Machine& m);
 
 }  // namespace plasmon::bench

@@ -72,13 +72,14 @@ pinned = doc["config"]["pin"] is not None
 want = ([(1, True)] if pinned else []) + [(1, False), (2, False)]
 assert [(r["streams"], r["pinned"]) for r in runs] == want, runs
 assert all(r["error"] is None and r["bits_per_second"] > 0 for r in runs), runs
-# TCP into memory as large as the object, over the stores' 4 connections,
-# once per throughput fetch.
+# TCP into memory as large as the object, over as many connections as the
+# stores pull it over (one per 4 MiB chunk, up to 4), once per throughput
+# fetch.
 bulk = doc["references"]["tcp_bulk"]
-assert bulk["error"] is None and bulk["bytes"] == 4 << 20 and bulk["streams"] == 4, bulk
+assert bulk["error"] is None and bulk["bytes"] == 4 << 20 and bulk["streams"] == 1, bulk
 assert len(bulk["bits_per_second"]) == 1 and bulk["bits_per_second"][0] > 0, bulk
 m = doc["machine"]
-assert isinstance(m["shmem_thp"], str) and isinstance(m["damon"], list), m
+assert isinstance(m["shmem_thp"], str) and (m["damon"] is None or isinstance(m["damon"], list)), m
 PY
 fi
 echo "plot test passed"
