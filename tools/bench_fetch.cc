@@ -92,6 +92,7 @@
 //              "mode": "netns"|"loopback"|"hosts", "transport": str | null,
 //              "emulated_rdma": bool,         // PLASMON_RXE_VM: Soft-RoCE under emulation
 //              "holder": NODE, "fetcher": NODE, "pin": [int, int] | null,
+//              "tcp_congestion": str ("": the host's default),
 //              "store_capacity": int, "iterations": int, "warmup": int, "timeout_ms": int},
 //   NODE = {"node_id": str, "socket": str, "netns": str, "address": str}
 //   "references": {
@@ -148,6 +149,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <limits>
 #include <map>
@@ -632,19 +634,27 @@ class Fetcher {
   Stages stages_;
 };
 
-// The TCP connections the stores pull an object of `size` bytes over: one
-// per chunk, up to their --transfer-streams if given to the stores this
-// bench starts, else the transport's default.
-int StoreStreams(const std::vector<std::string>& store_args, uint64_t size) {
-  const TcpTransportOptions defaults;
-  int streams = defaults.streams;
+// The value of `flag` among the flags given to the stores this bench
+// starts (--store-arg), as "--flag VALUE" or "--flag=VALUE"; nullopt if
+// not given. The last one wins, as for the store.
+std::optional<std::string> StoreArg(const std::vector<std::string>& store_args,
+                                    const std::string& flag) {
+  std::optional<std::string> v;
   for (size_t i = 0; i < store_args.size(); i++) {
     const std::string& a = store_args[i];
-    std::string v;
-    if (a == "--transfer-streams" && i + 1 < store_args.size()) v = store_args[i + 1];
-    if (a.rfind("--transfer-streams=", 0) == 0) v = a.substr(std::strlen("--transfer-streams="));
-    if (!v.empty()) streams = std::atoi(v.c_str());  // the store refuses what is not 1..64
+    if (a == flag && i + 1 < store_args.size()) v = store_args[i + 1];
+    if (a.rfind(flag + "=", 0) == 0) v = a.substr(flag.size() + 1);
   }
+  return v;
+}
+
+// The TCP connections the stores pull an object of `size` bytes over: one
+// per chunk, up to their --transfer-streams (else the transport's default).
+int StoreStreams(const std::vector<std::string>& store_args, uint64_t size) {
+  const TcpTransportOptions defaults;
+  std::optional<std::string> v = StoreArg(store_args, "--transfer-streams");
+  // The store refuses what is not 1..64.
+  const int streams = v ? std::max(1, std::atoi(v->c_str())) : defaults.streams;
   const uint64_t chunks = (size + defaults.chunk_size - 1) / defaults.chunk_size;
   return static_cast<int>(std::max<uint64_t>(1, std::min<uint64_t>(chunks, streams)));
 }
@@ -941,6 +951,12 @@ int RunFetch(FetchConfig cfg) {
       Die("invalid --pin '" + cfg.pin + "': expected N1_CPU,N2_CPU (e.g. 0,1), auto or none");
   }
   if (pin1 >= 0) PinCluster(&cluster, pin1, pin2);
+  // The TCP references' connections get the congestion control the
+  // stores' do (their --tcp-congestion, else the transport's default; a
+  // cluster this run did not start is taken to have the default).
+  const std::string congestion =
+      StoreArg(cfg.store_args, "--tcp-congestion").value_or(TcpTransportOptions{}.congestion);
+  for (Node& n : cluster.nodes) n.host.congestion = congestion;
   const Node& n1 = cluster.nodes[0];
   const Node& n2 = cluster.nodes[1];
 
@@ -1016,6 +1032,14 @@ int RunFetch(FetchConfig cfg) {
                 machine.kernel.c_str(), machine.cpu.c_str(), machine.cpus,
                 FormatSize(machine.memory).c_str());
     std::printf("%s\n", MemoryLine(machine).c_str());
+    std::ifstream host_cc("/proc/sys/net/ipv4/tcp_congestion_control");
+    std::string host_default;
+    std::getline(host_cc, host_default);
+    std::printf(
+        "TCP: congestion control %s on the stores' connections and the TCP "
+        "references' (the host's default: %s)\n",
+        congestion.empty() ? "the host's default" : ("'" + congestion + "'").c_str(),
+        host_default.empty() ? "?" : host_default.c_str());
     if (pin1 >= 0) {
       std::printf("latencies pinned as on two one-CPU hosts: CPU %d runs node 1 (store %s, Redis, "
                   "the ping-pong's echo), CPU %d node 2 (store %s, this benchmark as its client); "
@@ -1517,8 +1541,9 @@ int RunFetch(FetchConfig cfg) {
          ", \"mode\": " + JsonString(cluster.mode) +
          ", \"transport\": " + (cfg.transport.empty() ? "null" : JsonString(cfg.transport)) +
          ", \"emulated_rdma\": " + (emulated ? "true" : "false") + ", \"holder\": " + NodeJson(n1) +
-         ", \"fetcher\": " + NodeJson(n2) +
-         ", \"pin\": " + (pin1 >= 0 ? "[" + std::to_string(pin1) + ", " + std::to_string(pin2) + "]" : "null") +
+         ", \"fetcher\": " + NodeJson(n2) + ", \"pin\": " +
+         (pin1 >= 0 ? "[" + std::to_string(pin1) + ", " + std::to_string(pin2) + "]" : "null") +
+         ", \"tcp_congestion\": " + JsonString(congestion) +
          ", \"store_capacity\": " + std::to_string(capacity) +
          ", \"iterations\": " + std::to_string(cfg.iterations) +
          ", \"warmup\": " + std::to_string(cfg.warmup) +

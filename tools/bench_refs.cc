@@ -320,6 +320,13 @@ Result<UniqueFd> SocketInNetns(const std::string& netns, int family) {
   return s;
 }
 
+Status SetCongestion(int fd, const std::string& cc) {
+  if (!cc.empty() && ::setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc.data(),
+                                  static_cast<socklen_t>(cc.size())) != 0)
+    return Status::FromErrno("setsockopt TCP_CONGESTION " + cc, errno);
+  return Status::OK();
+}
+
 Status NoDelay(int fd) {
   int one = 1;
   if (::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0)
@@ -562,19 +569,27 @@ Result<ForkedServer> ForkServerIn(const NetHost& server, const sockaddr_storage&
   return f;
 }
 
-// Accepts one connection on `l` within 10 s; -1 if none came.
-int AcceptOne(int l) {
+// Accepts one connection on `l` within 10 s, with `host`'s congestion
+// control; -1 if none came.
+int AcceptOne(int l, const NetHost& host) {
   pollfd p{l, POLLIN, 0};
   if (::poll(&p, 1, 10000) <= 0) return -1;  // nobody came
-  return ::accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
+  int c = ::accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
+  if (c >= 0 && !SetCongestion(c, host.congestion).ok()) {
+    ::close(c);
+    return -1;
+  }
+  return c;
 }
 
-// A TCP socket in `netns` connected to addr (with `port`).
-Result<UniqueFd> ConnectInNetns(const std::string& netns, sockaddr_storage addr, socklen_t addr_len,
-                                uint16_t port, const std::string& what) {
+// A TCP socket in `host`'s namespace, with its congestion control,
+// connected to addr (with `port`).
+Result<UniqueFd> ConnectFrom(const NetHost& host, sockaddr_storage addr, socklen_t addr_len,
+                             uint16_t port, const std::string& what) {
   SetPort(&addr, port);
-  Result<UniqueFd> sock = SocketInNetns(netns, addr.ss_family);
+  Result<UniqueFd> sock = SocketInNetns(host.netns, addr.ss_family);
   if (!sock.ok()) return sock.status();
+  PLASMON_RETURN_IF_ERROR(SetCongestion(sock->get(), host.congestion));
   int rc;
   do {
     rc = ::connect(sock->get(), reinterpret_cast<sockaddr*>(&addr), addr_len);
@@ -595,7 +610,7 @@ Result<std::unique_ptr<TcpPingPong>> TcpPingPong::Start(const NetHost& client,
   Result<ForkedServer> echo = ForkServerIn(
       server, addr, addr_len, 1,
       [&](int l) {
-        int c = AcceptOne(l);
+        int c = AcceptOne(l, server);
         if (c < 0) return 1;
         ::close(l);
         (void)NoDelay(c);
@@ -607,8 +622,8 @@ Result<std::unique_ptr<TcpPingPong>> TcpPingPong::Start(const NetHost& client,
       },
       "TCP echo server");
   if (!echo.ok()) return echo.status();
-  Result<UniqueFd> sock = ConnectInNetns(client.netns, addr, addr_len, echo->port,
-                                         "TCP echo server at " + server.address);
+  Result<UniqueFd> sock =
+      ConnectFrom(client, addr, addr_len, echo->port, "TCP echo server at " + server.address);
   if (!sock.ok()) return echo->Kill(sock.status());
   if (Status st = NoDelay(sock->get()); !st.ok()) return echo->Kill(st);
   return std::unique_ptr<TcpPingPong>(new TcpPingPong(echo->pid, sock->Release(), bytes));
@@ -680,10 +695,18 @@ Iperf3Result MeasureIperf3(const NetHost& client, const NetHost& server, int por
       return fail("iperf3 -s did not listen on port " + port_s + " within 5 s");
     ::usleep(10000);
   }
-  pid_t client_pid = SpawnIn(client,
-                             {"iperf3", "-c", server.address, "-p", port_s, "-P",
-                              std::to_string(streams), "-t", std::to_string(seconds), "-J"},
-                             &client_fd, /*with_stderr=*/false);
+  std::vector<std::string> args = {"iperf3",
+                                   "-c",
+                                   server.address,
+                                   "-p",
+                                   port_s,
+                                   "-P",
+                                   std::to_string(streams),
+                                   "-t",
+                                   std::to_string(seconds),
+                                   "-J"};
+  if (!client.congestion.empty()) args.insert(args.end(), {"-C", client.congestion});
+  pid_t client_pid = SpawnIn(client, args, &client_fd, /*with_stderr=*/false);
   if (client_pid < 0) return fail(std::string("fork: ") + std::strerror(errno));
   bool done = ReadUntilEof(client_fd.get(), &json, NowNs() + (seconds + 30) * 1'000'000'000ull);
   int ws = WaitChild(client_pid, done ? 5000 : 0);
@@ -728,7 +751,7 @@ TcpBulkResult MeasureTcpBulk(const NetHost& sender, const NetHost& receiver, uin
       [&](int l) {
         std::vector<UniqueFd> conns;
         for (int i = 0; i < streams; i++) {
-          int c = AcceptOne(l);
+          int c = AcceptOne(l, sender);
           if (c < 0) return 1;
           conns.emplace_back(c);
         }
@@ -759,8 +782,8 @@ TcpBulkResult MeasureTcpBulk(const NetHost& sender, const NetHost& receiver, uin
   if (!dst.ok()) return stop(dst.status());
   std::vector<UniqueFd> conns;
   for (int i = 0; i < streams; i++) {
-    Result<UniqueFd> c = ConnectInNetns(receiver.netns, addr, addr_len, src->port,
-                                        "TCP bulk sender at " + sender.address);
+    Result<UniqueFd> c =
+        ConnectFrom(receiver, addr, addr_len, src->port, "TCP bulk sender at " + sender.address);
     if (!c.ok()) return stop(c.status());
     conns.push_back(std::move(*c));
   }

@@ -76,7 +76,13 @@ struct NetHost {
   std::string netns;
   std::string address;
   int cpu = -1;
+  // The congestion control of the TCP references' connections here (""
+  // the host's default): the stores' own, for a like-for-like reference.
+  std::string congestion;
 };
+
+// Sets `fd`'s congestion control if `cc` is not empty (TCP_CONGESTION).
+Status SetCongestion(int fd, const std::string& cc);
 
 // Pins every thread of process `pid` to one CPU, or with cpu -1 lets them
 // run on all (threads it starts later inherit it from their creator).

@@ -135,6 +135,11 @@ int main(int argc, char** argv) {
   app.add_option("--transfer-streams", tcp.streams,
                  "TCP connections one large object is pulled over in parallel")
       ->capture_default_str();
+  CLI::Option* congestion =
+      app.add_option("--tcp-congestion", tcp.congestion,
+                     "Congestion control of the TCP transport's connections ('' keeps the "
+                     "host's default); given here, the store refuses to start without it")
+          ->capture_default_str();
   app.add_option("--transfer-threads", opts.transfer_threads, "Pulls in flight at once")
       ->capture_default_str();
   app.add_option("--busy-poll-us", opts.busy_poll_us,
@@ -181,6 +186,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   opts.shared_index = !no_shared_index;
+  tcp.congestion_required = congestion->count() > 0 && !tcp.congestion.empty();
 
   std::optional<spdlog::level::level_enum> level = ParseLogLevel(log_level);
   if (!level) {

@@ -64,6 +64,13 @@ Status SetTimeout(int fd, int option, int ms) {
   return Status::OK();
 }
 
+// The connection's congestion control, if one is chosen (checked at Create).
+void SetCongestion(int fd, const std::string& cc) {
+  if (!cc.empty())
+    (void)::setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc.data(),
+                       static_cast<socklen_t>(cc.size()));
+}
+
 Status SetNoDelay(int fd) {
   int one = 1;
   if (::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0)
@@ -334,6 +341,28 @@ Result<std::unique_ptr<TcpTransport>> TcpTransport::Create(TcpTransportOptions o
   std::string host, port;
   if (!SplitHostPort(options.listen, &host, &port))
     return Status::InvalidArgument("listen address must be ADDR:PORT: '" + options.listen + "'");
+  if (!options.congestion.empty()) {
+    // TCP_CA_NAME_MAX is 16 with the NUL; tried on a socket of our own.
+    Status bad;
+    if (options.congestion.size() >= 16 || options.congestion.find('\0') != std::string::npos) {
+      bad = Status::InvalidArgument("no congestion control is called '" + options.congestion + "'");
+    } else {
+      UniqueFd probe(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+      if (probe.valid() &&
+          ::setsockopt(probe.get(), IPPROTO_TCP, TCP_CONGESTION, options.congestion.data(),
+                       static_cast<socklen_t>(options.congestion.size())) != 0)
+        bad = Status::InvalidArgument(
+            "congestion control '" + options.congestion +
+            "' is not available here: " + std::strerror(errno) +
+            " (see /proc/sys/net/ipv4/tcp_available_congestion_control, and "
+            "tcp_allowed_congestion_control for a user without CAP_NET_ADMIN)");
+    }
+    if (!bad.ok()) {
+      if (options.congestion_required) return bad;
+      spdlog::warn("tcp transport: {}; its connections keep the host's default", bad.message());
+      options.congestion.clear();
+    }
+  }
   // Initialize spdlog's registry and OpenSSL's default context here, on the
   // caller's thread, not lazily from several transport threads at once.
   spdlog::default_logger_raw();
@@ -575,6 +604,7 @@ void TcpTransport::Serve(Served* s, int fd, std::string peer) {
   // connections may stay idle indefinitely. SO_SNDTIMEO keeps a peer
   // that stops reading from wedging this thread.
   const std::string& host = s->host;  // never changes
+  SetCongestion(fd, opts_.congestion);  // before the first byte of reply
   Status st = SetNoDelay(fd);
   if (st.ok()) st = SetTimeout(fd, SO_RCVTIMEO, opts_.io_timeout_ms);
   if (st.ok()) st = SetTimeout(fd, SO_SNDTIMEO, opts_.io_timeout_ms);
@@ -940,6 +970,7 @@ Result<UniqueFd> TcpTransport::Connect(const std::string& endpoint) {
       last_error = std::string("socket: ") + std::strerror(errno);
       continue;
     }
+    SetCongestion(fd.get(), opts_.congestion);
     {
       std::lock_guard<std::mutex> l(mu_);
       if (shut_down_) {

@@ -77,6 +77,18 @@ struct TcpTransportOptions {
   // the connect alone); a holder that accepts and never answers then costs
   // a pull this long, not io_timeout_ms per read.
   int dial_timeout_ms = 2000;
+  // The congestion control of the transport's connections (TCP_CONGESTION;
+  // "": the host's default). Not the host's by default: a pull is a request
+  // and a burst of reply over a cluster's own network, and where the host
+  // runs BBR (the kernel's, v1) it paces the burst of a connection that was
+  // idle at its estimate of the rate and, on the project's veth links,
+  // retransmits by the thousand; with cubic a 1 MiB fetch took 2.2 times
+  // less time there (docs/BENCHMARKS.md, sixth session).
+  std::string congestion = "cubic";
+  // Whether Create fails if `congestion` is not available (or not allowed
+  // to this user) here; if not, the connections keep the host's default and
+  // Create logs why.
+  bool congestion_required = false;
   // Objects up to this many bytes are pulled on the caller's event loop
   // (StartAsyncPull) when an idle pooled connection to the holder is at
   // hand, without a hand-off to another thread; 0: never.

@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <spdlog/sinks/base_sink.h>
 #include <spdlog/spdlog.h>
@@ -17,6 +18,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <future>
 #include <map>
@@ -358,6 +360,70 @@ TEST(TcpTransportTest, ConnectionsArePooled) {
   for (int i = 0; i < 100; i++) ExpectPulls(client.get(), &h, id, 4096, 16);
   EXPECT_EQ(h.transport->accepted_connections(), 1u);
   EXPECT_EQ(h.source.pins(), 100u);
+}
+
+// The congestion control of every established TCP connection of this
+// process (both ends of the transports' connections, over loopback).
+std::vector<std::string> EstablishedCongestion() {
+  std::vector<std::string> out;
+  for (int fd = 0; fd < 4096; fd++) {
+    tcp_info info{};
+    socklen_t len = sizeof(info);
+    if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0 ||
+        info.tcpi_state != TCP_ESTABLISHED)
+      continue;
+    char name[16] = {};
+    len = sizeof(name);
+    if (::getsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name, &len) == 0) out.emplace_back(name);
+  }
+  return out;
+}
+
+std::string FirstLine(const char* path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
+TEST(TcpTransportTest, ConnectionsUseTheChosenCongestionControl) {
+  // One the host does not default to, so that the check can fail: reno is
+  // built into every kernel, cubic nearly so.
+  const std::string host_default = FirstLine("/proc/sys/net/ipv4/tcp_congestion_control");
+  TcpTransportOptions o = Opts();
+  o.congestion = host_default == "reno" ? "cubic" : "reno";
+  o.congestion_required = true;
+  auto made = TcpTransport::Create(o);
+  if (!made.ok()) GTEST_SKIP() << made.status().ToString();
+  made->reset();
+  Holder h(o);
+  auto client = MakeClient(o);
+  ObjectID id = h.source.Add(kMiB, 0);
+  ExpectPulls(client.get(), &h, id, kMiB, 0);
+  const std::vector<std::string> ccs = EstablishedCongestion();
+  EXPECT_GE(ccs.size(), 2u) << "the pull's connection, at both ends";
+  for (const std::string& cc : ccs) EXPECT_EQ(cc, o.congestion);
+}
+
+TEST(TcpTransportTest, AnUnknownCongestionControlFailsOnlyWhenRequired) {
+  TcpTransportOptions o = Opts();
+  o.congestion = "no-such-algo";
+  o.congestion_required = true;
+  auto t = TcpTransport::Create(o);
+  ASSERT_FALSE(t.ok());
+  EXPECT_TRUE(t.status().IsInvalidArgument()) << t.status().ToString();
+  EXPECT_NE(t.status().message().find("no-such-algo"), std::string::npos);
+  o.congestion = std::string(16, 'x');
+  EXPECT_TRUE(TcpTransport::Create(o).status().IsInvalidArgument());
+  // Not required: the connections keep the host's default, and pull.
+  o.congestion = "no-such-algo";
+  o.congestion_required = false;
+  Holder h(o);
+  auto client = MakeClient(o);
+  ObjectID id = h.source.Add(4096, 0);
+  ExpectPulls(client.get(), &h, id, 4096, 0);
+  const std::string host_default = FirstLine("/proc/sys/net/ipv4/tcp_congestion_control");
+  for (const std::string& cc : EstablishedCongestion()) EXPECT_EQ(cc, host_default);
 }
 
 TEST(TcpTransportTest, ConcurrentPullsFromEightThreads) {
