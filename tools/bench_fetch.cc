@@ -954,8 +954,9 @@ int RunFetch(FetchConfig cfg) {
   // The TCP references' connections get the congestion control the
   // stores' do (their --tcp-congestion, else the transport's default; a
   // cluster this run did not start is taken to have the default).
-  const std::string congestion =
+  std::string congestion =
       StoreArg(cfg.store_args, "--tcp-congestion").value_or(TcpTransportOptions{}.congestion);
+  if (congestion == "default") congestion.clear();  // the host's, as the store reads it
   for (Node& n : cluster.nodes) n.host.congestion = congestion;
   const Node& n1 = cluster.nodes[0];
   const Node& n2 = cluster.nodes[1];

@@ -137,8 +137,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   CLI::Option* congestion =
       app.add_option("--tcp-congestion", tcp.congestion,
-                     "Congestion control of the TCP transport's connections ('' keeps the "
-                     "host's default); given here, the store refuses to start without it")
+                     "Congestion control of the TCP transport's connections ('default' keeps "
+                     "the host's); named here, the store refuses to start without it")
           ->capture_default_str();
   app.add_option("--transfer-threads", opts.transfer_threads, "Pulls in flight at once")
       ->capture_default_str();
@@ -186,6 +186,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   opts.shared_index = !no_shared_index;
+  if (tcp.congestion == "default") tcp.congestion.clear();
   tcp.congestion_required = congestion->count() > 0 && !tcp.congestion.empty();
 
   std::optional<spdlog::level::level_enum> level = ParseLogLevel(log_level);
