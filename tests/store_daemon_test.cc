@@ -110,7 +110,8 @@ TEST(StoreDaemonTest, BadFlagsGiveOneClearError) {
 }
 
 // Flags are checked, not silently bent: a size the host cannot back, one
-// that overflows, a log level in another case or mistyped.
+// that overflows, a log level in another case or mistyped, a congestion
+// control the host does not have.
 TEST(StoreDaemonTest, SizesTheHostCannotBackAndUnknownLogLevelsAreRefused) {
   struct Case {
     std::vector<std::string> flags;
@@ -123,6 +124,11 @@ TEST(StoreDaemonTest, SizesTheHostCannotBackAndUnknownLogLevelsAreRefused) {
             "largest arena, 64 TiB"},
            {{"-m", "99999999999999999999"}, "invalid --memory '99999999999999999999' (expected"},
            {{"--log-level", "inof"}, "invalid --log-level 'inof'"},
+           // Named, a congestion control must be there (cubic, the default, may
+           // fall back to the host's with a warning).
+           {{"--tcp-congestion", "no-such-algo", "--redis", "unix:/tmp/plasmon-no-redis.sock",
+             "--node-id", "x", "--listen", "127.0.0.1:0"},
+            "congestion control 'no-such-algo' is not available here"},
        }) {
     // timeout(1): a store that took such a flag would run on.
     std::vector<std::string> argv = {"timeout", "20", StoreBinary(), "-s",
