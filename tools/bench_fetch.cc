@@ -636,7 +636,7 @@ class Fetcher {
 
 // The value of `flag` among the flags given to the stores this bench
 // starts (--store-arg), as "--flag VALUE" or "--flag=VALUE"; nullopt if
-// not given. The last one wins, as for the store.
+// not given.
 std::optional<std::string> StoreArg(const std::vector<std::string>& store_args,
                                     const std::string& flag) {
   std::optional<std::string> v;

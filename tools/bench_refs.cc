@@ -545,6 +545,9 @@ Result<ForkedServer> ForkServerIn(const NetHost& server, const sockaddr_storage&
     if (l < 0) fail(std::string("socket: ") + std::strerror(errno));
     int one = 1;
     ::setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    // On the listener, so that accepted connections start with it (one
+    // switched after its handshake keeps BBR's pacing mark).
+    if (Status st = SetCongestion(l, server.congestion); !st.ok()) fail(st.ToString());
     if (::bind(l, reinterpret_cast<const sockaddr*>(&addr), addr_len) != 0)
       fail("bind " + server.address + ": " + std::strerror(errno));
     if (::listen(l, backlog) != 0) fail(std::string("listen: ") + std::strerror(errno));
@@ -569,17 +572,11 @@ Result<ForkedServer> ForkServerIn(const NetHost& server, const sockaddr_storage&
   return f;
 }
 
-// Accepts one connection on `l` within 10 s, with `host`'s congestion
-// control; -1 if none came.
-int AcceptOne(int l, const NetHost& host) {
+// Accepts one connection on `l` within 10 s; -1 if none came.
+int AcceptOne(int l) {
   pollfd p{l, POLLIN, 0};
   if (::poll(&p, 1, 10000) <= 0) return -1;  // nobody came
-  int c = ::accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
-  if (c >= 0 && !SetCongestion(c, host.congestion).ok()) {
-    ::close(c);
-    return -1;
-  }
-  return c;
+  return ::accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
 }
 
 // A TCP socket in `host`'s namespace, with its congestion control,
@@ -610,7 +607,7 @@ Result<std::unique_ptr<TcpPingPong>> TcpPingPong::Start(const NetHost& client,
   Result<ForkedServer> echo = ForkServerIn(
       server, addr, addr_len, 1,
       [&](int l) {
-        int c = AcceptOne(l, server);
+        int c = AcceptOne(l);
         if (c < 0) return 1;
         ::close(l);
         (void)NoDelay(c);
@@ -751,7 +748,7 @@ TcpBulkResult MeasureTcpBulk(const NetHost& sender, const NetHost& receiver, uin
       [&](int l) {
         std::vector<UniqueFd> conns;
         for (int i = 0; i < streams; i++) {
-          int c = AcceptOne(l, sender);
+          int c = AcceptOne(l);
           if (c < 0) return 1;
           conns.emplace_back(c);
         }

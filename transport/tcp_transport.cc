@@ -64,11 +64,20 @@ Status SetTimeout(int fd, int option, int ms) {
   return Status::OK();
 }
 
-// The connection's congestion control, if one is chosen (checked at Create).
+// The socket's congestion control, if one is chosen (checked at Create, so
+// that it fails only where the kernel changed since: then the socket keeps
+// the host's default, and says so in the log).
 void SetCongestion(int fd, const std::string& cc) {
-  if (!cc.empty())
-    (void)::setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc.data(),
-                       static_cast<socklen_t>(cc.size()));
+  if (cc.empty() || ::setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc.data(),
+                                 static_cast<socklen_t>(cc.size())) == 0)
+    return;
+  const int err = errno;
+  static std::atomic<bool> said{false};
+  if (!said.exchange(true))
+    spdlog::warn(
+        "tcp transport: a connection keeps the host's congestion control, not {}: {} "
+        "(said once)",
+        cc, std::strerror(err));
 }
 
 Status SetNoDelay(int fd) {
@@ -348,8 +357,10 @@ Result<std::unique_ptr<TcpTransport>> TcpTransport::Create(TcpTransportOptions o
       bad = Status::InvalidArgument("no congestion control is called '" + options.congestion + "'");
     } else {
       UniqueFd probe(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-      if (probe.valid() &&
-          ::setsockopt(probe.get(), IPPROTO_TCP, TCP_CONGESTION, options.congestion.data(),
+      if (!probe.valid()) probe.Reset(::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0));
+      if (!probe.valid())
+        return Status::FromErrno("a socket to try congestion control " + options.congestion, errno);
+      if (::setsockopt(probe.get(), IPPROTO_TCP, TCP_CONGESTION, options.congestion.data(),
                        static_cast<socklen_t>(options.congestion.size())) != 0)
         bad = Status::InvalidArgument(
             "congestion control '" + options.congestion +
@@ -428,6 +439,10 @@ Result<std::string> TcpTransport::Listen(ObjectSource* source) {
   } else {
     int one = 1;
     ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    // On the listener, so that accepted connections start with it: one
+    // switched after its handshake keeps what the host's default set up
+    // (BBR marks it paced, and the mark stays under cubic).
+    SetCongestion(fd.get(), opts_.congestion);
     if (::bind(fd.get(), res->ai_addr, res->ai_addrlen) != 0)
       st = Status::FromErrno("bind " + opts_.listen, errno);
     else if (::listen(fd.get(), SOMAXCONN) != 0)
@@ -604,7 +619,6 @@ void TcpTransport::Serve(Served* s, int fd, std::string peer) {
   // connections may stay idle indefinitely. SO_SNDTIMEO keeps a peer
   // that stops reading from wedging this thread.
   const std::string& host = s->host;  // never changes
-  SetCongestion(fd, opts_.congestion);  // before the first byte of reply
   Status st = SetNoDelay(fd);
   if (st.ok()) st = SetTimeout(fd, SO_RCVTIMEO, opts_.io_timeout_ms);
   if (st.ok()) st = SetTimeout(fd, SO_SNDTIMEO, opts_.io_timeout_ms);

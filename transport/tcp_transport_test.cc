@@ -393,9 +393,6 @@ TEST(TcpTransportTest, ConnectionsUseTheChosenCongestionControl) {
   TcpTransportOptions o = Opts();
   o.congestion = host_default == "reno" ? "cubic" : "reno";
   o.congestion_required = true;
-  auto made = TcpTransport::Create(o);
-  if (!made.ok()) GTEST_SKIP() << made.status().ToString();
-  made->reset();
   Holder h(o);
   auto client = MakeClient(o);
   ObjectID id = h.source.Add(kMiB, 0);
@@ -423,7 +420,9 @@ TEST(TcpTransportTest, AnUnknownCongestionControlFailsOnlyWhenRequired) {
   ObjectID id = h.source.Add(4096, 0);
   ExpectPulls(client.get(), &h, id, 4096, 0);
   const std::string host_default = FirstLine("/proc/sys/net/ipv4/tcp_congestion_control");
-  for (const std::string& cc : EstablishedCongestion()) EXPECT_EQ(cc, host_default);
+  const std::vector<std::string> ccs = EstablishedCongestion();
+  ASSERT_FALSE(ccs.empty());
+  for (const std::string& cc : ccs) EXPECT_EQ(cc, host_default);
 }
 
 TEST(TcpTransportTest, ConcurrentPullsFromEightThreads) {
