@@ -662,7 +662,8 @@ TEST_P(TransparentHugePageTest, TheArenaIsMadeOfThePagesTheKernelSettingGives) {
   constexpr uint64_t kMiB = 1 << 20, kSize = 64 * kMiB;
   ShmemSetting setting;
   if (!setting.Write(GetParam()))
-    GTEST_SKIP() << "cannot set " << ShmemSetting::kPath << " to " << GetParam() << " (not root, or hugepages-2048kB/shmem_enabled overrides it?)";
+    GTEST_SKIP() << "cannot set " << ShmemSetting::kPath << " to " << GetParam()
+                 << " (not root, or hugepages-2048kB/shmem_enabled overrides it?)";
   StoreProcess store({"-m", "256M", "--prefault", "--log-level", "info"});
   ASSERT_TRUE(store.started());
   const bool huge = std::string(GetParam()) == "advise";

@@ -149,7 +149,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <limits>
 #include <map>
@@ -651,12 +650,11 @@ std::optional<std::string> StoreArg(const std::vector<std::string>& store_args,
 // The TCP connections the stores pull an object of `size` bytes over: one
 // per chunk, up to their --transfer-streams (else the transport's default).
 int StoreStreams(const std::vector<std::string>& store_args, uint64_t size) {
-  const TcpTransportOptions defaults;
-  std::optional<std::string> v = StoreArg(store_args, "--transfer-streams");
+  TcpTransportOptions o;
   // The store refuses what is not 1..64.
-  const int streams = v ? std::max(1, std::atoi(v->c_str())) : defaults.streams;
-  const uint64_t chunks = (size + defaults.chunk_size - 1) / defaults.chunk_size;
-  return static_cast<int>(std::max<uint64_t>(1, std::min<uint64_t>(chunks, streams)));
+  if (std::optional<std::string> v = StoreArg(store_args, "--transfer-streams"))
+    o.streams = std::atoi(v->c_str());
+  return static_cast<int>(o.StreamsFor(size));
 }
 
 // ---- reporting ----
@@ -1033,9 +1031,7 @@ int RunFetch(FetchConfig cfg) {
                 machine.kernel.c_str(), machine.cpu.c_str(), machine.cpus,
                 FormatSize(machine.memory).c_str());
     std::printf("%s\n", MemoryLine(machine).c_str());
-    std::ifstream host_cc("/proc/sys/net/ipv4/tcp_congestion_control");
-    std::string host_default;
-    std::getline(host_cc, host_default);
+    const std::string host_default = ReadFirstLine("/proc/sys/net/ipv4/tcp_congestion_control");
     std::printf(
         "TCP: congestion control %s on the stores' connections and the TCP "
         "references' (the host's default: %s)\n",
@@ -1268,7 +1264,8 @@ int RunFetch(FetchConfig cfg) {
                             static_cast<int>(cfg.throughput_reps));
     }
   }
-  const double bulk_later = bulk && bulk->error.empty() ? later_median(bulk->gb_per_s) * 8 : NAN;
+  const double bulk_later =  // Gbit/s
+      bulk && bulk->error.empty() ? later_median(bulk->bits_per_second) / 1e9 : NAN;
   const double tput_later = later_median(tput);  // Gbit/s
   const StoreStats end2 = fetcher_stats();
   const uint64_t fetched = end2.fetched - start2.fetched,
@@ -1314,14 +1311,13 @@ int RunFetch(FetchConfig cfg) {
     t.cmp = ">=";
     t.bound = 0.8;
     if (tput.size() >= 2) {
-      const double later = tput_later;
-      t.value = tput[0] / later;
+      t.value = tput[0] / tput_later;
       char buf[96];
-      std::snprintf(buf, sizeof(buf), "%.2f vs %.2f Gbit/s", tput[0], later);
+      std::snprintf(buf, sizeof(buf), "%.2f vs %.2f Gbit/s", tput[0], tput_later);
       t.note = buf;
       if (std::isfinite(bulk_later)) {
         std::snprintf(buf, sizeof(buf), "; TCP into new memory: %.2f",
-                      bulk->gb_per_s[0] * 8 / bulk_later);
+                      bulk->bits_per_second[0] / 1e9 / bulk_later);
         t.note += buf;
       }
     } else {
@@ -1475,8 +1471,8 @@ int RunFetch(FetchConfig cfg) {
     if (bulk && bulk->error.empty()) {
       std::printf("  TCP %s -> %s into %s of memory (after the fetches), %d stream%s, %zu times:",
                   n1.node_id.c_str(), n2.node_id.c_str(), FormatSize(bulk->bytes).c_str(),
-                  bulk->streams, bulk->streams == 1 ? "" : "s", bulk->gb_per_s.size());
-      for (double g : bulk->gb_per_s) std::printf(" %.2f", g * 8);
+                  bulk->streams, bulk->streams == 1 ? "" : "s", bulk->bits_per_second.size());
+      for (double b : bulk->bits_per_second) std::printf(" %.2f", b / 1e9);
       std::printf(" Gbit/s");
       if (std::isfinite(bulk_later))
         std::printf("; median of the later ones %.2f Gbit/s (%.2f GB/s)", bulk_later,
@@ -1574,8 +1570,8 @@ int RunFetch(FetchConfig cfg) {
     } else {
       j += "{\"bytes\": " + std::to_string(bulk->bytes) +
            ", \"streams\": " + std::to_string(bulk->streams) + ", \"bits_per_second\": [";
-      for (size_t i = 0; i < bulk->gb_per_s.size(); i++)
-        j += std::string(i > 0 ? ", " : "") + JsonNumber(bulk->gb_per_s[i] * 8e9);
+      for (size_t i = 0; i < bulk->bits_per_second.size(); i++)
+        j += std::string(i > 0 ? ", " : "") + JsonNumber(bulk->bits_per_second[i]);
       j +=
           "], \"error\": " + (bulk->error.empty() ? std::string("null") : JsonString(bulk->error)) +
           "}";

@@ -32,6 +32,7 @@
 #include "core/size.h"
 #include "core/unix_socket.h"
 #include "tools/cluster/process.h"
+#include "transport/tcp_transport.h"
 
 namespace plasmon::bench {
 
@@ -320,13 +321,6 @@ Result<UniqueFd> SocketInNetns(const std::string& netns, int family) {
   return s;
 }
 
-Status SetCongestion(int fd, const std::string& cc) {
-  if (!cc.empty() && ::setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc.data(),
-                                  static_cast<socklen_t>(cc.size())) != 0)
-    return Status::FromErrno("setsockopt TCP_CONGESTION " + cc, errno);
-  return Status::OK();
-}
-
 Status NoDelay(int fd) {
   int one = 1;
   if (::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0)
@@ -547,7 +541,7 @@ Result<ForkedServer> ForkServerIn(const NetHost& server, const sockaddr_storage&
     ::setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     // On the listener, so that accepted connections start with it (one
     // switched after its handshake keeps BBR's pacing mark).
-    if (Status st = SetCongestion(l, server.congestion); !st.ok()) fail(st.ToString());
+    if (Status st = SetCongestionControl(l, server.congestion); !st.ok()) fail(st.ToString());
     if (::bind(l, reinterpret_cast<const sockaddr*>(&addr), addr_len) != 0)
       fail("bind " + server.address + ": " + std::strerror(errno));
     if (::listen(l, backlog) != 0) fail(std::string("listen: ") + std::strerror(errno));
@@ -586,7 +580,7 @@ Result<UniqueFd> ConnectFrom(const NetHost& host, sockaddr_storage addr, socklen
   SetPort(&addr, port);
   Result<UniqueFd> sock = SocketInNetns(host.netns, addr.ss_family);
   if (!sock.ok()) return sock.status();
-  PLASMON_RETURN_IF_ERROR(SetCongestion(sock->get(), host.congestion));
+  PLASMON_RETURN_IF_ERROR(SetCongestionControl(sock->get(), host.congestion));
   int rc;
   do {
     rc = ::connect(sock->get(), reinterpret_cast<sockaddr*>(&addr), addr_len);
@@ -732,7 +726,7 @@ TcpBulkResult MeasureTcpBulk(const NetHost& sender, const NetHost& receiver, uin
   res.streams = streams;
   auto fail = [&](const Status& st) {
     res.error = st.ToString();
-    res.gb_per_s.clear();
+    res.bits_per_second.clear();
     return res;
   };
   if (bytes == 0 || streams < 1 || reps < 1)
@@ -793,7 +787,7 @@ TcpBulkResult MeasureTcpBulk(const NetHost& sender, const NetHost& receiver, uin
     for (UniqueFd& c : conns)
       if (::setsockopt(c.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) != 0 ||
           ::setsockopt(c.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) != 0)
-        return Status::FromErrno("setsockopt SO_RCVTIMEO", errno);
+        return Status::FromErrno("setsockopt SO_RCVTIMEO/SO_SNDTIMEO", errno);
     return Status::OK();
   };
   if (Status st = timeout(kReadyS); !st.ok()) return stop(st);
@@ -833,8 +827,8 @@ TcpBulkResult MeasureTcpBulk(const NetHost& sender, const NetHost& receiver, uin
     if (failed)
       return stop(Status::IOError("a TCP bulk transfer broke off (or stalled for " +
                                   std::to_string(kIoS) + " s)"));
-    res.gb_per_s.push_back(static_cast<double>(bytes) /
-                           static_cast<double>(std::max<uint64_t>(ns, 1)));
+    res.bits_per_second.push_back(static_cast<double>(bytes) * 8e9 /
+                                  static_cast<double>(std::max<uint64_t>(ns, 1)));
   }
   conns.clear();  // the sender's threads see the end and it exits
   WaitChild(src->pid, 5000);

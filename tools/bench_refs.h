@@ -77,12 +77,10 @@ struct NetHost {
   std::string address;
   int cpu = -1;
   // The congestion control of the TCP references' connections here (""
-  // the host's default): the stores' own, for a like-for-like reference.
+  // the host's default): the stores' own, for a like-for-like reference
+  // (set with the transport's SetCongestionControl).
   std::string congestion;
 };
-
-// Sets `fd`'s congestion control if `cc` is not empty (TCP_CONGESTION).
-Status SetCongestion(int fd, const std::string& cc);
 
 // Pins every thread of process `pid` to one CPU, or with cpu -1 lets them
 // run on all (threads it starts later inherit it from their creator).
@@ -149,8 +147,8 @@ Iperf3Result MeasureIperf3(const NetHost& client, const NetHost& server, int por
 struct TcpBulkResult {
   uint64_t bytes = 0;
   int streams = 0;
-  std::vector<double> gb_per_s;  // each transfer's, in order
-  std::string error;             // set if it could not be measured
+  std::vector<double> bits_per_second;  // each transfer's, in order
+  std::string error;                    // set if it could not be measured
 };
 TcpBulkResult MeasureTcpBulk(const NetHost& sender, const NetHost& receiver, uint64_t bytes,
                              int streams, int reps);

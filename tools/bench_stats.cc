@@ -174,6 +174,13 @@ int ReadFull(int fd, void* data, size_t n) {
   return 1;
 }
 
+std::string ReadFirstLine(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
 Machine DescribeMachine() {
   Machine m;
   char host[256] = {};
@@ -194,32 +201,24 @@ Machine DescribeMachine() {
   (void)ShmemHugePages(&m.shmem_thp);
   // DAMON's sysfs interface: kdamonds/N/state, and what each runs.
   const std::string damon = "/sys/kernel/mm/damon/admin/kdamonds/";
-  auto first_line = [](const std::string& path) {
-    std::ifstream in(path);
-    std::string line;
-    std::getline(in, line);
-    return line;
-  };
   if (::access(damon.c_str(), F_OK) == 0 && ::access((damon + "nr_kdamonds").c_str(), R_OK) != 0)
     m.damon_known = false;
-  const long n = std::atol(first_line(damon + "nr_kdamonds").c_str());
+  const long n = std::atol(ReadFirstLine(damon + "nr_kdamonds").c_str());
   for (long i = 0; i < n && i < 64; i++) {
     const std::string k = damon + std::to_string(i) + "/";
-    if (first_line(k + "state") != "on") continue;
+    if (ReadFirstLine(k + "state") != "on") continue;
     const std::string ctx = k + "contexts/0/";
-    std::string what = first_line(ctx + "operations");
-    const long schemes = std::atol(first_line(ctx + "schemes/nr_schemes").c_str());
+    std::string what = ReadFirstLine(ctx + "operations");
+    const long schemes = std::atol(ReadFirstLine(ctx + "schemes/nr_schemes").c_str());
     for (long j = 0; j < schemes && j < 64; j++)
-      what += ", " + first_line(ctx + "schemes/" + std::to_string(j) + "/action");
+      what += ", " + ReadFirstLine(ctx + "schemes/" + std::to_string(j) + "/action");
     m.damon.push_back("kdamond " + std::to_string(i) + " (" + what + ")");
   }
   return m;
 }
 
 std::string MemoryLine(const Machine& m) {
-  std::string line = "memory: shmem transparent huge pages " +
-                     (m.shmem_thp.empty() ? std::string("unavailable") : "'" + m.shmem_thp + "'") +
-                     "; DAMON ";
+  std::string line = "memory: shmem transparent huge pages '" + m.shmem_thp + "'; DAMON ";
   if (!m.damon_known) return line + "unknown (its sysfs is readable by root only)";
   if (m.damon.empty()) return line + "not running";
   line += "running:";

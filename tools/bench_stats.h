@@ -90,7 +90,7 @@ struct Machine {
   long cpus = 0;
   uint64_t memory = 0;
   // What decides how memory behaves under the figures: the shmem setting
-  // for transparent huge pages (as ShmemHugePages reads it; "" if the
+  // for transparent huge pages (as ShmemHugePages names it, "absent" if the
   // kernel has none), and the DAMON monitors running, each as "kdamond N
   // (OPERATIONS, ACTION...)". On the project's VMs a running monitor makes
   // the first touch of memory left idle for seconds slow (it clears the
@@ -100,6 +100,9 @@ struct Machine {
   bool damon_known = true;  // false: its sysfs is there but not readable (root only)
 };
 Machine DescribeMachine();
+// The first line of a (small, e.g. /proc or /sys) file, without its
+// newline; "" if it cannot be read.
+std::string ReadFirstLine(const std::string& path);
 // "memory: ..." for the line under "machine: ..."
 std::string MemoryLine(const Machine& m);
 // {"hostname": .., "kernel": .., "cpu": .., "cpus": .., "memory_bytes": ..,

@@ -30,6 +30,13 @@
 
 namespace plasmon {
 
+Status SetCongestionControl(int fd, const std::string& cc) {
+  if (!cc.empty() && ::setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc.data(),
+                                  static_cast<socklen_t>(cc.size())) != 0)
+    return Status::FromErrno("setting congestion control " + cc, errno);
+  return Status::OK();
+}
+
 namespace {
 
 constexpr int kMaxStreams = 64;
@@ -68,16 +75,11 @@ Status SetTimeout(int fd, int option, int ms) {
 // that it fails only where the kernel changed since: then the socket keeps
 // the host's default, and says so in the log).
 void SetCongestion(int fd, const std::string& cc) {
-  if (cc.empty() || ::setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc.data(),
-                                 static_cast<socklen_t>(cc.size())) == 0)
-    return;
-  const int err = errno;
+  Status st = SetCongestionControl(fd, cc);
   static std::atomic<bool> said{false};
-  if (!said.exchange(true))
-    spdlog::warn(
-        "tcp transport: a connection keeps the host's congestion control, not {}: {} "
-        "(said once)",
-        cc, std::strerror(err));
+  if (!st.ok() && !said.exchange(true))
+    spdlog::warn("tcp transport: a connection keeps the host's congestion control: {} (said once)",
+                 st.ToString());
 }
 
 Status SetNoDelay(int fd) {
@@ -360,11 +362,10 @@ Result<std::unique_ptr<TcpTransport>> TcpTransport::Create(TcpTransportOptions o
       if (!probe.valid()) probe.Reset(::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0));
       if (!probe.valid())
         return Status::FromErrno("a socket to try congestion control " + options.congestion, errno);
-      if (::setsockopt(probe.get(), IPPROTO_TCP, TCP_CONGESTION, options.congestion.data(),
-                       static_cast<socklen_t>(options.congestion.size())) != 0)
+      if (Status st = SetCongestionControl(probe.get(), options.congestion); !st.ok())
         bad = Status::InvalidArgument(
             "congestion control '" + options.congestion +
-            "' is not available here: " + std::strerror(errno) +
+            "' is not available here: " + st.message() +
             " (see /proc/sys/net/ipv4/tcp_available_congestion_control, and "
             "tcp_allowed_congestion_control for a user without CAP_NET_ADMIN)");
     }
@@ -1349,7 +1350,7 @@ Result<PullResult> TcpTransport::PullChunked(const std::string& endpoint,
     }
   };
   // The calling thread is one of the workers.
-  const uint64_t nworkers = std::min<uint64_t>(chunks, static_cast<uint64_t>(opts_.streams));
+  const uint64_t nworkers = opts_.StreamsFor(total);
   std::vector<std::thread> threads;
   threads.reserve(nworkers - 1);
   for (uint64_t w = 1; w < nworkers; w++) threads.emplace_back(worker);

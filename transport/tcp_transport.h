@@ -19,6 +19,7 @@
 // cluster secret (HMAC-SHA256; the secret never crosses the wire).
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -82,18 +83,32 @@ struct TcpTransportOptions {
   // and a burst of reply over a cluster's own network, and where the host
   // runs BBR (the kernel's, v1) it paces the burst of a connection that was
   // idle at its estimate of the rate and, on the project's veth links,
-  // retransmits by the thousand; with cubic a 1 MiB fetch took 2.2 times
-  // less time there (docs/BENCHMARKS.md, sixth session).
+  // retransmits by the thousand; with cubic a cached 1 MiB fetch took half
+  // the time there (267 against 528 us p50; docs/BENCHMARKS.md, sixth
+  // session).
   std::string congestion = "cubic";
   // Whether Create fails if `congestion` is not available (or not allowed
   // to this user) here; if not, the connections keep the host's default and
   // Create logs why.
   bool congestion_required = false;
+  // The connections an object of `total` bytes travels over: one up to
+  // chunk_size, else one per chunk up to `streams` (a chunked pull also
+  // holds the object pinned on one more, which carries no bytes).
+  uint64_t StreamsFor(uint64_t total) const {
+    if (total <= chunk_size) return 1;
+    return std::min<uint64_t>((total + chunk_size - 1) / chunk_size,
+                              static_cast<uint64_t>(std::max(streams, 1)));
+  }
   // Objects up to this many bytes are pulled on the caller's event loop
   // (StartAsyncPull) when an idle pooled connection to the holder is at
   // hand, without a hand-off to another thread; 0: never.
   uint64_t async_max = 64 << 10;
 };
+
+// Sets `fd`'s congestion control (TCP_CONGESTION) to `cc`; nothing if it
+// is empty. Before connect() or listen(): a connection switched after its
+// handshake keeps what the host's default set up on it.
+Status SetCongestionControl(int fd, const std::string& cc);
 
 class TcpTransport : public Transport {
  public:
